@@ -1,0 +1,135 @@
+"""Load sweep results as one tidy table, from a CSV file or a sweep folder.
+
+Schema (one row per run x benchmark x metric)::
+
+    run_id, model, dataset, prompt_weight, response_weight, normalization, seed,
+    benchmark, metric, score, higher_is_better
+    [rg, weight_distance, memorization_bleu, generation_length, <numeric features>]
+
+Base-model rows (no fine-tuning) have NaN weights. Conventional instruction tuning is (0, 1).
+Training losses (for the loss-RSD diagnostic) live in a second table ``run_id, step, loss``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from witune.data.errors import DataError, Location
+
+REQUIRED = [
+    "run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization",
+    "seed", "benchmark", "metric", "score", "higher_is_better",
+]
+NUMERIC = ["prompt_weight", "response_weight", "score"]
+LOSS_COLUMNS = ["run_id", "step", "loss"]
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read results from a CSV file, or from a sweep folder through ``witune.sweep.db.results_frame``."""
+    path = Path(path)
+    if path.is_dir():
+        try:  # imported lazily: the sweep database is optional for CSV users
+            from witune.sweep.db import results_frame
+        except ImportError as exc:
+            raise DataError(Location(str(path), 0), f"cannot read a sweep folder ({exc})") from exc
+        return validate_results(results_frame(path), str(path))
+    if not path.exists():
+        raise DataError(Location(str(path), 0), "no such file or folder")
+    return validate_results(_read_csv(path), str(path))
+
+
+def load_losses(path: str | Path) -> pd.DataFrame | None:
+    """Training losses ``run_id, step, loss`` from a CSV, or from a sweep folder when the database has them."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            from witune.sweep import db
+        except ImportError:
+            return None
+        frame_fn = getattr(db, "losses_frame", None)  # optional part of the sweep database
+        return None if frame_fn is None else _validate_losses(frame_fn(path), str(path))
+    return _validate_losses(_read_csv(path), str(path))
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(Location(str(path), 0), f"not a readable CSV file ({exc})") from exc
+
+
+def _line(i: int) -> int:
+    return int(i) + 2  # CSV line number: 1-based plus the header row
+
+
+def _check_columns(df: pd.DataFrame, needed: list[str], source: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(Location(source, 1, "line"), f"missing column(s) {missing}", field=missing[0])
+
+
+def _to_numeric(df: pd.DataFrame, col: str, source: str, allow_nan: bool) -> None:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() & (df[col].notna() if allow_nan else True)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(Location(source, _line(i), "line"), f"not a number: {df[col].iloc[i]!r}", field=col)
+    df[col] = values.astype(float)
+
+
+def _to_bool(value: object) -> bool | None:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFrame:
+    """Check the schema and types; return a copy with clean dtypes. Errors name the CSV line and field."""
+    _check_columns(df, REQUIRED, source)
+    df = df.copy().reset_index(drop=True)
+    for col in ["prompt_weight", "response_weight"]:
+        _to_numeric(df, col, source, allow_nan=True)  # NaN weights mark the base model
+    _to_numeric(df, "score", source, allow_nan=False)
+    flags = df["higher_is_better"].map(_to_bool)
+    if flags.isna().any():
+        i = int(np.flatnonzero(flags.isna().to_numpy())[0])
+        raise DataError(Location(source, _line(i), "line"),
+                        f"expected true/false, got {df['higher_is_better'].iloc[i]!r}", field="higher_is_better")
+    df["higher_is_better"] = flags.astype(bool)
+    half_base = df["prompt_weight"].isna() != df["response_weight"].isna()
+    if half_base.any():
+        i = int(np.flatnonzero(half_base.to_numpy())[0])
+        raise DataError(Location(source, _line(i), "line"),
+                        "prompt_weight and response_weight must both be set, or both empty (base model)",
+                        field="prompt_weight")
+    for col in ["run_id", "model", "dataset", "benchmark", "metric", "normalization"]:
+        df[col] = df[col].astype(str)
+    df["normalization"] = df["normalization"].replace("nan", "")
+    return df
+
+
+def _validate_losses(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    _check_columns(df, LOSS_COLUMNS, source)
+    df = df.copy().reset_index(drop=True)
+    _to_numeric(df, "step", source, allow_nan=False)
+    _to_numeric(df, "loss", source, allow_nan=False)
+    df["run_id"] = df["run_id"].astype(str)
+    return df
+
+
+def is_base(df: pd.DataFrame) -> pd.Series:
+    """True on base-model rows (no fine-tuning: both weights missing)."""
+    return df["prompt_weight"].isna() & df["response_weight"].isna()
+
+
+def run_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with its design columns and per-run diagnostics (first value per run)."""
+    cols = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed"]
+    extra = [c for c in ["rg", "weight_distance", "memorization_bleu", "generation_length"] if c in df.columns]
+    return df.groupby("run_id", sort=False)[cols[1:] + extra].first().reset_index()

@@ -1,0 +1,126 @@
+"""`witune analyze SWEEP`: the WIT and PLW papers' analyses of a sweep folder or a results CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, "
+                              "correlations and training dynamics of a sweep")
+    p.add_argument("sweep", help="sweep folder (with sweep.sqlite) or results CSV")
+    p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
+    p.add_argument("--features", default=None,
+                   help="CSV of features (level, name, feature, value) for the optimum correlations")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the critical-PLW interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plots", default=None, help="folder to write the figures to as PNG")
+    p.add_argument("--json", action="store_true", help="print every table as JSON instead of rich tables")
+    p.set_defaults(func=run)
+
+
+def load_inputs(args: argparse.Namespace):
+    """Results, losses and features named on the command line (shared with `witune report`)."""
+    import pandas as pd
+
+    from witune.analysis.results import load_losses, load_results
+
+    results = load_results(args.sweep)
+    losses = load_losses(args.losses) if args.losses else load_losses(args.sweep) if _is_dir(args.sweep) else None
+    features = pd.read_csv(args.features) if getattr(args, "features", None) else None
+    return results, losses, features
+
+
+def _is_dir(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_dir()
+
+
+def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
+    from rich.progress import Progress
+
+    from witune.analysis.summary import analyze
+
+    results, losses, features = load_inputs(args)
+    with Progress(disable=quiet, transient=True, console=_console(stderr=True)) as bar:
+        datasets = results["dataset"].nunique()
+        task = bar.add_task("fitting (bootstrap of the critical PLW)", total=max(1, args.bootstrap * datasets))
+        return analyze(results, losses, features, n_boot=args.bootstrap, seed=args.seed,
+                       progress=lambda: bar.advance(task))
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _rich_table(title: str, df, digits: int = 3):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in df.columns:
+        t.add_column(str(col))
+    for row in df.itertuples(index=False):
+        t.add_row(*[f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in row])
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from witune.analysis.summary import to_json
+
+    a = analyze_with_progress(args, quiet=args.json)
+    if args.json:
+        json.dump(to_json(a), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        con = _console()
+        con.print(_rich_table("Best configuration per model x dataset (relative aggregate)", a.best))
+        con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
+        fits = pd.DataFrame([{"dataset": f.dataset, "n": f.n, "wp": f.b1, "wp^2": f.b2, "p(wp)": f.p_wp,
+                              "p(wp^2)": f.p_wp2, "p(LRT)": f.p_lrt, "critical PLW": f.critical_plw,
+                              "CI low": f.ci_low, "CI high": f.ci_high} for f in a.fits])
+        if len(fits):
+            con.print(_rich_table("PLW quadratic mixed model", fits))
+        if a.gam is not None:
+            con.print(_rich_table("Optimal PLW per Rg (GAM)", a.gam.table))
+        if len(a.correlations):
+            con.print(_rich_table("Correlations with the optimal prompt weight", a.correlations))
+        diag = [c for c in ["mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
+                if c in a.runs.columns]
+        if diag:
+            per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
+            con.print(_rich_table("Training dynamics by prompt weight (mean over runs)", per))
+        for note in a.notes:
+            con.print(f"[yellow]note:[/] {note}")
+    if args.plots:
+        _write_plots(a, args.plots)
+    return 0
+
+
+def _write_plots(a, folder: str) -> None:
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from witune.analysis import figures, wit
+    from witune.analysis.dynamics import dynamics_figure
+    from witune.analysis.gam import gam_figure
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {"aggregates": figures.aggregate_figure(a.aggregates),
+            "wit_heatmaps": wit.heatmap_figure(a.gains) if not a.gains.empty else None,
+            "plw_fit": figures.plw_fit_figure(a.results, a.fits),
+            "gam": gam_figure(a.gam) if a.gam is not None else None,
+            "dynamics": dynamics_figure(a.runs)}
+    for name, fig in figs.items():
+        if fig is not None:
+            fig.savefig(out / f"{name}.png", dpi=110)
+            matplotlib.pyplot.close(fig)

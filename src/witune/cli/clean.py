@@ -1,0 +1,46 @@
+"""`witune clean DATA -o OUT`: drop invalid records, empty or placeholder outputs ("<noinput>", "N/A"), exact
+duplicates and overlong samples; write the cleaned file and a report with one line per removed record."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("clean", help="remove invalid, empty, placeholder, duplicate and overlong records",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data", help="data file (.json, .jsonl, .csv)")
+    p.add_argument("-o", "--output", required=True, help="cleaned file (.json array or .jsonl, records unchanged)")
+    p.add_argument("--report", default=None, help="report file (JSON Lines); default: OUT with .removed.jsonl")
+    p.add_argument("--model", default=None, help="tokenizer for the overlong check (default: count characters)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="overlong limit with --model")
+    p.add_argument("--max-chars", type=int, default=16000, help="overlong limit without --model")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from witune.stats import clean, write_records, write_report
+    from witune.stats.loading import get_tokenizer
+
+    tokenizer = get_tokenizer(args.model) if args.model else None
+    with Console(stderr=True).status("checking records"):
+        result = clean(args.data, tokenizer, args.max_tokens, args.max_chars)
+    out = write_records(result.kept, args.output)
+    report = Path(args.report) if args.report else out.with_name(out.stem + ".removed.jsonl")
+    write_report(result, report)
+    t = Table(title=f"{args.data}: {result.total} records, {len(result.kept)} kept -> {out}")
+    t.add_column("reason")
+    t.add_column("removed", justify="right")
+    t.add_column("first", justify="left")
+    for reason, n in result.counts().items():
+        first = next((r for r in result.removed if r.reason == reason), None)
+        label = f"{reason} ({result.overlong_rule})" if reason == "overlong" else reason
+        t.add_row(label, str(n), f"{first.location}: {first.detail}" if first else "")
+    console = Console()
+    console.print(t)
+    console.print(f"report: {report} ({len(result.removed)} lines)")
+    return 0

@@ -1,0 +1,81 @@
+"""`witune eval MODEL --tasks t1,t2 [--limit N] [--num-fewshot K] [--json OUT]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP_TASKS = (
+    "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
+    "witune_truthfulqa_mc2, witune_mmlu, witune_mmlu_<subject>, witune_bbh, witune_ifeval), standard "
+    "lm-eval names (arc_challenge, ... need the network), or built-ins witune:generation_length[=FILE], "
+    "witune:generation=FILE, witune:memorization=TRAIN_FILE, witune:winrate[=REFERENCE_JSON]"
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a model on benchmarks and built-in metrics",
+                              description=__doc__)
+    p.add_argument("model", help="model folder (or hub name for standard tasks)")
+    p.add_argument("--tasks", required=True, help=HELP_TASKS)
+    p.add_argument("--limit", type=int, default=None, help="items per task")
+    p.add_argument("--num-fewshot", type=int, default=None, help="override the per-task shot presets")
+    p.add_argument("--json", dest="json_out", default=None, help="write the result rows to this JSON file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="for generation built-ins")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge", default=None, help="judge for witune:winrate: model folder or http(s) endpoint")
+    p.add_argument("--judge-model", default="judge", help="model name sent to an OpenAI-compatible judge")
+    p.add_argument("--data-dir", default=None, help="evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)")
+    p.add_argument("--db", default=None, help="sweep database to write results into (with --run-id)")
+    p.add_argument("--run-id", default=None, help="run id in the sweep database")
+    p.set_defaults(func=run)
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="witune eval")
+    for col in ("task", "metric", "value", "stderr"):
+        table.add_column(col, justify="right" if col in ("value", "stderr") else "left")
+    for r in rows:
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        se = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
+        table.add_row(r["task"], f"{r['metric']} {arrow}", f"{r['value']:.4f}", se)
+    Console().print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    from witune.data.errors import ConfigError, DataError
+    from witune.eval import EvalOptions, evaluate, parse_task, split_tasks
+
+    if (args.db is None) != (args.run_id is None):
+        print("witune eval: --db and --run-id go together", file=sys.stderr)
+        return 2
+    opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                       judge=args.judge, judge_model=args.judge_model)
+    try:
+        names = split_tasks(args.tasks)
+        for n in names:  # fail on a typo before loading anything
+            if n.startswith("witune:"):
+                parse_task(n)
+        rows = evaluate(args.model, names, limit=args.limit, num_fewshot=args.num_fewshot, options=opts,
+                        device=args.device, data_dir=args.data_dir)
+    except (DataError, ConfigError, ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
+        print(f"witune eval: {e}", file=sys.stderr)
+        return 2
+    print_table(rows)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
+    if args.db:
+        try:
+            from witune.sweep.db import write_eval_rows  # owned by the sweep; see witune.sweep
+        except ImportError:
+            print("witune eval: this install has no sweep database support (witune.sweep.db)", file=sys.stderr)
+            return 2
+        write_eval_rows(args.db, args.run_id, rows)
+    return 0

@@ -1,0 +1,50 @@
+"""`witune inspect DATA --model M`: each sample's tokens coloured by loss weight, or their weights as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from witune.cli.common import add_data_args, add_model_arg, add_weight_args, load_rows, role_weights
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inspect", help="show each sample's tokens coloured by their loss weight",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_args(p)
+    add_model_arg(p)
+    add_weight_args(p)
+    p.add_argument("--show", type=int, default=3, help="how many samples to print coloured")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="write input_ids, weights and roles of every sample as JSON Lines (to PATH, or stdout)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    from witune.data.view import colored_tokens, legend, row_json
+    from witune.models import load_tokenizer
+
+    weights = role_weights(args)
+    tokenizer = load_tokenizer(args.model)
+    data = load_rows(args, tokenizer, weights)
+    if args.json is not None:
+        out = sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
+        for row in data.rows:
+            out.write(json.dumps(row_json(row)) + "\n")
+        if out is not sys.stdout:
+            out.close()
+            Console(stderr=True).print(f"wrote {len(data.rows)} samples to {args.json}")
+        return 0
+    console = Console()
+    console.print(legend(weights.prompt, weights.response))
+    max_w = max([weights.prompt, weights.response, *weights.roles.values()])
+    for row in data.rows[: args.show]:
+        counts = (f"{len(row)} tokens · prompt {row.prompt_tokens} · response {row.response_tokens}"
+                  f" · trainable {row.trainable_tokens}")
+        console.print(Panel(colored_tokens(row, tokenizer, max_w), title=str(row.location), title_align="left",
+                            subtitle=counts, subtitle_align="left"))
+    return 0

@@ -1,0 +1,57 @@
+"""`witune recommend DATA`: prompt-loss weight and (lambda_p, lambda_r) for a data set, with reasons and sources
+(PLW paper Table 4 and its regression critical value; WIT paper ranges and correlations)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from witune.cli.stats import add_stats_args, compute_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("recommend", help="recommend prompt/response loss weights for a data set, with sources",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_stats_args(p, model_required=False)
+    p.add_argument("--benchmarks", default="all", choices=["all", "mc", "gen"],
+                   help="Table 4 column: all benchmarks, multiple-choice, or generation")
+    p.add_argument("--logprob-samples", type=int, default=0,
+                   help="also score this many prompts with the model (WIT's log-prob characteristic)")
+    p.add_argument("--device", default="auto", help="device for the log-prob pass")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from witune.stats import recommend
+
+    stats = compute_from_args(args, logprob=args.logprob_samples > 0)
+    rec = recommend(stats.rg.ratio_of_means, args.benchmarks, prompt_tokens=stats.prompt.mean,
+                    ngram_diversity=stats.ngram_diversity["mean"], prompt_logprob=stats.prompt_logprob)
+    if args.json:
+        out = {"data": args.data, "rg_mean_of_ratios": stats.rg.mean_of_ratios, **rec.to_dict()}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return 0
+    console = Console()
+    t = Table(title=f"{args.data}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer {args.model})")
+    t.add_column("setting")
+    t.add_column("recommended", justify="right")
+    t.add_column("range to sweep", justify="right")
+    t.add_row("PLW (response weight 1)", f"{rec.plw:.3f}", "0-1" if not rec.weight_matters else "0.01-0.5")
+    t.add_row("lambda_p (WIT)", f"{rec.lambda_p:.3g}", f"{rec.lambda_p_range[0]}-{rec.lambda_p_range[1]}")
+    t.add_row("lambda_r (WIT)", f"{rec.lambda_r:.3g}", f"{rec.lambda_r_range[0]}-{rec.lambda_r_range[1]}")
+    console.print(t)
+    if not rec.weight_matters:
+        console.print("[bold]The prompt weight barely matters for this data (long completions).[/]")
+    r = Table(title="reasons", show_lines=False)
+    r.add_column("#", justify="right")
+    r.add_column("reason")
+    r.add_column("source")
+    for i, (reason, source) in enumerate(rec.reasons, start=1):
+        r.add_row(str(i), reason, source)
+    console.print(r)
+    return 0

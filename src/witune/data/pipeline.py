@@ -1,0 +1,101 @@
+"""Examples -> truncated token rows, with a summary of everything that was dropped and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from witune.data.errors import ConfigError, DataError
+from witune.data.example import Example
+from witune.data.render import Rendered, render_segments, tokenize_segments
+from witune.data.weights import RoleWeights
+
+TRUNCATIONS = ("left", "right", "drop")
+_BATCH = 1000  # examples per batched tokenizer call
+
+
+@dataclass
+class TokenizedData:
+    rows: list[Rendered]
+    dropped_too_long: int = 0  # truncation="drop"
+    truncated: int = 0  # rows that lost tokens to truncation
+    zero_trainable: list[DataError] = field(default_factory=list)  # lost every trainable token (skipped)
+    skipped: list[DataError] = field(default_factory=list)  # could not be rendered (skipped)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.rows)} rows"]
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated")
+        if self.dropped_too_long:
+            parts.append(f"{self.dropped_too_long} dropped as too long")
+        if self.zero_trainable:
+            parts.append(f"{len(self.zero_trainable)} dropped with zero trainable tokens")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped as unrenderable")
+        return ", ".join(parts)
+
+
+def truncate(row: Rendered, max_length: int, policy: str) -> Rendered | None:
+    """Cut a row to max_length tokens. `left` removes prompt tokens from the start and keeps the response
+    (cutting the response's end only if it alone is too long); `right` cuts the end; `drop` returns None."""
+    n = len(row)
+    if n <= max_length:
+        return row
+    if policy == "drop":
+        return None
+    if policy == "left":
+        first_response = next((i for i, r in enumerate(row.response) if r), n)
+        start = min(n - max_length, first_response)
+        sl = slice(start, start + max_length)
+    elif policy == "right":
+        sl = slice(0, max_length)
+    else:
+        raise ConfigError(f"unknown truncation {policy!r}; choose one of {TRUNCATIONS}")
+    cut = Rendered(row.input_ids[sl], row.weights[sl], row.roles[sl], row.response[sl], row.location)
+    cut.weights[0] = 0.0  # the new first token is not predicted by anything
+    return cut
+
+
+def tokenize_examples(examples: list[Example], tokenizer: Any, weights: RoleWeights, *, template: str = "auto",
+                      max_length: int | None = None, truncation: str = "left", final_turn_only: bool = False,
+                      on_error: str = "raise", progress: bool = False) -> TokenizedData:
+    """Render, tokenize (batched) and truncate. With on_error="raise" (default) an unrenderable sample or one
+    left with zero trainable tokens is an error naming its location; with "skip" it is dropped and listed."""
+    if truncation not in TRUNCATIONS:
+        raise ConfigError(f"unknown truncation {truncation!r}; choose one of {TRUNCATIONS}")
+    out = TokenizedData([])
+    bar = tqdm(total=len(examples), desc="tokenizing", unit="ex", disable=not progress)
+    for b in range(0, len(examples), _BATCH):
+        batch = examples[b : b + _BATCH]
+        segs, kept = [], []
+        for ex in batch:
+            try:
+                segs.append(render_segments(ex, tokenizer, template, final_turn_only))
+                kept.append(ex)
+            except DataError as err:
+                _fail(out.skipped, err, on_error)
+        for row in tokenize_segments(segs, kept, tokenizer, weights):
+            if max_length is not None:
+                cut = truncate(row, max_length, truncation)
+                if cut is None:
+                    out.dropped_too_long += 1
+                    continue
+                out.truncated += cut is not row
+                row = cut
+            if row.trainable_tokens == 0:
+                why = "truncated to zero trainable tokens" if max_length and row is not None else "no trainable tokens"
+                _fail(out.zero_trainable, DataError(row.location, f"{why} (max_length={max_length}, weights "
+                      f"prompt={weights.prompt}, response={weights.response})"), on_error)
+                continue
+            out.rows.append(row)
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def _fail(bucket: list[DataError], err: DataError, on_error: str) -> None:
+    if on_error == "raise":
+        raise err
+    bucket.append(err)

@@ -1,0 +1,177 @@
+"""Read raw records from JSON, JSONL, CSV, Parquet files, saved datasets or `datasets` hub names.
+
+Every record comes with its `Location` (file and 1-based line for line formats, record index otherwise) so
+that any later error can say exactly where the bad input is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from witune.data.errors import DataError, Location
+from witune.data.example import Example
+from witune.data.formats import FORMATS, detect_format, to_examples
+
+_LINE_FORMATS = {".jsonl", ".ndjson"}
+
+
+def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Location, Any]]:
+    """Yield (location, record). Errors that make one line unreadable are yielded as DataError values
+    (not raised) so that the caller can choose to skip them and go on."""
+    path = Path(source)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in _LINE_FORMATS:
+            yield from _jsonl(path)
+        elif suffix == ".json":
+            yield from _json(path)
+        elif suffix == ".csv":
+            yield from _csv(path)
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+                yield Location(str(path), i), row
+        else:
+            raise DataError(Location(str(path), 0, "file"), f"unsupported file type {suffix!r} (use .json, .jsonl, .csv, .parquet)")
+    elif path.is_dir() or not path.suffix:
+        yield from _dataset(str(source), split)
+    else:
+        raise DataError(Location(str(path), 0, "file"), "file not found")
+
+
+def _decode(raw: bytes, location: Location) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(location, f"invalid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})") from None
+
+
+def _jsonl(path: Path) -> Iterator[tuple[Location, Any]]:
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            loc = Location(str(path), n, "line")
+            try:
+                text = _decode(raw, loc)
+                if not text.strip():
+                    continue
+                try:
+                    yield loc, json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise DataError(loc, f"malformed JSON: {e.msg} (column {e.colno})") from None
+            except DataError as err:
+                yield loc, err
+
+
+def _json(path: Path) -> Iterator[tuple[Location, Any]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(Location(str(path), line, "line"), "invalid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if "\n{" in text.strip() or text.lstrip().startswith("{"):
+            # A .json file that is really JSON Lines: read it line by line (and report per line).
+            yield from _jsonl(path)
+            return
+        raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})") from None
+    if isinstance(data, dict):
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(Location(str(path), 1, "line"), "expected a JSON array of records (or an object holding exactly one array)")
+        data = data[lists[0]]
+    if not isinstance(data, list):
+        raise DataError(Location(str(path), 1, "line"), f"expected a JSON array of records, got {type(data).__name__}")
+    for i, rec in enumerate(data, start=1):
+        yield Location(str(path), i), rec
+
+
+def _csv(path: Path) -> Iterator[tuple[Location, Any]]:
+    raw = path.read_bytes()
+    text = _decode(raw, Location(str(path), raw[: _first_bad_utf8(raw)].count(b"\n") + 1, "line"))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    line = 1  # the header
+    for row in reader:
+        yield Location(str(path), line + 1, "line"), row
+        line = reader.line_num
+
+
+def _first_bad_utf8(raw: bytes) -> int:
+    try:
+        raw.decode("utf-8")
+        return 0
+    except UnicodeDecodeError as e:
+        return e.start
+
+
+def _dataset(name: str, split: str) -> Iterator[tuple[Location, Any]]:
+    """A folder saved with `Dataset.save_to_disk`, a folder of data files, or a hub name (needs a network)."""
+    import datasets
+
+    path = Path(name)
+    try:
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            ds = datasets.load_from_disk(name)
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except FileNotFoundError as e:
+        raise DataError(Location(name, 0, "dataset"), f"no such file, folder or dataset ({e})") from None
+    except Exception as e:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
+        raise DataError(Location(name, 0, "dataset"), f"cannot load dataset: {type(e).__name__}: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(Location(name, 0, "dataset"), f"no split {split!r}; available: {list(ds)}")
+        ds = ds[split]
+    for i, row in enumerate(ds, start=1):
+        yield Location(name, i), row
+
+
+@dataclass
+class LoadResult:
+    examples: list[Example]
+    skipped: list[DataError] = field(default_factory=list)
+    format: str = ""
+
+    def summary(self) -> str:
+        s = f"{len(self.examples)} examples ({self.format})"
+        if self.skipped:
+            s += f", {len(self.skipped)} bad records skipped (first: {self.skipped[0]})"
+        return s
+
+
+def load_examples(source: str | Path, format: str = "auto", on_error: str = "raise", split: str = "train",
+                  limit: int | None = None) -> LoadResult:
+    """Read and convert every record. `on_error="skip"` skips bad records and lists them in `skipped`."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose auto or one of {FORMATS}")
+    result = LoadResult([], format=format)
+    for loc, rec in read_records(source, split):
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            if result.format == "auto":
+                result.format = detect_format(rec, loc)
+            result.examples.extend(to_examples(rec, result.format, loc))
+        except DataError as err:
+            if on_error == "raise":
+                raise
+            result.skipped.append(err)
+        if limit is not None and len(result.examples) >= limit:
+            del result.examples[limit:]
+            break
+    if not result.examples:
+        where = Location(str(source), 0, "file")
+        detail = f" ({len(result.skipped)} bad records skipped, first: {result.skipped[0]})" if result.skipped else ""
+        raise DataError(where, f"no usable examples{detail}")
+    return result

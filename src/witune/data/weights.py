@@ -1,0 +1,58 @@
+"""Loss weights per role: lambda_p for prompt tokens, lambda_r for response tokens, optional per-role values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from witune.data.errors import ConfigError
+from witune.data.example import ROLES
+
+# "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
+TOKEN_ROLES = (*ROLES, "template")
+
+
+@dataclass(frozen=True)
+class RoleWeights:
+    """lambda_p (`prompt`) and lambda_r (`response`), with optional per-role overrides.
+
+    A token of a response segment (the assistant turn(s) being trained) gets `response`; every other token
+    gets `prompt`; `roles[r]`, when given, replaces either for every token of role r.
+
+    >>> RoleWeights(0.1, 1.0).for_segment("user", False), RoleWeights(0.1, 1.0).for_segment("assistant", True)
+    (0.1, 1.0)
+    >>> RoleWeights(0.1, 1.0, {"system": 0.0}).for_segment("system", False)
+    0.0
+    >>> RoleWeights(0.0, 0.0)
+    Traceback (most recent call last):
+    ...
+    witune.data.errors.ConfigError: prompt and response weights are both zero: no token would be trained ...
+    """
+
+    prompt: float = 0.0
+    response: float = 1.0
+    roles: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        named = {"prompt weight": self.prompt, "response weight": self.response}
+        named.update({f"weight of role {r!r}": w for r, w in self.roles.items()})
+        for name, w in named.items():
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {w!r}")
+        unknown = set(self.roles) - set(TOKEN_ROLES)
+        if unknown:
+            raise ConfigError(f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}")
+        if self.prompt == 0 and self.response == 0 and not any(w > 0 for w in self.roles.values()):
+            raise ConfigError("prompt and response weights are both zero: no token would be trained "
+                              "(set response_weight > 0, e.g. 1 for conventional instruction tuning)")
+
+    def for_segment(self, role: str, is_response: bool) -> float:
+        if role in self.roles:
+            return float(self.roles[role])
+        return float(self.response if is_response else self.prompt)
+
+    @classmethod
+    def from_plw(cls, plw: float) -> "RoleWeights":
+        """The PLW paper's parameterisation: prompt-loss weight in [0, 1], response at 1."""
+        return cls(prompt=plw, response=1.0)

@@ -1,0 +1,9 @@
+"""Evaluation: lm-evaluation-harness on local files, built-in generation metrics, pairwise LLM judge.
+
+`evaluate(model_path, tasks, limit=None)` returns rows {task, metric, value, stderr, higher_is_better}.
+"""
+
+from witune.eval.builtins import BUILTINS, EvalOptions
+from witune.eval.runner import evaluate, parse_task, split_tasks
+
+__all__ = ["BUILTINS", "EvalOptions", "evaluate", "parse_task", "split_tasks"]

@@ -1,0 +1,125 @@
+"""witune's own evaluations, named `witune:<name>[=<argument>]` on the command line.
+
+| name | argument | metrics |
+|---|---|---|
+| `witune:generation_length` | instructions file (default: AlpacaEval 1 instructions) | mean_tokens |
+| `witune:generation` | data file with reference completions | exact_match, bleu |
+| `witune:memorization` | the *training* data file | bleu (corpus BLEU-4 on sampled training prompts) |
+| `witune:winrate` | reference outputs JSON (default: AlpacaEval 1 text-davinci-003) | win_rate (needs a judge) |
+
+Every evaluator takes the loaded model and tokenizer plus an `EvalOptions` and returns metric rows
+{task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators so other parts of witune
+(for example the per-role NLL of `witune score`) can register theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from witune.eval import generation as gen
+from witune.eval.judge import JudgePrompt, LocalJudge, OpenAIJudge, load_reference_outputs, pairwise_win_rate
+from witune.eval.local_tasks import default_data_dir
+
+
+@dataclass
+class EvalOptions:
+    """Settings shared by the built-in evaluators (flat, so the CLI and the sweep fill it the same way)."""
+
+    limit: int | None = None  # items per task; memorisation defaults to the paper's 10,000 prompts
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    judge: str | None = None  # local model folder, or an http(s) URL of an OpenAI-compatible endpoint
+    judge_model: str = "judge"  # model name sent to an OpenAI-compatible endpoint
+    judge_api_key: str | None = None
+
+
+Evaluator = Callable[[object, object, str | None, EvalOptions], list[dict]]
+
+
+def _row(task: str, metric: str, value: float, stderr: float | None, higher: bool = True) -> dict:
+    return {"task": task, "metric": metric, "value": float(value), "stderr": stderr, "higher_is_better": higher}
+
+
+def _alpaca_eval_file(name: str = "text_davinci_003_model_outputs.json") -> Path:
+    data = default_data_dir()
+    if data is None:
+        raise FileNotFoundError("AlpacaEval files not found; pass a file (witune:...=FILE) or set WITUNE_EVAL_DATA")
+    return data / "alpaca_eval" / name
+
+
+def _prompts(tok, path: str | None, limit: int | None) -> list[str]:
+    """Formatted prompts: AlpacaEval 1 instructions by default, else a data file rendered as in training."""
+    if not path:
+        recs = load_reference_outputs(_alpaca_eval_file())[:limit]
+        return [gen.format_prompt(tok, r["instruction"]) for r in recs]
+    return [p for p, _ in gen.training_prompts(_examples(path, "generation_length", limit), tok)]
+
+
+def generation_length(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+    """Mean length in tokens of greedy generations (PLW paper: length on the AlpacaEval 1 set)."""
+    prompts = _prompts(tok, arg, opt.limit)
+    outs = gen.generate_greedy(model, tok, prompts, opt.max_new_tokens, opt.batch_size)
+    mean, se = gen.mean_and_stderr([g.num_tokens for g in outs])
+    return [_row("witune:generation_length", "mean_tokens", mean, se, higher=False)]
+
+
+def _examples(arg: str | None, what: str, limit: int | None = None):
+    if not arg:
+        raise ValueError(f"witune:{what} needs a data file: witune:{what}=PATH")
+    from witune.data import load_examples
+
+    return load_examples(arg, limit=limit).examples
+
+
+def generation_task(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+    """Exact match and corpus BLEU of greedy generations against each example's reference response."""
+    pairs = gen.training_prompts(_examples(arg, "generation", opt.limit), tok)
+    outs = gen.generate_greedy(model, tok, [p for p, _ in pairs], opt.max_new_tokens, opt.batch_size)
+    preds, refs = [g.text for g in outs], [c for _, c in pairs]
+    em, se = gen.exact_match(preds, refs)
+    return [_row("witune:generation", "exact_match", em, se), _row("witune:generation", "bleu",
+                                                                    gen.corpus_bleu(preds, refs), None)]
+
+
+def memorization(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+    """PLW paper: corpus BLEU of generations for sampled unique training prompts vs. training completions."""
+    pairs = gen.training_prompts(_examples(arg, "memorization"), tok)
+    n = opt.limit if opt.limit is not None else 10_000
+    bleu, used = gen.memorization_bleu(model, tok, pairs, n=n, seed=opt.seed, max_new_tokens=opt.max_new_tokens,
+                                       batch_size=opt.batch_size)
+    # Memorisation is a diagnostic (over-fitting), so a higher BLEU is not "better".
+    return [_row("witune:memorization", "bleu", bleu, None, higher=False),
+            _row("witune:memorization", "n_prompts", used, None)]
+
+
+def make_judge(opt: EvalOptions):
+    if not opt.judge:
+        raise ValueError("witune:winrate needs a judge: --judge MODEL_DIR or --judge http://host:port")
+    if opt.judge.startswith(("http://", "https://")):
+        return OpenAIJudge(opt.judge, opt.judge_model, api_key=opt.judge_api_key)
+    return LocalJudge.from_pretrained(opt.judge)
+
+
+def winrate(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+    """Pairwise judge win rate of the model's outputs against a reference's (AlpacaEval style, both orders)."""
+    refs = load_reference_outputs(arg or _alpaca_eval_file())[: opt.limit]
+    prompts = [gen.format_prompt(tok, r["instruction"]) for r in refs]
+    outs = gen.generate_greedy(model, tok, prompts, opt.max_new_tokens, opt.batch_size)
+    data = default_data_dir()
+    mt = data / "mt_bench" / "judge_prompts.jsonl" if data else None
+    prompt = JudgePrompt.from_mt_bench(mt) if mt and mt.is_file() else JudgePrompt()
+    wr = pairwise_win_rate(make_judge(opt), [r["instruction"] for r in refs], [g.text for g in outs],
+                           [r["output"] for r in refs], prompt)
+    return [_row("witune:winrate", "win_rate", wr.win_rate, wr.stderr),
+            _row("witune:winrate", "mean_tokens", *gen.mean_and_stderr([g.num_tokens for g in outs]), higher=False)]
+
+
+BUILTINS: dict[str, Evaluator] = {
+    "generation_length": generation_length,
+    "generation": generation_task,
+    "memorization": memorization,
+    "winrate": winrate,
+}

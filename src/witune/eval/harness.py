@@ -1,0 +1,96 @@
+"""Run lm-evaluation-harness on standard task names and on witune's local task YAMLs.
+
+Local names (`witune_arc_challenge`, `witune_mmlu_<subject>`, `witune_mmlu`, ...) come from YAMLs written into a
+temporary folder by `witune.eval.local_tasks` and run offline. Any other name goes to the harness's own task
+registry unchanged (needs the network for its datasets). Few-shot counts come from the presets (the task YAML
+for local tasks, `STANDARD_SHOTS` for standard ones) unless `num_fewshot` overrides them all.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from witune.eval.local_tasks import STANDARD_SHOTS, write_local_tasks
+
+
+def _require_lm_eval():
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError('lm-evaluation-harness is not installed: pip install "witune[eval]"') from e
+
+
+def make_lm(model_path: str, device: str = "cpu", batch_size: int = 4, dtype: str = "float32", **kwargs: Any):
+    """An `HFLM` for a local folder (or hub name); build it once and reuse it across task groups."""
+    _require_lm_eval()
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype, **kwargs)
+
+
+def results_to_rows(results: dict) -> list[dict]:
+    """Flatten `simple_evaluate` output into rows {task, metric, value, stderr, higher_is_better}.
+
+    The harness keys metrics as "<metric>,<filter>"; the default filter "none" is dropped from the name.
+    """
+    rows = []
+    hib = results.get("higher_is_better", {})
+    for task, metrics in results.get("results", {}).items():
+        for key, value in metrics.items():
+            if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            metric, filt = key.split(",", 1)
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            stderr = float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(stderr) else None
+            rows.append({
+                "task": task,
+                "metric": metric if filt == "none" else f"{metric} ({filt})",
+                "value": float(value),
+                "stderr": stderr,
+                "higher_is_better": bool(hib.get(task, {}).get(metric, True)),
+            })
+    return rows
+
+
+def run_harness(
+    model: str | Any,
+    tasks: Sequence[str],
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    data_dir: str | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    seed: int = 0,
+) -> list[dict]:
+    """Evaluate `model` (a local folder / hub name, or an `HFLM`) on harness tasks; return metric rows."""
+    _require_lm_eval()
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
+        local = [t for t in tasks if t.startswith("witune_")]
+        if local:  # validated before the model is loaded
+            available = set(write_local_tasks(tmp, data_dir))
+            missing = [t for t in local if t not in available]
+            if missing:
+                raise ValueError(f"unknown local task(s) {missing}; e.g. {sorted(available)[:6]} ...")
+        lm = make_lm(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
+        manager = TaskManager(include_path=tmp if local else None)
+        # One simple_evaluate call per distinct preset, all on the same loaded model.
+        groups: dict[int | None, list[str]] = {}
+        for t in tasks:
+            shots = num_fewshot if num_fewshot is not None else (None if t in local else STANDARD_SHOTS.get(t))
+            groups.setdefault(shots, []).append(t)
+        for shots, names in groups.items():
+            out = simple_evaluate(model=lm, tasks=list(names), num_fewshot=shots, limit=limit,
+                                  task_manager=manager, log_samples=False, bootstrap_iters=1000,
+                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                  fewshot_random_seed=seed)
+            if out is None:  # non-zero ranks in distributed runs
+                continue
+            rows.extend(results_to_rows(out))
+    return rows

@@ -1,0 +1,68 @@
+"""`evaluate(model_path, tasks)`: one entry point for harness tasks and witune's built-ins.
+
+Returns rows {task, metric, value, stderr, higher_is_better}; the CLI prints them, the sweep stores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from witune.eval.builtins import BUILTINS, EvalOptions
+
+PREFIX = "witune:"
+
+
+def parse_task(name: str) -> tuple[str, str | None]:
+    """`witune:memorization=data.json` -> ("memorization", "data.json"); checks the built-in exists."""
+    body = name[len(PREFIX):]
+    key, _, arg = body.partition("=")
+    if key not in BUILTINS:
+        raise ValueError(f"unknown built-in evaluation {name!r}; choose from "
+                         + ", ".join(PREFIX + k for k in BUILTINS))
+    return key, (arg or None)
+
+
+def split_tasks(tasks: str | Sequence[str]) -> list[str]:
+    """Accept "a,b" or ["a", "b"]; strips blanks and rejects an empty list."""
+    items = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    names = [t.strip() for t in items if t.strip()]
+    if not names:
+        raise ValueError("no tasks given")
+    return names
+
+
+def evaluate(
+    model_path: str,
+    tasks: str | Sequence[str],
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+    options: EvalOptions | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+) -> list[dict]:
+    """Run every task on the model at `model_path` and return all metric rows.
+
+    Harness tasks (local `witune_*` names and standard names) run in one harness session; built-ins
+    (`witune:<name>[=ARG]`) load the model once through transformers.
+    """
+    names = split_tasks(tasks)
+    opt = options or EvalOptions()
+    if limit is not None:
+        opt.limit = limit
+    builtin = [(n, *parse_task(n)) for n in names if n.startswith(PREFIX)]  # validate before any work
+    harness = [n for n in names if not n.startswith(PREFIX)]
+    rows: list[dict] = []
+    if harness:
+        from witune.eval.harness import run_harness
+
+        rows += run_harness(model_path, harness, limit=limit, num_fewshot=num_fewshot, data_dir=data_dir,
+                            device=device, seed=opt.seed)
+    if builtin:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(model_path))
+        model = AutoModelForCausalLM.from_pretrained(str(model_path)).to(device).eval()
+        for full, key, arg in builtin:
+            for row in BUILTINS[key](model, tok, arg, opt):
+                rows.append({**row, "task": full})  # keep the argument in the name: one row per data file
+    return rows

@@ -1,0 +1,23 @@
+"""The weighted instruction-tuning loss (plain torch; no transformers import)."""
+
+from witune.loss.chunked import weighted_nll_from_hidden
+from witune.loss.weighted import (
+    IGNORE_INDEX,
+    NORMALIZATIONS,
+    LossSums,
+    normalizer_counts,
+    safe_divide,
+    weighted_loss,
+    weighted_nll,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "NORMALIZATIONS",
+    "LossSums",
+    "normalizer_counts",
+    "safe_divide",
+    "weighted_loss",
+    "weighted_nll",
+    "weighted_nll_from_hidden",
+]

@@ -1,0 +1,224 @@
+"""The weighted loss straight from hidden states and the output projection, without the (tokens x vocab) logits.
+
+    weighted_sum = sum_t w_t * (logsumexp(h_t W^T + b) - (h_t W^T + b)[y_t])
+
+With a 128k vocabulary, 8k tokens of fp32 logits are 4.2 GB, and autograd keeps them plus their gradient:
+the loss, not the model, is then the memory peak. Here the rows are processed in chunks of about
+`_CHUNK_ELEMENTS` logits. The gradients are computed in the *forward* pass, chunk by chunk, while the chunk's
+logits are still in hand (the Liger-Kernel trick): the softmax of a chunk is turned into dL/dh for those rows
+and accumulated into dL/dW, then dropped. Backward only scales those by the incoming gradient.
+
+Why compute the gradients in forward rather than recompute the logits in backward: it costs three matmuls
+per chunk (logits, dL/dh, dL/dW) instead of four, and the only thing kept between forward and backward is
+dL/dh (the size of the hidden states) and dL/dW (the size of W), which the optimizer needs anyway. The price
+is that a forward under autograd always pays for the gradient, so evaluation must run it under
+`torch.no_grad()` (then no gradient is computed at all).
+
+Rows with weight 0 (ignored positions, and every prompt token when lambda_p = 0) are skipped entirely: no
+matmul, no softmax. Their nll is therefore unknown, so the diagnostics `prompt_nll` / `response_nll` are NaN
+when such rows exist among valid positions, unless `diagnostics=True`, which also computes (without gradient)
+the nll of valid zero-weight rows.
+
+On GPU, where Liger-Kernel or cut-cross-entropy is installed, `backend="auto"` uses their fused kernels:
+once per distinct non-zero weight value with `reduction="sum"`, combined as sum_k w_k * S_k (per-token
+`reduction="none"` gradients of those kernels are not relied on). That path is not exercised on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from witune.loss.weighted import IGNORE_INDEX, LossSums
+
+# Logits per chunk: 2^24 fp32 elements = 64 MiB (131 rows at a 128,256 vocabulary).
+_CHUNK_ELEMENTS = 1 << 24
+BACKENDS = ("auto", "torch", "liger", "cce")
+_MAX_FUSED_GROUPS = 8  # beyond this many distinct weight values the per-weight fused calls stop paying off
+
+
+def weighted_nll_from_hidden(
+    hidden: Tensor,
+    lm_head_weight: Tensor,
+    labels: Tensor,
+    weights: Tensor,
+    response_mask: Tensor | None = None,
+    *,
+    lm_head_bias: Tensor | None = None,
+    chunk_size: int | None = None,
+    diagnostics: bool = False,
+    backend: str = "auto",
+    ignore_index: int = IGNORE_INDEX,
+) -> LossSums:
+    """Weighted NLL sums of `hidden @ lm_head_weight.T (+ bias)` against labels, never materialising the logits.
+
+    hidden: (N, H) or (B, T, H); lm_head_weight: (V, H); labels, weights, response_mask: (N,) or (B, T),
+    aligned with hidden (no shifting here, as `weighted_nll`). Same `LossSums` contract as `weighted_nll`;
+    `weighted_sum` carries the graph to `hidden`, `lm_head_weight` and `lm_head_bias`. `chunk_size` is rows
+    per chunk (default: about 2^24 logits per chunk). See the module docstring for `diagnostics`/`backend`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    h = hidden.reshape(-1, hidden.shape[-1])
+    if labels.shape != hidden.shape[:-1] or weights.shape != labels.shape:
+        raise ValueError(f"shape mismatch: hidden {tuple(hidden.shape)}, labels {tuple(labels.shape)}, "
+                         f"weights {tuple(weights.shape)}")
+    if lm_head_weight.dim() != 2 or lm_head_weight.shape[1] != h.shape[1]:
+        raise ValueError(f"lm_head_weight must be (vocab, {h.shape[1]}), got {tuple(lm_head_weight.shape)}")
+    labels = labels.reshape(-1)
+    valid = labels != ignore_index
+    w = torch.where(valid, weights.reshape(-1).to(torch.float32), 0.0)
+    resp = valid if response_mask is None else valid & response_mask.reshape(-1)
+    prompt = valid & ~resp
+    f32 = torch.float32
+
+    fused = _fused_backend(backend, h)
+    if fused is not None:
+        weighted_sum, nll = _fused_weighted_sum(fused, h, lm_head_weight, lm_head_bias, labels, w, valid, diagnostics)
+    else:
+        rows = chunk_size or max(1, _CHUNK_ELEMENTS // lm_head_weight.shape[0])
+        # Rows of weight 0 are skipped; with diagnostics they are computed too (their gradient is scaled by 0).
+        need_h = torch.is_grad_enabled() and h.requires_grad
+        need_w = torch.is_grad_enabled() and lm_head_weight.requires_grad
+        need_b = torch.is_grad_enabled() and lm_head_bias is not None and lm_head_bias.requires_grad
+        active = (w != 0) | (valid & diagnostics)
+        weighted_sum, nll = _HiddenWeightedCE.apply(h, lm_head_weight, lm_head_bias, labels.clamp_min(0), w, active,
+                                                    rows, (need_h, need_w, need_b))
+    return LossSums(
+        weighted_sum=weighted_sum,
+        nonzero=(w != 0).sum().to(f32),
+        weight_sum=w.sum(),
+        tokens=valid.sum().to(f32),
+        prompt_nll=nll[prompt].sum(),
+        prompt_tokens=prompt.sum().to(f32),
+        response_nll=nll[resp].sum(),
+        response_tokens=resp.sum().to(f32),
+        response_weighted=(torch.nan_to_num(nll) * w)[resp].sum(),
+    )
+
+
+class _HiddenWeightedCE(torch.autograd.Function):
+    """(weighted sum, per-row nll) over the active rows of hidden @ W.T (+ b); gradients made in forward.
+
+    Per-row nll is NaN for inactive rows (never computed) and is a detached diagnostic.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, w: Tensor,  # type: ignore[override]
+                active: Tensor, rows: int, needs: tuple[bool, bool, bool]):
+        need_h, need_w, need_b = needs
+        n = h.shape[0]
+        idx = active.nonzero().squeeze(1)
+        nll = torch.full((n,), float("nan"), dtype=torch.float32, device=h.device)
+        grad_h = torch.zeros_like(h) if need_h else None
+        # dL/dW is summed over chunks in fp32 whatever W's dtype, so bf16 rounding does not pile up over chunks.
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
+        grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=h.device) if need_b else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for s in range(0, idx.numel(), rows):
+            i = idx[s : s + rows]
+            hc, yc, wc = h[i], labels[i], w[i]
+            # In the model's dtype, exactly as its own nn.Linear lm_head would; upcast next.
+            logits = torch.nn.functional.linear(hc, weight, bias)
+            x = logits.float()
+            del logits
+            lse = torch.logsumexp(x, dim=-1)
+            row_nll = lse - x.gather(1, yc[:, None]).squeeze(1)
+            nll[i] = row_nll
+            total += (row_nll * wc).sum()
+            if not (need_h or need_w or need_b):
+                continue
+            # d/dx [lse(x) - x_y] = softmax(x) - onehot(y), scaled by the row weight; in place on x.
+            x.sub_(lse[:, None]).exp_()
+            x.scatter_add_(1, yc[:, None], torch.full_like(row_nll[:, None], -1.0))
+            x.mul_(wc[:, None])
+            if need_b:
+                grad_b += x.sum(0)
+            g = x.to(h.dtype)
+            del x
+            if need_h:
+                grad_h[i] = g @ weight
+            if need_w:
+                if hc.dtype == torch.float32:
+                    grad_w.addmm_(g.T, hc)  # in place: no (V, H) temporary
+                else:
+                    grad_w += (g.T @ hc).float()
+        ctx.save_for_backward(*(t if t is not None else torch.empty(0) for t in (grad_h, grad_w, grad_b)))
+        ctx.has = (grad_h is not None, grad_w is not None, grad_b is not None)
+        ctx.dtypes = (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.mark_non_differentiable(nll)
+        return total, nll
+
+    @staticmethod
+    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        out = []
+        for t, has, dtype in zip(saved, ctx.has, ctx.dtypes):
+            if not has:
+                out.append(None)
+                continue
+            # grad_sum is 1 for a plain loss.backward(); skip the full-size multiply then.
+            g = t if bool(grad_sum == 1) else t * grad_sum.to(t.dtype)
+            out.append(g.to(dtype))
+        return out[0], out[1], out[2], None, None, None, None, None
+
+
+# ---- optional fused GPU kernels (not exercised on CPU) --------------------------------------------------------
+
+def _fused_backend(backend: str, h: Tensor) -> str | None:
+    """The fused kernel to use, or None for the torch path. "auto" picks one only on CUDA when installed."""
+    if backend == "torch" or (backend == "auto" and not h.is_cuda):
+        return None
+    for name, module in (("liger", "liger_kernel"), ("cce", "cut_cross_entropy")):
+        if backend in ("auto", name):
+            try:
+                __import__(module)
+                return name
+            except ImportError:
+                if backend == name:
+                    raise ImportError(f"backend {name!r} needs the package {module!r} (pip install "
+                                      f"{module.replace('_', '-')})") from None
+    return None
+
+
+def _fused_sum(kind: str, h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor) -> Tensor:
+    """sum over rows of CE(h W^T + b, target), ignoring target == -100, by a fused kernel."""
+    if kind == "liger":
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+        return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, target, bias)
+    from cut_cross_entropy import linear_cross_entropy
+
+    if bias is not None:
+        raise ValueError("cut-cross-entropy takes no lm_head bias; use backend='torch' or 'liger'")
+    return linear_cross_entropy(h, weight, target, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _fused_weighted_sum(kind: str, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, w: Tensor,
+                        valid: Tensor, diagnostics: bool) -> tuple[Tensor, Tensor]:
+    """lambda_1 S_1 + lambda_2 S_2 + ...: one reduction="sum" kernel call per distinct non-zero weight.
+
+    Rows of weight 0 are never passed (lambda_p = 0 skips the prompt pass). Per-row nll is not available from
+    these kernels: the returned nll holds each group's mean nll on its rows, so per-role diagnostics are exact
+    when roles have distinct weights and group averages otherwise.
+    """
+    values = torch.unique(w[w != 0])
+    if values.numel() > _MAX_FUSED_GROUPS:
+        raise ValueError(f"{values.numel()} distinct token weights: too many for the fused path; use backend='torch'")
+    total = h.new_zeros((), dtype=torch.float32)
+    nll = torch.full_like(w, float("nan"))
+    groups = [(v, w == v) for v in values]
+    if diagnostics:
+        groups.append((None, valid & (w == 0)))
+    for value, rows in groups:
+        if not bool(rows.any()):
+            continue
+        target = torch.where(rows, labels, IGNORE_INDEX)
+        if value is None:
+            with torch.no_grad():
+                s = _fused_sum(kind, h, weight, bias, target).float()
+        else:
+            s = _fused_sum(kind, h, weight, bias, target).float()
+            total = total + value * s
+        nll[rows] = s.detach() / rows.sum()
+    return total, nll

@@ -1,0 +1,110 @@
+"""Self-contained HTML report of a sweep: every figure is an embedded base64 PNG, no external files,
+no network, so the file opens offline and can be mailed around.
+
+A small inline script checks, once the page has loaded, that every figure decoded (naturalWidth > 0)
+and records it in ``#render-check`` (``data-images``, ``data-broken``, ``data-errors``), which lets a
+headless browser test verify the rendering without screenshots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from witune.analysis import figures, wit
+from witune.analysis.dynamics import dynamics_figure
+from witune.analysis.gam import gam_figure
+from witune.analysis.summary import Analysis, design
+from witune.report import readings
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
+th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5em 0}.reading{background:#f6f8ff;
+padding:.6em 1em;border-left:4px solid #4a6fdc}.rec{background:#effaf0;border-left:4px solid #3a9b4a;
+padding:.6em 1em}.scroll{max-height:420px;overflow:auto}"""
+
+CHECK = """<div id="render-check" data-done="0"></div><script>
+var errs=[];window.addEventListener('error',function(e){errs.push(String(e.message))});
+window.addEventListener('load',function(){var imgs=document.images,bad=0;
+for(var i=0;i<imgs.length;i++){if(!imgs[i].complete||imgs[i].naturalWidth===0)bad++;}
+var c=document.getElementById('render-check');c.setAttribute('data-images',imgs.length);
+c.setAttribute('data-broken',bad);c.setAttribute('data-errors',errs.length);c.setAttribute('data-done','1');});
+</script>"""
+
+
+def fig_to_img(fig, alt: str) -> str:
+    """Render a matplotlib figure as an <img> with a base64 PNG, and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table(df: pd.DataFrame, digits: int = 3, scroll: bool = False) -> str:
+    body = df.to_html(index=False, float_format=lambda x: f"{x:.{digits}g}", na_rep="–", border=0)
+    return f'<div class="scroll">{body}</div>' if scroll else body
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n" + "\n".join(p for p in parts if p)
+
+
+def _reading(text: str) -> str:
+    return f'<p class="reading">{html.escape(text)}</p>'
+
+
+def render(a: Analysis, title: str = "witune sweep report") -> str:
+    """The whole report as one HTML string."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must be set before pyplot is first imported
+    d = design(a)
+    design_rows = pd.DataFrame([{"what": k, "value": ", ".join(map(str, v)) if isinstance(v, list) else v}
+                                for k, v in d.items()])
+    sections = [_section("Sweep design", table(design_rows))]
+    run_cols = [c for c in a.runs.columns if c not in ("rg",)]
+    sections.append(_section("Runs", table(a.runs[run_cols].sort_values(["model", "dataset", "prompt_weight",
+                                                                           "response_weight"]), scroll=True)))
+    agg_fig = figures.aggregate_figure(a.aggregates)
+    sections.append(_section("Aggregates", _reading(readings.aggregate_reading(a)), table(a.best),
+                             fig_to_img(agg_fig, "aggregates against PLW") if agg_fig is not None else ""))
+    if not a.gains.empty:
+        sections.append(_section("WIT view: gains over conventional tuning", _reading(readings.wit_reading(a)),
+                                 fig_to_img(wit.heatmap_figure(a.gains), "WIT heatmaps"),
+                                 "<h3>Where the optimum lies</h3>", table(a.optimum_counts)))
+    fits = pd.DataFrame([{**f.__dict__, "significant": f.significant} for f in a.fits])
+    plw_fig = figures.plw_fit_figure(a.results, a.fits)
+    sections.append(_section("PLW view: quadratic mixed model in wp", _reading(readings.plw_reading(a)),
+                             table(fits) if len(fits) else "",
+                             fig_to_img(plw_fig, "PLW fits") if plw_fig is not None else ""))
+    if a.gam is not None:
+        sections.append(_section("Optimal PLW per generation ratio (GAM)", _reading(readings.gam_reading(a)),
+                                 table(a.gam.table), fig_to_img(gam_figure(a.gam), "GAM surface")))
+    sections.append(_section("Correlations with the optimal prompt weight",
+                             _reading(readings.correlation_reading(a)), table(a.correlations),
+                             table(a.mean_optima)))
+    dyn = dynamics_figure(a.runs)
+    sections.append(_section("Training dynamics", _reading(readings.dynamics_reading(a)),
+                             fig_to_img(dyn, "training dynamics") if dyn is not None else ""))
+    recs = "".join(f"<li>{html.escape(r)}</li>" for r in readings.recommendation(a))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes)
+    sections.append(_section("Recommendation", f'<div class="rec"><ul>{recs}</ul></div>',
+                             f"<h3>Notes</h3><ul>{notes}</ul>" if notes else ""))
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n"
+            + "\n".join(sections) + CHECK + "</body></html>")
+
+
+def write_report(a: Analysis, path: str | Path, title: str = "witune sweep report") -> Path:
+    """Write the report to ``path`` (parent folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(a, title), encoding="utf-8")
+    return path

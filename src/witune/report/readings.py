@@ -1,0 +1,98 @@
+"""Plain-language readings of the analysis tables, and the recommendation for this model and data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from witune.analysis.summary import Analysis
+
+
+def _w(x: float) -> str:
+    return f"{x:g}"
+
+
+def aggregate_reading(a: Analysis) -> str:
+    parts = []
+    for _, row in a.best.iterrows():
+        parts.append(f"for {row['model']} on {row['dataset']} the best configuration is "
+                     f"(λp, λr) = ({_w(row['prompt_weight'])}, {_w(row['response_weight'])}) "
+                     f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task)")
+    return ("Scores are min-max normalised within each dataset × benchmark, so every task counts the same; "
+            + "; ".join(parts) + ".") if parts else "No fine-tuned runs to compare."
+
+
+def wit_reading(a: Analysis) -> str:
+    if a.gains.empty:
+        return "No conventional-tuning (0, 1) run, so gains over it cannot be computed."
+    tuned = a.gains[a.gains["prompt_weight"].notna()]
+    mean = tuned.groupby(["model", "dataset", "prompt_weight", "response_weight"])["gain"].mean()
+    best = mean.groupby(level=[0, 1]).max()
+    counts = {r["region"]: r for _, r in a.optimum_counts.iterrows()}
+    nz = counts["optimal λp > 0 (prompt loss helps)"]
+    return (f"The best cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
+            f"model × dataset panels (largest {100 * best.max():.1f}%). In {nz['count']} of {nz['of']} "
+            f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best prompt weight is "
+            "non-zero, i.e. ignoring prompt tokens was not optimal there.")
+
+
+def plw_reading(a: Analysis) -> str:
+    if not a.fits:
+        return "The sweep has too few prompt loss weights (with response weight 1) for the quadratic fit."
+    out = []
+    for f in a.fits:
+        if f.significant:
+            ci = f" (95% bootstrap interval {f.ci_low:.3g} to {f.ci_high:.3g})" if np.isfinite(f.ci_low) else ""
+            out.append(f"On {f.dataset} the scores follow a significant downward parabola in wp "
+                       f"(p = {f.p_lrt:.2g}); they peak at PLW ≈ {f.critical_plw:.3g}{ci}.")
+        else:
+            out.append(f"On {f.dataset} there is no significant quadratic relationship with PLW "
+                       f"(p = {f.p_lrt:.2g}): the prompt loss weight can be left at its default.")
+    return " ".join(out)
+
+
+def gam_reading(a: Analysis) -> str:
+    if a.gam is None:
+        return "The optimal-PLW-per-Rg table needs several datasets with different generation ratios Rg."
+    t = a.gam.table
+    low, high = t.iloc[0], t.iloc[-1]
+    flat = int(t["flat"].sum())
+    return (f"The GAM suggests PLW ≈ {low['optimal_plw']:.3g} for Rg = {low['rg']:g} and "
+            f"≈ {high['optimal_plw']:.3g} for Rg = {high['rg']:g}. Rows marked flat ({flat} of {len(t)}) "
+            "are where the PLW barely matters (effect under 5% of the score range).")
+
+
+def correlation_reading(a: Analysis) -> str:
+    if a.correlations.empty:
+        return ("No correlations: they need numeric dataset / benchmark / model features (for example `rg`) "
+                "and at least 3 combinations.")
+    top = a.correlations.reindex(a.correlations["spearman"].abs().sort_values(ascending=False).index).iloc[0]
+    direction = "higher" if top["spearman"] > 0 else "lower"
+    return (f"The strongest link: {top['level']} feature `{top['feature']}` (Spearman {top['spearman']:+.2f}, "
+            f"p = {top['p_spearman']:.2g}, n = {top['n']}): larger values go with a {direction} optimal "
+            "prompt weight.")
+
+
+def dynamics_reading(a: Analysis) -> str:
+    if "mean_rsd" not in a.runs.columns:
+        return ("No training losses were given, so the loss RSD is missing; the other panels show the "
+                "per-run diagnostics the sweep reported.")
+    r = a.runs.dropna(subset=["mean_rsd", "prompt_weight"])
+    by = r.groupby("prompt_weight")["mean_rsd"].mean()
+    return (f"Training loss is least stable at prompt weight {by.idxmax():g} (mean 5-step RSD {by.max():.3f}) "
+            f"and most stable at {by.idxmin():g} ({by.min():.3f}).")
+
+
+def recommendation(a: Analysis) -> list[str]:
+    """One sentence per model x dataset: the best measured configuration, plus the PLW fit's advice."""
+    fits = {f.dataset: f for f in a.fits}
+    out = []
+    for _, row in a.best.iterrows():
+        text = (f"{row['model']} on {row['dataset']}: train with λp = {_w(row['prompt_weight'])}, "
+                f"λr = {_w(row['response_weight'])} (best relative aggregate in this sweep")
+        fit = fits.get(row["dataset"])
+        if fit is not None and fit.significant:
+            text += f"; the PLW fit puts the optimum at PLW ≈ {fit.critical_plw:.3g} with λr = 1"
+        elif fit is not None:
+            text += "; with λr = 1 the PLW showed no significant effect"
+        out.append(text + ").")
+    return out

@@ -1,0 +1,123 @@
+"""Find and remove bad records: invalid ones, empty or placeholder outputs, exact duplicates, overlong samples.
+
+Works on raw records of any supported format (each record kept byte-for-byte in meaning: the cleaned file holds
+the surviving records unchanged) and says for every removed record where it was, why, and which field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from witune.data.errors import DataError
+from witune.data.formats import detect_format, to_examples
+from witune.data.readers import read_records
+
+# Outputs that stand for "nothing" (AlpacaDataCleaned lists "empty outputs" and "N/A outputs" among the
+# original Alpaca's defects, PLW paper Sec. 4.3). Compared after lower-casing and stripping spaces and dots.
+PLACEHOLDERS = {"<noinput>", "<no input>", "<nooutput>", "<no output>", "no output", "noinput", "nooutput",
+                "n/a", "na", "none", "null", "nil", "empty", "-", "--", "", "<empty>", "[]", "{}", '""', "''"}
+_STRIP = re.compile(r"^[\s.]+|[\s.]+$")
+
+REASONS = ("invalid", "empty output", "placeholder output", "duplicate", "overlong")
+
+
+@dataclass(frozen=True)
+class Removal:
+    location: str
+    index: int  # 1-based line (JSONL, CSV) or record (JSON array) number
+    reason: str  # one of REASONS
+    field: str
+    detail: str
+
+
+@dataclass
+class Cleaning:
+    kept: list[Any]
+    removed: list[Removal]
+    total: int
+    overlong_rule: str
+
+    def counts(self) -> dict[str, int]:
+        return {r: sum(x.reason == r for x in self.removed) for r in REASONS}
+
+
+def is_placeholder(text: str) -> bool:
+    """True for outputs that mean "nothing".
+
+    >>> [is_placeholder(t) for t in ("<noinput>", " N/A. ", "None", "Paris", "n/a is not an answer")]
+    [True, True, True, False, False]
+    """
+    return _STRIP.sub("", text.lower()) in PLACEHOLDERS
+
+
+def _response_field(fmt: str, example) -> str:
+    if fmt in ("alpaca", "self_instruct"):
+        return "output"
+    if fmt == "prompt_completion":
+        return "completion"
+    return f"{'messages' if fmt == 'messages' else 'conversations'}[{len(example.messages) - 1}]"
+
+
+def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: int = 16000) -> Cleaning:
+    """Check every record of ``path``. Overlong = more than ``max_tokens`` tokens (all text, no template) when a
+    tokenizer is given, else more than ``max_chars`` characters."""
+    kept: list[Any] = []
+    removed: list[Removal] = []
+    seen: dict[str, str] = {}  # canonical JSON -> location of its first occurrence
+    fmt = None
+    sizes: list[tuple[int, Any, str]] = []  # (index in kept, location, all text) for the overlong check
+    total = 0
+    for loc, rec in read_records(path):
+        total += 1
+        where = str(loc)
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            fmt = fmt or detect_format(rec, loc)
+            examples = to_examples(rec, fmt, loc)
+        except DataError as e:
+            reason = "empty output" if "empty response" in e.reason else "invalid"
+            removed.append(Removal(where, loc.index, reason, e.field or "", e.reason))
+            continue
+        bad = next(((ex, ex.response_text) for ex in examples if is_placeholder(ex.response_text)), None)
+        if bad is not None:
+            removed.append(Removal(where, loc.index, "placeholder output", _response_field(fmt, bad[0]), repr(bad[1][:40])))
+            continue
+        key = json.dumps(rec, sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            removed.append(Removal(where, loc.index, "duplicate", "", f"same record as {seen[key]}"))
+            continue
+        seen[key] = where
+        sizes.append((len(kept), loc, "\n".join(m.content for ex in examples for m in ex.messages)))
+        kept.append(rec)
+    # Length check last and batched: one tokenizer call for the whole file.
+    if tokenizer is not None:
+        from witune.stats.lengths import count_tokens
+
+        lengths = count_tokens([t for _, _, t in sizes], tokenizer)
+        limit, unit, rule = max_tokens, "tokens", f"> {max_tokens} tokens"
+    else:
+        lengths = [len(t) for _, _, t in sizes]
+        limit, unit, rule = max_chars, "characters", f"> {max_chars} characters"
+    drop = set()
+    for (i, loc, _), n in zip(sizes, lengths):
+        if n > limit:
+            removed.append(Removal(str(loc), loc.index, "overlong", "", f"{n} {unit} (limit {limit})"))
+            drop.add(i)
+    kept = [r for i, r in enumerate(kept) if i not in drop]
+    removed.sort(key=lambda r: r.index)  # file order, whatever check found it
+    return Cleaning(kept, removed, total, rule)
+
+
+def write_report(cleaning: Cleaning, path: str | Path) -> Path:
+    """One JSON line per removed record: location, reason, field, detail."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for r in cleaning.removed:
+            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+    return out

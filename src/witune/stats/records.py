@@ -1,0 +1,53 @@
+"""Raw Alpaca records with their locations, and writing them back in the same shape (JSON array or JSONL)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from witune.data.errors import DataError, Location
+from witune.data.example import Example
+from witune.data.formats import detect_format, to_examples
+from witune.data.readers import read_records
+
+
+@dataclass
+class AlpacaRecord:
+    """One record as read (all its keys kept) and the Example it converts to."""
+
+    location: Location
+    record: dict[str, Any]
+    example: Example
+
+
+def read_alpaca(path: str | Path) -> list[AlpacaRecord]:
+    """Every record of an Alpaca (instruction/input/output) file; Self-Instruct records (instruction + instances)
+    are flattened to one Alpaca record per instance. Any other format is a DataError naming the file."""
+    out: list[AlpacaRecord] = []
+    for loc, rec in read_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        fmt = detect_format(rec, loc)
+        if fmt not in ("alpaca", "self_instruct"):
+            raise DataError(loc, f"this command needs Alpaca records (instruction/input/output), this file has {fmt}")
+        for ex in to_examples(rec, fmt, loc):
+            flat = dict(rec) if fmt == "alpaca" else {}
+            flat.update(instruction=ex.fields["instruction"], input=ex.fields["input"], output=ex.fields["output"])
+            out.append(AlpacaRecord(loc, flat, ex))
+    return out
+
+
+def write_records(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """JSON Lines for .jsonl/.ndjson, otherwise one JSON array (the Alpaca files' layout)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        if out.suffix.lower() in (".jsonl", ".ndjson"):
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        else:
+            json.dump(records, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+    return out

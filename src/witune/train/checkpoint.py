@@ -1,0 +1,87 @@
+"""Atomic checkpoints: `checkpoints/.tmp-step-N` is written completely, then renamed to `checkpoints/step-N`.
+
+A rename within one folder is atomic on POSIX file systems, so a crash mid-write leaves only a `.tmp-*`
+folder, which is ignored (and cleared by the next save); the newest `step-N` is always complete. The content
+is accelerate's `save_state` (model, optimizer, registered scheduler, RNG states of every process) plus
+`trainer_state.json` (step, epoch, data position), written last inside the temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dirs(root: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `root` as (step, path), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    dirs = checkpoint_dirs(root)
+    return dirs[-1][1] if dirs else None
+
+
+def save_checkpoint(accelerator: Any, root: str | Path, step: int, state: dict[str, Any], keep: int = 0) -> Path:
+    """Write checkpoint `step` atomically (every process must call this) and keep the newest `keep` (0: all)."""
+    root = Path(root)
+    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-step-*"):  # left by a crash: never complete, never used
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json_synced(tmp / STATE_FILE, state)
+        if final.exists():  # a re-run of the same step after a resume: replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        if keep > 0:
+            for _, old in checkpoint_dirs(root)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG states; returns the trainer state (step, epoch, ...)."""
+    path = Path(path)
+    accelerator.load_state(str(path))
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def _write_json_synced(path: Path, data: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,228 @@
+"""The training loop: accelerate for devices, processes and checkpoints; the normaliser counted per step.
+
+One optimizer step s, on each of the W processes:
+
+1. take this process's A micro-batches of the step from the global order (`witune.train.batches`);
+2. count the normaliser candidates of those micro-batches (`normalizer_counts`: labels and weights only, no
+   forward pass) and all-reduce them (sum, float64): Z is then the count over the *whole* step;
+3. for each micro-batch: `loss = weighted_sum / Z * W` and backward (gradient sync only on the last one).
+   DDP/FSDP average gradients over processes; the factor W undoes that average, so the accumulated gradient
+   is exactly d(sum of w*nll over the step)/d(theta) / Z, however the step is split. A micro-batch with few
+   tokens therefore never gets more say than its tokens (the gradient-accumulation bug of per-micro-batch means);
+4. clip, optimizer step, scheduler step; log the reduced sums.
+
+accelerate's `backward` divides by its gradient_accumulation_steps (DeepSpeed does the same internally); we
+multiply by A beforehand so that the division cancels and the formula above holds on every backend.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from witune.data.collate import packed_collate, pad_collate
+from witune.loss import IGNORE_INDEX, normalizer_counts, safe_divide, weighted_nll
+from witune.train.batches import Schedule
+from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
+from witune.train.metrics import SUM_KEYS, MetricsLog, postfix, progress_bar, step_metrics
+from witune.train import setup
+
+_COUNT_INDEX = {"nonzero": 0, "weight_sum": 1, "tokens": 2}  # order of normalizer_counts
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_dir: Path
+    metrics_path: Path
+    steps: int  # optimizer steps done in total
+    final_loss: float  # loss of the last step (nan when no step ran in this call)
+    seconds: float  # wall time of this call
+    resumed_from: Path | None = None
+
+
+class _Batcher:
+    """Row indices -> tensors on the device; an empty micro-batch becomes one row with nothing to train, so
+    every process still runs forward and backward (collectives never hang) while contributing zero."""
+
+    def __init__(self, units: list[list[Any]], pad_token_id: int, packed: bool, device: torch.device):
+        self.units, self.pad, self.packed, self.device = units, pad_token_id, packed, device
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        chosen = [self.units[i] for i in (indices or [0])]
+        batch = packed_collate(chosen, self.pad) if self.packed else pad_collate([u[0] for u in chosen], self.pad)
+        if not indices:
+            batch["labels"].fill_(IGNORE_INDEX)
+            batch["weights"].zero_()
+            batch["response_mask"].zero_()
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+
+def _accelerator(cfg: TrainConfig, grad_accum: int) -> Any:
+    from accelerate import Accelerator
+
+    trackers = [t.strip() for t in cfg.report_to.split(",") if t.strip() and t.strip() != "none"]
+    # accelerate only picks its multi-process CPU (gloo) backend when told `cpu=True`; without a GPU, several
+    # processes (torchrun, `accelerate launch --multi_gpu` on a CPU machine) would otherwise each run alone.
+    cpu = _world_size() > 1 and not torch.cuda.is_available()
+    return Accelerator(gradient_accumulation_steps=grad_accum, log_with=trackers or None, cpu=cpu,
+                       mixed_precision="bf16" if cfg.precision == "bf16" else "no", project_dir=cfg.output_dir)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run (or, with `resume`, continue) a training run as configured; returns where everything went."""
+    from accelerate.utils import set_seed
+
+    cfg.validate()
+    start_time = time.perf_counter()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    world = _world_size()
+    grad_accum = cfg.grad_accum
+    if cfg.global_batch_size > 0:
+        per_step = cfg.per_device_batch_size * world
+        if cfg.global_batch_size % per_step:
+            from witune.data.errors import ConfigError
+
+            raise ConfigError(f"global_batch_size={cfg.global_batch_size} is not a multiple of per_device_batch_size "
+                              f"x processes = {per_step}")
+        grad_accum = cfg.global_batch_size // per_step
+    acc = _accelerator(cfg, grad_accum)
+    out = Path(cfg.output_dir)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+    set_seed(cfg.seed)
+
+    tokenizer = setup.load_tokenizer(cfg)
+    units = setup.load_units(cfg, tokenizer, quiet=not acc.is_main_process)
+    model = setup.load_model(cfg)
+    optimizer = setup.build_optimizer(cfg, model)
+    schedule = Schedule(len(units), cfg.per_device_batch_size, grad_accum, acc.num_processes, cfg.seed, cfg.drop_last)
+    if schedule.steps_per_epoch == 0:
+        from witune.data.errors import ConfigError
+
+        raise ConfigError(f"{len(units)} rows < one global batch of {schedule.global_batch} with drop_last")
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * schedule.steps_per_epoch
+    scheduler = setup.build_scheduler(cfg, optimizer, total)
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
+
+    start, resumed_from = 0, None
+    ckpt_root = out / "checkpoints"
+    if resume:
+        resumed_from = latest_checkpoint(ckpt_root)
+        if resumed_from is not None:
+            start = int(load_checkpoint(acc, resumed_from)["step"])
+            acc.print(f"resuming from {resumed_from} (step {start}/{total})")
+        else:
+            acc.print(f"no complete checkpoint in {ckpt_root}: starting from scratch")
+    if cfg.report_to != "none":
+        acc.init_trackers("witune", config={k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))})
+
+    norm = normalization_value(cfg.normalization)
+    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
+    log = MetricsLog(out / "metrics.jsonl", acc.is_main_process, resume_step=start)
+    bar = progress_bar(total, start, cfg.progress and acc.is_main_process)
+    last = None
+    for step in range(start, total):
+        epoch, in_epoch = schedule.locate(step)
+        batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
+        t0 = time.perf_counter()
+        z, sums, tokens, grad_norm = _optimizer_step(acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        n_samples = len(schedule.step_indices(epoch, in_epoch))
+        last = step_metrics(sums, z, step=step + 1, epoch=epoch + (in_epoch + 1) / schedule.steps_per_epoch, lr=lr,
+                            grad_norm=grad_norm, tokens=tokens, seconds=time.perf_counter() - t0, samples=n_samples,
+                            elapsed=time.perf_counter() - start_time)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+            log.write(last)
+            if cfg.report_to != "none":
+                acc.log({f"train/{k}": v for k, v in vars(last).items() if k != "step"}, step=step + 1)
+        bar.set_postfix(postfix(last), refresh=False)
+        bar.update(1)
+        if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0:
+            save_checkpoint(acc, ckpt_root, step + 1, {"step": step + 1, "epoch": epoch, "step_in_epoch": in_epoch + 1,
+                                                       "total_steps": total}, keep=cfg.save_total_limit)
+    bar.close()
+    model_dir = _save_final(acc, model, tokenizer, cfg, out)
+    if cfg.report_to != "none":
+        acc.end_training()
+    result = TrainResult(out, model_dir, out / "metrics.jsonl", total, last.loss if last else float("nan"),
+                         time.perf_counter() - start_time, resumed_from)
+    _release(acc)
+    torch.use_deterministic_algorithms(was_deterministic)
+    return result
+
+
+def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str, torch.Tensor]], norm: str | float,
+                    max_grad_norm: float, grad_accum: int) -> tuple[float, torch.Tensor, float, float]:
+    """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
+    counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
+    counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
+    z = counts[_COUNT_INDEX[norm]] if isinstance(norm, str) else torch.tensor(norm, dtype=torch.float64, device=acc.device)
+    # accelerate divides the loss by grad_accum in backward (DeepSpeed too): multiply it back in.
+    scale = acc.num_processes * grad_accum
+    model.train()
+    logged = torch.zeros(len(SUM_KEYS), dtype=torch.float64, device=acc.device)
+    tokens = torch.zeros((), dtype=torch.float64, device=acc.device)
+    grad_norm = float("nan")
+    for batch in batches:
+        with acc.accumulate(model):
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+            logits = model(**inputs, use_cache=False).logits
+            sums = weighted_nll(logits, batch["labels"], batch["weights"], batch["response_mask"])
+            acc.backward(safe_divide(sums.weighted_sum, z) * scale)
+            if acc.sync_gradients:
+                if max_grad_norm > 0:
+                    grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        logged += torch.stack([getattr(sums, k).detach().to(torch.float64) for k in SUM_KEYS])
+        tokens += float(batch["attention_mask"].sum()) if "attention_mask" in batch else float((batch["labels"] != IGNORE_INDEX).sum())
+    reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
+    return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
+
+
+def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> Path:
+    """`out/model`: a plain HF folder (weights, config, generation config, tokenizer)."""
+    model_dir = out / "model"
+    acc.wait_for_everyone()
+    state = acc.get_state_dict(model)  # gathers sharded (FSDP / ZeRO-3) weights; every process must call it
+    if acc.is_main_process:
+        unwrapped = acc.unwrap_model(model)
+        note = None
+        if cfg.lora_r > 0 and cfg.merge_lora:
+            unwrapped.merge_and_unload().save_pretrained(model_dir)
+        elif cfg.lora_r > 0:
+            unwrapped.save_pretrained(model_dir, state_dict=state)
+            note = (f"This folder holds a LoRA adapter (peft) for the base model {cfg.model!r}; load it with "
+                    "peft.AutoPeftModelForCausalLM, or train with merge_lora: true for a merged model.\n")
+        else:
+            unwrapped.save_pretrained(model_dir, state_dict=state)
+        setup.save_tokenizer_and_note(tokenizer, model_dir, note)
+    acc.wait_for_everyone()
+    return model_dir
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _release(acc: Any) -> None:
+    """Let a later `train` call in the same process build a fresh Accelerator (tests, sweeps, the demo)."""
+    if acc.num_processes == 1:
+        from accelerate.state import AcceleratorState, GradientState
+
+        acc.free_memory()
+        AcceleratorState._reset_state()
+        GradientState._reset_state()

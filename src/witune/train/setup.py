@@ -1,0 +1,122 @@
+"""Building blocks of a run: model and tokenizer, LoRA, optimizer, schedule of the learning rate, data rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from witune.data.errors import ConfigError
+from witune.train.config import TrainConfig
+
+
+def resolve_model_path(name: str) -> str:
+    """'smollm2' -> the offline SmolLM2 folder; *.gguf -> its converted folder; anything else unchanged.
+
+    Uses `witune.models.resolve_model_path` when that exists (the models package owns this mapping)."""
+    try:
+        from witune.models import resolve_model_path as resolve  # type: ignore[attr-defined]
+    except ImportError:
+        resolve = None
+    if resolve is not None:
+        return str(resolve(name))
+    if name.lower() in ("smollm2", "smollm2-135m", "smollm2-135m-instruct"):
+        from witune.models.smollm import smollm2_path
+
+        return str(smollm2_path())
+    if name.lower().endswith(".gguf"):
+        from witune.models.gguf import cached_gguf_folder
+
+        return str(cached_gguf_folder(name))
+    return name
+
+
+def load_tokenizer(cfg: TrainConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(cfg.tokenizer or cfg.model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load tokenizer {path!r}: {str(e).splitlines()[0]}") from None
+    return tok
+
+
+def pad_id(tokenizer: Any) -> int:
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pid is None:
+        raise ConfigError("the tokenizer has neither a pad nor an eos token; set one in its tokenizer_config.json")
+    return int(pid)
+
+
+def load_model(cfg: TrainConfig) -> Any:
+    """fp32 weights (bf16 runs use accelerate's autocast on fp32 master weights), optional LoRA adapter."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.model)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load model {path!r}: {str(e).splitlines()[0]}") from None
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        targets = cfg.lora_target_modules
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                          target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
+        model = get_peft_model(model, lora)
+    return model
+
+
+def build_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
+    """AdamW with the usual split: no weight decay on biases and norm weights (1-D tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
+                             betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[list[Any]]:
+    """Training units: one `Rendered` per unit, or several per unit when packing."""
+    from rich.console import Console
+
+    from witune.data import load_examples, pack, tokenize_examples
+
+    on_error = "skip" if cfg.skip_bad else "raise"
+    loaded = load_examples(cfg.data, format=cfg.format, on_error=on_error, split=cfg.split, limit=cfg.limit)
+    data = tokenize_examples(loaded.examples, tokenizer, cfg.role_weights_obj(), template=cfg.template,
+                             max_length=cfg.max_length, truncation=cfg.truncation,
+                             final_turn_only=cfg.final_turn_only, on_error=on_error)
+    if not quiet:
+        err = Console(stderr=True)
+        for e in loaded.skipped + data.skipped + data.zero_trainable:
+            err.print(f"[yellow]skipped:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[dim]{loaded.summary()}; {data.summary()}[/]", highlight=False)
+    if not data.rows:
+        raise ConfigError(f"no trainable rows in {cfg.data}")
+    if cfg.pack:
+        return pack(data.rows, cfg.max_length)
+    return [[r] for r in data.rows]
+
+
+def save_tokenizer_and_note(tokenizer: Any, out: Path, note: str | None) -> None:
+    tokenizer.save_pretrained(out)
+    if note:
+        (out / "README_witune.md").write_text(note)

@@ -1,0 +1,119 @@
+"""`witune train` configuration: YAML, presets, --set coercion, errors, annotated YAML, example configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from witune.data.errors import ConfigError
+from witune.train.config import PRESETS, TrainConfig, field_docs, load_config, parse_overrides, to_yaml
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_every_field_has_a_docstring():
+    docs = field_docs()
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert sorted(docs) == sorted(names)
+    assert all(len(d) > 5 for d in docs.values())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_configs_parse(path):
+    cfg = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    for key, value in raw.items():
+        assert getattr(cfg, key) == pytest.approx(value) if isinstance(value, float) else getattr(cfg, key) == value
+
+
+def test_example_configs_exist():
+    assert {"alpaca.yaml", "wit.yaml"} <= {p.name for p in CONFIGS}
+
+
+def test_presets():
+    alpaca = load_config(overrides={"data": "x"}, preset="alpaca")
+    assert (alpaca.learning_rate, alpaca.epochs, alpaca.global_batch_size, alpaca.lr_scheduler, alpaca.warmup_ratio,
+            alpaca.max_length) == (2e-5, 3, 128, "cosine", 0.03, 512)
+    wit = load_config(overrides={"data": "x", "preset": "wit"})
+    assert (wit.learning_rate, wit.epochs, wit.optimizer, wit.weight_decay, wit.lr_scheduler, wit.warmup_ratio) == \
+        (2e-5, 1, "adamw", 0.1, "cosine", 0.01)
+    # later sources win over the preset
+    assert load_config(overrides={"data": "x", "epochs": 2}, preset="wit").epochs == 2
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(overrides={"data": "x"}, preset="nope")
+    assert set(PRESETS) == {"alpaca", "wit"}
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: d.jsonl\nlearning_rate: 1e-4\nprompt_weight: 0.5\nrole_weights: {system: 0}\n")
+    cfg = load_config(p, ["prompt_weight=0.1", "epochs=2", "pack=true", "limit=null", "normalization=128"])
+    assert (cfg.learning_rate, cfg.prompt_weight, cfg.epochs, cfg.pack, cfg.limit) == (1e-4, 0.1, 2, True, None)
+    assert cfg.role_weights == {"system": 0.0}
+    assert cfg.role_weights_obj().for_segment("system", False) == 0.0
+    assert load_config(overrides={"data": "x", "plw": 0.01}).role_weights_obj().prompt == 0.01
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: x\nlearning_rat: 1e-4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "learning_rat" in msg and "learning_rate" in msg and "prompt_weight" in msg and str(p) in msg
+    with pytest.raises(ConfigError, match="--set: unknown key"):
+        load_config(overrides=["data=x", "nope=1"])
+
+
+@pytest.mark.parametrize("item, match", [
+    ("epochs=two", "key 'epochs' expects int"),
+    ("pack=maybe", "key 'pack' expects bool"),
+    ("learning_rate=fast", "key 'learning_rate' expects float"),
+    ("optimizer=lion", "'optimizer' must be one of"),
+    ("normalization=mean", "'normalization' must be one of"),
+    ("per_device_batch_size=0", "per_device_batch_size"),
+    ("epochs", "KEY=VALUE"),
+])
+def test_bad_values(item, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=["data=x", item])
+
+
+def test_missing_data_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="'data' is required"):
+        load_config()
+    p = tmp_path / "bad.yaml"
+    p.write_text("data: x\nepochs: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml, line \d+: invalid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_annotated_yaml_round_trips(tmp_path):
+    cfg = load_config(overrides={"data": "x", "role_weights": {"system": 0.0}, "preset": "alpaca", "epochs": 1})
+    text = to_yaml(cfg)
+    assert "# lambda_p: loss weight of prompt tokens" in text
+    p = tmp_path / "out.yaml"
+    p.write_text(text)
+    assert load_config(p) == cfg
+
+
+def test_parse_overrides_values():
+    assert parse_overrides(["a=1", "b=x y", "c={k: 1}", "d="]) == {"a": 1, "b": "x y", "c": {"k": 1}, "d": None}
+
+
+def test_cli_print_config_and_help(capsys):
+    from witune.cli.train import main
+
+    assert main(["--print-config", "--preset", "wit", "--set", "prompt_weight=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert load_config(overrides=yaml.safe_load(out)) .prompt_weight == 0.2
+    assert main(["--set", "data=x", "--set", "bogus=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "lambda_p: loss weight of prompt tokens" in capsys.readouterr().out

@@ -1,0 +1,131 @@
+"""`witune stats`: per-field lengths, Rg and prompt characteristics on the real shared files, checked against
+plain-Python recomputations from the tokenizer."""
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from witune.data import load_examples
+from witune.stats import compute_stats
+from witune.stats.prompts import parse_depth, prompt_logprob
+
+TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+
+
+def shared_file(name: str) -> Path:
+    path = TRAIN / name
+    if not path.is_file():
+        pytest.skip(f"shared data file {path} is absent (the tests use the real files in ../shared/data/train)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from witune.models.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def n_tokens(tok, text: str) -> int:
+    return len(tok.encode(text, add_special_tokens=False))
+
+
+def test_alpaca_fields_and_rg_match_independent_count(tok):
+    path = shared_file("gpteacher_roleplay_deduped.json")
+    records = json.loads(path.read_text())[:400]
+    stats = compute_stats(load_examples(path, limit=400).examples, tok, max_samples=100)
+    for field in ("instruction", "input", "output"):
+        counts = [n_tokens(tok, r[field]) for r in records]
+        assert stats.fields[field].mean == pytest.approx(statistics.fmean(counts))
+        assert stats.fields[field].std == pytest.approx(statistics.pstdev(counts))
+        assert stats.fields[field].total == sum(counts)
+    prompt = [n_tokens(tok, r["instruction"]) + n_tokens(tok, r["input"]) for r in records]
+    completion = [n_tokens(tok, r["output"]) for r in records]
+    assert stats.samples == 400
+    assert stats.total_tokens == sum(prompt) + sum(completion)
+    assert stats.rg.ratio_of_means == pytest.approx(sum(completion) / sum(prompt))
+    assert stats.rg.mean_of_ratios == pytest.approx(statistics.fmean(c / p for c, p in zip(completion, prompt)))
+    assert stats.rg.median == pytest.approx(statistics.median(c / p for c, p in zip(completion, prompt)))
+    assert stats.rg.short_fraction == pytest.approx(sum(c < p for c, p in zip(completion, prompt)) / 400)
+    assert stats.prompt_logprob is None  # no model given: never invented
+
+
+def test_multi_turn_roles(tok):
+    """LIMA records with a history and ShareGPT chats: prompt = every non-assistant turn."""
+    path = shared_file("lima_alpaca_format.json")
+    records = [r for r in json.loads(path.read_text()) if r.get("history")][:10]
+    assert records, "the LIMA file has multi-turn records"
+    examples = [ex for ex in load_examples(path).examples if len(ex.messages) > 2][:10]
+    stats = compute_stats(examples, tok, max_samples=10)
+    user = [sum(n_tokens(tok, u) for u, _ in r["history"]) + n_tokens(tok, r["instruction"]) + n_tokens(tok, r["input"])
+            for r in records]
+    assistant = [sum(n_tokens(tok, a) for _, a in r["history"]) + n_tokens(tok, r["output"]) for r in records]
+    assert stats.roles["user"].total == sum(user) == stats.prompt.total
+    assert stats.roles["assistant"].total == sum(assistant) == stats.completion.total
+
+    chat = shared_file("fastchat_dummy_conversation_sharegpt.json")
+    raw = json.loads(chat.read_text())[:50]
+    stats = compute_stats(load_examples(chat, limit=50).examples, tok, max_samples=50)
+    gpt = sum(n_tokens(tok, t["value"]) for r in raw for t in r["conversations"] if t["from"] == "gpt")
+    human = sum(n_tokens(tok, t["value"]) for r in raw for t in r["conversations"] if t["from"] == "human")
+    assert (stats.completion.total, stats.prompt.total) == (gpt, human)
+    assert stats.rg.ratio_of_means == pytest.approx(gpt / human)
+
+
+def test_parse_depth_is_never_invented():
+    depth = parse_depth(["The cat sat on the mat."])
+    try:
+        import spacy
+
+        spacy.load("en_core_web_sm")
+    except (ImportError, OSError):
+        assert depth.value is None and depth.reason.startswith("not available")
+    else:
+        assert depth.value is not None and depth.value >= 1
+
+
+def test_prompt_logprob_matches_unbatched_forward(tiny_dir, tok):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    prompts = ["The cat likes a long letter today.", "Write a poem about the sea.", "1 + 2 = 3, 10 * 4 = 40.", "Hi"]
+    got = prompt_logprob(prompts, model, tok, batch_size=3, progress=False)
+    total, count = 0.0, 0
+    for p in prompts:  # one at a time: no padding involved
+        ids = torch.tensor([[tok.bos_token_id] + tok.encode(p, add_special_tokens=False)])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        total += logp.gather(-1, ids[0, 1:, None]).sum().item()
+        count += ids.shape[1] - 1
+    assert got == pytest.approx(total / count, abs=1e-4)
+
+
+def test_stats_cli_json_and_plots(tiny_dir, tmp_path):
+    from witune.cli import stats as cli
+
+    path = shared_file("gsm8k_train_alpaca.json")
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    out = tmp_path / "stats.json"
+    args = parser.parse_args(["stats", str(path), "--model", str(tiny_dir), "--limit", "200", "--logprob-samples", "8",
+                              "--json", str(out), "--plot", str(tmp_path / "plots")])
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    assert data["samples"] == 200
+    assert data["fields"]["input"]["total"] == 0  # GSM8K inputs are all empty
+    assert math.isfinite(data["prompt_logprob"]) and data["prompt_logprob"] < 0
+    assert data["rg"]["kind"] in ("short-completion", "long-completion")
+    for png in ("gsm8k_train_alpaca_lengths.png", "gsm8k_train_alpaca_rg.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
