@@ -22,10 +22,14 @@ def shared_file(name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from witune.models.tiny import make_tiny_model
+def tiny_dir(request, tmp_path_factory):
+    """The shared conftest fixture when there is one (built once per session), else a module-local tiny model."""
+    try:
+        return request.getfixturevalue("tiny_model_dir")
+    except pytest.FixtureLookupError:
+        from witune.models.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+        return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +93,28 @@ def test_invert_all_long_completion_samples(tok, tiny_dir, tmp_path):
     assert ratio_of_means(tok, new) < 1 < ratio_of_means(tok, original)
 
 
-@pytest.mark.parametrize("target", [1.0, 0.3])
+@pytest.mark.parametrize("target", [1.0, 0.8])
 def test_target_rg_is_reached_deterministically(tok, tmp_path, target):
-    src = subset("gsm8k_train_alpaca.json", 400, tmp_path)
+    src = subset("gsm8k_train_alpaca.json", 200, tmp_path)
     records = read_alpaca(src)
     result = invert(records, tok, target_rg=target, seed=3)
     again = invert(records, tok, target_rg=target, seed=3)
     assert result.records == again.records  # same seed, same data set
     reached = ratio_of_means(tok, result.records)  # recomputed from the written records
     assert reached == pytest.approx(result.rg_after["ratio_of_means"])
-    assert abs(reached - target) < 0.02 * target + 0.01
+    assert abs(reached - target) < 0.02 * target
     assert result.rg_before["ratio_of_means"] == pytest.approx(ratio_of_means(tok, [r.record for r in records]))
     other = invert(records, tok, target_rg=target, seed=4)
     assert other.inverted != result.inverted  # the seed picks which samples
+
+
+def test_unreachable_target_gets_closest(tok, tmp_path):
+    """GSM8K questions are long, so inverted samples keep Rg around 0.6: 0.05 cannot be reached."""
+    records = read_alpaca(subset("gsm8k_train_alpaca.json", 200, tmp_path))
+    result = invert(records, tok, target_rg=0.05)
+    assert result.inverted and len(result.inverted) <= result.candidates
+    assert result.rg_after["ratio_of_means"] > 0.05
+    assert not result.reached
 
 
 def test_non_alpaca_data_is_a_clear_error(tok):

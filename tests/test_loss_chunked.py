@@ -117,3 +117,16 @@ def test_bad_input_is_clear():
         weighted_nll_from_hidden(hidden, weight.T, labels, torch.ones(5))
     with pytest.raises(ValueError, match="unknown backend"):
         weighted_nll_from_hidden(hidden, weight, labels, torch.ones(5), backend="triton")
+
+
+def test_logits_path_negative_grad_output():
+    """weighted_nll folds the weight into the softmax exponent; a negative grad_output must take the plain path."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, 17, generator=g).requires_grad_(True)
+    labels = torch.randint(0, 17, (9,), generator=g)
+    w = torch.rand(9, generator=g)
+    w[2] = 0.0
+    (-weighted_nll(logits, labels, w).weighted_sum).backward()
+    ref = logits.detach().clone().requires_grad_(True)
+    (-(F.cross_entropy(ref, labels, reduction="none") * w).sum()).backward()
+    torch.testing.assert_close(logits.grad, ref.grad)

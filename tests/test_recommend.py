@@ -34,14 +34,24 @@ def test_short_and_long_completion_recommendations():
     assert {source for _, source in long.reasons} >= {"PLW paper (seed 004), Table 4", "WIT paper (seed 000)"}
 
 
-def test_recommend_cli_on_real_file(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_dir(request, tmp_path_factory):
+    """The shared conftest fixture when there is one (built once per session), else a module-local tiny model."""
+    try:
+        return request.getfixturevalue("tiny_model_dir")
+    except pytest.FixtureLookupError:
+        from witune.models.tiny import make_tiny_model
+
+        return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def test_recommend_cli_on_real_file(tiny_dir, capsys):
     from witune.cli import recommend as cli
-    from witune.models.tiny import make_tiny_model
 
     path = TRAIN / "gsm8k_train_alpaca.json"
     if not path.is_file():
         pytest.skip(f"shared data file {path} is absent")
-    tiny = make_tiny_model(tmp_path / "tiny")
+    tiny = tiny_dir
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["recommend", str(path), "--model", str(tiny), "--limit", "300", "--json"])

@@ -25,10 +25,14 @@ def shared_file(name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from witune.models.tiny import make_tiny_model
+def tiny_dir(request, tmp_path_factory):
+    """The shared conftest fixture when there is one (built once per session), else a module-local tiny model."""
+    try:
+        return request.getfixturevalue("tiny_model_dir")
+    except pytest.FixtureLookupError:
+        from witune.models.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+        return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +48,8 @@ def n_tokens(tok, text: str) -> int:
 
 def test_alpaca_fields_and_rg_match_independent_count(tok):
     path = shared_file("gpteacher_roleplay_deduped.json")
-    records = json.loads(path.read_text())[:400]
-    stats = compute_stats(load_examples(path, limit=400).examples, tok, max_samples=100)
+    records = json.loads(path.read_text())[:200]
+    stats = compute_stats(load_examples(path, limit=200).examples, tok, max_samples=100)
     for field in ("instruction", "input", "output"):
         counts = [n_tokens(tok, r[field]) for r in records]
         assert stats.fields[field].mean == pytest.approx(statistics.fmean(counts))
@@ -53,12 +57,12 @@ def test_alpaca_fields_and_rg_match_independent_count(tok):
         assert stats.fields[field].total == sum(counts)
     prompt = [n_tokens(tok, r["instruction"]) + n_tokens(tok, r["input"]) for r in records]
     completion = [n_tokens(tok, r["output"]) for r in records]
-    assert stats.samples == 400
+    assert stats.samples == 200
     assert stats.total_tokens == sum(prompt) + sum(completion)
     assert stats.rg.ratio_of_means == pytest.approx(sum(completion) / sum(prompt))
     assert stats.rg.mean_of_ratios == pytest.approx(statistics.fmean(c / p for c, p in zip(completion, prompt)))
     assert stats.rg.median == pytest.approx(statistics.median(c / p for c, p in zip(completion, prompt)))
-    assert stats.rg.short_fraction == pytest.approx(sum(c < p for c, p in zip(completion, prompt)) / 400)
+    assert stats.rg.short_fraction == pytest.approx(sum(c < p for c, p in zip(completion, prompt)) / 200)
     assert stats.prompt_logprob is None  # no model given: never invented
 
 
@@ -129,3 +133,31 @@ def test_stats_cli_json_and_plots(tiny_dir, tmp_path):
     assert data["rg"]["kind"] in ("short-completion", "long-completion")
     for png in ("gsm8k_train_alpaca_lengths.png", "gsm8k_train_alpaca_rg.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_smollm2_seed_tasks_before_and_after_inversion(tmp_path):
+    """Realistic: SmolLM2's tokenizer on the Self-Instruct seed tasks; inverting every long-completion sample
+    leaves only short-completion samples, and stats of the written file agree with invert's own Rg."""
+    from witune.data import ConfigError
+    from witune.stats import invert, read_alpaca, write_records
+    from witune.stats.loading import get_tokenizer
+
+    path = shared_file("alpaca_seed_tasks.jsonl")
+    try:
+        tok = get_tokenizer("smollm2")
+    except ConfigError as e:
+        pytest.skip(f"SmolLM2 is not available: {e}")
+    raw = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    flat = [(r["instruction"], i["input"], i["output"]) for r in raw for i in r["instances"]]
+    prompt = sum(n_tokens(tok, a) + n_tokens(tok, b) for a, b, _ in flat)
+    completion = sum(n_tokens(tok, c) for _, _, c in flat)
+    before = compute_stats(load_examples(path).examples, tok, max_samples=200)
+    assert before.rg.ratio_of_means == pytest.approx(completion / prompt)
+
+    result = invert(read_alpaca(path), tok)
+    out = write_records(result.records, tmp_path / "short.jsonl")
+    after = compute_stats(load_examples(out).examples, tok, max_samples=200)
+    assert after.rg.short_fraction == 1.0
+    assert after.rg.ratio_of_means == pytest.approx(result.rg_after["ratio_of_means"])
+    assert after.rg.ratio_of_means < 1 < before.rg.ratio_of_means

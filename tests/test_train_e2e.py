@@ -58,7 +58,8 @@ def test_train_outputs_and_resume(setup_dir, tmp_path):
     assert set(metrics[0]) == set(StepMetrics.__dataclass_fields__)
     for m in metrics:
         assert m["loss"] > 0 and m["prompt_nll"] > 0 and m["response_nll"] > 0 and 0 < m["response_share"] <= 1
-        assert m["tokens_per_s"] > 0 and m["samples"] == 4
+        assert m["tokens_per_s"] > 0
+    assert [m["samples"] for m in metrics] == [4, 4, 2]  # 10 rows: the last, incomplete global batch is kept
     assert (out / "checkpoints" / "step-2").is_dir()
 
     # Resume from step 2 with a longer run: continues at step 3 and logs each step once.

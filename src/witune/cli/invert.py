@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if result.target is not None:
         reached = result.rg_after[result.definition]
         Console().print(f"target Rg {result.target:g}, reached {reached:.4g}")
+        if not result.reached:
+            err.print(f"[yellow]warning:[/] the target cannot be reached by inverting samples of this data; "
+                      f"{reached:.4g} is the closest")
     if result.not_invertible:
         err.print(f"[yellow]{len(result.not_invertible)} multi-turn records (history) left as they are[/], "
                   f"first: {result.not_invertible[0]}")

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     t.add_column("setting")
     t.add_column("recommended", justify="right")
     t.add_column("range to sweep", justify="right")
-    t.add_row("PLW (response weight 1)", f"{rec.plw:.3f}", "0-1" if not rec.weight_matters else "0.01-0.5")
+    t.add_row("PLW (response weight 1)", f"{rec.plw:.3f}", "0-1 (any)" if not rec.weight_matters else "0.01-1 (0.01-0.1 MC, ~1 long gen.)")
     t.add_row("lambda_p (WIT)", f"{rec.lambda_p:.3g}", f"{rec.lambda_p_range[0]}-{rec.lambda_p_range[1]}")
     t.add_row("lambda_r (WIT)", f"{rec.lambda_r:.3g}", f"{rec.lambda_r_range[0]}-{rec.lambda_r_range[1]}")
     console.print(t)

@@ -159,15 +159,23 @@ class _ChunkedWeightedCE(torch.autograd.Function):
         rows = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
         grad = torch.empty_like(logits)
         scale = w * grad_sum.float()
+        # w * softmax(x) = exp(x - lse + log w): folding the scale into the exponent saves a full pass over the
+        # chunk (w = 0 gives exp(-inf) = 0). Only valid for scale >= 0; a negative grad_sum takes the plain path.
+        folded = bool((scale >= 0).all())
+        shift = lse - scale.log() if folded else lse
         for s in range(0, n, rows):
             e = min(s + rows, n)
             sc = scale[s:e]
             if not bool((sc != 0).any()):  # e.g. a chunk of prompt tokens at lambda_p = 0
                 grad[s:e].zero_()
                 continue
-            # d/dx [lse(x) - x_y] = softmax(x) - onehot(y)
-            p = torch.exp(logits[s:e].float() - lse[s:e, None])
-            p.scatter_add_(1, labels[s:e, None], torch.full((e - s, 1), -1.0, device=p.device))
-            p.mul_(sc[:, None])
-            grad[s:e] = p
+            # d/dx [lse(x) - x_y] = softmax(x) - onehot(y); fp32 logits are written straight into grad.
+            p = grad[s:e] if logits.dtype == torch.float32 else None
+            p = torch.sub(logits[s:e].float(), shift[s:e, None], out=p)
+            p.exp_()
+            if not folded:
+                p.mul_(sc[:, None])
+            p.scatter_add_(1, labels[s:e, None], -sc[:, None])
+            if p.dtype != grad.dtype:
+                grad[s:e] = p
         return grad, None, None

@@ -58,6 +58,14 @@ class Inversion:
     candidates: int  # samples that could move Rg towards the target (or long-completion ones without a target)
     not_invertible: list[str] = field(default_factory=list)  # multi-turn records (history) left as they are
 
+    @property
+    def reached(self) -> bool:
+        """True without a target, else whether the Rg reached is within 5% of it (inversion has limits: the new
+        prompt holds the old completion, so Rg cannot fall much below instruction / (completion + 12 tokens))."""
+        if self.target is None:
+            return True
+        return abs(self.rg_after[self.definition] - self.target) <= 0.05 * self.target
+
 
 def _rg(p_sum: int, c_sum: int, r_sum: float, n: int) -> dict[str, float]:
     return {"ratio_of_means": c_sum / p_sum if p_sum else float("inf"), "mean_of_ratios": r_sum / n if n else 0.0}

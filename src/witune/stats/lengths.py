@@ -44,7 +44,7 @@ def count_tokens(texts: Sequence[str], tokenizer) -> list[int]:
     """Token count of each text: one batched fast-tokenizer call, no special tokens (the paper counts raw text)."""
     if not texts:
         return []
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
     return [len(x) for x in ids]
 
 

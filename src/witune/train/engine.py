@@ -182,7 +182,8 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
             acc.backward(safe_divide(sums.weighted_sum, z) * scale)
             if acc.sync_gradients:
                 if max_grad_norm > 0:
-                    grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_grad_norm))
+                    norm_value = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    grad_norm = float(norm_value) if norm_value is not None else grad_norm  # DeepSpeed clips itself
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         logged += torch.stack([getattr(sums, k).detach().to(torch.float64) for k in SUM_KEYS])

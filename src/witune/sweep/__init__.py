@@ -1,0 +1,15 @@
+"""Sweeps: a grid of trainings + evaluations recorded in an SQLite database, resumable, local workers or Ray.
+
+    cfg = load_sweep_config("configs/sweeps/plw-tiny.yaml")
+    summary = run_sweep(cfg, resume=True)
+    frame = db.results_frame(cfg.output_dir)   # what `witune analyze` reads
+
+Modules: `config` (SweepConfig, presets), `grid` (points with stable ids), `db` (the database),
+`runner` (one point), `local` / `ray_backend` (where points run), `sweep` (the loop), `status` (the table).
+"""
+
+from witune.sweep.config import PRESETS, SweepConfig, load_sweep_config
+from witune.sweep.grid import Point, expand
+from witune.sweep.sweep import SweepSummary, run_sweep
+
+__all__ = ["PRESETS", "Point", "SweepConfig", "SweepSummary", "expand", "load_sweep_config", "run_sweep"]

@@ -1,0 +1,218 @@
+"""The sweep database: one SQLite file (`<sweep folder>/sweep.db`, WAL mode), stdlib `sqlite3` only.
+
+Tables::
+
+    runs(run_id PK, point JSON, status, started, finished, seconds, error, attempts)
+    metrics(run_id, task, metric, value, stderr, higher_is_better, PRIMARY KEY(run_id, task, metric))
+    losses(run_id, step, loss, PRIMARY KEY(run_id, step))
+
+Every write is one transaction and metric/loss rows are `INSERT OR REPLACE`d on their keys, so a point that is
+re-run (after a kill) replaces its rows instead of adding a second copy. Status: pending -> running -> done |
+failed; a `running` row left by a killed sweep is simply run again by `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "sweep.db"
+STATUSES = ("pending", "running", "done", "failed")
+# Per-run diagnostics that the analysis reads as columns, not as benchmark scores: (task prefix, metric) -> column.
+DIAGNOSTICS = {("weight_distance", "l2"): "weight_distance", ("witune:memorization", "bleu"): "memorization_bleu",
+               ("witune:generation_length", "mean_tokens"): "generation_length"}
+_NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, point TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    started REAL, finished REAL, seconds REAL, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value REAL, stderr REAL,
+    higher_is_better INTEGER NOT NULL, PRIMARY KEY (run_id, task, metric));
+CREATE TABLE IF NOT EXISTS losses (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_id, step));
+"""
+
+
+def db_path(folder_or_file: str | Path) -> Path:
+    """`folder/sweep.db` for a sweep folder; a path to a file is returned as it is."""
+    p = Path(folder_or_file)
+    return p / DB_NAME if p.is_dir() or not p.suffix else p
+
+
+@contextmanager
+def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A connection in WAL mode (readers never block the writer) that commits on success, rolls back on error.
+
+    `busy_timeout` lets the worker processes of a sweep wait for each other's short write transactions.
+    """
+    p = db_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
+        conn.executescript(_SCHEMA)
+        conn.row_factory = sqlite3.Row
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
+    with connect(path) as conn:
+        conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no deadlock upgrading a read lock later
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def add_points(path: str | Path, points: Iterable[Any]) -> None:
+    """Register points (grid.Point) as pending; a point already present keeps its status and results, but gets
+    the current point JSON unless it is done (so changed evaluation settings apply to what still has to run)."""
+    with transaction(path) as conn:
+        for p in points:
+            conn.execute("INSERT INTO runs (run_id, point, status) VALUES (?, ?, 'pending') "
+                         "ON CONFLICT(run_id) DO UPDATE SET point = excluded.point WHERE runs.status != 'done'",
+                         (p.run_id, p.to_json()))
+
+
+def mark_running(path: str | Path, run_id: str) -> None:
+    with transaction(path) as conn:
+        conn.execute("UPDATE runs SET status='running', started=?, finished=NULL, error=NULL, "
+                     "attempts=attempts+1 WHERE run_id=?", (time.time(), run_id))
+
+
+def mark_failed(path: str | Path, run_id: str, error: str) -> None:
+    with transaction(path) as conn:
+        conn.execute("UPDATE runs SET status='failed', finished=?, seconds=? - started, error=? WHERE run_id=?",
+                     (time.time(), time.time(), error, run_id))
+
+
+def finish_run(path: str | Path, run_id: str, rows: list[dict], losses: list[tuple[int, float]]) -> None:
+    """Metrics, losses and status 'done' in one transaction: a kill leaves either all of them or none."""
+    with transaction(path) as conn:
+        _write_metrics(conn, run_id, rows)
+        conn.execute("DELETE FROM losses WHERE run_id=?", (run_id,))
+        conn.executemany("INSERT OR REPLACE INTO losses (run_id, step, loss) VALUES (?, ?, ?)",
+                         [(run_id, int(s), _num(v)) for s, v in losses])
+        now = time.time()
+        conn.execute("UPDATE runs SET status='done', finished=?, seconds=? - started, error=NULL WHERE run_id=?",
+                     (now, now, run_id))
+
+
+def write_eval_rows(db: str | Path, run_id: str, rows: list[dict]) -> None:
+    """Store evaluation rows {task, metric, value, stderr, higher_is_better} for `run_id` (used by `witune eval
+    --db`); rows of the same task and metric replace earlier ones. An unknown run id gets a minimal run row."""
+    with transaction(db) as conn:
+        conn.execute("INSERT OR IGNORE INTO runs (run_id, point, status) VALUES (?, ?, 'done')",
+                     (run_id, json.dumps({"run_id": run_id, "train": {}, "labels": {}, "eval": {}})))
+        _write_metrics(conn, run_id, rows)
+
+
+def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[dict]) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO metrics (run_id, task, metric, value, stderr, higher_is_better) VALUES (?,?,?,?,?,?)",
+        [(run_id, str(r["task"]), str(r["metric"]), _num(r["value"]), _num(r.get("stderr")),
+          int(bool(r.get("higher_is_better", True)))) for r in rows])
+
+
+def _num(x: Any) -> float | None:
+    """NaN and None are stored as NULL (SQLite has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def runs(path: str | Path) -> list[dict[str, Any]]:
+    """Every run as a dict (point parsed), in insertion order."""
+    with connect(path) as conn:
+        out = []
+        for r in conn.execute("SELECT * FROM runs ORDER BY rowid"):
+            d = dict(r)
+            d["point"] = json.loads(d["point"])
+            out.append(d)
+        return out
+
+
+def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
+    with connect(path) as conn:
+        q, args = ("SELECT * FROM metrics WHERE run_id=?", (run_id,)) if run_id else ("SELECT * FROM metrics", ())
+        return [dict(r) for r in conn.execute(q + " ORDER BY run_id, task, metric", args)]
+
+
+def _require(folder: str | Path) -> Path:
+    p = db_path(folder)
+    if not p.is_file():
+        from witune.data.errors import DataError, Location
+
+        raise DataError(Location(str(folder), 0), f"no sweep database ({DB_NAME}) here")
+    return p
+
+
+def results_frame(folder: str | Path):
+    """Finished runs as the analysis table: one row per run x benchmark x metric, with the columns
+    run_id, model, dataset, prompt_weight, response_weight, normalization, seed, benchmark, metric, score,
+    higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length
+    (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never enter an aggregate."""
+    import pandas as pd
+
+    p = _require(folder)
+    done = {r["run_id"]: r["point"].get("labels", {}) for r in runs(p) if r["status"] == "done"}
+    diag: dict[str, dict[str, float]] = {rid: {} for rid in done}
+    rows = []
+    for m in metrics(p):
+        if m["run_id"] not in done or m["metric"] in _NOT_SCORES or m["value"] is None:
+            continue
+        column = _diagnostic_column(m["task"], m["metric"])
+        if column:
+            diag[m["run_id"]][column] = m["value"]
+            continue
+        labels = done[m["run_id"]]
+        rows.append({"run_id": m["run_id"], "model": labels.get("model", ""), "dataset": labels.get("dataset", ""),
+                     "prompt_weight": labels.get("prompt_weight"), "response_weight": labels.get("response_weight"),
+                     "normalization": labels.get("normalization", ""), "seed": labels.get("seed"),
+                     "benchmark": _benchmark(m["task"]), "metric": m["metric"], "score": m["value"],
+                     "higher_is_better": bool(m["higher_is_better"])})
+    columns = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed",
+               "benchmark", "metric", "score", "higher_is_better"]
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in sorted(set(DIAGNOSTICS.values())):
+        frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
+    return frame
+
+
+def _diagnostic_column(task: str, metric: str) -> str | None:
+    for (prefix, name), column in DIAGNOSTICS.items():
+        if metric == name and (task == prefix or task.startswith(prefix + "=")):
+            return column
+    return None
+
+
+def _benchmark(task: str) -> str:
+    """`witune_arc_challenge` -> `arc_challenge`: the local harness copies are the standard benchmarks."""
+    return task[len("witune_"):] if task.startswith("witune_") else task
+
+
+def losses_frame(folder: str | Path):
+    """Training losses of finished runs: columns run_id, step, loss."""
+    import pandas as pd
+
+    p = _require(folder)
+    with connect(p) as conn:
+        rows = conn.execute("SELECT l.run_id, l.step, l.loss FROM losses l JOIN runs r ON r.run_id = l.run_id "
+                            "WHERE r.status = 'done' AND l.loss IS NOT NULL ORDER BY l.run_id, l.step").fetchall()
+    return pd.DataFrame([tuple(r) for r in rows], columns=["run_id", "step", "loss"])

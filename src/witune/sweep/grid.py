@@ -1,0 +1,104 @@
+"""Expand a SweepConfig into points: one fully resolved training config each, with a stable id.
+
+The id is a hash of the point's resolved training config (minus the keys that do not change what is trained:
+output folder, progress bar, trackers), so expanding the same sweep again gives the same ids, and `--resume`
+finds the points it already ran whatever the order of the axes or the current folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from witune.data.errors import ConfigError
+from witune.sweep.config import SweepConfig
+from witune.train.config import TrainConfig, config_dict, load_config
+
+# Keys that do not change the trained weights: left out of the id.
+_NOT_HASHED = {"output_dir", "progress", "report_to", "log_every", "save_every", "save_total_limit"}
+
+
+@dataclass
+class Point:
+    """One training + evaluation of a sweep. `train` holds every TrainConfig key except output_dir."""
+
+    run_id: str
+    train: dict[str, Any]
+    labels: dict[str, Any]  # model, dataset, prompt_weight, response_weight, normalization, seed (for tables)
+    eval: dict[str, Any] = field(default_factory=dict)  # tasks, limit, num_fewshot, ... (see SweepConfig eval_*)
+
+    def to_json(self) -> str:
+        return json.dumps({"run_id": self.run_id, "train": self.train, "labels": self.labels, "eval": self.eval},
+                          sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Point":
+        d = json.loads(text)
+        return cls(d["run_id"], d["train"], d["labels"], d.get("eval", {}))
+
+    def train_config(self, output_dir: str | Path) -> TrainConfig:
+        return load_config(None, {**self.train, "output_dir": str(output_dir)})
+
+
+def _absolute_if_exists(value: str) -> str:
+    """Existing local paths become absolute (the id and the workers then do not depend on the current folder);
+    hub names, aliases ('smollm2') and missing files stay as written (a missing file fails its point only)."""
+    p = Path(value).expanduser()
+    return str(p.resolve()) if p.exists() else value
+
+
+def point_id(train: dict[str, Any]) -> str:
+    hashed = {k: v for k, v in sorted(train.items()) if k not in _NOT_HASHED}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _label(value: str) -> str:
+    """A short name for tables: a file's stem or a folder's name; hub names and aliases as they are."""
+    p = Path(value)
+    if p.suffix in {".json", ".jsonl", ".csv", ".parquet", ".gguf"}:
+        return p.stem
+    return p.name if (p.is_absolute() or p.exists()) else value
+
+
+def expand(cfg: SweepConfig) -> list[Point]:
+    """The points of the grid: the product of models x datasets x weights x normalisations x seeds."""
+    base = {k: v for k, v in cfg.base.items() if k != "output_dir"}
+    common = {**base, **cfg.set}
+    axes: list[list[dict[str, Any]]] = [
+        [{"model": _absolute_if_exists(m)} for m in cfg.models] or [{}],
+        [{"data": _absolute_if_exists(d)} for d in cfg.datasets] or [{}],
+        [{"plw": None, "prompt_weight": p, "response_weight": r} for p, r in cfg.weight_pairs()] or [{}],
+        [{"normalization": n} for n in cfg.normalization] or [{}],
+        [{"seed": s} for s in cfg.seeds] or [{}],
+    ]
+    if "data" in common and not cfg.datasets:
+        common["data"] = _absolute_if_exists(str(common["data"]))
+    if "model" in common and not cfg.models:
+        common["model"] = _absolute_if_exists(str(common["model"]))
+    evals = {"tasks": list(cfg.eval_tasks), "limit": cfg.eval_limit, "num_fewshot": cfg.eval_num_fewshot,
+             "max_new_tokens": cfg.eval_max_new_tokens, "batch_size": cfg.eval_batch_size,
+             "device": cfg.eval_device, "data_dir": cfg.eval_data_dir, "weight_distance": cfg.weight_distance}
+    points, seen = [], set()
+    for combo in itertools.product(*axes):
+        overrides = dict(common)
+        for part in combo:
+            overrides.update(part)
+        try:
+            resolved = load_config(None, {**overrides, "output_dir": "."})  # validates every key and type
+        except ConfigError as e:
+            raise ConfigError(f"sweep training config (base + set + axes): {e}") from None
+        train = {k: v for k, v in config_dict(resolved).items() if k != "output_dir"}
+        run_id = point_id(train)
+        if run_id in seen:  # two axis values that resolve to the same training (e.g. plw 1 and weights [1, 1])
+            continue
+        seen.add(run_id)
+        prompt, response = (resolved.plw, 1.0) if resolved.plw is not None else (resolved.prompt_weight,
+                                                                                   resolved.response_weight)
+        labels = {"model": _label(resolved.model), "dataset": _label(resolved.data), "prompt_weight": prompt,
+                  "response_weight": response, "normalization": resolved.normalization, "seed": resolved.seed}
+        points.append(Point(run_id, train, labels, evals))
+    return points

@@ -1,0 +1,222 @@
+"""Run one sweep point: train (a `witune train --resume` subprocess), measure, evaluate, record.
+
+Training runs in its own process so that a crash, an out-of-memory kill or a SIGKILL of the sweep never
+leaves a half-initialised model in a long-lived worker, and so that `--resume` continues an interrupted point
+from its newest checkpoint. A `.trained` marker written after a successful training lets a point whose
+evaluation was interrupted skip straight to evaluation on the next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from witune.sweep import db
+from witune.sweep.grid import Point
+
+TRAINED_MARKER = ".trained"
+
+
+class PointError(RuntimeError):
+    """A point that cannot finish; the message is what the database and `witune sweep status` show."""
+
+
+@dataclass
+class PointResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)  # evaluation rows + diagnostics
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) from metrics.jsonl
+
+
+def run_dir(sweep_dir: str | Path, run_id: str) -> Path:
+    return Path(sweep_dir) / "runs" / run_id
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies, so that killing a sweep (even with
+    SIGKILL) takes its workers and their trainings down instead of leaving orphans that write to the
+    database while a resumed sweep runs the same points. No-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: follow it now
+            os._exit(137)
+    except OSError:
+        pass
+
+
+def train_point(point: Point, out: Path) -> None:
+    """Train (or continue training) the point in `out`; raises PointError with the trainer's own message."""
+    from witune.train.config import to_yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = point.train_config(out)
+    cfg.progress = False  # a progress bar in a log file is noise; the sweep shows its own progress
+    cfg_file = out / "train.yaml"
+    cfg_file.write_text(to_yaml(cfg))
+    log_file = out / "train.log"
+    # `python -m witune.cli.train` is the same command as `witune train` (and what `accelerate launch` runs).
+    cmd = [sys.executable, "-m", "witune.cli.train", str(cfg_file), "--resume"]
+    with open(log_file, "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+        log.flush()
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
+                               preexec_fn=die_with_parent if os.name == "posix" else None)
+    if code != 0:
+        raise PointError(f"training exited with code {code}: {_last_error(log_file)} (log: {log_file})")
+    (out / TRAINED_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Several trainings share the machine: without a cap, each would start one thread per core.
+    threads = os.environ.get("WITUNE_SWEEP_THREADS")
+    if threads:
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    return env
+
+
+def _last_error(log_file: Path) -> str:
+    """The trainer's one-line error if it printed one, else the last line of its output."""
+    lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("=== ")]
+    lines = lines[starts[-1] + 1:] if starts else lines  # this attempt only
+    for ln in reversed(lines):
+        if ln.startswith("error:") or "Error:" in ln:
+            return ln
+    return lines[-1] if lines else "no output"
+
+
+def weight_distance(base_model: str, tuned_dir: Path) -> float:
+    """L2 norm of (tuned - base) over all parameters the two models share (tied weights counted once)."""
+    import torch
+
+    from witune.models import load_model
+
+    base = dict(load_model(base_model).named_parameters())
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for name, p in load_model(str(tuned_dir)).named_parameters():
+            q = base.get(name)
+            if q is not None and q.shape == p.shape:
+                total += (p.double() - q.double()).pow(2).sum()
+    return math.sqrt(float(total))
+
+
+def read_losses(metrics_file: Path) -> list[tuple[int, float]]:
+    if not metrics_file.is_file():
+        return []
+    out = []
+    for line in metrics_file.read_text().splitlines():
+        if line.strip():
+            m = json.loads(line)
+            out.append((int(m["step"]), float(m["loss"])))
+    return out
+
+
+def eval_tasks(point: Point) -> list[str]:
+    """The point's evaluation tasks; a bare `witune:memorization` means "on this point's training data"."""
+    return [f"witune:memorization={point.train['data']}" if t == "witune:memorization" else t
+            for t in point.eval.get("tasks", [])]
+
+
+_DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet"}
+
+
+def check_data(data: str) -> None:
+    """Fail a point whose training file is missing at once, instead of after a trainer has started."""
+    p = Path(data).expanduser()
+    if p.suffix in _DATA_SUFFIXES and not p.exists():
+        raise PointError(f"training data file not found: {data}")
+
+
+def execute_point(point: Point, out: Path) -> PointResult:
+    """Train, then measure and evaluate the trained model. Touches no database (Ray runs this remotely)."""
+    check_data(str(point.train.get("data", "")))
+    if not (out / TRAINED_MARKER).is_file() or not (out / "model").is_dir():
+        train_point(point, out)
+    model_dir = out / "model"
+    result = PointResult(losses=read_losses(out / "metrics.jsonl"))
+    ev = point.eval
+    full_model = int(point.train.get("lora_r", 0)) == 0 or bool(point.train.get("merge_lora", True))
+    if ev.get("weight_distance", True) and full_model:  # an unmerged adapter folder is not a full model
+        try:
+            dist = weight_distance(point.train["model"], model_dir)
+            result.rows.append({"task": "weight_distance", "metric": "l2", "value": dist, "stderr": None,
+                                "higher_is_better": False})
+        except (OSError, ValueError, RuntimeError) as e:  # a diagnostic: its failure must not fail the point
+            print(f"weight distance skipped for {point.run_id}: {e}", file=sys.stderr)
+    tasks = eval_tasks(point)
+    if tasks:
+        from witune.eval import EvalOptions, evaluate
+
+        opts = EvalOptions(max_new_tokens=ev.get("max_new_tokens", 256), batch_size=ev.get("batch_size", 8),
+                           seed=int(point.train.get("seed", 0)))
+        try:
+            rows = evaluate(str(model_dir), tasks, limit=ev.get("limit"), num_fewshot=ev.get("num_fewshot"),
+                            options=opts, device=ev.get("device", "cpu"), data_dir=ev.get("data_dir"))
+        except Exception as e:  # noqa: BLE001 - any evaluation failure is recorded on the point
+            raise PointError(f"evaluation failed: {type(e).__name__}: {_one_line(e)}") from e
+        result.rows += rows
+    (out / "results.json").write_text(json.dumps({"run_id": point.run_id, "results": result.rows}, indent=1))
+    return result
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else repr(e)
+
+
+@contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so that what libraries and C code
+    write goes there too) to `path` for the duration; a worker process runs one point at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "a") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def run_point(sweep_dir: str | Path, run_id: str) -> str:
+    """Run one point recorded in the sweep database and record its outcome; returns 'done' or 'failed'.
+    Never raises for a failing point: the error text goes into the database and the other points go on."""
+    sweep_dir = Path(sweep_dir)
+    rows = [r for r in db.runs(sweep_dir) if r["run_id"] == run_id]
+    if not rows:
+        raise KeyError(f"run {run_id} is not in {db.db_path(sweep_dir)}")
+    point = Point.from_json(json.dumps(rows[0]["point"]))
+    db.mark_running(sweep_dir, run_id)
+    out = run_dir(sweep_dir, run_id)
+    try:
+        with output_to(out / "eval.log"):  # harness logs and progress bars would garble the sweep's own
+            result = execute_point(point, out)
+    except Exception as e:  # noqa: BLE001 - recorded, never propagated
+        db.mark_failed(sweep_dir, run_id, str(e) if isinstance(e, PointError) else f"{type(e).__name__}: {e}")
+        return "failed"
+    db.finish_run(sweep_dir, run_id, result.rows, result.losses)
+    return "done"

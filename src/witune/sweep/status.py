@@ -1,0 +1,47 @@
+"""`witune sweep status`: one table row per point (weights, status, time, main metrics, error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from witune.sweep import db
+
+_STYLE = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim"}
+MAX_METRIC_COLUMNS = 4
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}g}"
+
+
+def status_table(folder: str | Path):
+    """A rich Table of the sweep in `folder`; metric columns are the first few task/metric pairs found,
+    benchmarks first, diagnostics after."""
+    from rich.table import Table
+
+    runs = db.runs(db._require(folder))
+    by_run: dict[str, dict[tuple[str, str], float | None]] = {}
+    for m in db.metrics(db.db_path(folder)):
+        if m["metric"] not in db._NOT_SCORES:
+            by_run.setdefault(m["run_id"], {})[(m["task"], m["metric"])] = m["value"]
+    keys = sorted({k for v in by_run.values() for k in v}, key=lambda k: (db._diagnostic_column(*k) is not None, k))
+    keys = keys[:MAX_METRIC_COLUMNS]
+    counts = {s: sum(r["status"] == s for r in runs) for s in db.STATUSES}
+    table = Table(title=f"sweep {folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    for col in ("run", "model", "dataset", "λp", "λr", "norm", "seed", "status", "tries", "time"):
+        table.add_column(col, justify="right" if col in ("λp", "λr", "seed", "tries", "time") else "left")
+    for task, metric in keys:
+        name = db._diagnostic_column(task, metric) or f"{db._benchmark(task)} {metric}"
+        table.add_column(name.split("=")[0], justify="right")
+    table.add_column("error", overflow="fold", max_width=60)
+    for r in runs:
+        lab = r["point"].get("labels", {})
+        values = by_run.get(r["run_id"], {})
+        seconds = r["seconds"]
+        table.add_row(
+            r["run_id"], str(lab.get("model", "")), str(lab.get("dataset", "")), _fmt(lab.get("prompt_weight")),
+            _fmt(lab.get("response_weight")), str(lab.get("normalization", "")), str(lab.get("seed", "")),
+            f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempts"]),
+            "" if seconds is None else f"{seconds:.0f}s",
+            *[_fmt(values.get(k)) for k in keys], (r["error"] or "")[:300])
+    return table

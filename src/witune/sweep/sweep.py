@@ -1,0 +1,107 @@
+"""`run_sweep`: expand the grid, register the points, run what is not done, one sweep per folder at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from witune.data.errors import ConfigError
+from witune.sweep import db
+from witune.sweep.config import SweepConfig
+from witune.sweep.grid import expand
+
+
+@dataclass
+class SweepSummary:
+    folder: Path
+    points: int  # points in the grid
+    skipped: int  # already done before this call
+    done: int  # finished by this call
+    failed: int  # failed in this call
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the sweep folder: two sweeps running the same points would train them twice.
+    The kernel drops it when the process dies, even by SIGKILL, so a killed sweep never blocks `--resume`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another `witune sweep` is running in {folder}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> SweepSummary:
+    """Run every point of `cfg` that is not done yet. Without `resume`, a folder with results is an error
+    (so a second sweep never silently mixes into the first); with it, done points are skipped and the others
+    (pending, interrupted, failed) run again, interrupted trainings from their newest checkpoint."""
+    folder = Path(cfg.output_dir)
+    points = expand(cfg)
+    with folder_lock(folder):
+        path = db.db_path(folder)
+        if path.is_file() and db.runs(path) and not resume:
+            raise ConfigError(f"{folder} already holds a sweep; continue it with --resume, or choose another "
+                              "output_dir (--out)")
+        (folder / "sweep.yaml").write_text(yaml.safe_dump(_record(cfg), sort_keys=False))
+        db.add_points(path, points)
+        status = {r["run_id"]: r["status"] for r in db.runs(path)}
+        todo = [p.run_id for p in points if status.get(p.run_id) != "done"]
+        summary = SweepSummary(folder, len(points), len(points) - len(todo), 0, 0)
+        with _progress(len(points), summary.skipped, progress) as report_bar:
+            def report(run_id: str, outcome: str) -> None:
+                if outcome == "done":
+                    summary.done += 1
+                else:
+                    summary.failed += 1
+                report_bar(run_id, outcome)
+
+            if cfg.backend == "ray":
+                from witune.sweep.ray_backend import run_ray
+
+                run_ray(folder, todo, cfg.ray_address, report, workers=cfg.workers)
+            else:
+                from witune.sweep.local import run_local
+
+                run_local(folder, todo, cfg.workers, report)
+    return summary
+
+
+def _record(cfg: SweepConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["weights"] = [list(w) for w in d["weights"]]
+    return d
+
+
+@contextmanager
+def _progress(total: int, done: int, enabled: bool):
+    """A rich progress bar over points; yields report(run_id, outcome)."""
+    if not enabled:
+        yield lambda run_id, outcome: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("", total=total, completed=done)
+        failed = 0
+
+        def report(run_id: str, outcome: str) -> None:
+            nonlocal failed
+            failed += outcome != "done"
+            bar.update(task, advance=1, description=f"last: {run_id} {outcome}" + (f", {failed} failed" if failed else ""))
+
+        yield report

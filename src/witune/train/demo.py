@@ -1,0 +1,160 @@
+"""`witune demo`: fine-tune SmolLM2-135M offline at a conventional and a weighted setting, then score both.
+
+Data: the first `n_train` records of a small real instruction file (`alpaca_seed_tasks.jsonl` in the shared
+data folder, when present); otherwise a generated set of tasks with checkable answers (`witune.train.synthetic`).
+Held-out: the next `n_eval` records, scored per role (prompt / response NLL per token) for the base model and
+each trained model. Everything stays on CPU-friendly sizes: the whole demo is meant to finish in < 15 minutes
+on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from witune.train.config import TrainConfig
+
+SHARED_FILE = "train/alpaca_seed_tasks.jsonl"
+# (name, lambda_p, lambda_r): conventional instruction tuning, and a WIT-style weighted setting.
+SETTINGS = [("conventional", 0.0, 1.0), ("weighted", 0.1, 1.0)]
+
+
+@dataclass
+class SettingResult:
+    name: str
+    prompt_weight: float
+    response_weight: float
+    model_dir: str
+    metrics_path: str
+    steps: int
+    final_train_loss: float
+    heldout_prompt_nll: float
+    heldout_response_nll: float
+    train_seconds: float
+
+
+@dataclass
+class DemoResult:
+    output_dir: str
+    data: str
+    data_kind: str  # "real" or "synthetic"
+    n_train: int
+    n_eval: int
+    base_prompt_nll: float
+    base_response_nll: float
+    settings: list[SettingResult] = field(default_factory=list)
+    seconds: float = 0.0
+    plot: str | None = None
+    report: str | None = None  # filled by the report hook, once witune.report provides one
+
+
+def find_shared_data() -> Path | None:
+    """The shared data folder: $WITUNE_SHARED_DATA, ./../shared/data, or ../shared/data next to the repository."""
+    candidates = [os.environ.get("WITUNE_SHARED_DATA"), Path.cwd() / ".." / "shared" / "data",
+                  Path(__file__).resolve().parents[3] / ".." / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / SHARED_FILE).is_file():
+            return Path(c).resolve()
+    return None
+
+
+def demo_data(output_dir: Path, n_needed: int, data: str | None = None) -> tuple[str, str]:
+    """(path, kind): a given file, the shared real file, or a generated synthetic file in output_dir."""
+    if data:
+        return data, "given"
+    shared = find_shared_data()
+    if shared is not None:
+        return str(shared / SHARED_FILE), "real"
+    from witune.train.synthetic import write_jsonl
+
+    return str(write_jsonl(output_dir / "data" / "synthetic.jsonl", n_needed, seed=0)), "synthetic"
+
+
+def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 48,
+             n_eval: int = 16, max_length: int = 192, batch_size: int = 2, learning_rate: float = 1e-4,
+             settings: list[tuple[str, float, float]] | None = None, progress: bool = True) -> DemoResult:
+    """Train every setting for one epoch over `n_train` records and score the held-out records."""
+    from witune.data import RoleWeights, load_examples, tokenize_examples
+    from witune.eval.score import score
+    from witune.train import setup
+    from witune.train.engine import train
+
+    start = time.perf_counter()
+    out = Path(output_dir)
+    path, kind = demo_data(out, n_train + n_eval, data)
+    examples = load_examples(path, limit=n_train + n_eval).examples
+    if len(examples) <= n_train:
+        from witune.data.errors import ConfigError
+
+        raise ConfigError(f"{path}: {len(examples)} records; the demo needs more than n_train={n_train}")
+    base_cfg = TrainConfig(model=model, data=path, limit=n_train, max_length=max_length, learning_rate=learning_rate,
+                           epochs=1, per_device_batch_size=batch_size, warmup_ratio=0.1, seed=0, progress=progress)
+    tokenizer = setup.load_tokenizer(base_cfg)
+    # Scoring weights 1/1: the per-role NLLs do not depend on them, and every held-out token is scored.
+    heldout = tokenize_examples(examples[n_train:], tokenizer, RoleWeights(1.0, 1.0), max_length=max_length,
+                                on_error="skip").rows
+    pad = setup.pad_id(tokenizer)
+    base = score(setup.load_model(base_cfg), heldout, pad, progress=False)
+    result = DemoResult(str(out), path, kind, n_train, len(heldout), base.prompt_nll_per_token, base.response_nll_per_token)
+    for name, wp, wr in settings or SETTINGS:
+        cfg = TrainConfig(**{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr,
+                             "output_dir": str(out / name)})
+        t0 = time.perf_counter()
+        run = train(cfg)
+        seconds = time.perf_counter() - t0
+        from transformers import AutoModelForCausalLM
+
+        s = score(AutoModelForCausalLM.from_pretrained(run.model_dir), heldout, pad, progress=False)
+        result.settings.append(SettingResult(name, wp, wr, str(run.model_dir), str(run.metrics_path), run.steps,
+                                             run.final_loss, s.prompt_nll_per_token, s.response_nll_per_token, seconds))
+    result.plot = str(plot_losses(result, out / "train_loss.png"))
+    result.seconds = time.perf_counter() - start
+    result.report = write_report(result)
+    (out / "demo_summary.json").write_text(json.dumps(asdict(result), indent=1))
+    return result
+
+
+def plot_losses(result: DemoResult, path: Path) -> Path:
+    """Training loss and response NLL per step, one line per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from witune.train.metrics import read_metrics
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for s in result.settings:
+        m = read_metrics(s.metrics_path)
+        steps = [r["step"] for r in m]
+        axes[0].plot(steps, [r["loss"] for r in m], label=f"{s.name} (λp={s.prompt_weight:g})")
+        axes[1].plot(steps, [r["response_nll"] for r in m], label=s.name)
+    axes[0].set(title="training loss (weighted, per step)", xlabel="step")
+    axes[1].set(title="response NLL per token (train batches)", xlabel="step")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(result: DemoResult) -> str | None:
+    """Hook for an HTML report of the demo. witune.report owns report writing; until it offers a demo page
+    this returns None and the CLI prints the table and the plot instead."""
+    return None
+
+
+def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
+    """One row per model (base + settings) for the CLI table."""
+    rows = [{"model": "base (untrained)", "lambda_p": "-", "steps": 0, "train loss": float("nan"),
+             "prompt NLL": result.base_prompt_nll, "response NLL": result.base_response_nll, "seconds": 0.0,
+             "saved in": "-"}]
+    for s in result.settings:
+        rows.append({"model": s.name, "lambda_p": f"{s.prompt_weight:g}", "steps": s.steps,
+                     "train loss": s.final_train_loss, "prompt NLL": s.heldout_prompt_nll,
+                     "response NLL": s.heldout_response_nll, "seconds": s.train_seconds, "saved in": s.model_dir})
+    return rows

@@ -1,0 +1,92 @@
+"""`witune demo`: the synthetic fallback data, the data choice, and the whole demo on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from witune.data import load_examples
+from witune.train import demo, synthetic
+
+
+def test_synthetic_answers_are_checkable():
+    recs = synthetic.generate(40, seed=1)
+    assert recs == synthetic.generate(40, seed=1) and recs != synthetic.generate(40, seed=2)
+    assert {r["task"] for r in recs} == set(synthetic.TASKS)
+    for r in recs:
+        assert synthetic.check(r, r["output"])
+        if r["task"] == "add":
+            a, b = map(int, r["input"].split(" + "))
+            assert int(r["answer"]) == a + b
+        if r["task"] == "sort":
+            assert r["answer"] == ", ".join(map(str, sorted(int(x) for x in r["input"].split(", "))))
+        if r["task"] == "reverse":
+            assert r["answer"][::-1] == r["input"]
+    assert not synthetic.check(recs[0], "no idea")
+
+
+def test_synthetic_file_loads_as_alpaca(tmp_path):
+    path = synthetic.write_jsonl(tmp_path / "s.jsonl", 12)
+    loaded = load_examples(path)
+    assert len(loaded.examples) == 12 and not loaded.skipped
+
+
+def test_data_choice(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    (shared / "train").mkdir(parents=True)
+    (shared / demo.SHARED_FILE).write_text("{}\n")
+    monkeypatch.setenv("WITUNE_SHARED_DATA", str(shared))
+    assert demo.find_shared_data() == shared.resolve()
+    assert demo.demo_data(tmp_path / "out", 10) == (str(shared.resolve() / demo.SHARED_FILE), "real")
+    # no shared data anywhere: a generated file inside the output folder
+    monkeypatch.setattr(demo, "find_shared_data", lambda: None)
+    path, kind = demo.demo_data(tmp_path / "out", 10)
+    assert kind == "synthetic" and Path(path).is_file() and str(tmp_path / "out") in path
+    assert demo.demo_data(tmp_path, 10, data="x.jsonl") == ("x.jsonl", "given")
+
+
+def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
+    from witune.cli.demo import main
+    from witune.models.tiny import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "tiny")
+    monkeypatch.setattr(demo, "find_shared_data", lambda: None)  # exercise the synthetic path
+    result = demo.run_demo(tmp_path / "demo", model=str(model), n_train=8, n_eval=4, max_length=64, batch_size=4,
+                           learning_rate=1e-3, progress=False)
+    assert result.data_kind == "synthetic" and result.n_eval == 4
+    assert [s.name for s in result.settings] == ["conventional", "weighted"]
+    for s in result.settings:
+        assert s.steps == 2 and (Path(s.model_dir) / "model.safetensors").is_file()
+        assert math.isfinite(s.heldout_response_nll) and math.isfinite(s.final_train_loss)
+    # the two settings train differently (prompt tokens count in one of them)
+    assert result.settings[0].heldout_prompt_nll != result.settings[1].heldout_prompt_nll
+    assert Path(result.plot).is_file()
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    assert summary["settings"][1]["prompt_weight"] == 0.1
+    rows = demo.summary_rows(result)
+    assert [r["model"] for r in rows] == ["base (untrained)", "conventional", "weighted"]
+    # the command: same run, printed as a table with where everything went
+    assert main(["--model", str(model), "--output-dir", str(tmp_path / "cli"), "--n-train", "4", "--n-eval", "2",
+                 "--max-length", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "conventional" in out and "weighted" in out and "demo_summary.json" in out and "synthetic" in out
+
+
+@pytest.mark.slow
+def test_demo_cli_smollm2_small(tmp_path, capsys):
+    """The real command on SmolLM2 with fewer records (the full demo is timed by hand: see the train report)."""
+    pytest.importorskip("gguf")
+    from witune.cli.demo import main
+
+    try:
+        from witune.models.smollm import smollm2_gguf_file
+
+        smollm2_gguf_file()
+    except Exception as e:  # noqa: BLE001 - the offline model package is optional
+        pytest.skip(f"SmolLM2 is not available offline: {e}")
+    assert main(["--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "conventional" in out and "weighted" in out and "demo_summary.json" in out
