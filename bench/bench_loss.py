@@ -103,6 +103,7 @@ def main() -> int:
     from rich.progress import Progress
     from rich.table import Table
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plan = [(g, c, n) for n in args.tokens for g in args.groups for c in CASES[g]]
     raw: dict[str, list[dict]] = {}
     with Progress() as bar:
@@ -114,6 +115,7 @@ def main() -> int:
                 if out.returncode != 0:
                     raise SystemExit(f"case {c} at {n} tokens failed:\n{out.stderr[-2000:]}")
                 raw.setdefault(f"{g}|{c}|{n}", []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+                Path(args.out + ".partial").write_text(json.dumps(raw))  # a long run killed midway keeps its data
                 bar.advance(task)
 
     rows = []
@@ -139,7 +141,6 @@ def main() -> int:
     meta = {"vocab": VOCAB, "hidden": HIDDEN, "lambda_p": args.lambda_p, "repeats": args.repeats,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
             "cpu": platform.processor(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
     return 0

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import pytest
+from shared import SHARED_DATA
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared real-data folder: ``$WITUNE_SHARED_DATA`` or ``../shared/data`` next to the repository."""
-    path = Path(os.environ.get("WITUNE_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data").resolve()
+    path = SHARED_DATA
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} is absent (set WITUNE_SHARED_DATA to use real data)")
     return path

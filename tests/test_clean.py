@@ -3,20 +3,14 @@
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
-import pytest
+from shared import shared_file
 
 from witune.stats import clean, is_placeholder
 
-TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
-
 
 def shared_records(name: str, n: int | None = None) -> list:
-    path = TRAIN / name
-    if not path.is_file():
-        pytest.skip(f"shared data file {path} is absent (the tests use the real files in ../shared/data/train)")
-    return json.loads(path.read_text())[:n]
+    return json.loads(shared_file(name).read_text())[:n]
 
 
 def test_clean_cli_finds_injected_defects(tmp_path):
@@ -57,7 +51,7 @@ def test_clean_cli_finds_injected_defects(tmp_path):
 
 def test_clean_real_file_matches_independent_checks():
     records = shared_records("gpteacher_toolformer_dedupe.json")
-    path = TRAIN / "gpteacher_toolformer_dedupe.json"
+    path = shared_file("gpteacher_toolformer_dedupe.json")
     result = clean(path, max_chars=10**9)
     keys = Counter(json.dumps(r, sort_keys=True) for r in records)
     duplicates = sum(v - 1 for v in keys.values())

@@ -29,8 +29,8 @@ def examples(n: int, bad_at: int | None = None) -> list[Example]:
         if i % 3 == 0:
             msgs.insert(0, Message("system", "be brief"))
         if i == bad_at:
-            # a prompt so long that right truncation at max_length=40 leaves no response token: not trainable
-            msgs = [Message("user", "long " * 80), Message("assistant", "ok")]
+            # a system prompt (weight 0) so long that right truncation leaves no trainable token
+            msgs = [Message("system", "long " * 80), Message("user", "q"), Message("assistant", "ok")]
         out.append(Example(tuple(msgs), "messages", Location("mem.jsonl", i + 1, "line")))
     return out
 
@@ -45,9 +45,9 @@ def same(a, b):
 @pytest.mark.parametrize("truncation", ["right", "drop"])
 def test_workers_and_cache_equal_single_process(tokenizer, tmp_path, truncation):
     exs = examples(300, bad_at=150)
-    opts = dict(max_length=40, truncation=truncation, on_error="skip")
+    opts = dict(max_length=100, truncation=truncation, on_error="skip")
     single = tokenize_examples(exs, tokenizer, WEIGHTS, **opts)
-    assert single.truncated + single.dropped_too_long > 0  # the truncation path is exercised
+    assert 0 < single.truncated + single.dropped_too_long < len(exs)  # the truncation path is exercised
     assert single.zero_trainable or truncation == "drop"
     parallel = prepare_examples(exs, tokenizer, WEIGHTS, workers=3, **opts)
     same(parallel, single)
@@ -90,7 +90,7 @@ def test_cache_key_follows_content(tokenizer, tmp_path):
 def test_parallel_raise_names_first_bad_record(tokenizer):
     exs = examples(400, bad_at=321)
     with pytest.raises(DataError, match="line 322"):
-        prepare_examples(exs, tokenizer, WEIGHTS, workers=3, max_length=40, truncation="right")
+        prepare_examples(exs, tokenizer, WEIGHTS, workers=3, max_length=100, truncation="right")
 
 
 def test_corrupt_cache_entry_is_recomputed(tokenizer, tmp_path):

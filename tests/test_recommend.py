@@ -2,13 +2,11 @@
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
+from shared import shared_file
 
 from witune.stats import CRITICAL_PLW_SHORT, TABLE4, recommend, table4
-
-TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 
 
 def test_table4_rows_and_stars():
@@ -34,35 +32,21 @@ def test_short_and_long_completion_recommendations():
     assert {source for _, source in long.reasons} >= {"PLW paper (seed 004), Table 4", "WIT paper (seed 000)"}
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(request, tmp_path_factory):
-    """The shared conftest fixture when there is one (built once per session), else a module-local tiny model."""
-    try:
-        return request.getfixturevalue("tiny_model_dir")
-    except pytest.FixtureLookupError:
-        from witune.models.tiny import make_tiny_model
-
-        return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-def test_recommend_cli_on_real_file(tiny_dir, capsys):
+def test_recommend_cli_on_real_file(tiny_model_dir, capsys):
     from witune.cli import recommend as cli
 
-    path = TRAIN / "gsm8k_train_alpaca.json"
-    if not path.is_file():
-        pytest.skip(f"shared data file {path} is absent")
-    tiny = tiny_dir
+    path = shared_file("gsm8k_train_alpaca.json")
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(["recommend", str(path), "--model", str(tiny), "--limit", "300", "--json"])
+    args = parser.parse_args(["recommend", str(path), "--model", str(tiny_model_dir), "--limit", "300", "--json"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
 
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny)
+    tiny_tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     recs = json.loads(path.read_text())[:300]
-    n = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
+    n = lambda s: len(tiny_tokenizer.encode(s, add_special_tokens=False))  # noqa: E731
     rg = sum(n(r["output"]) for r in recs) / sum(n(r["instruction"]) + n(r["input"]) for r in recs)
     assert out["rg"] == pytest.approx(rg)
     assert out["plw"] == (CRITICAL_PLW_SHORT if rg < 1 else table4(rg).plw)

@@ -5,58 +5,31 @@ import argparse
 import json
 import math
 import statistics
-from pathlib import Path
 
 import pytest
+from shared import shared_file
 import torch
 
 from witune.data import load_examples
 from witune.stats import compute_stats
 from witune.stats.prompts import parse_depth, prompt_logprob
 
-TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+
+def n_tokens(tiny_tokenizer, text: str) -> int:
+    return len(tiny_tokenizer.encode(text, add_special_tokens=False))
 
 
-def shared_file(name: str) -> Path:
-    path = TRAIN / name
-    if not path.is_file():
-        pytest.skip(f"shared data file {path} is absent (the tests use the real files in ../shared/data/train)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(request, tmp_path_factory):
-    """The shared conftest fixture when there is one (built once per session), else a module-local tiny model."""
-    try:
-        return request.getfixturevalue("tiny_model_dir")
-    except pytest.FixtureLookupError:
-        from witune.models.tiny import make_tiny_model
-
-        return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_dir)
-
-
-def n_tokens(tok, text: str) -> int:
-    return len(tok.encode(text, add_special_tokens=False))
-
-
-def test_alpaca_fields_and_rg_match_independent_count(tok):
+def test_alpaca_fields_and_rg_match_independent_count(tiny_tokenizer):
     path = shared_file("gpteacher_roleplay_deduped.json")
     records = json.loads(path.read_text())[:200]
-    stats = compute_stats(load_examples(path, limit=200).examples, tok, max_samples=100)
+    stats = compute_stats(load_examples(path, limit=200).examples, tiny_tokenizer, max_samples=100)
     for field in ("instruction", "input", "output"):
-        counts = [n_tokens(tok, r[field]) for r in records]
+        counts = [n_tokens(tiny_tokenizer, r[field]) for r in records]
         assert stats.fields[field].mean == pytest.approx(statistics.fmean(counts))
         assert stats.fields[field].std == pytest.approx(statistics.pstdev(counts))
         assert stats.fields[field].total == sum(counts)
-    prompt = [n_tokens(tok, r["instruction"]) + n_tokens(tok, r["input"]) for r in records]
-    completion = [n_tokens(tok, r["output"]) for r in records]
+    prompt = [n_tokens(tiny_tokenizer, r["instruction"]) + n_tokens(tiny_tokenizer, r["input"]) for r in records]
+    completion = [n_tokens(tiny_tokenizer, r["output"]) for r in records]
     assert stats.samples == 200
     assert stats.total_tokens == sum(prompt) + sum(completion)
     assert stats.rg.ratio_of_means == pytest.approx(sum(completion) / sum(prompt))
@@ -66,24 +39,24 @@ def test_alpaca_fields_and_rg_match_independent_count(tok):
     assert stats.prompt_logprob is None  # no model given: never invented
 
 
-def test_multi_turn_roles(tok):
+def test_multi_turn_roles(tiny_tokenizer):
     """LIMA records with a history and ShareGPT chats: prompt = every non-assistant turn."""
     path = shared_file("lima_alpaca_format.json")
     records = [r for r in json.loads(path.read_text()) if r.get("history")][:10]
     assert records, "the LIMA file has multi-turn records"
     examples = [ex for ex in load_examples(path).examples if len(ex.messages) > 2][:10]
-    stats = compute_stats(examples, tok, max_samples=10)
-    user = [sum(n_tokens(tok, u) for u, _ in r["history"]) + n_tokens(tok, r["instruction"]) + n_tokens(tok, r["input"])
+    stats = compute_stats(examples, tiny_tokenizer, max_samples=10)
+    user = [sum(n_tokens(tiny_tokenizer, u) for u, _ in r["history"]) + n_tokens(tiny_tokenizer, r["instruction"]) + n_tokens(tiny_tokenizer, r["input"])
             for r in records]
-    assistant = [sum(n_tokens(tok, a) for _, a in r["history"]) + n_tokens(tok, r["output"]) for r in records]
+    assistant = [sum(n_tokens(tiny_tokenizer, a) for _, a in r["history"]) + n_tokens(tiny_tokenizer, r["output"]) for r in records]
     assert stats.roles["user"].total == sum(user) == stats.prompt.total
     assert stats.roles["assistant"].total == sum(assistant) == stats.completion.total
 
     chat = shared_file("fastchat_dummy_conversation_sharegpt.json")
     raw = json.loads(chat.read_text())[:50]
-    stats = compute_stats(load_examples(chat, limit=50).examples, tok, max_samples=50)
-    gpt = sum(n_tokens(tok, t["value"]) for r in raw for t in r["conversations"] if t["from"] == "gpt")
-    human = sum(n_tokens(tok, t["value"]) for r in raw for t in r["conversations"] if t["from"] == "human")
+    stats = compute_stats(load_examples(chat, limit=50).examples, tiny_tokenizer, max_samples=50)
+    gpt = sum(n_tokens(tiny_tokenizer, t["value"]) for r in raw for t in r["conversations"] if t["from"] == "gpt")
+    human = sum(n_tokens(tiny_tokenizer, t["value"]) for r in raw for t in r["conversations"] if t["from"] == "human")
     assert (stats.completion.total, stats.prompt.total) == (gpt, human)
     assert stats.rg.ratio_of_means == pytest.approx(gpt / human)
 
@@ -100,15 +73,15 @@ def test_parse_depth_is_never_invented():
         assert depth.value is not None and depth.value >= 1
 
 
-def test_prompt_logprob_matches_unbatched_forward(tiny_dir, tok):
+def test_prompt_logprob_matches_unbatched_forward(tiny_model_dir, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = ["The cat likes a long letter today.", "Write a poem about the sea.", "1 + 2 = 3, 10 * 4 = 40.", "Hi"]
-    got = prompt_logprob(prompts, model, tok, batch_size=3, progress=False)
+    got = prompt_logprob(prompts, model, tiny_tokenizer, batch_size=3, progress=False)
     total, count = 0.0, 0
     for p in prompts:  # one at a time: no padding involved
-        ids = torch.tensor([[tok.bos_token_id] + tok.encode(p, add_special_tokens=False)])
+        ids = torch.tensor([[tiny_tokenizer.bos_token_id] + tiny_tokenizer.encode(p, add_special_tokens=False)])
         with torch.no_grad():
             logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
         total += logp.gather(-1, ids[0, 1:, None]).sum().item()
@@ -116,14 +89,14 @@ def test_prompt_logprob_matches_unbatched_forward(tiny_dir, tok):
     assert got == pytest.approx(total / count, abs=1e-4)
 
 
-def test_stats_cli_json_and_plots(tiny_dir, tmp_path):
+def test_stats_cli_json_and_plots(tiny_model_dir, tmp_path):
     from witune.cli import stats as cli
 
     path = shared_file("gsm8k_train_alpaca.json")
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     out = tmp_path / "stats.json"
-    args = parser.parse_args(["stats", str(path), "--model", str(tiny_dir), "--limit", "200", "--logprob-samples", "8",
+    args = parser.parse_args(["stats", str(path), "--model", str(tiny_model_dir), "--limit", "200", "--logprob-samples", "8",
                               "--json", str(out), "--plot", str(tmp_path / "plots")])
     assert args.func(args) == 0
     data = json.loads(out.read_text())
@@ -145,19 +118,19 @@ def test_smollm2_seed_tasks_before_and_after_inversion(tmp_path):
 
     path = shared_file("alpaca_seed_tasks.jsonl")
     try:
-        tok = get_tokenizer("smollm2")
+        tiny_tokenizer = get_tokenizer("smollm2")
     except ConfigError as e:
         pytest.skip(f"SmolLM2 is not available: {e}")
     raw = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     flat = [(r["instruction"], i["input"], i["output"]) for r in raw for i in r["instances"]]
-    prompt = sum(n_tokens(tok, a) + n_tokens(tok, b) for a, b, _ in flat)
-    completion = sum(n_tokens(tok, c) for _, _, c in flat)
-    before = compute_stats(load_examples(path).examples, tok, max_samples=200)
+    prompt = sum(n_tokens(tiny_tokenizer, a) + n_tokens(tiny_tokenizer, b) for a, b, _ in flat)
+    completion = sum(n_tokens(tiny_tokenizer, c) for _, _, c in flat)
+    before = compute_stats(load_examples(path).examples, tiny_tokenizer, max_samples=200)
     assert before.rg.ratio_of_means == pytest.approx(completion / prompt)
 
-    result = invert(read_alpaca(path), tok)
+    result = invert(read_alpaca(path), tiny_tokenizer)
     out = write_records(result.records, tmp_path / "short.jsonl")
-    after = compute_stats(load_examples(out).examples, tok, max_samples=200)
+    after = compute_stats(load_examples(out).examples, tiny_tokenizer, max_samples=200)
     assert after.rg.short_fraction == 1.0
     assert after.rg.ratio_of_means == pytest.approx(result.rg_after["ratio_of_means"])
     assert after.rg.ratio_of_means < 1 < before.rg.ratio_of_means

@@ -22,7 +22,7 @@ PLWS = [0.0, 0.01, 0.1, 1.0]
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+            "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "220"}  # rich: wide tables when not a tty
 
 
 def _sweep_config(tmp: Path, model: Path, shared: Path, backend: str = "local") -> Path:

@@ -122,7 +122,7 @@ def recommend(rg: float, column: str = "all", prompt_tokens: float | None = None
     # Short-completion data is where the PLW paper found a significant effect (Sec. 5.2), whatever the column.
     matters = short or not look.flagged
     if not matters:
-        reasons.append((f"the prompt weight barely matters at this Rg: the paper marks Table 4 here ('*') because the "
+        reasons.append(("the prompt weight barely matters at this Rg: the paper marks Table 4 here ('*') because the "
                         "best and worst PLW differ by less than 5% of the score range, and found no PLW effect on "
                         "AlpacaData (Rg 3.27) or AlpacaDataCleaned (Rg 7.83); any PLW in [0, 1] is fine, including "
                         "the usual masking (PLW 0)", SRC_T4))

@@ -157,9 +157,9 @@ def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]
 def _require(folder: str | Path) -> Path:
     p = db_path(folder)
     if not p.is_file():
-        from witune.data.errors import DataError, Location
+        from witune.data.errors import ConfigError
 
-        raise DataError(Location(str(folder), 0), f"no sweep database ({DB_NAME}) here")
+        raise ConfigError(f"{folder}: not a sweep folder (no {DB_NAME} in it)")
     return p
 
 

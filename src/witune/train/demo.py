@@ -74,8 +74,8 @@ def demo_data(output_dir: Path, n_needed: int, data: str | None = None) -> tuple
     return str(write_jsonl(output_dir / "data" / "synthetic.jsonl", n_needed, seed=0)), "synthetic"
 
 
-def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 48,
-             n_eval: int = 16, max_length: int = 192, batch_size: int = 2, learning_rate: float = 1e-4,
+def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 32,
+             n_eval: int = 12, max_length: int = 160, batch_size: int = 2, learning_rate: float = 1e-4,
              settings: list[tuple[str, float, float]] | None = None, progress: bool = True) -> DemoResult:
     """Train every setting for one epoch over `n_train` records and score the held-out records."""
     from witune.data import RoleWeights, load_examples, tokenize_examples

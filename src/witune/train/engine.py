@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from witune.data.collate import packed_collate, pad_collate
+from witune.data.errors import ConfigError
 from witune.loss import IGNORE_INDEX, normalizer_counts, safe_divide, weighted_nll
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -88,8 +89,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if cfg.global_batch_size > 0:
         per_step = cfg.per_device_batch_size * world
         if cfg.global_batch_size % per_step:
-            from witune.data.errors import ConfigError
-
             raise ConfigError(f"global_batch_size={cfg.global_batch_size} is not a multiple of per_device_batch_size "
                               f"x processes = {per_step}")
         grad_accum = cfg.global_batch_size // per_step
@@ -106,8 +105,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     optimizer = setup.build_optimizer(cfg, model)
     schedule = Schedule(len(units), cfg.per_device_batch_size, grad_accum, acc.num_processes, cfg.seed, cfg.drop_last)
     if schedule.steps_per_epoch == 0:
-        from witune.data.errors import ConfigError
-
         raise ConfigError(f"{len(units)} rows < one global batch of {schedule.global_batch} with drop_last")
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * schedule.steps_per_epoch
     scheduler = setup.build_scheduler(cfg, optimizer, total)

@@ -12,36 +12,11 @@ from witune.data.errors import ConfigError
 from witune.train.config import TrainConfig
 
 
-def resolve_model_path(name: str) -> str:
-    """'smollm2' -> the offline SmolLM2 folder; *.gguf -> its converted folder; anything else unchanged.
-
-    Uses `witune.models.resolve_model_path` when that exists (the models package owns this mapping)."""
-    try:
-        from witune.models import resolve_model_path as resolve  # type: ignore[attr-defined]
-    except ImportError:
-        resolve = None
-    if resolve is not None:
-        return str(resolve(name))
-    if name.lower() in ("smollm2", "smollm2-135m", "smollm2-135m-instruct"):
-        from witune.models.smollm import smollm2_path
-
-        return str(smollm2_path())
-    if name.lower().endswith(".gguf"):
-        from witune.models.gguf import cached_gguf_folder
-
-        return str(cached_gguf_folder(name))
-    return name
-
-
 def load_tokenizer(cfg: TrainConfig) -> Any:
-    from transformers import AutoTokenizer
+    """The tokenizer of `cfg.tokenizer` or `cfg.model` (alias, .gguf, folder or hub name), with a pad token."""
+    from witune.models import load_tokenizer as load
 
-    path = resolve_model_path(cfg.tokenizer or cfg.model)
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load tokenizer {path!r}: {str(e).splitlines()[0]}") from None
-    return tok
+    return load(cfg.tokenizer or cfg.model)
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -53,13 +28,9 @@ def pad_id(tokenizer: Any) -> int:
 
 def load_model(cfg: TrainConfig) -> Any:
     """fp32 weights (bf16 runs use accelerate's autocast on fp32 master weights), optional LoRA adapter."""
-    from transformers import AutoModelForCausalLM
+    from witune.models import load_model as load
 
-    path = resolve_model_path(cfg.model)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load model {path!r}: {str(e).splitlines()[0]}") from None
+    model = load(cfg.model, dtype=torch.float32)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.

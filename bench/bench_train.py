@@ -1,0 +1,141 @@
+"""Benchmark 3: training tokens/s of `witune train` against TRL SFTTrainer (completion_only_loss), CPU.
+
+One command:  .venv/bin/python bench/bench_train.py   (options: --limit 32 --batch 4 --max-length 512 --repeats 1)
+
+Same model (SmolLM2-135M-Instruct, offline conversion), same first --limit examples of the same file, same
+chat template, batch size, max_length, one epoch (so both train on exactly the same samples), fp32, AdamW.
+Each variant runs in its own subprocess; repeats interleave them. tokens/s = non-padding tokens / seconds
+spent inside optimizer steps (witune: the per-step `tokens` and `seconds` of metrics.jsonl; TRL: a callback
+timing on_step_begin -> on_step_end and counting attention-mask tokens in the collator). Variants:
+  trl            SFTTrainer, prompt/completion conversational data, completion_only_loss=True, padding
+  witune         witune train, prompt_weight 0 (the same loss as TRL's), padding
+  witune_pack    witune train with pack: true (padding-free, position_ids), same data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_FILE = "/work/shared/data/train/lima_alpaca_format.json"  # lengths from ~20 to 2k+ tokens: mixed
+VARIANTS = ("trl", "witune", "witune_pack")
+
+
+def run_trl(args) -> dict:
+    import datasets
+    import torch
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from witune.data import load_examples
+    from witune.models import load_model, load_tokenizer, smollm2_path
+
+    path = str(smollm2_path())
+    tok, model = load_tokenizer(path), load_model(path, dtype=torch.float32)
+    examples = load_examples(args.file).examples[: args.limit]
+    records = [{"prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
+                "completion": [{"role": "assistant", "content": ex.messages[-1].content}]} for ex in examples]
+    stats = {"seconds": 0.0, "tokens": 0, "steps": 0}
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            stats["t0"] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            stats["seconds"] += time.perf_counter() - stats.pop("t0")
+            stats["steps"] += 1
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = SFTConfig(output_dir=out, completion_only_loss=True, per_device_train_batch_size=args.batch,
+                        num_train_epochs=1, max_length=args.max_length, learning_rate=2e-5, report_to=[],
+                        use_cpu=True, bf16=False, save_strategy="no", logging_steps=1000, seed=42,
+                        dataloader_num_workers=0)
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(records),
+                             processing_class=tok, callbacks=[Timer()])
+        collate = trainer.data_collator
+
+        def counting(features):
+            batch = collate(features)
+            stats["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            return batch
+
+        trainer.data_collator = counting
+        trainer.train()
+    return stats
+
+
+def run_witune(args, pack: bool) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        sets = {"model": "smollm2", "data": args.file, "limit": args.limit, "template": "chat",
+                "max_length": args.max_length, "truncation": "right", "pack": str(pack).lower(), "prompt_weight": 0,
+                "response_weight": 1, "epochs": 1, "per_device_batch_size": args.batch, "learning_rate": 2e-5,
+                "precision": "fp32", "output_dir": out, "progress": "false", "save_every": 0}
+        cmd = [sys.executable, "-m", "witune.cli.main", "train"]
+        for k, v in sets.items():
+            cmd += ["--set", f"{k}={v}"]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"witune train failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        steps = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    return {"seconds": sum(s["seconds"] for s in steps), "tokens": sum(s["tokens"] for s in steps), "steps": len(steps)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--file", default=DEFAULT_FILE)
+    p.add_argument("--limit", type=int, default=32)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
+    p.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # subprocess entry
+    args = p.parse_args()
+    if args.one:
+        stats = run_trl(args) if args.one == "trl" else run_witune(args, pack=args.one == "witune_pack")
+        print(json.dumps(stats))
+        return 0
+
+    from rich.console import Console
+    from rich.table import Table
+
+    runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    passthrough = ["--file", args.file, "--limit", str(args.limit), "--batch", str(args.batch),
+                   "--max-length", str(args.max_length)]
+    for r in range(args.repeats):
+        for v in args.variants:
+            res = subprocess.run([sys.executable, __file__, "--one", v, *passthrough], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"variant {v} failed:\n{res.stderr[-3000:]}")
+            runs[v].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(f"repeat {r + 1}/{args.repeats} {v}: {runs[v][-1]}", flush=True)
+    rows = []
+    for v, rs in runs.items():
+        rows.append({"variant": v, "tokens_per_s": statistics.median(x["tokens"] / x["seconds"] for x in rs),
+                     "steps": rs[0]["steps"], "tokens": rs[0]["tokens"], "runs": rs})
+    base = next((r["tokens_per_s"] for r in rows if r["variant"] == "trl"), None)
+    table = Table(title=f"training SmolLM2-135M, CPU fp32, {Path(args.file).name} first {args.limit}, batch "
+                        f"{args.batch}, max_length {args.max_length}, median of {args.repeats}")
+    for col in ("variant", "steps", "tokens", "tokens/s", "x TRL"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in rows:
+        r["ratio_vs_trl"] = r["tokens_per_s"] / base if base else None
+        table.add_row(r["variant"], str(r["steps"]), str(r["tokens"]), f"{r['tokens_per_s']:.0f}",
+                      f"{r['ratio_vs_trl']:.2f}" if base else "-")
+    Console().print(table)
+    meta = {k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "repeats")}
+    meta["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
