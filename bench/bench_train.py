@@ -3,7 +3,8 @@
 One command:  .venv/bin/python bench/bench_train.py   (options: --limit 32 --batch 4 --max-length 512 --repeats 1)
 
 Same model (SmolLM2-135M-Instruct, offline conversion), same first --limit examples of the same file, same
-chat template, batch size, max_length, one epoch (so both train on exactly the same samples), fp32, AdamW.
+chat template, batch size, max_length, one epoch, fp32, AdamW. Truncation differs (TRL cuts the end; witune
+cuts the prompt's start and skips samples left untrainable), so tokens/s is compared, not wall time.
 Each variant runs in its own subprocess; repeats interleave them. tokens/s = non-padding tokens / seconds
 spent inside optimizer steps (witune: the per-step `tokens` and `seconds` of metrics.jsonl; TRL: a callback
 timing on_step_begin -> on_step_end and counting attention-mask tokens in the collator). Variants:
@@ -73,7 +74,7 @@ def run_trl(args) -> dict:
 def run_witune(args, pack: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
         sets = {"model": "smollm2", "data": args.file, "limit": args.limit, "template": "chat",
-                "max_length": args.max_length, "truncation": "right", "pack": str(pack).lower(), "prompt_weight": 0,
+                "max_length": args.max_length, "truncation": "left", "skip_bad": "true", "pack": str(pack).lower(), "prompt_weight": 0,
                 "response_weight": 1, "epochs": 1, "per_device_batch_size": args.batch, "learning_rate": 2e-5,
                 "precision": "fp32", "output_dir": out, "progress": "false", "save_every": 0}
         cmd = [sys.executable, "-m", "witune.cli.main", "train"]

@@ -114,7 +114,8 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
     valid = [f.name for f in dataclasses.fields(SweepConfig) if f.name != "base_path"]
     unknown = [k for k in raw if k not in valid]
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+        hint = " (training keys go under 'set:' or in the 'base' config)" if "data" in unknown or "model" in unknown else ""
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{hint}; valid keys: {', '.join(valid)}")
     values = dict(raw)
     base = values.pop("base", None)
     base_path = None
