@@ -128,7 +128,7 @@ def main() -> int:
     base = {(r["group"], r["tokens"]): r for r in rows if r["case"] == BASELINE[r["group"]]}
     table = Table(title=f"weighted loss, vocab {VOCAB:,}, forward+backward, CPU, median of {args.repeats}")
     for col in ("group", "case", "tokens", "time s", "time / baseline", "peak MiB", "peak / baseline"):
-        table.add_column(col, justify="right" if col not in ("group", "case") else "left")
+        table.add_column(col, justify="right" if col not in ("group", "case") else "left", no_wrap=True)
     for r in rows:
         b = base[(r["group"], r["tokens"])]
         r["time_ratio"] = r["median_s"] / b["median_s"]
@@ -142,6 +142,7 @@ def main() -> int:
             "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
             "cpu": platform.processor(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    Path(args.out + ".partial").unlink(missing_ok=True)
     print(f"wrote {args.out}")
     return 0
 

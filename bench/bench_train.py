@@ -6,8 +6,9 @@ Same model (SmolLM2-135M-Instruct, offline conversion), same first --limit examp
 chat template, batch size, max_length, one epoch, fp32, AdamW. Truncation differs (TRL cuts the end; witune
 cuts the prompt's start and skips samples left untrainable), so tokens/s is compared, not wall time.
 Each variant runs in its own subprocess; repeats interleave them. tokens/s = non-padding tokens / seconds
-spent inside optimizer steps (witune: the per-step `tokens` and `seconds` of metrics.jsonl; TRL: a callback
-timing on_step_begin -> on_step_end and counting attention-mask tokens in the collator). Variants:
+inside one optimizer step, median over steps then over repeats (witune: `tokens_per_s` of metrics.jsonl;
+TRL: a callback timing on_step_begin -> on_step_end, tokens counted from the attention mask in the collator).
+Variants:
   trl            SFTTrainer, prompt/completion conversational data, completion_only_loss=True, padding
   witune         witune train, prompt_weight 0 (the same loss as TRL's), padding
   witune_pack    witune train with pack: true (padding-free, position_ids), same data
@@ -42,15 +43,19 @@ def run_trl(args) -> dict:
     examples = load_examples(args.file).examples[: args.limit]
     records = [{"prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
                 "completion": [{"role": "assistant", "content": ex.messages[-1].content}]} for ex in examples]
-    stats = {"seconds": 0.0, "tokens": 0, "steps": 0}
+    stats = {"seconds": 0.0, "tokens": 0, "steps": 0, "step_tokens_per_s": [], "counted": 0}
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
             stats["t0"] = time.perf_counter()
 
         def on_step_end(self, *a, **k):
-            stats["seconds"] += time.perf_counter() - stats.pop("t0")
+            seconds = time.perf_counter() - stats.pop("t0")
+            stats["seconds"] += seconds
             stats["steps"] += 1
+            # the collator counted this step's batch before the step began (no prefetch: 0 loader workers)
+            stats["step_tokens_per_s"].append((stats["tokens"] - stats["counted"]) / seconds)
+            stats["counted"] = stats["tokens"]
 
     with tempfile.TemporaryDirectory() as out:
         cfg = SFTConfig(output_dir=out, completion_only_loss=True, per_device_train_batch_size=args.batch,
@@ -84,7 +89,9 @@ def run_witune(args, pack: bool) -> dict:
         if res.returncode != 0:
             raise SystemExit(f"witune train failed ({res.returncode}):\n{res.stderr[-3000:]}")
         steps = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return {"seconds": sum(s["seconds"] for s in steps), "tokens": sum(s["tokens"] for s in steps), "steps": len(steps)}
+    # metrics.jsonl has per-step tokens/s (tokens and seconds inside the optimizer step) and cumulative time
+    return {"step_tokens_per_s": [s["tokens_per_s"] for s in steps], "steps": len(steps),
+            "elapsed_s": steps[-1]["elapsed_s"] if steps else 0.0}
 
 
 def main() -> int:
@@ -118,16 +125,17 @@ def main() -> int:
             print(f"repeat {r + 1}/{args.repeats} {v}: {runs[v][-1]}", flush=True)
     rows = []
     for v, rs in runs.items():
-        rows.append({"variant": v, "tokens_per_s": statistics.median(x["tokens"] / x["seconds"] for x in rs),
-                     "steps": rs[0]["steps"], "tokens": rs[0]["tokens"], "runs": rs})
+        # median over repeats of the median step: robust to the first (warm-up) step and to load spikes
+        rows.append({"variant": v, "tokens_per_s": statistics.median(statistics.median(x["step_tokens_per_s"])
+                                                                      for x in rs), "steps": rs[0]["steps"], "runs": rs})
     base = next((r["tokens_per_s"] for r in rows if r["variant"] == "trl"), None)
     table = Table(title=f"training SmolLM2-135M, CPU fp32, {Path(args.file).name} first {args.limit}, batch "
                         f"{args.batch}, max_length {args.max_length}, median of {args.repeats}")
-    for col in ("variant", "steps", "tokens", "tokens/s", "x TRL"):
+    for col in ("variant", "steps", "tokens/s", "x TRL"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
         r["ratio_vs_trl"] = r["tokens_per_s"] / base if base else None
-        table.add_row(r["variant"], str(r["steps"]), str(r["tokens"]), f"{r['tokens_per_s']:.0f}",
+        table.add_row(r["variant"], str(r["steps"]), f"{r['tokens_per_s']:.0f}",
                       f"{r['ratio_vs_trl']:.2f}" if base else "-")
     Console().print(table)
     meta = {k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "repeats")}

@@ -64,6 +64,8 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     # the two settings train differently (prompt tokens count in one of them)
     assert result.settings[0].heldout_prompt_nll != result.settings[1].heldout_prompt_nll
     assert Path(result.plot).is_file()
+    report = Path(result.report).read_text()
+    assert report.count("<img") >= 2 and "conventional" in report and "weighted" in report
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
     assert summary["settings"][1]["prompt_weight"] == 0.1
     rows = demo.summary_rows(result)
@@ -72,7 +74,8 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     assert main(["--model", str(model), "--output-dir", str(tmp_path / "cli"), "--n-train", "4", "--n-eval", "2",
                  "--max-length", "64"]) == 0
     out = capsys.readouterr().out
-    assert "conventional" in out and "weighted" in out and "demo_summary.json" in out and "synthetic" in out
+    assert "conventional" in out and "weighted" in out and "synthetic" in out
+    assert (tmp_path / "cli" / "demo_summary.json").is_file()
 
 
 @pytest.mark.slow
@@ -89,4 +92,7 @@ def test_demo_cli_smollm2_small(tmp_path, capsys):
         pytest.skip(f"SmolLM2 is not available offline: {e}")
     assert main(["--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128"]) == 0
     out = capsys.readouterr().out
-    assert "conventional" in out and "weighted" in out and "demo_summary.json" in out
+    assert "conventional" in out and "weighted" in out and "total time" in out
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
+    assert [s["name"] for s in summary["settings"]] == ["conventional", "weighted"]
+    assert all(math.isfinite(s["heldout_response_nll"]) for s in summary["settings"])

@@ -77,6 +77,8 @@ def dynamics_reading(a: Analysis) -> str:
         return ("No training losses were given, so the loss RSD is missing; the other panels show the "
                 "per-run diagnostics the sweep reported.")
     r = a.runs.dropna(subset=["mean_rsd", "prompt_weight"])
+    if r.empty:
+        return "Every run logged fewer than 5 steps, so the loss RSD over 5-step windows is not defined."
     by = r.groupby("prompt_weight")["mean_rsd"].mean()
     return (f"Training loss is least stable at prompt weight {by.idxmax():g} (mean 5-step RSD {by.max():.3f}) "
             f"and most stable at {by.idxmin():g} ({by.min():.3f}).")

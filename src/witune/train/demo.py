@@ -40,6 +40,7 @@ class SettingResult:
 @dataclass
 class DemoResult:
     output_dir: str
+    model: str
     data: str
     data_kind: str  # "real" or "synthetic"
     n_train: int
@@ -49,7 +50,7 @@ class DemoResult:
     settings: list[SettingResult] = field(default_factory=list)
     seconds: float = 0.0
     plot: str | None = None
-    report: str | None = None  # filled by the report hook, once witune.report provides one
+    report: str | None = None  # the HTML report (witune.report), written last
 
 
 def find_shared_data() -> Path | None:
@@ -99,7 +100,8 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
                                 on_error="skip").rows
     pad = setup.pad_id(tokenizer)
     base = score(setup.load_model(base_cfg), heldout, pad, progress=False)
-    result = DemoResult(str(out), path, kind, n_train, len(heldout), base.prompt_nll_per_token, base.response_nll_per_token)
+    result = DemoResult(str(out), model, path, kind, n_train, len(heldout), base.prompt_nll_per_token,
+                        base.response_nll_per_token)
     for name, wp, wr in settings or SETTINGS:
         cfg = TrainConfig(**{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr,
                              "output_dir": str(out / name)})
@@ -142,10 +144,34 @@ def plot_losses(result: DemoResult, path: Path) -> Path:
     return path
 
 
-def write_report(result: DemoResult) -> str | None:
-    """Hook for an HTML report of the demo. witune.report owns report writing; until it offers a demo page
-    this returns None and the CLI prints the table and the plot instead."""
-    return None
+def write_report(result: DemoResult) -> str:
+    """The demo's models as a small sweep (base, conventional, weighted) scored on held-out per-role NLL,
+    analysed and rendered by `witune.report` exactly like any sweep: `output_dir/report.html`."""
+    import pandas as pd
+
+    from witune.analysis.summary import analyze
+    from witune.report.html import write_report as write_html
+    from witune.sweep.runner import weight_distance
+    from witune.train.metrics import read_metrics
+
+    rows: list[dict[str, Any]] = []
+    losses: list[tuple[str, int, float]] = []
+
+    def add(run_id: str, wp: float, wr: float, prompt_nll: float, response_nll: float, **extra: Any) -> None:
+        for metric, value in (("prompt_nll", prompt_nll), ("response_nll", response_nll)):
+            rows.append({"run_id": run_id, "model": result.model, "dataset": Path(result.data).name,
+                         "prompt_weight": wp, "response_weight": wr, "normalization": "nonzero", "seed": 0,
+                         "benchmark": "heldout", "metric": metric, "score": value, "higher_is_better": False,
+                         **extra})
+
+    add("base", float("nan"), float("nan"), result.base_prompt_nll, result.base_response_nll)
+    for s in result.settings:
+        add(s.name, s.prompt_weight, s.response_weight, s.heldout_prompt_nll, s.heldout_response_nll,
+            weight_distance=weight_distance(result.model, Path(s.model_dir)))
+        losses += [(s.name, int(m["step"]), float(m["loss"])) for m in read_metrics(s.metrics_path)]
+    analysis = analyze(pd.DataFrame(rows), pd.DataFrame(losses, columns=["run_id", "step", "loss"]))
+    title = f"witune demo: conventional vs weighted tuning of {result.model}"
+    return str(write_html(analysis, Path(result.output_dir) / "report.html", title=title))
 
 
 def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
