@@ -4,6 +4,7 @@ missing data file: they fail, with their error recorded, and do not stop the oth
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -53,7 +54,7 @@ def _snapshot(folder: Path) -> dict[str, dict]:
         return {}
 
 
-def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_dir, shared_data):
+def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_dir, shared_data, capsys):
     config = _sweep_config(tmp_path, tiny_model_dir, shared_data)
     folder = tmp_path / "sweep"
     proc = subprocess.Popen(_cmd(config), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -123,3 +124,16 @@ def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_di
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "4 done" in status.stdout and "4 failed" in status.stdout
     print(status.stdout)
+
+    # The analysis and the report read this real sweep folder as it is.
+    from witune.cli.main import main
+
+    capsys.readouterr()
+    assert main(["analyze", str(folder), "--json", "--bootstrap", "10"]) == 0
+    analysis = json.loads(capsys.readouterr().out)
+    assert analysis["design"]["runs"] == 4 and analysis["design"]["prompt_weights"] == PLWS
+    assert len(analysis["plw_fits"]) == 1  # 4 PLWs with response 1 on one data set: the quadratic fit runs
+    report = tmp_path / "report.html"
+    assert main(["report", str(folder), "-o", str(report), "--bootstrap", "10"]) == 0
+    html = report.read_text()
+    assert html.count("<img") >= 2 and "Recommendation" in html and "piqa" in html

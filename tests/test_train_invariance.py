@@ -101,6 +101,16 @@ def test_accumulation_invariance(setup_dir, tmp_path, norm):
     _assert_same_step(setup_dir, split, full)
 
 
+def test_chunked_loss_takes_the_same_step(setup_dir, tmp_path):
+    """The loss from hidden states in chunks (no logits tensor) takes the same step as the loss from logits."""
+    out = tmp_path / "chunked"
+    cfg = load_config(overrides=_overrides(setup_dir, out, "nonzero", per_device_batch_size=2, grad_accum=4,
+                                           chunked_loss=True))
+    result = train(cfg)
+    chunked = (result.final_loss, load_file(str(result.model_dir / "model.safetensors")))
+    _assert_same_step(setup_dir, chunked, _run(setup_dir, tmp_path, "nonzero", 8, 1))
+
+
 def test_naive_micro_batch_mean_differs(setup_dir):
     """The bug class this engine rules out: averaging per-micro-batch means gives a different gradient here."""
     from transformers import AutoModelForCausalLM

@@ -1,5 +1,6 @@
 """Instruction data: read any format, render with exact per-token weights, collate."""
 
+from witune.data.cache import prepare_examples
 from witune.data.collate import pack, packed_collate, pad_collate
 from witune.data.errors import ConfigError, DataError, Location
 from witune.data.example import Example, Message
@@ -12,6 +13,6 @@ from witune.data.weights import TOKEN_ROLES, RoleWeights
 __all__ = [
     "FORMATS", "TEMPLATES", "TOKEN_ROLES", "TRUNCATIONS", "ConfigError", "DataError", "Example", "LoadResult",
     "Location", "Message", "Rendered", "RoleWeights", "Segment", "TokenizedData", "alpaca_prompt", "detect_format",
-    "load_examples", "pack", "packed_collate", "pad_collate", "read_records", "render", "render_segments",
+    "load_examples", "pack", "packed_collate", "pad_collate", "prepare_examples", "read_records", "render", "render_segments",
     "to_examples", "tokenize_examples", "truncate",
 ]

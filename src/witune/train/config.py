@@ -65,6 +65,10 @@ class TrainConfig:
     """Skip bad records (and list them) instead of stopping at the first."""
     pack: bool = False
     """Pack several samples per row (position ids restart per sample; attention never crosses samples)."""
+    data_workers: int = 1
+    """Processes that render and tokenize the data (chat templates render in Python: workers help there)."""
+    data_cache: str = ""
+    """Folder caching tokenized data by content hash, e.g. ~/.cache/witune/data (empty: no cache)."""
 
     # --- loss
     prompt_weight: float = 0.0
@@ -77,6 +81,9 @@ class TrainConfig:
     """Per-role weights overriding prompt/response, e.g. {system: 0.0, template: 0.0}."""
     normalization: str = "nonzero"
     """Normaliser Z of each optimizer step: nonzero (tokens with weight != 0), weight_sum, tokens, or a number."""
+    chunked_loss: bool = False
+    """Compute the loss from hidden states and the output projection in chunks, never materialising the
+    (tokens x vocab) logits: the memory peak of large vocabularies. Zero-weight tokens are skipped entirely."""
 
     # --- optimisation
     learning_rate: float = 2e-5

@@ -26,7 +26,8 @@ import torch
 
 from witune.data.collate import packed_collate, pad_collate
 from witune.data.errors import ConfigError
-from witune.loss import IGNORE_INDEX, normalizer_counts, safe_divide, weighted_nll
+from witune.loss import IGNORE_INDEX, LossSums, normalizer_counts, safe_divide, weighted_nll
+from witune.loss.chunked import weighted_nll_from_hidden
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
@@ -132,7 +133,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         epoch, in_epoch = schedule.locate(step)
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
-        z, sums, tokens, grad_norm = _optimizer_step(acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum)
+        z, sums, tokens, grad_norm = _optimizer_step(acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum,
+                                                     cfg.chunked_loss)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         n_samples = len(schedule.step_indices(epoch, in_epoch))
@@ -160,7 +162,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
 
 def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str, torch.Tensor]], norm: str | float,
-                    max_grad_norm: float, grad_accum: int) -> tuple[float, torch.Tensor, float, float]:
+                    max_grad_norm: float, grad_accum: int, chunked: bool = False) -> tuple[float, torch.Tensor, float, float]:
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
     counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
@@ -173,9 +175,7 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
     grad_norm = float("nan")
     for batch in batches:
         with acc.accumulate(model):
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-            logits = model(**inputs, use_cache=False).logits
-            sums = weighted_nll(logits, batch["labels"], batch["weights"], batch["response_mask"])
+            sums = _forward_sums(acc, model, batch, chunked)
             acc.backward(safe_divide(sums.weighted_sum, z) * scale)
             if acc.sync_gradients:
                 if max_grad_norm > 0:
@@ -187,6 +187,30 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
         tokens += float(batch["attention_mask"].sum()) if "attention_mask" in batch else float((batch["labels"] != IGNORE_INDEX).sum())
     reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
     return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
+
+
+def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked: bool) -> LossSums:
+    """Forward one micro-batch through the (wrapped) model and return its loss sums.
+
+    Chunked: the model runs as usual (so DDP/FSDP hooks fire) but keeps the logits of one position only;
+    the loss is computed from the final hidden states and the output projection chunk by chunk. The one
+    kept position doubles as a check that the last hidden state really is what the output head sees
+    (models that post-process logits, e.g. soft-capping, cannot use the chunked loss).
+    """
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    labels, weights, response = batch["labels"], batch["weights"], batch["response_mask"]
+    if not chunked:
+        return weighted_nll(model(**inputs, use_cache=False).logits, labels, weights, response)
+    out = model(**inputs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
+    hidden = out.hidden_states[-1]
+    head = acc.unwrap_model(model).get_output_embeddings()
+    with torch.no_grad():
+        expected = head(hidden[:, -1:]).float()
+    if not torch.allclose(expected, out.logits.float(), rtol=1e-2, atol=1e-2):
+        raise ConfigError("chunked_loss: this model's logits are not its output projection of the last hidden "
+                          "state (post-processed logits?); train with chunked_loss: false")
+    return weighted_nll_from_hidden(hidden, head.weight, labels, weights, response,
+                                    lm_head_bias=getattr(head, "bias", None))
 
 
 def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> Path:

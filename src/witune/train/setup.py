@@ -72,13 +72,15 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
     """Training units: one `Rendered` per unit, or several per unit when packing."""
     from rich.console import Console
 
-    from witune.data import load_examples, pack, tokenize_examples
+    from witune.data import load_examples, pack
+    from witune.data.cache import prepare_examples
 
     on_error = "skip" if cfg.skip_bad else "raise"
     loaded = load_examples(cfg.data, format=cfg.format, on_error=on_error, split=cfg.split, limit=cfg.limit)
-    data = tokenize_examples(loaded.examples, tokenizer, cfg.role_weights_obj(), template=cfg.template,
-                             max_length=cfg.max_length, truncation=cfg.truncation,
-                             final_turn_only=cfg.final_turn_only, on_error=on_error)
+    data = prepare_examples(loaded.examples, tokenizer, cfg.role_weights_obj(), template=cfg.template,
+                            max_length=cfg.max_length, truncation=cfg.truncation, final_turn_only=cfg.final_turn_only,
+                            on_error=on_error, workers=cfg.data_workers, cache_dir=cfg.data_cache or None,
+                            progress=not quiet)
     if not quiet:
         err = Console(stderr=True)
         for e in loaded.skipped + data.skipped + data.zero_trainable:
