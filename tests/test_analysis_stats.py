@@ -59,7 +59,9 @@ def test_relative_aggregate_matches_independent_computation():
     one = agg[(agg["prompt_weight"] == 0.1) & (agg["response_weight"] == 1.0)].iloc[0]
     mask = (rel["prompt_weight"] == 0.1) & (rel["response_weight"] == 1.0)
     assert one["relative"] == pytest.approx(rel.loc[mask, "relative"].mean())
-    assert one["simple"] == pytest.approx(df.loc[mask, "score"].mean())
+    # The simple aggregate averages the raw higher-is-better scores only (a loss and an accuracy do not average).
+    assert one["simple"] == pytest.approx(df.loc[mask & df["higher_is_better"].astype(bool), "score"].mean())
+    assert (~df["higher_is_better"].astype(bool)).any(), "the data must hold a lower-is-better metric"
 
 
 def test_rsd_matches_hand_computation():

@@ -107,13 +107,13 @@ def test_parse_overrides_values():
 
 
 def test_cli_print_config_and_help(capsys):
-    from witune.cli.train import main
+    from witune.cli.main import main
 
-    assert main(["--print-config", "--preset", "wit", "--set", "prompt_weight=0.2"]) == 0
+    assert main(["train", "--print-config", "--preset", "wit", "--set", "prompt_weight=0.2"]) == 0
     out = capsys.readouterr().out
     assert load_config(overrides=yaml.safe_load(out)) .prompt_weight == 0.2
-    assert main(["--set", "data=x", "--set", "bogus=1"]) == 2
+    assert main(["train", "--set", "data=x", "--set", "bogus=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--help"])
+        main(["train", "--help"])
     assert "lambda_p: loss weight of prompt tokens" in capsys.readouterr().out

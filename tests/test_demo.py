@@ -49,7 +49,7 @@ def test_data_choice(tmp_path, monkeypatch):
 
 
 def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
-    from witune.cli.demo import main
+    from witune.cli.main import main
     from witune.models.tiny import make_tiny_model
 
     model = make_tiny_model(tmp_path / "tiny")
@@ -71,7 +71,7 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     rows = demo.summary_rows(result)
     assert [r["model"] for r in rows] == ["base (untrained)", "conventional", "weighted"]
     # the command: same run, printed as a table with where everything went
-    assert main(["--model", str(model), "--output-dir", str(tmp_path / "cli"), "--n-train", "4", "--n-eval", "2",
+    assert main(["demo", "--model", str(model), "--output-dir", str(tmp_path / "cli"), "--n-train", "4", "--n-eval", "2",
                  "--max-length", "64"]) == 0
     out = capsys.readouterr().out
     assert "conventional" in out and "weighted" in out and "synthetic" in out
@@ -82,7 +82,7 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
 def test_demo_cli_smollm2_small(tmp_path, capsys):
     """The real command on SmolLM2 with fewer records (the full demo is timed by hand: see the train report)."""
     pytest.importorskip("gguf")
-    from witune.cli.demo import main
+    from witune.cli.main import main
 
     try:
         from witune.models.smollm import smollm2_gguf_file
@@ -90,7 +90,7 @@ def test_demo_cli_smollm2_small(tmp_path, capsys):
         smollm2_gguf_file()
     except Exception as e:  # noqa: BLE001 - the offline model package is optional
         pytest.skip(f"SmolLM2 is not available offline: {e}")
-    assert main(["--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128"]) == 0
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128"]) == 0
     out = capsys.readouterr().out
     assert "conventional" in out and "weighted" in out and "total time" in out
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from witune.cli.train import main
+from witune.cli.main import main
 from witune.models.tiny import make_tiny_model
 from witune.train import load_config, train
 from witune.train.metrics import StepMetrics, read_metrics
@@ -32,7 +32,7 @@ def _sets(root: Path, out: Path, **kw) -> list[str]:
     values = dict(model=root / "model", data=root / "chat.jsonl", output_dir=out, per_device_batch_size=2,
                   grad_accum=2, learning_rate=1e-3, prompt_weight=0.1, max_steps=3, save_every=2, progress=False)
     values.update(kw)
-    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+    return ["train"] + [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
 
 
 def test_train_outputs_and_resume(setup_dir, tmp_path):

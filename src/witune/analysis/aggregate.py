@@ -1,6 +1,7 @@
 """Simple and relative aggregates of benchmark scores (PLW paper, section 5.1).
 
-*Simple aggregate*: the unweighted mean of the raw task scores of a configuration.
+*Simple aggregate*: the unweighted mean of the raw task scores of a configuration (higher-is-better scores
+only: averaging an accuracy with a loss would mean nothing; NaN when a configuration has none).
 *Relative aggregate*: each score is first min-max normalised within its dataset x benchmark group
 (so every task spans [0, 1] whatever its scale), then averaged. The paper analyses only the relative
 aggregate because the simple one is dominated by the tasks with the widest score range.
@@ -45,8 +46,9 @@ def aggregates(df: pd.DataFrame) -> pd.DataFrame:
     Base-model rows are kept, with NaN weights, as their own configuration per model x dataset.
     """
     data = df if "relative" in df.columns else add_relative(df)
+    data = data.assign(_higher=data["score"].where(data["higher_is_better"].astype(bool)))
     grouped = data.groupby(CONFIG, dropna=False)
-    out = grouped.agg(simple=("score", "mean"), relative=("relative", "mean"),
+    out = grouped.agg(simple=("_higher", "mean"), relative=("relative", "mean"),
                       n_scores=("score", "size"), n_seeds=("seed", "nunique")).reset_index()
     return out.sort_values(["model", "dataset", "prompt_weight", "response_weight"]).reset_index(drop=True)
 

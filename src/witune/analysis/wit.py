@@ -110,7 +110,8 @@ def heatmap_figure(gains: pd.DataFrame):
         plot_heatmap(ax, grid, title, has_base=bool(gains["prompt_weight"].isna().any()))
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("Mean relative gain over conventional tuning (0, 1), %; red circle = best")
+    # Two short lines: a single-panel figure is only ~4 inches wide.
+    fig.suptitle("Mean relative gain over conventional\ntuning (0, 1), %; red circle = best", fontsize=10)
     fig.tight_layout()
     return fig
 

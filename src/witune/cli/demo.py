@@ -18,11 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs/demo", help="where models, metrics and the plot go")
     p.add_argument("--model", default="smollm2", help="model to fine-tune (HF name, folder, .gguf, or 'smollm2')")
     p.add_argument("--data", default=None, help="instruction file (default: shared alpaca_seed_tasks.jsonl, else generated)")
-    p.add_argument("--n-train", type=int, default=32, help="training records (one epoch)")
+    p.add_argument("--n-train", type=int, default=64, help="training records (one epoch)")
     p.add_argument("--n-eval", type=int, default=12, help="held-out records scored after training")
     p.add_argument("--max-length", type=int, default=160, help="tokens per sample")
     p.add_argument("--batch-size", type=int, default=2, help="samples per optimizer step")
     p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--benchmark", default="witune_arc_challenge",
+                   help="harness task run 0-shot on every model when ../shared/data/eval is present ('' to skip)")
+    p.add_argument("--benchmark-limit", type=int, default=50, help="items of the benchmark")
     p.set_defaults(func=run)
 
 
@@ -35,15 +38,18 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"[bold]witune demo[/]: {args.model}, conventional (λp=0) vs weighted (λp=0.1), output in {args.output_dir}")
     result = run_demo(args.output_dir, model=args.model, data=args.data, n_train=args.n_train, n_eval=args.n_eval,
-                      max_length=args.max_length, batch_size=args.batch_size, learning_rate=args.learning_rate)
-    table = Table(title=f"held-out NLL per token on {result.n_eval} records ({result.data_kind} data: {result.data})")
+                      max_length=args.max_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                      benchmark=args.benchmark or None, benchmark_limit=args.benchmark_limit)
+    table = Table(title=f"held-out NLL per token on {result.n_eval} records ({result.data_kind} data: {result.data})"
+                  + (", benchmark 0-shot" if result.benchmarks else ""))
     rows = summary_rows(result)
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("model", "saved in") else "right")
+        table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(*(_cell(col, v) for col, v in r.items()))
     console.print(table)
-    console.print(f"metrics: {', '.join(s.metrics_path for s in result.settings)}")
+    for s in result.settings:
+        console.print(f"{s.name}: model {s.model_dir}, metrics {s.metrics_path}")
     console.print(f"loss plot: {result.plot}\nsummary: {result.output_dir}/demo_summary.json")
     if result.report:
         console.print(f"report: {result.report}")
@@ -59,12 +65,7 @@ def _cell(col: str, v: object) -> str:
     return str(v)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m witune.cli.demo` until the command is wired into `witune`."""
-    parser = argparse.ArgumentParser(prog="witune demo", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # `python -m witune.cli.demo`: what `accelerate launch -m` and torchrun start
+    from witune.cli.main import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["demo", *sys.argv[1:]]))

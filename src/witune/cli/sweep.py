@@ -59,21 +59,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m witune.cli.sweep ...`: the same command without the `witune` dispatcher."""
-    from rich.console import Console
+if __name__ == "__main__":  # `python -m witune.cli.sweep`: what `accelerate launch -m` and torchrun start
+    from witune.cli.main import main
 
-    from witune.data.errors import ConfigError, DataError
-
-    parser = argparse.ArgumentParser(prog="witune")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except (DataError, ConfigError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -75,22 +75,7 @@ def _has_data(args: argparse.Namespace) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m witune.cli.train` (what `accelerate launch -m` runs on every process)."""
-    from rich.console import Console
+if __name__ == "__main__":  # `python -m witune.cli.train`: what `accelerate launch -m` and torchrun start
+    from witune.cli.main import main
 
-    from witune.data.errors import ConfigError, DataError
-
-    parser = argparse.ArgumentParser(prog="witune train", description=__doc__, epilog=_keys_help(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (DataError, ConfigError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

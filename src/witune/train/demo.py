@@ -48,6 +48,7 @@ class DemoResult:
     base_prompt_nll: float
     base_response_nll: float
     settings: list[SettingResult] = field(default_factory=list)
+    benchmarks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run name -> harness rows
     seconds: float = 0.0
     plot: str | None = None
     report: str | None = None  # the HTML report (witune.report), written last
@@ -75,10 +76,12 @@ def demo_data(output_dir: Path, n_needed: int, data: str | None = None) -> tuple
     return str(write_jsonl(output_dir / "data" / "synthetic.jsonl", n_needed, seed=0)), "synthetic"
 
 
-def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 32,
+def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 64,
              n_eval: int = 12, max_length: int = 160, batch_size: int = 2, learning_rate: float = 1e-4,
-             settings: list[tuple[str, float, float]] | None = None, progress: bool = True) -> DemoResult:
-    """Train every setting for one epoch over `n_train` records and score the held-out records."""
+             settings: list[tuple[str, float, float]] | None = None, progress: bool = True,
+             benchmark: str | None = "witune_arc_challenge", benchmark_limit: int = 50) -> DemoResult:
+    """Train every setting for one epoch over `n_train` records, score the held-out records and, where the
+    shared evaluation files are present, run a benchmark (0-shot, `benchmark_limit` items) on every model."""
     from witune.data import RoleWeights, load_examples, tokenize_examples
     from witune.eval.score import score
     from witune.train import setup
@@ -102,6 +105,18 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
     base = score(setup.load_model(base_cfg), heldout, pad, progress=False)
     result = DemoResult(str(out), model, path, kind, n_train, len(heldout), base.prompt_nll_per_token,
                         base.response_nll_per_token)
+    shared = find_shared_data()
+    bench = benchmark if benchmark and shared is not None and (shared / "eval").is_dir() else None
+
+    def run_benchmark(name: str, model_path: str) -> None:
+        if bench:
+            from witune.eval import evaluate
+            from witune.models import resolve_model_path
+
+            result.benchmarks[name] = evaluate(resolve_model_path(model_path), [bench], limit=benchmark_limit,
+                                               num_fewshot=0, data_dir=str(shared / "eval"))
+
+    run_benchmark("base", model)
     for name, wp, wr in settings or SETTINGS:
         cfg = TrainConfig(**{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr,
                              "output_dir": str(out / name)})
@@ -113,6 +128,7 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
         s = score(AutoModelForCausalLM.from_pretrained(run.model_dir), heldout, pad, progress=False)
         result.settings.append(SettingResult(name, wp, wr, str(run.model_dir), str(run.metrics_path), run.steps,
                                              run.final_loss, s.prompt_nll_per_token, s.response_nll_per_token, seconds))
+        run_benchmark(name, str(run.model_dir))
     result.plot = str(plot_losses(result, out / "train_loss.png"))
     result.seconds = time.perf_counter() - start
     result.report = write_report(result)
@@ -164,10 +180,20 @@ def write_report(result: DemoResult) -> str:
                          "benchmark": "heldout", "metric": metric, "score": value, "higher_is_better": False,
                          **extra})
 
+    def add_benchmark(run_id: str, wp: float, wr: float, **extra: Any) -> None:
+        for r in result.benchmarks.get(run_id, []):
+            rows.append({"run_id": run_id, "model": result.model, "dataset": Path(result.data).name,
+                         "prompt_weight": wp, "response_weight": wr, "normalization": "nonzero", "seed": 0,
+                         "benchmark": r["task"].removeprefix("witune_"), "metric": r["metric"], "score": r["value"],
+                         "higher_is_better": bool(r.get("higher_is_better", True)), **extra})
+
     add("base", float("nan"), float("nan"), result.base_prompt_nll, result.base_response_nll)
+    add_benchmark("base", float("nan"), float("nan"))
     for s in result.settings:
+        distance = weight_distance(result.model, Path(s.model_dir))
         add(s.name, s.prompt_weight, s.response_weight, s.heldout_prompt_nll, s.heldout_response_nll,
-            weight_distance=weight_distance(result.model, Path(s.model_dir)))
+            weight_distance=distance)
+        add_benchmark(s.name, s.prompt_weight, s.response_weight, weight_distance=distance)
         losses += [(s.name, int(m["step"]), float(m["loss"])) for m in read_metrics(s.metrics_path)]
     analysis = analyze(pd.DataFrame(rows), pd.DataFrame(losses, columns=["run_id", "step", "loss"]))
     title = f"witune demo: conventional vs weighted tuning of {result.model}"
@@ -175,12 +201,17 @@ def write_report(result: DemoResult) -> str:
 
 
 def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
-    """One row per model (base + settings) for the CLI table."""
+    """One row per model (base + settings) for the CLI table (where each model went is printed below it)."""
+    def bench(name: str) -> dict[str, Any]:
+        acc = [r["value"] for r in result.benchmarks.get(name, []) if r["metric"] == "acc"]
+        task = next(iter(result.benchmarks.get(name, [])), {}).get("task", "benchmark").removeprefix("witune_")
+        return {f"{task} acc": acc[0]} if acc else {}
+
     rows = [{"model": "base (untrained)", "lambda_p": "-", "steps": 0, "train loss": float("nan"),
-             "prompt NLL": result.base_prompt_nll, "response NLL": result.base_response_nll, "seconds": 0.0,
-             "saved in": "-"}]
+             "prompt NLL": result.base_prompt_nll, "response NLL": result.base_response_nll, **bench("base"),
+             "seconds": 0.0}]
     for s in result.settings:
         rows.append({"model": s.name, "lambda_p": f"{s.prompt_weight:g}", "steps": s.steps,
                      "train loss": s.final_train_loss, "prompt NLL": s.heldout_prompt_nll,
-                     "response NLL": s.heldout_response_nll, "seconds": s.train_seconds, "saved in": s.model_dir})
+                     "response NLL": s.heldout_response_nll, **bench(s.name), "seconds": s.train_seconds})
     return rows
