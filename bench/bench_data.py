@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-DEFAULT_FILE = "/work/shared/data/train/gsm8k_train_alpaca.json"
+DEFAULT_FILE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "gsm8k_train_alpaca.json")
 
 
 def main() -> int:

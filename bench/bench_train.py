@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_FILE = "/work/shared/data/train/lima_alpaca_format.json"  # lengths from ~20 to 2k+ tokens: mixed
+# LIMA: lengths from ~20 to 2k+ tokens, i.e. mixed
+DEFAULT_FILE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "lima_alpaca_format.json")
 VARIANTS = ("trl", "witune", "witune_pack")
 
 
@@ -43,19 +44,16 @@ def run_trl(args) -> dict:
     examples = load_examples(args.file).examples[: args.limit]
     records = [{"prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
                 "completion": [{"role": "assistant", "content": ex.messages[-1].content}]} for ex in examples]
-    stats = {"seconds": 0.0, "tokens": 0, "steps": 0, "step_tokens_per_s": [], "counted": 0}
+    stats = {"seconds": 0.0, "tokens": 0, "steps": 0, "step_tokens_per_s": []}
+    batch_tokens: list[int] = []  # per collated batch, in order
+    step_seconds: list[float] = []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
             stats["t0"] = time.perf_counter()
 
         def on_step_end(self, *a, **k):
-            seconds = time.perf_counter() - stats.pop("t0")
-            stats["seconds"] += seconds
-            stats["steps"] += 1
-            # the collator counted this step's batch before the step began (no prefetch: 0 loader workers)
-            stats["step_tokens_per_s"].append((stats["tokens"] - stats["counted"]) / seconds)
-            stats["counted"] = stats["tokens"]
+            step_seconds.append(time.perf_counter() - stats.pop("t0"))
 
     with tempfile.TemporaryDirectory() as out:
         cfg = SFTConfig(output_dir=out, completion_only_loss=True, per_device_train_batch_size=args.batch,
@@ -68,11 +66,15 @@ def run_trl(args) -> dict:
 
         def counting(features):
             batch = collate(features)
-            stats["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            batch_tokens.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel())
             return batch
 
         trainer.data_collator = counting
         trainer.train()
+    # The loader collates one batch ahead of the step that uses it, so tokens are matched to steps by order
+    # (batch i is step i: no gradient accumulation), not by what was counted when a step ended.
+    stats.update(seconds=sum(step_seconds), tokens=sum(batch_tokens), steps=len(step_seconds),
+                 step_tokens_per_s=[t / s for t, s in zip(batch_tokens, step_seconds)])
     return stats
 
 

@@ -1,6 +1,5 @@
 """Scalable data preparation: worker processes and the content-hash cache give exactly the single-process rows."""
 
-from pathlib import Path
 
 import pytest
 
@@ -103,14 +102,14 @@ def test_corrupt_cache_entry_is_recomputed(tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_file_parallel_equals_single(tmp_path):
-    path = Path("/work/shared/data/train/lima_alpaca_format.json")
-    if not path.exists():
-        pytest.skip(f"real data not present at {path}")
-    from witune.data import load_examples
-    from witune.models import load_tokenizer, smollm2_path
+def test_real_file_parallel_equals_single(tmp_path, smollm2_dir):
+    from shared import shared_file
 
-    tok = load_tokenizer(str(smollm2_path()))
+    from witune.data import load_examples
+    from witune.models import load_tokenizer
+
+    path = shared_file("lima_alpaca_format.json")
+    tok = load_tokenizer(str(smollm2_dir))
     exs = load_examples(path).examples[:200]
     opts = dict(template="chat", max_length=512, on_error="skip")
     same(prepare_examples(exs, tok, WEIGHTS, workers=2, cache_dir=tmp_path, **opts),
