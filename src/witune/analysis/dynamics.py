@@ -6,13 +6,13 @@
   which the paper's analysis used.
 * Weight distance: L2 norm of (tuned - base) over all parameters (:func:`l2_distance`).
 * Memorisation: corpus BLEU of generations for training prompts against the training completions,
-  with the paper's sacreBLEU signature (13a tokenisation, exp smoothing) (:func:`memorization_bleu`).
+  with the paper's sacreBLEU signature (13a tokenisation, exp smoothing): computed by `witune.eval.generation`.
 * Generation length on an evaluation set, as reported per run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -50,14 +50,6 @@ def l2_distance(tuned: Mapping[str, object], base: Mapping[str, object]) -> floa
             b = np.asarray(b_val.detach().float().cpu() if hasattr(b_val, "detach") else b_val, dtype=float)
             total += float(np.sum((a - b) ** 2))
     return float(np.sqrt(total))
-
-
-def memorization_bleu(hypotheses: Iterable[str], references: Iterable[str]) -> float:
-    """Corpus BLEU-4 of generations against training completions (signature as in the PLW paper)."""
-    import sacrebleu
-
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="13a",
-                                       smooth_method="exp").score)
 
 
 def run_diagnostics(runs: pd.DataFrame, losses: pd.DataFrame | None) -> pd.DataFrame:

@@ -9,7 +9,6 @@ evaluation was interrupted skip straight to evaluation on the next attempt.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -102,18 +101,11 @@ def _last_error(log_file: Path) -> str:
 
 def weight_distance(base_model: str, tuned_dir: Path) -> float:
     """L2 norm of (tuned - base) over all parameters the two models share (tied weights counted once)."""
-    import torch
-
+    from witune.analysis.dynamics import l2_distance
     from witune.models import load_model
 
     base = dict(load_model(base_model).named_parameters())
-    total = torch.zeros((), dtype=torch.float64)
-    with torch.no_grad():
-        for name, p in load_model(str(tuned_dir)).named_parameters():
-            q = base.get(name)
-            if q is not None and q.shape == p.shape:
-                total += (p.double() - q.double()).pow(2).sum()
-    return math.sqrt(float(total))
+    return l2_distance(dict(load_model(str(tuned_dir)).named_parameters()), base)
 
 
 def read_losses(metrics_file: Path) -> list[tuple[int, float]]:
