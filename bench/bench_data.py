@@ -16,7 +16,6 @@ Repeats interleave the variants; medians are reported, with ratios to TRL.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -99,11 +98,11 @@ def main() -> int:
     import tokenizers
     import trl as trl_mod
 
-    meta = {"file": args.file, "examples": len(examples), "workers": args.workers, "repeats": args.repeats,
-            "trl": trl_mod.__version__, "tokenizers": tokenizers.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {args.out}")
+    from results_io import write_results
+
+    write_results(args.out, {"file": args.file, "examples": len(examples), "workers": args.workers,
+                             "repeats": args.repeats, "trl": trl_mod.__version__,
+                             "tokenizers": tokenizers.__version__}, rows)
     return 0
 
 

@@ -140,11 +140,9 @@ def main() -> int:
         table.add_row(r["variant"], str(r["steps"]), f"{r['tokens_per_s']:.0f}",
                       f"{r['ratio_vs_trl']:.2f}" if base else "-")
     Console().print(table)
-    meta = {k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "repeats")}
-    meta["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {args.out}")
+    from results_io import write_results
+
+    write_results(args.out, {k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "repeats")}, rows)
     return 0
 
 
