@@ -138,3 +138,10 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_tokenizer, tiny_model):
     leaky_sum = weighted_nll(leaky, packed_batch["labels"], packed_batch["weights"]).weighted_sum
     exact_gap = (packed.weighted_sum - unpacked.weighted_sum).abs()
     assert (leaky_sum - unpacked.weighted_sum).abs() > 100 * exact_gap + 1e-3
+
+
+def test_backend_batch_encoding_equals_transformers_call(tiny_tokenizer):
+    from witune.data.render import _encode_batch
+
+    texts = ["Hello world", " leading space", "<|im_start|>user\nHi<|im_end|>\n", "ünïcödé ✓\n\n", "a" * 300, ""]
+    assert _encode_batch(tiny_tokenizer, texts) == tiny_tokenizer(texts, add_special_tokens=False)["input_ids"]

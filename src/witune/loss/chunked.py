@@ -68,9 +68,6 @@ def weighted_nll_from_hidden(
     labels = labels.reshape(-1)
     valid = labels != ignore_index
     w = torch.where(valid, weights.reshape(-1).to(torch.float32), 0.0)
-    resp = valid if response_mask is None else valid & response_mask.reshape(-1)
-    prompt = valid & ~resp
-    f32 = torch.float32
 
     fused = _fused_backend(backend, h)
     if fused is not None:
@@ -84,17 +81,7 @@ def weighted_nll_from_hidden(
         active = (w != 0) | (valid & diagnostics)
         weighted_sum, nll = _HiddenWeightedCE.apply(h, lm_head_weight, lm_head_bias, labels.clamp_min(0), w, active,
                                                     rows, (need_h, need_w, need_b))
-    return LossSums(
-        weighted_sum=weighted_sum,
-        nonzero=(w != 0).sum().to(f32),
-        weight_sum=w.sum(),
-        tokens=valid.sum().to(f32),
-        prompt_nll=nll[prompt].sum(),
-        prompt_tokens=prompt.sum().to(f32),
-        response_nll=nll[resp].sum(),
-        response_tokens=resp.sum().to(f32),
-        response_weighted=(torch.nan_to_num(nll) * w)[resp].sum(),
-    )
+    return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask)
 
 
 class _HiddenWeightedCE(torch.autograd.Function):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 IGNORE_INDEX = -100
-NORMALIZATIONS = ("nonzero", "weight_sum", "tokens")
+NORMALIZATIONS = ("nonzero", "weight_sum", "tokens")  # also the order of normalizer_counts
 # Rows per chunk are chosen so that one fp32 chunk holds about this many elements (128 MiB).
 _CHUNK_ELEMENTS = 1 << 25
 
@@ -42,6 +42,25 @@ class LossSums:
     response_nll: Tensor  # unweighted nll summed over response positions (diagnostic)
     response_tokens: Tensor
     response_weighted: Tensor  # the part of weighted_sum from response positions (diagnostic: response share)
+
+    @classmethod
+    def from_rows(cls, weighted_sum: Tensor, nll: Tensor, w: Tensor, valid: Tensor,
+                  response_mask: Tensor | None) -> "LossSums":
+        """Sums from per-row nll (NaN where a row was skipped), weights w (0 at ignored rows) and masks."""
+        resp = valid if response_mask is None else valid & response_mask.reshape(-1)
+        prompt = valid & ~resp
+        f32 = torch.float32
+        return cls(
+            weighted_sum=weighted_sum,
+            nonzero=(w != 0).sum().to(f32),
+            weight_sum=w.sum(),
+            tokens=valid.sum().to(f32),
+            prompt_nll=nll[prompt].sum(),
+            prompt_tokens=prompt.sum().to(f32),
+            response_nll=nll[resp].sum(),
+            response_tokens=resp.sum().to(f32),
+            response_weighted=(torch.nan_to_num(nll) * w)[resp].sum(),
+        )
 
     def detached(self) -> "LossSums":
         return LossSums(*(getattr(self, f.name).detach() for f in fields(self)))
@@ -99,20 +118,7 @@ def weighted_nll(
     valid = labels != ignore_index
     w = torch.where(valid, weights.reshape(-1).to(torch.float32), 0.0)
     weighted_sum, nll = _ChunkedWeightedCE.apply(logits.reshape(-1, vocab), labels.clamp_min(0), w)
-    resp = valid if response_mask is None else valid & response_mask.reshape(-1)
-    prompt = valid & ~resp
-    f32 = torch.float32
-    return LossSums(
-        weighted_sum=weighted_sum,
-        nonzero=(w != 0).sum().to(f32),
-        weight_sum=w.sum(),
-        tokens=valid.sum().to(f32),
-        prompt_nll=nll[prompt].sum(),
-        prompt_tokens=prompt.sum().to(f32),
-        response_nll=nll[resp].sum(),
-        response_tokens=resp.sum().to(f32),
-        response_weighted=(nll * w)[resp].sum(),
-    )
+    return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask)
 
 
 def weighted_loss(

@@ -26,16 +26,13 @@ import torch
 
 from witune.data.collate import packed_collate, pad_collate
 from witune.data.errors import ConfigError
-from witune.loss import IGNORE_INDEX, LossSums, normalizer_counts, safe_divide, weighted_nll
+from witune.loss import IGNORE_INDEX, NORMALIZATIONS, LossSums, normalizer_counts, safe_divide, weighted_nll
 from witune.loss.chunked import weighted_nll_from_hidden
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
 from witune.train.metrics import SUM_KEYS, MetricsLog, postfix, progress_bar, step_metrics
 from witune.train import setup
-
-_COUNT_INDEX = {"nonzero": 0, "weight_sum": 1, "tokens": 2}  # order of normalizer_counts
-
 
 @dataclass
 class TrainResult:
@@ -166,7 +163,7 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
     counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
-    z = counts[_COUNT_INDEX[norm]] if isinstance(norm, str) else torch.tensor(norm, dtype=torch.float64, device=acc.device)
+    z = counts[NORMALIZATIONS.index(norm)] if isinstance(norm, str) else torch.tensor(norm, dtype=torch.float64, device=acc.device)
     # accelerate divides the loss by grad_accum in backward (DeepSpeed too): multiply it back in.
     scale = acc.num_processes * grad_accum
     model.train()
