@@ -1,6 +1,13 @@
 """PLW view (PLW paper, sections 5.2 and 6): quadratic mixed model in wp = PLW**0.30103, critical PLW.
 
-Model choice. The paper fits, per training dataset, the glmmTMB model
+Two engines. ``r`` (``witune.analysis.r_engine``) runs the paper's own beta GLMM in glmmTMB; its
+coefficients and p-values are comparable with the paper's Table 3. ``python`` (this module, the default
+where R is absent) is a Gaussian *approximation*, described below: it finds the same vertex (critical
+PLW), but its coefficients are on the min-max scale rather than the logit scale (e.g. 1.25 / -0.98
+where the beta model gives 5.6 / -4.4 on the same data) and its p-values come from another model, so
+neither is comparable with Table 3.
+
+Python model choice. The paper fits, per training dataset, the glmmTMB model
 ``score ~ poly(wp, 2) + (0 + poly(wp, 2) | benchmark) + (1 | model)`` with a beta response.
 Here: a *Gaussian* linear mixed model (statsmodels ``MixedLM``) on the same min-max scores with the
 same fixed effects (raw wp and wp^2, so the coefficients are directly comparable with the paper's
@@ -78,6 +85,17 @@ class QuadFit:
     n_boot: int = 0
     method: str = "MixedLM"
     note: str = ""
+    engine: str = "python"
+    se_b1: float = float("nan")
+    se_b2: float = float("nan")
+
+    @property
+    def model(self) -> str:
+        """Engine, model, family and link, as printed next to every number of this fit."""
+        if self.engine == "r":
+            return f"[r] {self.method}"
+        return (f"[python] statsmodels {self.method}, Gaussian, identity link (approximation: coefficients "
+                "and p-values not comparable with the paper's Table 3)")
 
     @property
     def significant(self) -> bool:
@@ -122,7 +140,7 @@ def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int =
     fit = QuadFit(dataset=dataset, n=len(data), intercept=b0, b1=b1, b2=b2,
                   p_wp=float(res.pvalues["wp"]), p_wp2=float(res.pvalues["I(wp ** 2)"]),
                   p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)), critical_plw=critical_plw(b1, b2),
-                  method=method)
+                  method=method, se_b1=float(res.bse["wp"]), se_b2=float(res.bse["I(wp ** 2)"]))
     if n_boot > 0:
         fit.ci_low, fit.ci_high, fit.n_boot = *_bootstrap(data, n_boot, seed, progress), n_boot
         if data["task"].nunique() < 5:
@@ -159,12 +177,26 @@ def _bootstrap(data: pd.DataFrame, n_boot: int, seed: int, progress=None) -> tup
     return float(lo), float(hi)
 
 
-def fit_all(df_rel: pd.DataFrame, n_boot: int = 0, seed: int = 0, progress=None) -> list[QuadFit]:
-    """Quadratic fits for every dataset that has at least 3 distinct PLW values."""
+def fit_all(df_rel: pd.DataFrame, n_boot: int = 0, seed: int = 0, progress=None,
+            engine: str = "python") -> list[QuadFit]:
+    """Quadratic fits for every dataset that has at least 3 distinct PLW values.
+
+    ``engine`` is ``python`` (Gaussian MixedLM, bootstrap interval) or ``r`` (the paper's beta GLMM,
+    delta-method interval; ``n_boot`` is not used).
+    """
     rows = plw_rows(df_rel)
     fits = []
     for dataset in sorted(rows["dataset"].unique()):
         part = rows[rows["dataset"] == dataset]
-        if part["plw"].nunique() >= 3:
+        if part["plw"].nunique() < 3:
+            continue
+        if engine == "r":
+            from witune.analysis import r_engine
+
+            fits.append(r_engine.fit_glmm(rows, dataset))
+            if progress is not None:
+                for _ in range(n_boot):
+                    progress()
+        else:
             fits.append(fit_quadratic(rows, dataset, n_boot=n_boot, seed=seed, progress=progress))
     return fits

@@ -34,6 +34,7 @@ class SyntheticSweep:
     steps: int = 40              # training-loss steps per run
     with_base: bool = True
     random_state: int = 0
+    no_effect: list[str] = field(default_factory=list)  # datasets where the PLW has no effect at all
 
     def planted_wp(self, rg: float) -> float:
         return float(np.clip(self.opt_wp + self.opt_wp_per_rg * rg, 0.0, 1.0))
@@ -54,6 +55,8 @@ def make_sweep(design: SyntheticSweep | None = None) -> tuple[pd.DataFrame, pd.D
         for dataset, rg in d.datasets.items():
             wp_star = d.planted_wp(rg)
             amp = 0.2 / (1.0 + rg)  # PLW matters less for long completions, as the PLW paper found
+            if dataset in d.no_effect:
+                amp = 0.0  # planted "the prompt weight does not matter here"
             for lp, lr in configs:
                 for seed in range(d.seeds):
                     run_id = f"{model}|{dataset}|{lp}|{lr}|{seed}"
@@ -80,3 +83,32 @@ def make_sweep(design: SyntheticSweep | None = None) -> tuple[pd.DataFrame, pd.D
                         loss = 2.0 * np.exp(-steps / 20) + 1.0 + rng.normal(0, jitter, d.steps)
                         losses.append(pd.DataFrame({"run_id": run_id, "step": steps, "loss": loss}))
     return pd.DataFrame(rows), pd.concat(losses, ignore_index=True)
+
+
+# The PLW paper's Table 3 (AlpacaDataShort): logit-scale fixed effects of the beta GLMM.
+PAPER_BETA = {"intercept": -1.043, "wp": 5.590, "wp2": -4.284}
+
+
+def make_beta_sweep(benchmarks: int = 8, models: int = 2, reps: int = 3, phi: float = 40.0,
+                    slope_sd: float = 0.3, model_sd: float = 0.2, random_state: int = 0) -> pd.DataFrame:
+    """Responses drawn from the paper's beta GLMM, ``score ~ wp + wp^2 + (0 + wp + wp^2 | b) + (1 | m)``.
+
+    logit(mu) = -1.043 + (5.590 + u_b) wp + (-4.284 + v_b) wp^2 + a_m, y ~ Beta(mu phi, (1 - mu) phi),
+    on the paper's ten PLW levels, ``reps`` draws per cell. Columns: the ``plw_rows`` layout (dataset,
+    model, task, plw, wp) plus ``y``, so a fit on ``y`` should recover the planted coefficients.
+    """
+    rng = np.random.default_rng(random_state)
+    u = rng.normal(0, slope_sd, (benchmarks, 2))
+    a = rng.normal(0, model_sd, models)
+    rows = []
+    for m in range(models):
+        for b in range(benchmarks):
+            for plw in PAPER_PLWS:
+                wp = plw**P
+                eta = (PAPER_BETA["intercept"] + (PAPER_BETA["wp"] + u[b, 0]) * wp
+                       + (PAPER_BETA["wp2"] + u[b, 1]) * wp**2 + a[m])
+                mu = 1.0 / (1.0 + np.exp(-eta))
+                for y in rng.beta(mu * phi, (1 - mu) * phi, reps):
+                    rows.append({"dataset": "short", "model": f"m{m}", "task": f"b{b}:acc", "plw": plw,
+                                 "wp": wp, "y": float(y)})
+    return pd.DataFrame(rows)
