@@ -15,7 +15,7 @@ from scipy import stats
 from witune.analysis.results import REQUIRED
 
 LEVELS = ["dataset", "benchmark", "model"]
-_PER_RUN = {"weight_distance", "memorization_bleu", "generation_length", "relative", "gain"}
+_PER_RUN = {"weight_distance", "memorization_bleu", "generation_length", "relative", "gain", "n_subtasks"}
 
 
 def features_from_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -36,23 +36,27 @@ def features_from_results(df: pd.DataFrame) -> pd.DataFrame:
 def correlate(optima: pd.DataFrame, features: pd.DataFrame, target: str = "prompt_weight") -> pd.DataFrame:
     """Spearman and Kendall correlations of the optimal ``target`` with every feature.
 
-    ``optima`` has one row per combination (see ``witune.analysis.wit.optima``); each combination gets
-    the feature value of its dataset / benchmark / model. Features with fewer than 3 combinations or no
-    variation are skipped: a rank correlation on them means nothing.
+    ``optima`` has one row per combination (see ``witune.analysis.wit.optima``). A dataset feature has
+    one value per dataset, so the combinations of one dataset are not independent observations of it:
+    counting them (as this function once did) multiplies n and shrinks the p-values. The optimum is first
+    averaged within each dataset (benchmark, model: whatever level the feature belongs to) and the
+    correlation runs over those distinct units; ``n`` counts them, ``n_combinations`` the rows averaged.
+    Features with fewer than 3 units or no variation are skipped: a rank correlation on them means nothing.
     """
     out = []
     for (level, feature), part in features.groupby(["level", "feature"]):
-        values = part.set_index("name")["value"]
-        col = optima[level].map(values)
-        ok = col.notna() & optima[target].notna()
-        x, y = col[ok].to_numpy(float), optima.loc[ok, target].to_numpy(float)
+        values = part.groupby("name")["value"].first()
+        have = optima[optima[level].isin(values.index) & optima[target].notna()]
+        per_unit = have.groupby(level)[target].agg(["mean", "size"])
+        x, y = values.loc[per_unit.index].to_numpy(float), per_unit["mean"].to_numpy(float)
         if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
             continue
         rho, p_rho = stats.spearmanr(x, y)
         tau, p_tau = stats.kendalltau(x, y)
-        out.append({"level": level, "feature": feature, "n": int(len(x)), "spearman": float(rho),
+        out.append({"level": level, "feature": feature, "n": int(len(x)),
+                    "n_combinations": int(per_unit["size"].sum()), "spearman": float(rho),
                     "p_spearman": float(p_rho), "kendall_tau": float(tau), "p_kendall": float(p_tau)})
-    cols = ["level", "feature", "n", "spearman", "p_spearman", "kendall_tau", "p_kendall"]
+    cols = ["level", "feature", "n", "n_combinations", "spearman", "p_spearman", "kendall_tau", "p_kendall"]
     return pd.DataFrame(out, columns=cols)
 
 

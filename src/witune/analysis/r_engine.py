@@ -42,24 +42,37 @@ suppressMessages(library(glmmTMB))
 d <- read.csv(file.path(args[1], "data.csv"))
 n <- nrow(d)
 d$y <- (d$y * (n - 1) + 0.5) / n  # Smithson & Verkuilen (2006) squeeze into (0, 1)
-re <- character(0)
-if (length(unique(d$b)) > 1) re <- c(re, "(0 + wp + I(wp^2) | b)")
-if (length(unique(d$m)) > 1) re <- c(re, "(1 | m)")
-rhs <- paste(c("", re), collapse = " + ")
+slopes <- length(unique(d$b)) > 1
+models <- length(unique(d$m)) > 1
+# The paper's structure first; simpler ones only when it does not converge (the paper, too, "tried
+# reducing the complexity of the model" where it failed).
+structures <- list(c(if (slopes) "(0 + wp + I(wp^2) | b)", if (models) "(1 | m)"),
+                   c(if (slopes) "diag(0 + wp + I(wp^2) | b)", if (models) "(1 | m)"),
+                   c(if (models) "(1 | m)"), character(0))
 fam <- beta_family(link = "logit")
-warn <- character(0)
-keep <- function(w) { warn <<- c(warn, conditionMessage(w)); invokeRestart("muffleWarning") }
-full <- withCallingHandlers(glmmTMB(as.formula(paste("y ~ wp + I(wp^2)", rhs)), data = d, family = fam),
-                            warning = keep)
-null <- withCallingHandlers(glmmTMB(as.formula(paste("y ~ 1", rhs)), data = d, family = fam),
-                            warning = keep)
-cf <- summary(full)$coefficients$cond
-v <- vcov(full)$cond
+fit_one <- function(lhs, re) {
+  warn <- character(0)
+  f <- as.formula(paste(lhs, paste(c("", re), collapse = " + ")))
+  m <- tryCatch(withCallingHandlers(glmmTMB(f, data = d, family = fam), warning = function(w) {
+    warn <<- c(warn, conditionMessage(w)); invokeRestart("muffleWarning") }), error = function(e) NULL)
+  ok <- !is.null(m) && m$fit$convergence == 0 && isTRUE(m$sdr$pdHess) && is.finite(as.numeric(logLik(m)))
+  list(model = m, ok = ok, warn = warn, formula = paste(deparse(f, width.cutoff = 500), collapse = ""))
+}
+tried <- character(0)
+for (re in unique(structures)) {
+  full <- fit_one("y ~ wp + I(wp^2)", re)
+  null <- fit_one("y ~ 1", re)
+  if (full$ok) break
+  tried <- c(tried, full$formula)
+}
+cf <- summary(full$model)$coefficients$cond
+v <- vcov(full$model)$cond
 out <- data.frame(term = c("Intercept", "wp", "wp2"), estimate = cf[, 1], se = cf[, 2], p = cf[, 4])
 write.csv(out, file.path(args[1], "coef.csv"), row.names = FALSE)
-info <- data.frame(llf = as.numeric(logLik(full)), llf_null = as.numeric(logLik(null)),
-                   cov12 = v[2, 3], converged = full$fit$convergence == 0 && isTRUE(full$sdr$pdHess),
-                   warnings = paste(unique(warn), collapse = "; "), r_version = R.version.string,
+llf_null <- if (is.null(null$model)) NA else as.numeric(logLik(null$model))
+info <- data.frame(llf = as.numeric(logLik(full$model)), llf_null = llf_null, cov12 = v[2, 3],
+                   converged = full$ok, formula = full$formula, simplified_from = paste(tried, collapse = " | "),
+                   warnings = paste(unique(full$warn), collapse = "; "), r_version = R.version.string,
                    glmmtmb = as.character(packageVersion("glmmTMB")))
 write.csv(info, file.path(args[1], "info.csv"), row.names = FALSE)
 """
@@ -138,22 +151,32 @@ def fit_glmm(rows: pd.DataFrame, dataset: str, response: str = "relative") -> Qu
         info = pd.read_csv(folder / "info.csv", keep_default_na=False).iloc[0]
     b0, b1, b2 = (float(coef.loc[k, "estimate"]) for k in ["Intercept", "wp", "wp2"])
     se1, se2 = float(coef.loc["wp", "se"]), float(coef.loc["wp2", "se"])
-    lrt = 2.0 * (float(info["llf"]) - float(info["llf_null"]))
+    lrt = 2.0 * (_num(info["llf"]) - _num(info["llf_null"]))  # NaN when either fit failed
     fit = QuadFit(dataset=dataset, n=len(data), intercept=b0, b1=b1, b2=b2,
                   p_wp=float(coef.loc["wp", "p"]), p_wp2=float(coef.loc["wp2", "p"]),
-                  p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)), critical_plw=critical_plw(b1, b2),
-                  method=GLMM_LABEL, engine="r", se_b1=se1, se_b2=se2)
-    fit.ci_low, fit.ci_high = _vertex_interval(b1, b2, se1**2, se2**2, float(info["cov12"]))
-    notes = [] if str(info["converged"]).upper() == "TRUE" else ["glmmTMB did not converge cleanly"]
+                  p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)) if np.isfinite(lrt) else float("nan"),
+                  critical_plw=critical_plw(b1, b2), method=f"{GLMM_LABEL}: {info['formula']}", engine="r",
+                  se_b1=se1, se_b2=se2)
+    fit.ci_low, fit.ci_high = _vertex_interval(b1, b2, se1**2, se2**2, _num(info["cov12"]))
+    notes = [] if str(info["converged"]).upper() == "TRUE" else ["glmmTMB did not converge (no simpler model did)"]
+    if str(info["simplified_from"]).strip():
+        notes.append(f"simplified: the paper's random effects did not converge ({info['simplified_from']})")
     if str(info["warnings"]).strip():
         notes.append(f"R warnings: {str(info['warnings'])[:200]}")
     fit.note = "; ".join(notes)
     return fit
 
 
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):  # R's NA
+        return float("nan")
+
+
 def _vertex_interval(b1: float, b2: float, v11: float, v22: float, v12: float) -> tuple[float, float]:
     """Delta-method 95% interval of the vertex wp* = -b1 / (2 b2), clipped to [0, 1], as PLW."""
-    if not b2 < 0:
+    if not b2 < 0 or not np.isfinite(v11 + v22 + v12):
         return float("nan"), float("nan")
     vertex = -b1 / (2 * b2)
     grad = np.array([-1 / (2 * b2), b1 / (2 * b2**2)])

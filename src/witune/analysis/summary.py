@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from witune.analysis import correlations, dynamics, gam, plw, wit
+from witune.analysis import benchmarks, correlations, dynamics, gam, plw, wit
 from witune.analysis.aggregate import add_relative, aggregates, best_configs
 from witune.analysis.results import is_base, run_table
 
@@ -30,35 +30,77 @@ class Analysis:
     correlations: pd.DataFrame
     mean_optima: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    subtasks: pd.DataFrame | None = None       # every score row with its benchmark group (drill-down)
+    diagnostics: pd.DataFrame | None = None    # diagnostic rows (never in any aggregate), one column each
+    roles: pd.DataFrame | None = None          # which (benchmark, metric) are scores / diagnostics, and why
+    primary: dict[str, str] = field(default_factory=dict)  # the metric each benchmark votes with
+    engine: str = "python"
+
+    @property
+    def models_used(self) -> list[dict]:
+        """Which engine and model fitted what: printed by the CLI, the JSON and the report."""
+        out = [{"analysis": "relative aggregate, WIT gains, optima",
+                "model": "no model: one primary score per benchmark, min-max within dataset x benchmark"}]
+        for f in self.fits:
+            out.append({"analysis": f"PLW quadratic fit ({f.dataset})", "model": f.model})
+        if self.gam is not None:
+            out.append({"analysis": "optimal PLW per Rg", "model": f"[{self.gam.engine}] {self.gam.model}"})
+        return out
 
 
 def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.DataFrame | None = None,
-            n_boot: int = 0, seed: int = 0, progress=None) -> Analysis:
-    """All views of the issue: aggregates, WIT gains and optima, PLW fits and GAM, correlations, dynamics."""
+            n_boot: int = 0, seed: int = 0, progress=None, engine: str = "python",
+            primary: dict[str, str] | None = None) -> Analysis:
+    """All views of the issue: aggregates, WIT gains and optima, PLW fits and GAM, correlations, dynamics.
+
+    Diagnostics (``benchmarks.ROLES``) are split off first and never reach an aggregate, gain, optimum or
+    model; lm-eval subtasks are folded into one row per run x benchmark on its primary metric
+    (``benchmarks.PRIMARY``, overridable with ``primary``). ``engine``: ``python``, ``r`` or ``auto``.
+    """
+    from witune.analysis import r_engine
+
     notes: list[str] = []
-    rel = add_relative(df)
+    engine = r_engine.resolve_engine(engine)
+    scores, diag = benchmarks.split_roles(df)
+    roles = benchmarks.role_table(df)
+    if scores.empty:
+        raise ValueError("the results hold no scores, only diagnostics: nothing to compare configurations on")
+    bench, subtasks = benchmarks.one_vote(scores, primary)
+    chosen = benchmarks.choose_primary(subtasks, primary)
+    rel = add_relative(bench)
     runs = run_table(rel).merge(rel.groupby("run_id")["relative"].mean().rename("relative_aggregate"),
                                 on="run_id")
     runs = dynamics.run_diagnostics(runs, losses)
+    diag_wide = benchmarks.diagnostics_wide(diag)
+    if len(diag_wide.columns) > 1:
+        runs = runs.merge(diag_wide, on="run_id", how="left")
     gains = wit.relative_gains(rel)
     if gains.empty:
         notes.append("No conventional-tuning run (λp, λr) = (0, 1): relative gains and heatmaps skipped.")
     opt = wit.optima(rel)
-    fits = plw.fit_all(rel, n_boot=n_boot, seed=seed, progress=progress)
+    fits = plw.fit_all(rel, n_boot=n_boot, seed=seed, progress=progress, engine=engine)
     if not fits:
         notes.append("Fewer than 3 prompt weights with response weight 1: PLW fit skipped.")
     gam_res = None
     if "rg" in rel.columns:
-        gam_res = gam.fit_gam(plw.plw_rows(rel))
+        rows = plw.plw_rows(rel)
+        if engine == "r" and rows["rg"].nunique() < 3:
+            notes.append("mgcv's te(w, r, k=3) needs at least 3 distinct Rg; the GAM was fitted with the "
+                         "Python engine (pygam) instead.")
+            gam_res = gam.fit_gam(rows)
+        else:
+            gam_res = r_engine.fit_gam(rows) if engine == "r" else gam.fit_gam(rows)
     if gam_res is None:
         notes.append("The Rg GAM needs an `rg` column and at least 2 datasets with different Rg.")
-    feats = correlations.features_from_results(df)
+    feats = correlations.features_from_results(bench)
     if features is not None:
         feats = pd.concat([feats, features], ignore_index=True)
     corr = correlations.correlate(opt, feats)
-    return Analysis(results=rel, runs=runs, aggregates=aggregates(rel), best=best_configs(aggregates(rel)),
+    agg = aggregates(rel)
+    return Analysis(results=rel, runs=runs, aggregates=agg, best=best_configs(agg),
                     gains=gains, optima=opt, optimum_counts=wit.optimum_counts(opt), fits=fits, gam=gam_res,
-                    correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes)
+                    correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes,
+                    subtasks=subtasks, diagnostics=diag_wide, roles=roles, primary=chosen, engine=engine)
 
 
 def _clean(value):
@@ -75,22 +117,33 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 def to_json(a: Analysis) -> dict:
     """A JSON-ready dict of every table (NaN becomes null)."""
-    diag_cols = [c for c in ["run_id", "mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
-                 if c in a.runs.columns]
+    diag_cols = ["run_id"] + diagnostic_columns(a)
     return {
+        "engine": a.engine,
+        "models_used": a.models_used,
         "design": design(a),
+        "primary_metrics": a.primary,
+        "roles": _records(a.roles) if a.roles is not None else [],
         "aggregates": _records(a.aggregates),
         "best_configs": _records(a.best),
         "optima": _records(a.optima),
         "optimum_counts": _records(a.optimum_counts),
-        "plw_fits": [{k: _clean(v) for k, v in asdict(f).items()} | {"significant": f.significant}
-                     for f in a.fits],
+        "plw_fits": [{k: _clean(v) for k, v in asdict(f).items()} | {"significant": f.significant,
+                                                                         "model": f.model} for f in a.fits],
+        "gam_model": f"[{a.gam.engine}] {a.gam.model}" if a.gam is not None else None,
         "gam_optimal_plw": _records(a.gam.table) if a.gam is not None else None,
         "correlations": _records(a.correlations),
         "mean_optima": _records(a.mean_optima),
         "diagnostics": _records(a.runs[diag_cols]),
         "notes": a.notes,
     }
+
+
+def diagnostic_columns(a: Analysis) -> list[str]:
+    """Per-run diagnostic columns of ``a.runs``: the sweep's diagnostic columns, loss RSD, diagnostic rows."""
+    fixed = ["mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
+    extra = [] if a.diagnostics is None else [c for c in a.diagnostics.columns if c != "run_id"]
+    return [c for c in fixed + extra if c in a.runs.columns and a.runs[c].notna().any()]
 
 
 def design(a: Analysis) -> dict:
@@ -104,7 +157,7 @@ def design(a: Analysis) -> dict:
         "response_weights": sorted(float(x) for x in tuned["response_weight"].unique()),
         "normalizations": sorted(tuned["normalization"].unique().tolist()),
         "seeds": int(r["seed"].nunique()),
-        "tasks": sorted((r["benchmark"] + ":" + r["metric"]).unique().tolist()),
+        "benchmarks": sorted((r["benchmark"] + ":" + r["metric"]).unique().tolist()),
         "runs": int(r["run_id"].nunique()),
         "base_runs": int(r.loc[is_base(r), "run_id"].nunique()),
     }

@@ -14,11 +14,33 @@ def register(subparsers) -> None:
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the critical-PLW interval")
-    p.add_argument("--seed", type=int, default=0)
+    add_model_options(p)
     p.add_argument("--plots", default=None, help="folder to write the figures to as PNG")
     p.add_argument("--json", action="store_true", help="print every table as JSON instead of rich tables")
     p.set_defaults(func=run)
+
+
+def add_model_options(p) -> None:
+    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, bootstrap."""
+    p.add_argument("--engine", choices=["auto", "r", "python"], default="auto",
+                   help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
+                        "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "
+                        "glmmTMB and mgcv is installed, else python")
+    p.add_argument("--primary", action="append", default=[], metavar="BENCHMARK=METRIC",
+                   help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap replicates for the critical-PLW interval (python engine)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def parse_primary(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        bench, sep, metric = item.partition("=")
+        if not sep or not bench or not metric:
+            raise SystemExit(f"--primary {item!r}: expected BENCHMARK=METRIC")
+        out[bench.strip()] = metric.strip()
+    return out
 
 
 def load_inputs(args: argparse.Namespace):
@@ -49,7 +71,8 @@ def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
         datasets = results["dataset"].nunique()
         task = bar.add_task("fitting (bootstrap of the critical PLW)", total=max(1, args.bootstrap * datasets))
         return analyze(results, losses, features, n_boot=args.bootstrap, seed=args.seed,
-                       progress=lambda: bar.advance(task))
+                       progress=lambda: bar.advance(task), engine=getattr(args, "engine", "auto"),
+                       primary=parse_primary(getattr(args, "primary", [])))
 
 
 def _console(stderr: bool = False):
@@ -74,28 +97,40 @@ def run(args: argparse.Namespace) -> int:
 
     from witune.analysis.summary import to_json
 
-    a = analyze_with_progress(args, quiet=args.json)
+    from witune.analysis.summary import diagnostic_columns
+
+    try:
+        a = analyze_with_progress(args, quiet=args.json)
+    except RuntimeError as exc:  # --engine r without R, or R failing: one line, no traceback
+        _console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
     if args.json:
         json.dump(to_json(a), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         con = _console()
-        con.print(_rich_table("Best configuration per model x dataset (relative aggregate)", a.best))
+        con.print(f"[bold]engine: {a.engine}[/]")
+        con.print(_rich_table("Which engine and model fitted what", pd.DataFrame(a.models_used)))
+        votes = ", ".join(f"{b}={m}" for b, m in sorted(a.primary.items()))
+        con.print(f"One vote per benchmark, on its primary metric: {votes}")
+        con.print(_rich_table("Best configuration per model x dataset (relative aggregate of scores; "
+                              "diagnostics excluded)", a.best))
         con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
-        fits = pd.DataFrame([{"dataset": f.dataset, "n": f.n, "wp": f.b1, "wp^2": f.b2, "p(wp)": f.p_wp,
-                              "p(wp^2)": f.p_wp2, "p(LRT)": f.p_lrt, "critical PLW": f.critical_plw,
+        fits = pd.DataFrame([{"dataset": f.dataset, "engine": f.engine, "n": f.n, "wp": f.b1, "se(wp)": f.se_b1,
+                              "wp^2": f.b2, "se(wp^2)": f.se_b2, "p(wp)": f.p_wp, "p(wp^2)": f.p_wp2,
+                              "p(LRT)": f.p_lrt, "critical PLW": f.critical_plw,
                               "CI low": f.ci_low, "CI high": f.ci_high} for f in a.fits])
         if len(fits):
-            con.print(_rich_table("PLW quadratic mixed model", fits))
+            con.print(_rich_table(f"PLW quadratic mixed model: {a.fits[0].model}", fits))
         if a.gam is not None:
-            con.print(_rich_table("Optimal PLW per Rg (GAM)", a.gam.table))
+            con.print(_rich_table(f"Optimal PLW per Rg: [{a.gam.engine}] {a.gam.model}", a.gam.table))
         if len(a.correlations):
-            con.print(_rich_table("Correlations with the optimal prompt weight", a.correlations))
-        diag = [c for c in ["mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
-                if c in a.runs.columns]
+            con.print(_rich_table("Correlations with the optimal prompt weight (n = distinct units)",
+                                  a.correlations))
+        diag = diagnostic_columns(a)
         if diag:
             per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
-            con.print(_rich_table("Training dynamics by prompt weight (mean over runs)", per))
+            con.print(_rich_table("Diagnostics by prompt weight (mean over runs; never in any aggregate)", per))
         for note in a.notes:
             con.print(f"[yellow]note:[/] {note}")
     if args.plots:

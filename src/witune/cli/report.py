@@ -6,14 +6,15 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from witune.cli.analyze import add_model_options
+
     p = subparsers.add_parser("report", help="self-contained HTML report (figures embedded) of a sweep")
     p.add_argument("sweep", help="sweep folder (with sweep.sqlite) or results CSV")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the critical-PLW interval")
-    p.add_argument("--seed", type=int, default=0)
+    add_model_options(p)
     p.add_argument("--title", default="witune sweep report")
     p.set_defaults(func=run)
 
@@ -24,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
     from witune.cli.analyze import analyze_with_progress
     from witune.report.html import write_report
 
-    a = analyze_with_progress(args)
+    try:
+        a = analyze_with_progress(args)
+    except RuntimeError as exc:  # --engine r without R, or R failing
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
     path = write_report(a, args.output, args.title)
     Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

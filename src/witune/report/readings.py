@@ -17,7 +17,8 @@ def aggregate_reading(a: Analysis) -> str:
         parts.append(f"for {row['model']} on {row['dataset']} the best configuration is "
                      f"(λp, λr) = ({_w(row['prompt_weight'])}, {_w(row['response_weight'])}) "
                      f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task)")
-    return ("Scores are min-max normalised within each dataset × benchmark, so every task counts the same; "
+    return ("Each benchmark's primary score is min-max normalised within each dataset × benchmark, so every "
+            "benchmark counts once whatever its number of subtasks (diagnostics such as prompt NLL are left out); "
             + "; ".join(parts) + ".") if parts else "No fine-tuned runs to compare."
 
 
@@ -38,15 +39,16 @@ def wit_reading(a: Analysis) -> str:
 def plw_reading(a: Analysis) -> str:
     if not a.fits:
         return "The sweep has too few prompt loss weights (with response weight 1) for the quadratic fit."
-    out = []
+    out = [f"Fitted with {a.fits[0].model}."]
     for f in a.fits:
+        interval = "95% bootstrap interval" if f.engine == "python" else "95% delta-method interval"
         if f.significant:
-            ci = f" (95% bootstrap interval {f.ci_low:.3g} to {f.ci_high:.3g})" if np.isfinite(f.ci_low) else ""
+            ci = f" ({interval} {f.ci_low:.3g} to {f.ci_high:.3g})" if np.isfinite(f.ci_low) else ""
             out.append(f"On {f.dataset} the scores follow a significant downward parabola in wp "
                        f"(p = {f.p_lrt:.2g}); they peak at PLW ≈ {f.critical_plw:.3g}{ci}.")
         else:
             out.append(f"On {f.dataset} there is no significant quadratic relationship with PLW "
-                       f"(p = {f.p_lrt:.2g}): the prompt loss weight can be left at its default.")
+                       f"(p = {f.p_lrt:.2g}): the prompt loss weight does not matter here; keep masking (PLW 0).")
     return " ".join(out)
 
 
@@ -54,11 +56,17 @@ def gam_reading(a: Analysis) -> str:
     if a.gam is None:
         return "The optimal-PLW-per-Rg table needs several datasets with different generation ratios Rg."
     t = a.gam.table
-    low, high = t.iloc[0], t.iloc[-1]
+    parts = []
+    for _, row in t.iloc[[0, -1]].drop_duplicates("rg").iterrows():
+        if row["flat"]:
+            parts.append(f"at Rg = {row['rg']:g} the PLW makes no detectable difference (p = {row['p_flat']:.2g}): "
+                         "keep masking (PLW 0)")
+        else:
+            parts.append(f"at Rg = {row['rg']:g} the fitted optimum is PLW ≈ {row['optimal_plw']:.3g} "
+                         f"(p = {row['p_flat']:.2g} that the PLW does not matter)")
     flat = int(t["flat"].sum())
-    return (f"The GAM suggests PLW ≈ {low['optimal_plw']:.3g} for Rg = {low['rg']:g} and "
-            f"≈ {high['optimal_plw']:.3g} for Rg = {high['rg']:g}. Rows marked flat ({flat} of {len(t)}) "
-            "are where the PLW barely matters (effect under 5% of the score range).")
+    return (f"Fitted with [{a.gam.engine}] {a.gam.model}. " + "; ".join(parts) + f". {flat} of {len(t)} Rg rows "
+            "are flat: a Wald test cannot tell the PLWs apart there (p ≥ 0.05), so their optimum means nothing.")
 
 
 def correlation_reading(a: Analysis) -> str:
@@ -68,8 +76,8 @@ def correlation_reading(a: Analysis) -> str:
     top = a.correlations.reindex(a.correlations["spearman"].abs().sort_values(ascending=False).index).iloc[0]
     direction = "higher" if top["spearman"] > 0 else "lower"
     return (f"The strongest link: {top['level']} feature `{top['feature']}` (Spearman {top['spearman']:+.2f}, "
-            f"p = {top['p_spearman']:.2g}, n = {top['n']}): larger values go with a {direction} optimal "
-            "prompt weight.")
+            f"p = {top['p_spearman']:.2g}, n = {top['n']} distinct {top['level']}s): larger values go with a "
+            f"{direction} optimal prompt weight.")
 
 
 def dynamics_reading(a: Analysis) -> str:
