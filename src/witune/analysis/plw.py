@@ -185,18 +185,13 @@ def fit_all(df_rel: pd.DataFrame, n_boot: int = 0, seed: int = 0, progress=None,
     delta-method interval; ``n_boot`` is not used).
     """
     rows = plw_rows(df_rel)
-    fits = []
-    for dataset in sorted(rows["dataset"].unique()):
-        part = rows[rows["dataset"] == dataset]
-        if part["plw"].nunique() < 3:
-            continue
-        if engine == "r":
-            from witune.analysis import r_engine
+    datasets = [d for d in sorted(rows["dataset"].unique()) if rows.loc[rows["dataset"] == d, "plw"].nunique() >= 3]
+    if engine == "r":
+        from witune.analysis import r_engine
 
-            fits.append(r_engine.fit_glmm(rows, dataset))
-            if progress is not None:
-                for _ in range(n_boot):
-                    progress()
-        else:
-            fits.append(fit_quadratic(rows, dataset, n_boot=n_boot, seed=seed, progress=progress))
-    return fits
+        fits = r_engine.fit_glmms(rows, datasets) if datasets else []
+        if progress is not None:  # no bootstrap in the R engine: complete the bar
+            for _ in range(n_boot * len(datasets)):
+                progress()
+        return fits
+    return [fit_quadratic(rows, d, n_boot=n_boot, seed=seed, progress=progress) for d in datasets]

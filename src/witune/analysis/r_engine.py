@@ -39,7 +39,9 @@ TIMEOUT = 600
 GLMM_R = r"""
 args <- commandArgs(TRUE)
 suppressMessages(library(glmmTMB))
-d <- read.csv(file.path(args[1], "data.csv"))
+all <- read.csv(file.path(args[1], "data.csv"))
+for (k in sort(unique(all$ds))) {
+d <- all[all$ds == k, ]
 n <- nrow(d)
 d$y <- (d$y * (n - 1) + 0.5) / n  # Smithson & Verkuilen (2006) squeeze into (0, 1)
 slopes <- length(unique(d$b)) > 1
@@ -61,20 +63,21 @@ fit_one <- function(lhs, re) {
 tried <- character(0)
 for (re in unique(structures)) {
   full <- fit_one("y ~ wp + I(wp^2)", re)
-  null <- fit_one("y ~ 1", re)
   if (full$ok) break
   tried <- c(tried, full$formula)
 }
+null <- fit_one("y ~ 1", re)
 cf <- summary(full$model)$coefficients$cond
 v <- vcov(full$model)$cond
 out <- data.frame(term = c("Intercept", "wp", "wp2"), estimate = cf[, 1], se = cf[, 2], p = cf[, 4])
-write.csv(out, file.path(args[1], "coef.csv"), row.names = FALSE)
+write.csv(out, file.path(args[1], paste0("coef_", k, ".csv")), row.names = FALSE)
 llf_null <- if (is.null(null$model)) NA else as.numeric(logLik(null$model))
 info <- data.frame(llf = as.numeric(logLik(full$model)), llf_null = llf_null, cov12 = v[2, 3],
                    converged = full$ok, formula = full$formula, simplified_from = paste(tried, collapse = " | "),
                    warnings = paste(unique(full$warn), collapse = "; "), r_version = R.version.string,
                    glmmtmb = as.character(packageVersion("glmmTMB")))
-write.csv(info, file.path(args[1], "info.csv"), row.names = FALSE)
+write.csv(info, file.path(args[1], paste0("info_", k, ".csv")), row.names = FALSE)
+}
 """
 
 GAM_R = r"""
@@ -140,19 +143,32 @@ def _run(script: str, folder: Path) -> None:
 
 def fit_glmm(rows: pd.DataFrame, dataset: str, response: str = "relative") -> QuadFit:
     """The paper's beta GLMM on one dataset's PLW rows (``plw_rows``), response column ``response``."""
-    data = rows[rows["dataset"] == dataset]
-    frame = pd.DataFrame({"y": data[response].astype(float).clip(0, 1), "wp": data["wp"].astype(float),
-                          "b": data["task"].astype(str), "m": data["model"].astype(str)})
+    return fit_glmms(rows, [dataset], response)[0]
+
+
+def fit_glmms(rows: pd.DataFrame, datasets: list[str], response: str = "relative") -> list[QuadFit]:
+    """The paper's beta GLMM for each dataset, all in one Rscript process (loading glmmTMB takes seconds)."""
+    data = rows[rows["dataset"].isin(datasets)]
+    index = {name: i for i, name in enumerate(datasets)}
+    frame = pd.DataFrame({"ds": data["dataset"].map(index), "y": data[response].astype(float).clip(0, 1),
+                          "wp": data["wp"].astype(float), "b": data["task"].astype(str),
+                          "m": data["model"].astype(str)})
     with tempfile.TemporaryDirectory(prefix="witune-r-") as tmp:
         folder = Path(tmp)
         frame.to_csv(folder / "data.csv", index=False)
         _run(GLMM_R, folder)
-        coef = pd.read_csv(folder / "coef.csv").set_index("term")
-        info = pd.read_csv(folder / "info.csv", keep_default_na=False).iloc[0]
+        out = [_glmm_fit(name, int((data["dataset"] == name).sum()),
+                         pd.read_csv(folder / f"coef_{index[name]}.csv").set_index("term"),
+                         pd.read_csv(folder / f"info_{index[name]}.csv", keep_default_na=False).iloc[0])
+               for name in datasets]
+    return out
+
+
+def _glmm_fit(dataset: str, n: int, coef: pd.DataFrame, info: pd.Series) -> QuadFit:
     b0, b1, b2 = (float(coef.loc[k, "estimate"]) for k in ["Intercept", "wp", "wp2"])
     se1, se2 = float(coef.loc["wp", "se"]), float(coef.loc["wp2", "se"])
     lrt = 2.0 * (_num(info["llf"]) - _num(info["llf_null"]))  # NaN when either fit failed
-    fit = QuadFit(dataset=dataset, n=len(data), intercept=b0, b1=b1, b2=b2,
+    fit = QuadFit(dataset=dataset, n=n, intercept=b0, b1=b1, b2=b2,
                   p_wp=float(coef.loc["wp", "p"]), p_wp2=float(coef.loc["wp2", "p"]),
                   p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)) if np.isfinite(lrt) else float("nan"),
                   critical_plw=critical_plw(b1, b2), method=f"{GLMM_LABEL}: {info['formula']}", engine="r",
