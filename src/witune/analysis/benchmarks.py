@@ -148,7 +148,7 @@ def one_vote(df: pd.DataFrame, primary: dict[str, str] | None = None) -> tuple[p
         member = PRIMARY.get(group, ((), None))[1]
         own = part[part["benchmark"] == (member or group)]  # lm-eval's group row or the chosen member
         if len(own):
-            parts.append(own.assign(n_subtasks=0))
+            parts.append(own.assign(benchmark=group, n_subtasks=0))
             continue
         keys = [c for c in part.columns if c not in ("benchmark", "score", "higher_is_better")]
         mean = (part.groupby(["run_id", "metric"], sort=False)
