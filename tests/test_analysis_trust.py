@@ -190,3 +190,17 @@ def test_engine_resolution_without_r(monkeypatch, tmp_path):
             r_engine.resolve_engine("r")
     finally:
         r_engine.r_status.cache_clear()
+
+
+@needs_r
+def test_r_analysis_and_report_name_the_engine():
+    from witune.report.html import render
+
+    design = SyntheticSweep(models=["a"], benchmarks=["arc", "piqa", "wino"], with_base=False,
+                            prompt_weights=[0.0, 0.01, 0.1, 0.5, 1.0])
+    a = analyze(make_sweep(design)[0], engine="r")
+    assert a.engine == "r" and a.fits[0].engine == "r"
+    data = to_json(a)
+    assert data["engine"] == "r" and "glmmTMB beta GLMM, logit link" in data["plw_fits"][0]["model"]
+    text = render(a)
+    assert "engine: r" in text and "glmmTMB beta GLMM, logit link" in text and "delta-method" in text

@@ -39,16 +39,21 @@ def sweep_csv(tmp_path_factory):
 def report_path(sweep_csv):
     out = sweep_csv / "out" / "report.html"
     args = _parser().parse_args(["report", str(sweep_csv / "results.csv"), "-o", str(out),
-                                 "--losses", str(sweep_csv / "losses.csv"), "--bootstrap", "0"])
+                                 "--losses", str(sweep_csv / "losses.csv"), "--bootstrap", "0",
+                                 "--engine", "python"])  # the R engine's report: test_analysis_trust
     assert args.func(args) == 0
     return out
 
 
 def test_analyze_json(sweep_csv, capsys):
     args = _parser().parse_args(["analyze", str(sweep_csv / "results.csv"), "--json", "--bootstrap", "0",
-                                 "--losses", str(sweep_csv / "losses.csv")])
+                                 "--losses", str(sweep_csv / "losses.csv"), "--engine", "python"])
     assert args.func(args) == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["engine"] == "python"
+    assert all("Gaussian" in f["model"] and "not comparable" in f["model"] for f in data["plw_fits"])
+    assert data["gam_model"].startswith("[python] pygam") and "score scale" in data["gam_model"]
+    assert data["primary_metrics"] == {"arc": "acc", "piqa": "acc", "ppl": "ppl"}
     assert data["design"]["runs"] == 2 * 2 * (5 * 2 + 1)
     assert {f["dataset"] for f in data["plw_fits"]} == {"short", "long"}
     assert data["gam_optimal_plw"] and data["optimum_counts"]
@@ -69,8 +74,10 @@ def test_report_is_self_contained(report_path):
     assert text.count('src="data:image/png;base64,') >= 4  # aggregates, heatmaps, PLW fit, GAM, dynamics
     for forbidden in ["http://", "https://", "<link", "src=\"http"]:
         assert forbidden not in text
-    for heading in ["Sweep design", "Runs", "WIT view", "PLW view", "Recommendation", "Training dynamics"]:
+    for heading in ["Sweep design", "Runs", "WIT view", "PLW view", "Recommendation", "Training dynamics",
+                    "Which engine and model fitted what", "Scores and diagnostics"]:
         assert heading in text
+    assert "engine: python" in text and "not comparable with the paper" in text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (apt-get install chromium)")
