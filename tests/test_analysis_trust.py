@@ -113,6 +113,7 @@ def test_correlations_count_distinct_datasets():
     # Perfectly monotone over 4 datasets: Kendall's exact p is 2/4! = 0.083, not the ~1e-9 that 40
     # "observations" would suggest.
     assert corr["kendall_tau"] == pytest.approx(1.0) and corr["p_kendall"] == pytest.approx(2 / 24)
+    assert corr["spearman"] == pytest.approx(1.0) and corr["p_spearman"] == pytest.approx(2 / 24)  # exact, not 0
 
 
 def _flat_design(random_state: int) -> SyntheticSweep:

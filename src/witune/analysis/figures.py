@@ -47,7 +47,10 @@ def plw_fit_figure(results_rel: pd.DataFrame, fits: list[QuadFit]):
         for task, t in part.groupby("task"):
             mean = t.groupby("wp")["relative"].mean()
             ax.plot(mean.index, mean.to_numpy(), ".", alpha=0.6, label=task)
-        ax.plot(grid, fit.intercept + fit.b1 * grid + fit.b2 * grid**2, "k-", lw=2, label="fixed effects")
+        eta = fit.intercept + fit.b1 * grid + fit.b2 * grid**2
+        # The R engine's coefficients are on the logit scale of the beta GLMM: back to the score scale.
+        curve = 1.0 / (1.0 + np.exp(-eta)) if fit.engine == "r" else eta
+        ax.plot(grid, curve, "k-", lw=2, label=f"fixed effects [{fit.engine}]")
         if np.isfinite(fit.critical_plw):
             ax.axvline(fit.critical_plw**P, color="red", ls="--", label=f"critical PLW {fit.critical_plw:.3g}")
             if np.isfinite(fit.ci_low):

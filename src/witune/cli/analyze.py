@@ -82,13 +82,15 @@ def _console(stderr: bool = False):
 
 
 def _rich_table(title: str, df, digits: int = 3):
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    # escape: labels such as "[r] R glmmTMB ..." are text, not rich markup
+    t = Table(title=escape(title), title_justify="left")
     for col in df.columns:
-        t.add_column(str(col))
+        t.add_column(escape(str(col)))
     for row in df.itertuples(index=False):
-        t.add_row(*[f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in row])
+        t.add_row(*[f"{v:.{digits}g}" if isinstance(v, float) else escape(str(v)) for v in row])
     return t
 
 
@@ -97,12 +99,14 @@ def run(args: argparse.Namespace) -> int:
 
     from witune.analysis.summary import to_json
 
+    from rich.markup import escape
+
     from witune.analysis.summary import diagnostic_columns
 
     try:
         a = analyze_with_progress(args, quiet=args.json)
     except RuntimeError as exc:  # --engine r without R, or R failing: one line, no traceback
-        _console(stderr=True).print(f"[red]error:[/] {exc}")
+        _console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     if args.json:
         json.dump(to_json(a), sys.stdout, indent=1)
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"[bold]engine: {a.engine}[/]")
         con.print(_rich_table("Which engine and model fitted what", pd.DataFrame(a.models_used)))
         votes = ", ".join(f"{b}={m}" for b, m in sorted(a.primary.items()))
-        con.print(f"One vote per benchmark, on its primary metric: {votes}")
+        con.print(f"One vote per benchmark, on its primary metric: {escape(votes)}")
         con.print(_rich_table("Best configuration per model x dataset (relative aggregate of scores; "
                               "diagnostics excluded)", a.best))
         con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
             con.print(_rich_table("Diagnostics by prompt weight (mean over runs; never in any aggregate)", per))
         for note in a.notes:
-            con.print(f"[yellow]note:[/] {note}")
+            con.print(f"[yellow]note:[/] {escape(note)}")
     if args.plots:
         _write_plots(a, args.plots)
     return 0

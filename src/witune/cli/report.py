@@ -21,6 +21,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from witune.cli.analyze import analyze_with_progress
     from witune.report.html import write_report
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         a = analyze_with_progress(args)
     except RuntimeError as exc:  # --engine r without R, or R failing
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     path = write_report(a, args.output, args.title)
     Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
