@@ -10,7 +10,12 @@ import pytest
 from witune.analysis import benchmarks, correlations, gam, plw, r_engine, wit
 from witune.analysis.aggregate import add_relative
 from witune.analysis.summary import analyze, to_json
-from witune.analysis.synthetic import PAPER_BETA, SyntheticSweep, make_beta_sweep, make_sweep
+from witune.analysis.synthetic import (
+    PAPER_BETA,
+    SyntheticSweep,
+    make_beta_sweep,
+    make_sweep,
+)
 
 HAVE_R, WHY_NOT_R = r_engine.r_status()
 needs_r = pytest.mark.skipif(not HAVE_R, reason=f"R engine unavailable: {WHY_NOT_R}")

@@ -14,7 +14,8 @@ import pandas as pd
 
 from witune.analysis.results import is_base
 
-# A "task" is one (benchmark, metric) pair: a benchmark reported with two metrics counts twice.
+# A "task" is one (benchmark, metric) pair. ``summary.analyze`` passes one row per run x benchmark (its
+# primary metric, subtasks folded in: ``witune.analysis.benchmarks.one_vote``), so each benchmark counts once.
 TASK = ["benchmark", "metric"]
 CONFIG = ["model", "dataset", "prompt_weight", "response_weight", "normalization"]
 

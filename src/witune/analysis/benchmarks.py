@@ -78,7 +78,7 @@ FALLBACK = ("acc_norm", "acc", "exact_match", "response_nll", "response_nll_per_
 
 def bare(name: str) -> str:
     """`witune_mmlu_anatomy` -> `mmlu_anatomy`: the local harness copies are the standard benchmarks."""
-    return name[len("witune_"):] if name.startswith("witune_") else name
+    return name.removeprefix("witune_")
 
 
 def diagnostic_reason(benchmark: str, metric: str) -> str | None:
@@ -125,7 +125,7 @@ def choose_primary(scores: pd.DataFrame, primary: dict[str, str] | None = None) 
     for group, part in grouped.groupby("group"):
         have = set(part["metric"])
         candidates = ((primary[group],) if group in primary else ()) + PRIMARY.get(group, ((), None))[0] + FALLBACK
-        out[group] = next((m for m in candidates if m in have), sorted(have)[0])
+        out[group] = next((m for m in candidates if m in have), min(have))
     return out
 
 
@@ -149,6 +149,8 @@ def one_vote(df: pd.DataFrame, primary: dict[str, str] | None = None) -> tuple[p
         own = part[part["benchmark"] == (member or group)]  # lm-eval's group row or the chosen member
         if len(own):
             parts.append(own.assign(benchmark=group, n_subtasks=0))
+        part = part[~part["run_id"].isin(own["run_id"])]  # runs without that row: mean of their subtasks
+        if part.empty:
             continue
         keys = [c for c in part.columns if c not in ("benchmark", "score", "higher_is_better")]
         mean = (part.groupby(["run_id", "metric"], sort=False)

@@ -55,7 +55,7 @@ def correlate(optima: pd.DataFrame, features: pd.DataFrame, target: str = "promp
         if len(x) <= EXACT_N:
             p_rho = _exact_spearman_p(x, y, float(rho))
         tau, p_tau = stats.kendalltau(x, y)
-        out.append({"level": level, "feature": feature, "n": int(len(x)),
+        out.append({"level": level, "feature": feature, "n": len(x),
                     "n_combinations": int(per_unit["size"].sum()), "spearman": float(rho),
                     "p_spearman": float(p_rho), "kendall_tau": float(tau), "p_kendall": float(p_tau)})
     cols = ["level", "feature", "n", "n_combinations", "spearman", "p_spearman", "kendall_tau", "p_kendall"]

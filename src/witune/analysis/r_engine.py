@@ -111,7 +111,7 @@ def r_status() -> tuple[bool, str]:
         return False, "Rscript not found (apt-get install r-base-core r-cran-glmmtmb r-cran-mgcv)"
     try:
         proc = subprocess.run([rscript, "-e", "suppressMessages({library(glmmTMB); library(mgcv)})"],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"Rscript failed to start ({exc})"
     if proc.returncode != 0:
@@ -135,7 +135,7 @@ def resolve_engine(engine: str) -> str:
 def _run(script: str, folder: Path) -> None:
     (folder / "script.R").write_text(script, encoding="utf-8")
     proc = subprocess.run(["Rscript", "--vanilla", str(folder / "script.R"), str(folder)],
-                          capture_output=True, text=True, timeout=TIMEOUT)
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise RuntimeError(f"Rscript failed: {tail}")

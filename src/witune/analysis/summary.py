@@ -64,7 +64,7 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
     scores, diag = benchmarks.split_roles(df)
     roles = benchmarks.role_table(df)
     if scores.empty:
-        raise ValueError("the results hold no scores, only diagnostics: nothing to compare configurations on")
+        raise RuntimeError("the results hold no scores, only diagnostics: nothing to compare configurations on")
     bench, subtasks = benchmarks.one_vote(scores, primary)
     chosen = benchmarks.choose_primary(subtasks, primary)
     rel = add_relative(bench)

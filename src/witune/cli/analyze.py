@@ -96,16 +96,13 @@ def _rich_table(title: str, df, digits: int = 3):
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
-
-    from witune.analysis.summary import to_json
-
     from rich.markup import escape
 
-    from witune.analysis.summary import diagnostic_columns
+    from witune.analysis.summary import diagnostic_columns, to_json
 
     try:
         a = analyze_with_progress(args, quiet=args.json)
-    except RuntimeError as exc:  # --engine r without R, or R failing: one line, no traceback
+    except RuntimeError as exc:  # no R for --engine r, R failing, no scores: one line
         _console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     if args.json:

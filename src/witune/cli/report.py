@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         a = analyze_with_progress(args)
-    except RuntimeError as exc:  # --engine r without R, or R failing
+    except RuntimeError as exc:  # --engine r without R, R failing, no scores at all
         Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     path = write_report(a, args.output, args.title)
