@@ -61,18 +61,23 @@ fit_one <- function(lhs, re) {
   list(model = m, ok = ok, warn = warn, formula = paste(deparse(f, width.cutoff = 500), collapse = ""))
 }
 tried <- character(0)
-for (re in unique(structures)) {
+for (re in unique(lapply(structures, as.character))) {
   full <- fit_one("y ~ wp + I(wp^2)", re)
   if (full$ok) break
   tried <- c(tried, full$formula)
 }
 null <- fit_one("y ~ 1", re)
-cf <- summary(full$model)$coefficients$cond
-v <- vcov(full$model)$cond
+if (is.null(full$model)) {  # every structure failed outright: report NA rather than abort the others
+  cf <- matrix(NA, 3, 4); v <- matrix(NA, 3, 3)
+} else {
+  cf <- summary(full$model)$coefficients$cond
+  v <- vcov(full$model)$cond
+}
 out <- data.frame(term = c("Intercept", "wp", "wp2"), estimate = cf[, 1], se = cf[, 2], p = cf[, 4])
 write.csv(out, file.path(args[1], paste0("coef_", k, ".csv")), row.names = FALSE)
 llf_null <- if (is.null(null$model)) NA else as.numeric(logLik(null$model))
-info <- data.frame(llf = as.numeric(logLik(full$model)), llf_null = llf_null, cov12 = v[2, 3],
+llf <- if (is.null(full$model)) NA else as.numeric(logLik(full$model))
+info <- data.frame(llf = llf, llf_null = llf_null, cov12 = v[2, 3],
                    converged = full$ok, formula = full$formula, simplified_from = paste(tried, collapse = " | "),
                    warnings = paste(unique(full$warn), collapse = "; "), r_version = R.version.string,
                    glmmtmb = as.character(packageVersion("glmmTMB")))
