@@ -73,7 +73,8 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
                    "coefficients and p-values are not comparable with the PLW paper's Table 3 (install R with "
                    "glmmTMB and mgcv and use --engine r for the paper's own models)."
                    if a.engine == "python" else
-                   "The R engine fits the PLW paper's own models: coefficients comparable with its Table 3.")
+                   "The R engine fits the PLW paper's own models: coefficients comparable with its Table 3 "
+                   "(a fit's note says when the paper's random effects did not converge and were simplified).")
     sections.append(_section(f"Which engine and model fitted what (engine: {a.engine})", _reading(engine_note),
                              table(pd.DataFrame(a.models_used))))
     if a.roles is not None:

@@ -65,7 +65,9 @@ def gam_reading(a: Analysis) -> str:
             parts.append(f"at Rg = {row['rg']:g} the fitted optimum is PLW ≈ {row['optimal_plw']:.3g} "
                          f"(p = {row['p_flat']:.2g} that the PLW does not matter)")
     flat = int(t["flat"].sum())
-    return (f"Fitted with [{a.gam.engine}] {a.gam.model}. " + "; ".join(parts) + f". {flat} of {len(t)} Rg rows "
+    said = "; ".join(parts)
+    said = said[:1].upper() + said[1:]
+    return (f"Fitted with [{a.gam.engine}] {a.gam.model}. {said}. {flat} of {len(t)} Rg rows "
             "are flat: a Wald test cannot tell the PLWs apart there (p ≥ 0.05), so their optimum means nothing.")
 
 
