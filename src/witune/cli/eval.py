@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 HELP_TASKS = (
     "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
@@ -23,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="items per task")
     p.add_argument("--num-fewshot", type=int, default=None, help="override the per-task shot presets")
     p.add_argument("--json", dest="json_out", default=None, help="write the result rows to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-new-tokens", type=int, default=256, help="for generation built-ins")
     p.add_argument("--batch-size", type=int, default=8)
@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.db is None) != (args.run_id is None):
         print("witune eval: --db and --run-id go together", file=sys.stderr)
         return 2
+    from witune.atomic import atomic_write_text, check_output
+
+    if args.json_out:
+        check_output(args.json_out, [args.model], args.force)  # before the evaluation, not after it
     opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        judge=args.judge, judge_model=args.judge_model)
     try:
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print_table(rows)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
+        atomic_write_text(args.json_out, json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
     if args.db:
         try:
             from witune.sweep.db import write_eval_rows  # owned by the sweep; see witune.sweep
