@@ -122,7 +122,7 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
         cfg = TrainConfig(**{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr,
                              "output_dir": str(out / name)})
         t0 = time.perf_counter()
-        run = train(cfg)
+        run = train(cfg, overwrite=True)  # the demo's own sub-folders: a re-run replaces them
         seconds = time.perf_counter() - t0
         from transformers import AutoModelForCausalLM
 
