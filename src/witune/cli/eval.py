@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", default=None, help="judge for witune:winrate: model folder or http(s) endpoint")
     p.add_argument("--judge-model", default="judge", help="model name sent to an OpenAI-compatible judge")
+    p.add_argument("--judge-allow-http", action="store_true",
+                   help="allow a plain http judge on another machine (default: https, or http to localhost only)")
     p.add_argument("--data-dir", default=None, help="evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)")
     p.add_argument("--db", default=None, help="sweep database to write results into (with --run-id)")
     p.add_argument("--run-id", default=None, help="run id in the sweep database")
@@ -61,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         check_output(args.json_out, [args.model], args.force)  # before the evaluation, not after it
     opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                       judge=args.judge, judge_model=args.judge_model)
+                       judge=args.judge, judge_model=args.judge_model, judge_allow_http=args.judge_allow_http)
     try:
         names = split_tasks(args.tasks)
+        if args.judge and args.judge.startswith(("http://", "https://")):  # refuse an insecure judge before work
+            from witune.eval.judge import check_judge_url
+
+            check_judge_url(args.judge, args.judge_allow_http)
         for n in names:  # fail on a typo before loading anything
             if n.startswith("witune:"):
                 parse_task(n)
