@@ -356,3 +356,36 @@ def test_failed_model_save_leaves_the_old_model_loadable(run_setup, tmp_path, mo
     assert _tree(out / "model") == before
     assert not [p for p in os.listdir(out) if p.startswith(".model")]
     AutoModelForCausalLM.from_pretrained(out / "model")
+
+
+_TRAIN_DISK_FULL = textwrap.dedent("""
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+    from witune.cli.main import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.slow
+def test_full_disk_during_model_save_leaves_the_old_model(run_setup, tmp_path):
+    """A real failing write (file-size limit, as a full disk) while `model/` is saved: the old model stays."""
+    from transformers import AutoModelForCausalLM
+
+    from witune.train import train
+
+    model, data = run_setup
+    out = tmp_path / "run"
+    train(_cfg(model, data, out))
+    before = _tree(out / "model")
+    limit = (out / "model" / "model.safetensors").stat().st_size // 2  # every other file is smaller
+    sets = dict(model=model, data=data, output_dir=out, per_device_batch_size=2, max_steps=3, learning_rate=1e-3,
+                warmup_ratio=0.25, prompt_weight=0.1, save_every=0, progress=False, seed=3)
+    args = ["train", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")], "--resume"]
+    run = subprocess.run([sys.executable, "-c", _TRAIN_DISK_FULL, str(limit), *args], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert f"error: cannot write {out / 'model'}: File too large" in " ".join(run.stderr.split())
+    assert _tree(out / "model") == before
+    assert not [p for p in os.listdir(out) if p.startswith(".model")]
+    AutoModelForCausalLM.from_pretrained(out / "model")

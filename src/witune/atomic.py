@@ -206,8 +206,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if e.errno in _WRITE_ERRNOS:
             raise _error(path, e) from None
         raise
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if type(e).__name__ == "SafetensorError" and "I/O error" in str(e):
+            # safetensors writes from Rust and reports a full disk as its own error type, not as OSError.
+            raise OutputError(f"cannot write {path}: {str(e).split('I/O error: ', 1)[-1]}") from None
         raise
 
 
