@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from witune.atomic import OutputError, atomic_dir, atomic_open, atomic_write_text, check_output
+from witune.atomic import OutputError, atomic_dir, atomic_open, check_output
 from witune.cli.main import main
 from witune.stats.clean import Cleaning, Removal, write_report
 from witune.stats.records import write_records
@@ -339,8 +339,7 @@ def test_resume_with_more_steps_continues_at_the_right_learning_rate(run_setup, 
 def test_failed_model_save_leaves_the_old_model_loadable(run_setup, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    import witune.train.setup as setup
-    from witune.train import train
+    from witune.train import setup, train
 
     model, data = run_setup
     out = tmp_path / "run"

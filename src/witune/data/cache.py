@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -194,7 +195,7 @@ def _load(path: Path, key: str) -> TokenizedData:
         locs = z["loc"].tolist()
     names, sources, units = header["roles"], header["sources"], header["units"]
     rows = []
-    for i, (a, b) in enumerate(zip(offsets, offsets[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(offsets)):
         src, index, unit = locs[i]
         rows.append(Rendered(ids[a:b], weights[a:b], [names[x] for x in roles[a:b]], response[a:b],
                              Location(sources[src], index, units[unit])))

@@ -185,7 +185,7 @@ class OpenAIJudge:
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
     """Turn every redirect into an HTTPError instead of following it (with the Authorization header)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913 (urllib's signature)
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # urllib's signature
         return None
 
 
