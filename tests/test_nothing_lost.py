@@ -74,6 +74,28 @@ def test_folder_writer_failing_midway_keeps_old_folder(tmp_path):
     assert _tree(target).keys() == {"other.json"} and os.listdir(tmp_path) == ["model"]
 
 
+def test_folder_replace_without_renameat2_swaps_whole_folders(tmp_path, monkeypatch):
+    """Where the one-step exchange is unavailable (other systems, some file systems) the old folder is renamed
+    aside, the new one in, then the old removed: the result is the same whole new folder, no litter."""
+    import witune.atomic as atomic
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    target = tmp_path / "model"
+    for content in ("old", "new"):
+        with atomic_dir(target) as tmp:
+            (tmp / f"{content}.bin").write_text(content)
+    assert _tree(target).keys() == {"new.bin"} and os.listdir(tmp_path) == ["model"]
+
+
+def test_output_through_a_symlink_to_the_input_is_refused(tmp_path):
+    src = tmp_path / "data.jsonl"
+    src.write_text("{}\n")
+    (tmp_path / "alias.jsonl").symlink_to(src)
+    with pytest.raises(OutputError, match="is the input file"):
+        check_output(tmp_path / "alias.jsonl", [src], force=True)
+    assert check_output(tmp_path / "new.jsonl", [src]) == tmp_path / "new.jsonl"
+
+
 # A child process that writes through a given writer under a file-size limit: the kernel then fails its writes
 # with EFBIG past the limit, as a full disk does with ENOSPC (a real failing write, not a mock).
 _DISK_FULL = textwrap.dedent("""
