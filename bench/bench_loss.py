@@ -104,6 +104,7 @@ def main() -> int:
     from rich.table import Table
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from witune.atomic import atomic_write_text
     plan = [(g, c, n) for n in args.tokens for g in args.groups for c in CASES[g]]
     raw: dict[str, list[dict]] = {}
     with Progress() as bar:
@@ -115,7 +116,7 @@ def main() -> int:
                 if out.returncode != 0:
                     raise SystemExit(f"case {c} at {n} tokens failed:\n{out.stderr[-2000:]}")
                 raw.setdefault(f"{g}|{c}|{n}", []).append(json.loads(out.stdout.strip().splitlines()[-1]))
-                Path(args.out + ".partial").write_text(json.dumps(raw))  # a long run killed midway keeps its data
+                atomic_write_text(args.out + ".partial", json.dumps(raw))  # a long run killed midway keeps its data
                 bar.advance(task)
 
     rows = []
@@ -141,7 +142,7 @@ def main() -> int:
     meta = {"vocab": VOCAB, "hidden": HIDDEN, "lambda_p": args.lambda_p, "repeats": args.repeats,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
             "cpu": platform.processor(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(args.out, json.dumps({"meta": meta, "rows": rows}, indent=1))
     Path(args.out + ".partial").unlink(missing_ok=True)
     print(f"wrote {args.out}")
     return 0

@@ -7,6 +7,8 @@ from pathlib import Path
 
 def write_results(out: str | Path, meta: dict, rows: list[dict]) -> None:
     meta = {**meta, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    # A killed benchmark leaves the previous results, never half a file.
+    from witune.atomic import atomic_write_text
+
+    atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out}")

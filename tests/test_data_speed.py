@@ -51,7 +51,7 @@ def test_workers_and_cache_equal_single_process(tokenizer, tmp_path, truncation)
     parallel = prepare_examples(exs, tokenizer, WEIGHTS, workers=3, **opts)
     same(parallel, single)
     first = prepare_examples(exs, tokenizer, WEIGHTS, workers=2, cache_dir=tmp_path, **opts)
-    files = list(tmp_path.glob("tokenized-*.pkl"))
+    files = list(tmp_path.glob("tokenized-*.npz"))
     assert len(files) == 1
     cached = prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=tmp_path, **opts)
     same(first, single)
@@ -95,10 +95,47 @@ def test_parallel_raise_names_first_bad_record(tokenizer):
 def test_corrupt_cache_entry_is_recomputed(tokenizer, tmp_path):
     exs = examples(12)
     prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=tmp_path)
-    (entry,) = tmp_path.glob("tokenized-*.pkl")
-    entry.write_bytes(b"not a pickle")
+    (entry,) = tmp_path.glob("tokenized-*.npz")
+    entry.write_bytes(b"not an npz")
     again = prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=tmp_path)
     same(again, tokenize_examples(exs, tokenizer, WEIGHTS))
+
+
+class _Payload:
+    """A pickle that, when loaded, creates the file `marker` (stands for any code an attacker would run)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickle_in_the_cache_is_never_loaded(tokenizer, tmp_path):
+    """Security: an entry planted under the cache's predictable name (old .pkl, new .npz, or an .npz holding a
+    pickled object array) must never execute; it is recomputed and replaced by a plain-array entry."""
+    import pickle
+
+    import numpy as np
+
+    exs = examples(12)
+    key = cache_key(exs, tokenizer, WEIGHTS, template="auto", max_length=None, truncation="left",
+                    final_turn_only=False, on_error="raise")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    markers = [tmp_path / f"pwned-{i}" for i in range(3)]
+    (cache / f"tokenized-{key}.pkl").write_bytes(pickle.dumps(_Payload(str(markers[0]))))
+    (cache / f"tokenized-{key}.npz").write_bytes(pickle.dumps(_Payload(str(markers[1]))))
+    got = prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=cache)
+    same(got, tokenize_examples(exs, tokenizer, WEIGHTS))
+    # The replaced entry loads with numpy's pickle-free reader; now plant an object array inside a real npz.
+    with np.load(cache / f"tokenized-{key}.npz", allow_pickle=False) as z:
+        assert {"header", "input_ids", "weights"} <= set(z.files)
+    with open(cache / f"tokenized-{key}.npz", "wb") as f:
+        np.savez(f, header=np.array([_Payload(str(markers[2]))], dtype=object))
+    again = prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=cache)
+    same(again, tokenize_examples(exs, tokenizer, WEIGHTS))
+    assert not any(m.exists() for m in markers)
 
 
 @pytest.mark.slow

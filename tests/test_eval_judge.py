@@ -99,3 +99,69 @@ def test_openai_backend_against_a_real_local_endpoint(judge):
         server.server_close()
     with pytest.raises(RuntimeError, match="unreachable"):
         OpenAIJudge(f"http://127.0.0.1:{server.server_port}", "m", timeout=2).complete([])
+
+
+def _server(handler_cls):
+    server = HTTPServer(("127.0.0.1", 0), handler_cls)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_judge_refuses_plain_http_to_other_hosts():
+    """Security: the API key must not travel unencrypted to another machine unless explicitly allowed."""
+    from witune.data.errors import ConfigError
+
+    for url in ("http://judge.example.com:8000", "http://10.1.2.3/v1", "http://[2001:db8::1]:80"):
+        with pytest.raises(ConfigError, match="plain http"):
+            OpenAIJudge(url, "m", api_key="sk-secret")
+    OpenAIJudge("http://judge.example.com:8000", "m", api_key="k", allow_insecure_http=True)  # asked for
+    for url in ("https://judge.example.com", "http://127.0.0.1:8000", "http://localhost:1/v1", "http://[::1]:9"):
+        OpenAIJudge(url, "m", api_key="k")  # encrypted, or never leaves this machine
+
+
+def test_judge_does_not_follow_redirects_with_its_key():
+    """A real endpoint on 127.0.0.1 redirects to a second local server: the key must never arrive there."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def _answer(self):
+            seen.append((self.command, self.headers.get("Authorization")))
+            data = json.dumps({"choices": [{"message": {"content": "[[A]]"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    other = _server(Elsewhere)
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(int(self.path.split("/")[2]))  # /r/<code>/v1/chat/completions
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    first = _server(Redirecting)
+    try:
+        for code in (301, 302, 303, 307, 308):
+            judge = OpenAIJudge(f"http://127.0.0.1:{first.server_port}/r/{code}/v1", "m", api_key="sk-secret", timeout=5)
+            with pytest.raises(RuntimeError, match="redirect"):
+                judge.complete([{"role": "user", "content": "hi"}])
+        assert seen == []  # nothing (and so no key) ever reached the redirect target
+        # The target itself works and receives the key when asked directly (the server above is real).
+        direct = OpenAIJudge(f"http://127.0.0.1:{other.server_port}/v1", "m", api_key="sk-secret", timeout=5)
+        assert direct.complete([]) == "[[A]]" and seen == [("POST", "Bearer sk-secret")]
+    finally:
+        for s in (first, other):
+            s.shutdown()
+            s.server_close()

@@ -148,6 +148,7 @@ def _write_plots(a, folder: str) -> None:
     from witune.analysis import figures, wit
     from witune.analysis.dynamics import dynamics_figure
     from witune.analysis.gam import gam_figure
+    from witune.atomic import atomic_savefig
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,5 +159,5 @@ def _write_plots(a, folder: str) -> None:
             "dynamics": dynamics_figure(a.runs)}
     for name, fig in figs.items():
         if fig is not None:
-            fig.savefig(out / f"{name}.png", dpi=110)
+            atomic_savefig(fig, out / f"{name}.png", dpi=110)
             matplotlib.pyplot.close(fig)

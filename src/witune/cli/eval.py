@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 HELP_TASKS = (
     "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
@@ -23,12 +22,15 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="items per task")
     p.add_argument("--num-fewshot", type=int, default=None, help="override the per-task shot presets")
     p.add_argument("--json", dest="json_out", default=None, help="write the result rows to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-new-tokens", type=int, default=256, help="for generation built-ins")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", default=None, help="judge for witune:winrate: model folder or http(s) endpoint")
     p.add_argument("--judge-model", default="judge", help="model name sent to an OpenAI-compatible judge")
+    p.add_argument("--judge-allow-http", action="store_true",
+                   help="allow a plain http judge on another machine (default: https, or http to localhost only)")
     p.add_argument("--data-dir", default=None, help="evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)")
     p.add_argument("--db", default=None, help="sweep database to write results into (with --run-id)")
     p.add_argument("--run-id", default=None, help="run id in the sweep database")
@@ -56,10 +58,18 @@ def run(args: argparse.Namespace) -> int:
     if (args.db is None) != (args.run_id is None):
         print("witune eval: --db and --run-id go together", file=sys.stderr)
         return 2
+    from witune.atomic import atomic_write_text, check_output
+
+    if args.json_out:
+        check_output(args.json_out, [args.model], args.force)  # before the evaluation, not after it
     opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                       judge=args.judge, judge_model=args.judge_model)
+                       judge=args.judge, judge_model=args.judge_model, judge_allow_http=args.judge_allow_http)
     try:
         names = split_tasks(args.tasks)
+        if args.judge and args.judge.startswith(("http://", "https://")):  # refuse an insecure judge before work
+            from witune.eval.judge import check_judge_url
+
+            check_judge_url(args.judge, args.judge_allow_http)
         for n in names:  # fail on a typo before loading anything
             if n.startswith("witune:"):
                 parse_task(n)
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print_table(rows)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
+        atomic_write_text(args.json_out, json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
     if args.db:
         try:
             from witune.sweep.db import write_eval_rows  # owned by the sweep; see witune.sweep

@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--show", type=int, default=3, help="how many samples to print coloured")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write input_ids, weights and roles of every sample as JSON Lines (to PATH, or stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
@@ -25,19 +26,24 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.panel import Panel
 
+    from witune.atomic import atomic_open, check_output
     from witune.data.view import colored_tokens, legend, row_json
     from witune.models import load_tokenizer
 
+    if args.json not in (None, "-"):
+        check_output(args.json, [args.data], args.force)  # before any work
     weights = role_weights(args)
     tokenizer = load_tokenizer(args.model)
     data = load_rows(args, tokenizer, weights)
     if args.json is not None:
-        out = sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
-        for row in data.rows:
-            out.write(json.dumps(row_json(row)) + "\n")
-        if out is not sys.stdout:
-            out.close()
-            Console(stderr=True).print(f"wrote {len(data.rows)} samples to {args.json}")
+        if args.json == "-":
+            for row in data.rows:
+                sys.stdout.write(json.dumps(row_json(row)) + "\n")
+            return 0
+        with atomic_open(args.json, "w") as out:
+            for row in data.rows:
+                out.write(json.dumps(row_json(row)) + "\n")
+        Console(stderr=True).print(f"wrote {len(data.rows)} samples to {args.json}")
         return 0
     console = Console()
     console.print(legend(weights.prompt, weights.response))

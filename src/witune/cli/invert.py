@@ -14,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("--target-rg", type=float, default=None,
                    help="invert just enough samples to reach this Rg (paper: Tiny 0.042, Medium 1.0); "
                         "default: invert every long-completion sample (AlpacaDataShort)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--seed", type=int, default=0, help="seed of the order in which samples are taken")
     p.add_argument("--model", default="smollm2", help="tokenizer that counts tokens for Rg")
     p.add_argument("--rg-definition", default="ratio_of_means", choices=["ratio_of_means", "mean_of_ratios"],
@@ -25,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from witune.atomic import check_output
     from witune.stats import invert, read_alpaca, write_records
     from witune.stats.loading import get_tokenizer
 
+    check_output(args.output, [args.data], args.force)  # before any work: never onto the input, never silently
     err = Console(stderr=True)
     with err.status("reading and counting tokens"):
         records = read_alpaca(args.data)

@@ -11,6 +11,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="self-contained HTML report (figures embedded) of a sweep")
     p.add_argument("sweep", help="sweep folder (with sweep.sqlite) or results CSV")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
@@ -23,9 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
+    from witune.atomic import check_output
     from witune.cli.analyze import analyze_with_progress
     from witune.report.html import write_report
 
+    check_output(args.output, [args.sweep, args.losses, args.features], args.force)  # before the analysis
     try:
         a = analyze_with_progress(args)
     except RuntimeError as exc:  # --engine r without R, R failing, no scores at all

@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--normalization", default="nonzero", help="nonzero (WIT), weight_sum, tokens, or a number")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write the result as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
@@ -33,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
         norm = float(norm)
     except ValueError:
         pass
+    from witune.atomic import atomic_write_text, check_output
+
+    if args.json not in (None, "-"):
+        check_output(args.json, [args.data], args.force)  # before any work
     weights = role_weights(args)
     tokenizer = load_tokenizer(args.model)
     data = load_rows(args, tokenizer, weights)
@@ -43,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+            atomic_write_text(args.json, text + "\n")
         return 0
     table = Table(title=f"{args.model} on {args.data} (prompt {weights.prompt:g}, response {weights.response:g})")
     for col in ("", "NLL sum", "tokens", "NLL / token", "perplexity"):

@@ -51,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="device for the log-prob pass: auto, cpu, cuda")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write JSON (to PATH or stdout)")
     p.add_argument("--plot", default=None, metavar="DIR", help="write <name>_lengths.png and <name>_rg.png here")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
@@ -90,8 +91,11 @@ def stats_tables(stats) -> list:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from witune.atomic import atomic_write_text, check_output
     from witune.stats.plots import save_plots
 
+    if args.json not in (None, "-"):
+        check_output(args.json, [args.data], args.force)  # before any work
     stats = compute_from_args(args, logprob=args.logprob_samples > 0)
     err = Console(stderr=True)
     if args.plot:
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            atomic_write_text(args.json, text + "\n")
             err.print(f"wrote {args.json}")
         return 0
     console = Console()

@@ -33,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set prompt_weight=0.1")
     p.add_argument("--preset", default=None, help="recipe applied before the config file: alpaca or wit")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir "
+                   "(refused when loss, data or schedule settings differ from the checkpoint's)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty output_dir (its "
+                   "checkpoints too), once data and model have loaded")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as annotated YAML and exit")
     p.set_defaults(func=run)
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, args.preset)
     from witune.train.engine import train
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     from accelerate.state import PartialState
 
     if PartialState().is_main_process:

@@ -10,6 +10,11 @@ merges, normaliser, special tokens and chat template), template, weights, max_le
 final_turn_only, on_error and a format version. A changed byte anywhere gives a new key; stale entries are never
 read. Entries are written atomically (temporary file + rename), so concurrent sweeps can share a cache folder.
 
+Entries are plain arrays (`.npz` read with allow_pickle=False) plus a JSON header, never pickles: anyone who can
+write the cache folder could otherwise run code in the next training by planting a pickle under the predictable
+name. The worst a planted entry can now do is fail to load (it is then recomputed and replaced); the folder is
+created private (0700) so that others cannot plant data either.
+
 Why processes: chat templates are rendered by Jinja in Python, one example at a time, and the response decode
 check is per example; fast tokenisers already use every core inside one batched call, so workers pay off
 mainly for chat-template data and large files.
@@ -18,10 +23,10 @@ mainly for chat-template data and large files.
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import json
 import os
-import pickle
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -34,7 +39,7 @@ from witune.data.example import Example
 from witune.data.pipeline import TokenizedData, tokenize_examples
 from witune.data.weights import RoleWeights
 
-CACHE_VERSION = 1  # bump when Rendered or the rendering rules change meaning
+CACHE_VERSION = 2  # bump when Rendered or the rendering rules change meaning (2: npz + JSON, no pickle)
 _MIN_SHARD = 64  # below this many examples per worker, process start-up costs more than it saves
 
 
@@ -48,15 +53,15 @@ def prepare_examples(examples: list[Example], tokenizer: Any, weights: RoleWeigh
     path = None
     if cache_dir is not None:
         key = cache_key(examples, tokenizer, weights, **options)
-        path = Path(cache_dir).expanduser() / f"tokenized-{key}.pkl"
+        path = Path(cache_dir).expanduser() / f"tokenized-{key}.npz"
         if path.exists():
             try:
-                return _from_plain(pickle.loads(path.read_bytes()))
-            except Exception:  # a truncated or foreign file: recompute and overwrite it
+                return _load(path, key)
+            except Exception:  # noqa: BLE001 - a truncated, foreign or planted file: recompute and replace it
                 pass
     data = _tokenize_parallel(examples, tokenizer, weights, options, workers, progress)
     if path is not None:
-        _atomic_write(path, pickle.dumps(_to_plain(data), protocol=pickle.HIGHEST_PROTOCOL))
+        _save(path, key, data)
     return data
 
 
@@ -142,13 +147,57 @@ def _from_plain(d: dict) -> TokenizedData:
                          [_error(e) for e in d["skipped"]])
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pkl")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save(path: Path, key: str, data: TokenizedData) -> None:
+    """One .npz: the rows' tokens, weights and flags concatenated (with offsets), role and source names as small
+    tables in a JSON header, the counts and skipped records in the header too. Numbers only: nothing executes."""
+    import numpy as np
+
+    from witune.atomic import atomic_open
+
+    rows = data.rows
+    roles = sorted({r for row in rows for r in row.roles})
+    sources = sorted({row.location.source for row in rows})
+    units = sorted({row.location.unit for row in rows})
+    role_ix, src_ix, unit_ix = ({v: i for i, v in enumerate(t)} for t in (roles, sources, units))
+    header = {"version": CACHE_VERSION, "key": key, "roles": roles, "sources": sources, "units": units,
+              "dropped_too_long": data.dropped_too_long, "truncated": data.truncated,
+              "zero_trainable": [_error_parts(e) for e in data.zero_trainable],
+              "skipped": [_error_parts(e) for e in data.skipped]}
+    arrays = {
+        "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+        "offsets": np.cumsum([0] + [len(r) for r in rows], dtype=np.int64),
+        "input_ids": np.array([t for r in rows for t in r.input_ids], dtype=np.int64),
+        "weights": np.array([w for r in rows for w in r.weights], dtype=np.float64),
+        "roles": np.array([role_ix[x] for r in rows for x in r.roles], dtype=np.int32),
+        "response": np.array([x for r in rows for x in r.response], dtype=np.bool_),
+        "loc": np.array([(src_ix[r.location.source], r.location.index, unit_ix[r.location.unit]) for r in rows],
+                        dtype=np.int64).reshape(len(rows), 3),
+    }
+    if not path.parent.exists():  # a new cache folder is private: only its owner can put entries into it
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def _load(path: Path, key: str) -> TokenizedData:
+    import numpy as np
+
+    from witune.data.render import Rendered
+
+    with np.load(path, allow_pickle=False) as z:  # allow_pickle=False: object arrays raise instead of unpickling
+        header = json.loads(z["header"].tobytes().decode())
+        if header.get("version") != CACHE_VERSION or header.get("key") != key:
+            raise ValueError("cache entry of another version or key")
+        offsets = z["offsets"].tolist()
+        ids, weights, roles, response = (z[k].tolist() for k in ("input_ids", "weights", "roles", "response"))
+        locs = z["loc"].tolist()
+    names, sources, units = header["roles"], header["sources"], header["units"]
+    rows = []
+    for i, (a, b) in enumerate(itertools.pairwise(offsets)):
+        src, index, unit = locs[i]
+        rows.append(Rendered(ids[a:b], weights[a:b], [names[x] for x in roles[a:b]], response[a:b],
+                             Location(sources[src], index, units[unit])))
+    return TokenizedData(rows, header["dropped_too_long"], header["truncated"],
+                         [_error(e) for e in header["zero_trainable"]], [_error(e) for e in header["skipped"]])

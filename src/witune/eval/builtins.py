@@ -34,6 +34,7 @@ class EvalOptions:
     judge: str | None = None  # local model folder, or an http(s) URL of an OpenAI-compatible endpoint
     judge_model: str = "judge"  # model name sent to an OpenAI-compatible endpoint
     judge_api_key: str | None = None
+    judge_allow_http: bool = False  # plain http to a non-loopback judge (the key would travel unencrypted)
 
 
 Evaluator = Callable[[object, object, str | None, EvalOptions], list[dict]]
@@ -99,7 +100,8 @@ def make_judge(opt: EvalOptions):
     if not opt.judge:
         raise ValueError("witune:winrate needs a judge: --judge MODEL_DIR or --judge http://host:port")
     if opt.judge.startswith(("http://", "https://")):
-        return OpenAIJudge(opt.judge, opt.judge_model, api_key=opt.judge_api_key)
+        return OpenAIJudge(opt.judge, opt.judge_model, api_key=opt.judge_api_key,
+                           allow_insecure_http=opt.judge_allow_http)
     return LocalJudge.from_pretrained(opt.judge)
 
 

@@ -9,15 +9,20 @@ whose verdict format is "[[A]]", "[[B]]" or "[[C]]" (tie).
 Two backends:
 - `LocalJudge`: a local HF causal LM. Instead of parsing free text it compares the log-probabilities of the
   three verdict strings after the prompt, which gives a verdict even for tiny or random models.
-- `OpenAIJudge`: any OpenAI-compatible endpoint, plain HTTP POST to /v1/chat/completions (no SDK).
+- `OpenAIJudge`: any OpenAI-compatible endpoint, plain HTTP POST to /v1/chat/completions (no SDK). Plain
+  http is accepted only for this machine (loopback) unless `allow_insecure_http`: elsewhere the API key and the
+  data would cross the network in clear. Redirects are never followed: urllib would resend the Authorization
+  header to wherever the redirect points.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,7 +145,8 @@ class OpenAIJudge:
     """Any OpenAI-compatible chat endpoint; base_url like "http://host:8000" or "http://host:8000/v1"."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_tokens: int = 512,
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, allow_insecure_http: bool = False):
+        check_judge_url(base_url, allow_insecure_http)
         base = base_url.rstrip("/")
         self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
         self.model = model
@@ -155,9 +161,13 @@ class OpenAIJudge:
             headers["Authorization"] = f"Bearer {self.api_key}"
         req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _NO_REDIRECTS.open(req, timeout=self.timeout) as resp:
                 payload = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                raise RuntimeError(f"judge endpoint {self.url} redirects (HTTP {e.code}) to "
+                                   f"{e.headers.get('Location')!r}; redirects are not followed, so that the API key "
+                                   "goes nowhere else: give the final URL as --judge") from None
             raise RuntimeError(f"judge endpoint {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from e
         except urllib.error.URLError as e:
             raise RuntimeError(f"judge endpoint {self.url} unreachable: {e.reason}") from e
@@ -170,6 +180,37 @@ class OpenAIJudge:
 
     def verdict(self, messages: list[dict[str, str]]) -> str:
         return parse_verdict(self.complete(messages))
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Turn every redirect into an HTTPError instead of following it (with the Authorization header)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # urllib's signature
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
+def check_judge_url(url: str, allow_insecure_http: bool = False) -> None:
+    """https anywhere; http only to a loopback host (localhost, 127.0.0.0/8, ::1) unless explicitly allowed."""
+    from witune.data.errors import ConfigError
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"judge URL {url!r}: expected http(s)://host[:port][/v1]")
+    if parts.scheme == "http" and not allow_insecure_http and not _loopback(parts.hostname):
+        raise ConfigError(f"judge URL {url!r}: plain http to another machine would send the API key and the data "
+                          "unencrypted; use https, or allow it explicitly (--judge-allow-http)")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from witune.atomic import atomic_open, atomic_write_text
+
 # Few-shot presets of the standard harness tasks (passed through by name when the network is available).
 STANDARD_SHOTS: dict[str, int] = {
     "arc_challenge": 25, "piqa": 0, "truthfulqa_mc2": 0, "truthfulqa_mc1": 0, "truthfulqa_gen": 0,
@@ -110,8 +112,8 @@ def _piqa(data: Path, out: Path) -> list[dict]:
     if len(goals) != len(labels):
         raise ValueError(f"piqa: {len(goals)} questions but {len(labels)} labels")
     derived = out / "piqa_valid.jsonl"
-    derived.write_text("".join(json.dumps({**json.loads(g), "label": int(lab)}) + "\n"
-                               for g, lab in zip(goals, labels)), encoding="utf-8")
+    atomic_write_text(derived, "".join(json.dumps({**json.loads(g), "label": int(lab)}) + "\n"
+                               for g, lab in zip(goals, labels)))
     return [_json_task("witune_piqa", {"validation": derived}, output_type="multiple_choice",
                        test_split="validation", doc_to_text="Question: {{goal}}\nAnswer:",
                        doc_to_choice="{{[sol1, sol2]}}", doc_to_target="label", num_fewshot=0,
@@ -132,7 +134,7 @@ def _truthfulqa(data: Path, out: Path) -> list[dict]:
     # v0 = the 817-question release that the harness's truthful_qa dataset holds.
     records = json.loads((data / "truthfulqa" / "v0" / "mc_task.json").read_text(encoding="utf-8"))
     derived = out / "truthfulqa_mc.jsonl"
-    with derived.open("w", encoding="utf-8") as fh:
+    with atomic_open(derived, "w") as fh:
         for r in records:
             row = {"question": r["question"]}
             for key in ("mc1_targets", "mc2_targets"):
@@ -216,7 +218,7 @@ def write_local_tasks(out_dir: str | Path, data_dir: str | Path | None = None) -
         raise FileNotFoundError("evaluation data folder not found; set WITUNE_EVAL_DATA to .../shared/data/eval")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "witune_utils.py").write_text(UTILS_PY, encoding="utf-8")
+    atomic_write_text(out / "witune_utils.py", UTILS_PY)
     names = []
     for bench, build in BUILDERS.items():
         if not (data / bench).is_dir():
@@ -224,7 +226,7 @@ def write_local_tasks(out_dir: str | Path, data_dir: str | Path | None = None) -
         for cfg in build(data, out):
             name = cfg.get("task") if "group" not in cfg else cfg["group"]
             text = yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
-            (out / f"{name}.yaml").write_text(text, encoding="utf-8")
+            atomic_write_text(out / f"{name}.yaml", text)
             names.append(name)
     return names
 

@@ -132,7 +132,6 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
 
 def write_report(a: Analysis, path: str | Path, title: str = "witune sweep report") -> Path:
     """Write the report to ``path`` (parent folders created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(a, title), encoding="utf-8")
-    return path
+    from witune.atomic import atomic_write_text
+
+    return atomic_write_text(path, render(a, title))

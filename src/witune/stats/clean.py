@@ -32,6 +32,10 @@ class Removal:
     reason: str  # one of REASONS
     field: str
     detail: str
+    # The removed record itself, as read (None for a line that could not be parsed: see `raw`), so that nothing
+    # cleaning drops is lost: the report file can be grepped, fixed and appended back.
+    record: Any = None
+    raw: str | None = None  # the line's text when it was not valid JSON (JSON Lines only)
 
 
 @dataclass
@@ -70,6 +74,7 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
     seen: dict[str, str] = {}  # canonical JSON -> location of its first occurrence
     fmt = None
     sizes: list[tuple[int, Any, str]] = []  # (index in kept, location, all text) for the overlong check
+    unparsed: dict[int, int] = {}  # line number -> index in `removed` of lines that were not valid records
     total = 0
     for loc, rec in read_records(path):
         total += 1
@@ -81,15 +86,19 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
             examples = to_examples(rec, fmt, loc)
         except DataError as e:
             reason = "empty output" if "empty response" in e.reason else "invalid"
-            removed.append(Removal(where, loc.index, reason, e.field or "", e.reason))
+            record = None if isinstance(rec, DataError) else rec
+            if record is None and loc.unit == "line":
+                unparsed[loc.index] = len(removed)
+            removed.append(Removal(where, loc.index, reason, e.field or "", e.reason, record))
             continue
         bad = next(((ex, ex.response_text) for ex in examples if is_placeholder(ex.response_text)), None)
         if bad is not None:
-            removed.append(Removal(where, loc.index, "placeholder output", _response_field(fmt, bad[0]), repr(bad[1][:40])))
+            removed.append(Removal(where, loc.index, "placeholder output", _response_field(fmt, bad[0]),
+                                   repr(bad[1][:40]), rec))
             continue
         key = json.dumps(rec, sort_keys=True, ensure_ascii=False)
         if key in seen:
-            removed.append(Removal(where, loc.index, "duplicate", "", f"same record as {seen[key]}"))
+            removed.append(Removal(where, loc.index, "duplicate", "", f"same record as {seen[key]}", rec))
             continue
         seen[key] = where
         sizes.append((len(kept), loc, "\n".join(m.content for ex in examples for m in ex.messages)))
@@ -106,18 +115,36 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
     drop = set()
     for (i, loc, _), n in zip(sizes, lengths):
         if n > limit:
-            removed.append(Removal(str(loc), loc.index, "overlong", "", f"{n} {unit} (limit {limit})"))
+            removed.append(Removal(str(loc), loc.index, "overlong", "", f"{n} {unit} (limit {limit})", kept[i]))
             drop.add(i)
     kept = [r for i, r in enumerate(kept) if i not in drop]
+    if unparsed:
+        for n, raw in _lines(Path(path), set(unparsed)):
+            r = removed[unparsed[n]]
+            removed[unparsed[n]] = Removal(r.location, r.index, r.reason, r.field, r.detail, None, raw)
     removed.sort(key=lambda r: r.index)  # file order, whatever check found it
     return Cleaning(kept, removed, total, rule)
 
 
+def _lines(path: Path, wanted: set[int]) -> list[tuple[int, str]]:
+    """The text of the given 1-based lines of a file (bytes that are not UTF-8 kept as \\x escapes)."""
+    found = []
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n in wanted:
+                found.append((n, raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")))
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
 def write_report(cleaning: Cleaning, path: str | Path) -> Path:
-    """One JSON line per removed record: location, reason, field, detail."""
+    """One JSON line per removed record: location, reason, field, detail, and the record itself (`record`, or
+    `raw` for a line that was not valid JSON). Written atomically, like the cleaned file."""
+    from witune.atomic import atomic_open
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as f:
+    with atomic_open(out, "w") as f:
         for r in cleaning.removed:
             f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from witune.atomic import atomic_savefig
 from witune.stats.dataset import DatasetStats
 
 
@@ -35,7 +36,7 @@ def save_plots(stats: DatasetStats, out_dir: str | Path, name: str = "data") -> 
     fig.suptitle(f"{name}: token lengths ({stats.samples} samples)")
     fig.tight_layout()
     lengths_png = out / f"{name}_lengths.png"
-    fig.savefig(lengths_png, dpi=110)
+    atomic_savefig(fig, lengths_png, dpi=110)
     plt.close(fig)
 
     # Rg spans orders of magnitude (0.01 to 100): histogram of log10(Rg) with the Rg = 1 boundary marked.
@@ -52,6 +53,6 @@ def save_plots(stats: DatasetStats, out_dir: str | Path, name: str = "data") -> 
     ax.legend(fontsize=7)
     fig.tight_layout()
     rg_png = out / f"{name}_rg.png"
-    fig.savefig(rg_png, dpi=110)
+    atomic_savefig(fig, rg_png, dpi=110)
     plt.close(fig)
     return [lengths_png, rg_png]

@@ -41,9 +41,10 @@ def read_alpaca(path: str | Path) -> list[AlpacaRecord]:
 
 def write_records(records: list[dict[str, Any]], path: str | Path) -> Path:
     """JSON Lines for .jsonl/.ndjson, otherwise one JSON array (the Alpaca files' layout)."""
+    from witune.atomic import atomic_open
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as f:
+    with atomic_open(out, "w") as f:  # a kill or a full disk leaves the old file, never a truncated one
         if out.suffix.lower() in (".jsonl", ".ndjson"):
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")

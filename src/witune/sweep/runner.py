@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from witune.atomic import atomic_write_text
 from witune.sweep import db
 from witune.sweep.grid import Point
 
@@ -65,7 +66,7 @@ def train_point(point: Point, out: Path) -> None:
     cfg = point.train_config(out)
     cfg.progress = False  # a progress bar in a log file is noise; the sweep shows its own progress
     cfg_file = out / "train.yaml"
-    cfg_file.write_text(to_yaml(cfg))
+    atomic_write_text(cfg_file, to_yaml(cfg))
     log_file = out / "train.log"
     # `python -m witune.cli.train` is the same command as `witune train` (and what `accelerate launch` runs).
     cmd = [sys.executable, "-m", "witune.cli.train", str(cfg_file), "--resume"]
@@ -76,7 +77,7 @@ def train_point(point: Point, out: Path) -> None:
                                preexec_fn=die_with_parent if os.name == "posix" else None)
     if code != 0:
         raise PointError(f"training exited with code {code}: {_last_error(log_file)} (log: {log_file})")
-    (out / TRAINED_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    atomic_write_text(out / TRAINED_MARKER, time.strftime("%Y-%m-%d %H:%M:%S\n"))
 
 
 def _child_env() -> dict[str, str]:
@@ -163,7 +164,7 @@ def execute_point(point: Point, out: Path) -> PointResult:
         except Exception as e:  # noqa: BLE001 - any evaluation failure is recorded on the point
             raise PointError(f"evaluation failed: {type(e).__name__}: {_one_line(e)}") from e
         result.rows += rows
-    (out / "results.json").write_text(json.dumps({"run_id": point.run_id, "results": result.rows}, indent=1))
+    atomic_write_text(out / "results.json", json.dumps({"run_id": point.run_id, "results": result.rows}, indent=1))
     return result
 
 

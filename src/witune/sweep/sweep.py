@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from witune.atomic import atomic_write_text
 from witune.data.errors import ConfigError
 from witune.sweep import db
 from witune.sweep.config import SweepConfig
@@ -54,7 +55,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
         if path.is_file() and db.runs(path) and not resume:
             raise ConfigError(f"{folder} already holds a sweep; continue it with --resume, or choose another "
                               "output_dir (--out)")
-        (folder / "sweep.yaml").write_text(yaml.safe_dump(_record(cfg), sort_keys=False))
+        atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(_record(cfg), sort_keys=False))
         db.add_points(path, points)
         status = {r["run_id"]: r["status"] for r in db.runs(path)}
         todo = [p.run_id for p in points if status.get(p.run_id) != "done"]

@@ -3,7 +3,11 @@
 A rename within one folder is atomic on POSIX file systems, so a crash mid-write leaves only a `.tmp-*`
 folder, which is ignored (and cleared by the next save); the newest `step-N` is always complete. The content
 is accelerate's `save_state` (model, optimizer, registered scheduler, RNG states of every process) plus
-`trainer_state.json` (step, epoch, data position), written last inside the temporary folder.
+`trainer_state.json` (step, epoch, data position, and the run's settings and data hash that a resume is checked
+against, see `witune.train.runfolder`), written last inside the temporary folder.
+
+Security: accelerate's `load_state` unpickles parts of a checkpoint (RNG states, registered objects such as the
+scheduler), so loading a checkpoint runs whatever code it holds: resume only from checkpoints you wrote.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from witune.atomic import atomic_savefig, atomic_write_text
 from witune.train.config import TrainConfig
 
 SHARED_FILE = "train/alpaca_seed_tasks.jsonl"
@@ -121,7 +122,7 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
         cfg = TrainConfig(**{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr,
                              "output_dir": str(out / name)})
         t0 = time.perf_counter()
-        run = train(cfg)
+        run = train(cfg, overwrite=True)  # the demo's own sub-folders: a re-run replaces them
         seconds = time.perf_counter() - t0
         from transformers import AutoModelForCausalLM
 
@@ -132,7 +133,7 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
     result.plot = str(plot_losses(result, out / "train_loss.png"))
     result.seconds = time.perf_counter() - start
     result.report = write_report(result)
-    (out / "demo_summary.json").write_text(json.dumps(asdict(result), indent=1))
+    atomic_write_text(out / "demo_summary.json", json.dumps(asdict(result), indent=1))
     return result
 
 
@@ -155,7 +156,7 @@ def plot_losses(result: DemoResult, path: Path) -> Path:
     axes[1].set(title="response NLL per token (train batches)", xlabel="step")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -32,7 +32,7 @@ from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
 from witune.train.metrics import SUM_KEYS, MetricsLog, postfix, progress_bar, step_metrics
-from witune.train import setup
+from witune.train import runfolder, setup
 
 @dataclass
 class TrainResult:
@@ -73,11 +73,16 @@ def _accelerator(cfg: TrainConfig, grad_accum: int) -> Any:
                        mixed_precision="bf16" if cfg.precision == "bf16" else "no", project_dir=cfg.output_dir)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or, with `resume`, continue) a training run as configured; returns where everything went."""
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Run (or, with `resume`, continue) a training run as configured; returns where everything went.
+    A non-empty output_dir needs `resume` or `overwrite` (see `witune.train.runfolder`)."""
     from accelerate.utils import set_seed
 
+    from witune.atomic import atomic_write_text
+
     cfg.validate()
+    out = Path(cfg.output_dir)
+    runfolder.check_run_folder(out, resume, overwrite)  # before anything is loaded or written
     start_time = time.perf_counter()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     if cfg.deterministic:
@@ -91,10 +96,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                               f"x processes = {per_step}")
         grad_accum = cfg.global_batch_size // per_step
     acc = _accelerator(cfg, grad_accum)
-    out = Path(cfg.output_dir)
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(cfg))
+    acc.wait_for_everyone()  # every process has checked the folder before the main one writes into it
     set_seed(cfg.seed)
 
     tokenizer = setup.load_tokenizer(cfg)
@@ -111,13 +113,30 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     start, resumed_from = 0, None
     ckpt_root = out / "checkpoints"
+    fingerprint = runfolder.data_fingerprint(units)
     if resume:
         resumed_from = latest_checkpoint(ckpt_root)
         if resumed_from is not None:
+            # Checked from the JSON state before load_state unpickles anything of the checkpoint.
+            state = runfolder.read_state(resumed_from)
+            runfolder.check_resume(resumed_from, state.get("config") or runfolder.previous_config(out), cfg, state,
+                                   fingerprint, len(units), schedule.global_batch, total)
             start = int(load_checkpoint(acc, resumed_from)["step"])
+            lr = runfolder.sync_learning_rate(scheduler)
             acc.print(f"resuming from {resumed_from} (step {start}/{total})")
+            if state.get("total_steps") not in (None, total):
+                acc.print(f"the run's length changed from {state['total_steps']} to {total} optimizer steps: the "
+                          f"learning-rate schedule is recomputed for {total} steps; step {start + 1} runs at lr {lr:.3g}")
         else:
+            runfolder.check_resume(out, runfolder.previous_config(out), cfg)
             acc.print(f"no complete checkpoint in {ckpt_root}: starting from scratch")
+    if acc.is_main_process:
+        # Only now, with data and model loaded and the resume checked, does the folder change.
+        if overwrite:
+            runfolder.clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    acc.wait_for_everyone()
     if cfg.report_to != "none":
         acc.init_trackers("witune", config={k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))})
 
@@ -146,7 +165,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         bar.update(1)
         if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0:
             save_checkpoint(acc, ckpt_root, step + 1, {"step": step + 1, "epoch": epoch, "step_in_epoch": in_epoch + 1,
-                                                       "total_steps": total}, keep=cfg.save_total_limit)
+                                                       "total_steps": total, "config": config_dict(cfg),
+                                                       "rows": len(units), "data_sha256": fingerprint,
+                                                       "global_batch": schedule.global_batch},
+                            keep=cfg.save_total_limit)
     bar.close()
     model_dir = _save_final(acc, model, tokenizer, cfg, out)
     if cfg.report_to != "none":
@@ -211,22 +233,26 @@ def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked:
 
 
 def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> Path:
-    """`out/model`: a plain HF folder (weights, config, generation config, tokenizer)."""
+    """`out/model`: a plain HF folder (weights, config, generation config, tokenizer), written into a temporary
+    folder and swapped in whole: a full disk or a kill mid-save leaves the previous model/ as it was."""
+    from witune.atomic import atomic_dir
+
     model_dir = out / "model"
     acc.wait_for_everyone()
     state = acc.get_state_dict(model)  # gathers sharded (FSDP / ZeRO-3) weights; every process must call it
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model)
         note = None
-        if cfg.lora_r > 0 and cfg.merge_lora:
-            unwrapped.merge_and_unload().save_pretrained(model_dir)
-        elif cfg.lora_r > 0:
-            unwrapped.save_pretrained(model_dir, state_dict=state)
-            note = (f"This folder holds a LoRA adapter (peft) for the base model {cfg.model!r}; load it with "
-                    "peft.AutoPeftModelForCausalLM, or train with merge_lora: true for a merged model.\n")
-        else:
-            unwrapped.save_pretrained(model_dir, state_dict=state)
-        setup.save_tokenizer_and_note(tokenizer, model_dir, note)
+        with atomic_dir(model_dir) as tmp:
+            if cfg.lora_r > 0 and cfg.merge_lora:
+                unwrapped.merge_and_unload().save_pretrained(tmp)
+            elif cfg.lora_r > 0:
+                unwrapped.save_pretrained(tmp, state_dict=state)
+                note = (f"This folder holds a LoRA adapter (peft) for the base model {cfg.model!r}; load it with "
+                        "peft.AutoPeftModelForCausalLM, or train with merge_lora: true for a merged model.\n")
+            else:
+                unwrapped.save_pretrained(tmp, state_dict=state)
+            setup.save_tokenizer_and_note(tokenizer, tmp, note)
     acc.wait_for_everyone()
     return model_dir
 

@@ -59,15 +59,27 @@ class MetricsLog:
         self.enabled = enabled
         if not enabled:
             return
+        from witune.atomic import atomic_write_text
+
         kept = []
         if resume_step > 0 and self.path.is_file():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
-        self.path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [ln for ln in self.path.read_text(errors="replace").splitlines() if _step(ln) <= resume_step]
+        atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
 
+    # Appends stay appends (one line per logged step); a kill can only cut the last line, which the next
+    # resume drops (see _step) along with every line after the checkpoint it resumes from.
     def write(self, m: StepMetrics) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(asdict(m)) + "\n")
+
+
+def _step(line: str) -> float:
+    """The step of a metrics line; inf for a line a kill cut short (so that a resume drops it)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:

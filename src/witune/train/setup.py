@@ -94,6 +94,6 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
 
 
 def save_tokenizer_and_note(tokenizer: Any, out: Path, note: str | None) -> None:
-    tokenizer.save_pretrained(out)
+    tokenizer.save_pretrained(out)  # `out` is the temporary folder of atomic_dir (engine._save_final)
     if note:
         (out / "README_witune.md").write_text(note)

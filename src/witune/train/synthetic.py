@@ -69,9 +69,10 @@ def check(record: dict[str, Any], text: str) -> bool:
 
 
 def write_jsonl(path: str | Path, n: int, seed: int = 0) -> Path:
+    from witune.atomic import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_open(path, "w") as f:
         for r in generate(n, seed):
             f.write(json.dumps(r) + "\n")
     return path
