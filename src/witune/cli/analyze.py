@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from witune.cli.common import int_at_least
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, "
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the critical-PLW interval")
+    p.add_argument("--bootstrap", type=int_at_least(0), default=200, help="bootstrap replicates for the critical-PLW interval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plots", default=None, help="folder to write the figures to as PNG")
     p.add_argument("--json", action="store_true", help="print every table as JSON instead of rich tables")

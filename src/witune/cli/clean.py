@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from witune.cli.common import int_at_least
+
 
 def register(sub) -> None:
     p = sub.add_parser("clean", help="remove invalid, empty, placeholder, duplicate and overlong records",
@@ -14,8 +16,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="cleaned file (.json array or .jsonl, records unchanged)")
     p.add_argument("--report", default=None, help="report file (JSON Lines); default: OUT with .removed.jsonl")
     p.add_argument("--model", default=None, help="tokenizer for the overlong check (default: count characters)")
-    p.add_argument("--max-tokens", type=int, default=2048, help="overlong limit with --model")
-    p.add_argument("--max-chars", type=int, default=16000, help="overlong limit without --model")
+    p.add_argument("--max-tokens", type=int_at_least(1), default=2048, help="overlong limit with --model")
+    p.add_argument("--max-chars", type=int_at_least(1), default=16000, help="overlong limit without --model")
     p.set_defaults(func=run)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from witune.cli.common import positive_float
+
 
 def register(sub) -> None:
     p = sub.add_parser("invert", help="prompt inversion (PLW paper): make short-completion data",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", help="Alpaca data file (instruction/input/output; .json or .jsonl)")
     p.add_argument("-o", "--output", required=True, help="output file (.json array or .jsonl, Alpaca records)")
-    p.add_argument("--target-rg", type=float, default=None,
+    p.add_argument("--target-rg", type=positive_float, default=None,
                    help="invert just enough samples to reach this Rg (paper: Tiny 0.042, Medium 1.0); "
                         "default: invert every long-completion sample (AlpacaDataShort)")
     p.add_argument("--seed", type=int, default=0, help="seed of the order in which samples are taken")

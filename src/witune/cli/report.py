@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from witune.cli.common import int_at_least
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="self-contained HTML report (figures embedded) of a sweep")
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the critical-PLW interval")
+    p.add_argument("--bootstrap", type=int_at_least(0), default=200, help="bootstrap replicates for the critical-PLW interval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--title", default="witune sweep report")
     p.set_defaults(func=run)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from witune.cli.common import add_data_args, add_model_arg, add_weight_args, load_rows, role_weights
+from witune.cli.common import (
+    add_data_args,
+    add_model_arg,
+    add_weight_args,
+    int_at_least,
+    load_rows,
+    role_weights,
+)
 
 
 def register(sub) -> None:
@@ -16,7 +23,7 @@ def register(sub) -> None:
     add_model_arg(p)
     add_weight_args(p)
     p.add_argument("--normalization", default="nonzero", help="nonzero (WIT), weight_sum, tokens, or a number")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write the result as JSON")
     p.set_defaults(func=run)
 

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from witune.cli.common import int_at_least
+
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet) or dataset folder")
@@ -15,8 +17,8 @@ def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> N
                    help="tokenizer/model: HF name, local folder, .gguf, or 'smollm2' (offline SmolLM2-135M)")
     p.add_argument("--format", default="auto", help="record format (auto-detected by default)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad records (listed on stderr) instead of stopping")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
-    p.add_argument("--max-samples", type=int, default=1000,
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N examples")
+    p.add_argument("--max-samples", type=int_at_least(1), default=1000,
                    help="prompts (seeded sample) for n-gram diversity and parse depth")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample")
 
@@ -46,7 +48,7 @@ def register(sub) -> None:
     p = sub.add_parser("stats", help="data-set statistics: per-field lengths, Rg, prompt characteristics, plots",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_stats_args(p)
-    p.add_argument("--logprob-samples", type=int, default=128,
+    p.add_argument("--logprob-samples", type=int_at_least(0), default=128,
                    help="prompts scored by the model for the average next-token log-prob (0: skip)")
     p.add_argument("--device", default="auto", help="device for the log-prob pass: auto, cpu, cuda")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write JSON (to PATH or stdout)")
