@@ -25,13 +25,11 @@ def register(subparsers) -> None:
 
 def load_inputs(args: argparse.Namespace):
     """Results, losses and features named on the command line (shared with `witune report`)."""
-    import pandas as pd
-
-    from witune.analysis.results import load_losses, load_results
+    from witune.analysis.results import load_features, load_losses, load_results
 
     results = load_results(args.sweep)
     losses = load_losses(args.losses) if args.losses else load_losses(args.sweep) if _is_dir(args.sweep) else None
-    features = pd.read_csv(args.features) if getattr(args, "features", None) else None
+    features = load_features(args.features) if getattr(args, "features", None) else None
     return results, losses, features
 
 
