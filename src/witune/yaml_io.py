@@ -62,3 +62,14 @@ def load_yaml_file(path: str | Path) -> Any:
         raise ConfigError(f"{p}, line {line}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r}); "
                           "save the config as UTF-8") from None
     return load_yaml_text(text, str(p))
+
+
+def key_lines(path: str | Path) -> dict[str, int]:
+    """{top-level key: its 1-based line} of a YAML mapping file, for errors about a key's value."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8-sig"), Loader=UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}

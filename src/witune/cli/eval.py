@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        judge=args.judge, judge_model=args.judge_model)
     try:
+        if args.db:  # a corrupt database is found now, not after the whole evaluation ran
+            from witune.sweep.db import check_database
+
+            check_database(args.db)
         names = split_tasks(args.tasks)
         for n in names:  # fail on a typo before loading anything
             if n.startswith("witune:"):

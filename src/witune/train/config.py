@@ -22,7 +22,7 @@ import yaml
 
 from witune.data.errors import ConfigError
 from witune.data.weights import check_weight_range
-from witune.yaml_io import load_yaml_file, load_yaml_text
+from witune.yaml_io import key_lines, load_yaml_file, load_yaml_text
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Stanford Alpaca, the recipe the PLW paper fine-tuned with.
@@ -197,12 +197,17 @@ class TrainConfig:
         ]
         for ok, key, why in checks:
             if not ok:
-                raise ConfigError(f"config key '{key}' {why}, got {getattr(self, key)!r}")
-        named = {"config key 'prompt_weight'": self.prompt_weight, "config key 'response_weight'": self.response_weight,
-                 "config key 'plw'": self.plw}
-        named.update({f"config key 'role_weights.{r}'": w for r, w in self.role_weights.items()})
-        for warning in check_weight_range(named, self.allow_weight_above_one, "set allow_weight_above_one: true"):
-            print(f"warning: {warning}", file=sys.stderr)
+                raise _key_error(key, f"config key '{key}' {why}, got {getattr(self, key)!r}")
+        weights = {"prompt_weight": self.prompt_weight, "response_weight": self.response_weight, "plw": self.plw,
+                   **{f"role_weights.{r}": w for r, w in self.role_weights.items()}}
+        for key, w in weights.items():
+            try:
+                warnings = check_weight_range({f"config key '{key}'": w}, self.allow_weight_above_one,
+                                              "set allow_weight_above_one: true")
+            except ConfigError as e:
+                raise _key_error(key.split(".")[0], str(e)) from None
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         normalization_value(self.normalization)
         return self
 
@@ -213,6 +218,13 @@ class TrainConfig:
         if self.plw is not None:
             return RoleWeights(self.plw, 1.0, dict(self.role_weights))
         return RoleWeights(self.prompt_weight, self.response_weight, dict(self.role_weights))
+
+
+def _key_error(key: str, message: str) -> ConfigError:
+    """A ConfigError that knows its key, so `load_config` can say which file and line (or --set) gave it."""
+    err = ConfigError(message)
+    err.key = key  # type: ignore[attr-defined]
+    return err
 
 
 def _formats() -> tuple[str, ...]:
@@ -350,7 +362,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     _apply(values, file_values, str(path))
     _apply(values, set_values, "--set")
     values["preset"] = chosen
-    return TrainConfig(**values).validate()
+    try:
+        return TrainConfig(**values).validate()
+    except ConfigError as e:
+        key = getattr(e, "key", None)
+        if key in set_values:
+            raise ConfigError(f"--set {key}: {e}") from None
+        if key in file_values and path is not None:
+            line = key_lines(Path(path)).get(key)
+            raise ConfigError(f"{path}{f', line {line}' if line else ''}: {e}") from None
+        raise
 
 
 def to_yaml(config: TrainConfig, comments: bool = True) -> str:
