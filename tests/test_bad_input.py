@@ -127,7 +127,7 @@ def test_corrupt_sweep_db_refused_before_eval_runs(tmp_path, good, tiny_model_di
 def test_dollar_in_names_does_not_break_figures(tmp_path, capsys):
     from witune.analysis.synthetic import SyntheticSweep, make_sweep
 
-    results, losses = make_sweep(SyntheticSweep(models=["m$^$"], datasets={"cost$_$": 0.1, "long": 4.0},
+    results, _ = make_sweep(SyntheticSweep(models=["m$^$"], datasets={"cost$_$": 0.1, "long": 4.0},
                                                 benchmarks=["arc", "piqa"], prompt_weights=[0.0, 0.1, 1.0],
                                                 response_weights=[0.5, 1.0], steps=5))
     results.to_csv(tmp_path / "r.csv", index=False)
@@ -229,3 +229,47 @@ def test_utf8_bom_is_accepted(tmp_path, tiny_model_dir, capsys, suffix):
         assert code == 0, err
         rows.append(json.loads(out.read_text())["input_ids"])
     assert rows[0] == rows[1]
+
+
+# --- bounded work on overlong records -------------------------------------------------------------------
+
+def _whole(examples, tokenizer, weights):
+    """The untruncated path: every sample tokenized whole (truncated afterwards by the caller)."""
+    from witune.data import render_segments
+    from witune.data.render import tokenize_segments
+
+    return [tokenize_segments([render_segments(ex, tokenizer)], [ex], tokenizer, weights)[0] for ex in examples]
+
+
+def test_overlong_records_tokenize_only_what_is_kept_with_identical_ids(shared_data, smollm2_dir, tiny_tokenizer):
+    from witune.data import (
+        Example,
+        Message,
+        RoleWeights,
+        load_examples,
+        overlong,
+        render_segments,
+        tokenize_examples,
+        truncate,
+    )
+    from witune.models import load_tokenizer
+
+    records = load_examples(shared_data / "train" / "lima_alpaca_format.json").examples
+    longest = sorted(records, key=lambda e: -sum(len(m.content) for m in e.messages))[:3]
+    # A longer real record too: real LIMA text as a prompt of ~100k characters and a response half that long.
+    text = "\n\n".join(m.content for e in longest for m in e.messages)
+    big = Example((Message("user", text * 2), Message("assistant", text)), "messages", longest[0].location)
+    examples = [*longest, big]
+    weights = RoleWeights(0.1, 1.0)
+    for tokenizer in (load_tokenizer(smollm2_dir), tiny_tokenizer):
+        whole = _whole(examples, tokenizer, weights)
+        for max_length in (16, 256):
+            chars = overlong.budget(tokenizer, max_length)
+            assert chars is not None
+            assert overlong.cut_segments(render_segments(big, tokenizer), chars, "left")[1] == ["prompt", "response"]
+            for policy in ("left", "right", "drop"):
+                got = tokenize_examples(examples, tokenizer, weights, max_length=max_length, truncation=policy,
+                                        on_error="skip").rows
+                want = [r for r in (truncate(w, max_length, policy) for w in whole) if r and r.trainable_tokens]
+                assert [(r.input_ids, r.weights, r.roles, r.response) for r in got] == \
+                       [(r.input_ids, r.weights, r.roles, r.response) for r in want], (max_length, policy)
