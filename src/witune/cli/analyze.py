@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import int_at_least
+from witune.cli.common import escaped, int_at_least
 
 
 def register(subparsers) -> None:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
             con.print(_rich_table("Training dynamics by prompt weight (mean over runs)", per))
         for note in a.notes:
-            con.print(f"[yellow]note:[/] {note}")
+            con.print(f"[yellow]note:[/] {escaped(note)}")
     if args.plots:
         _write_plots(a, args.plots)
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from witune.cli.common import int_at_least
+from witune.cli.common import escaped, int_at_least
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     out = write_records(result.kept, args.output)
     report = Path(args.report) if args.report else out.with_name(out.stem + ".removed.jsonl")
     write_report(result, report)
-    t = Table(title=f"{args.data}: {result.total} records, {len(result.kept)} kept -> {out}")
+    t = Table(title=escaped(f"{args.data}: {result.total} records, {len(result.kept)} kept -> {out}"))
     t.add_column("reason")
     t.add_column("removed", justify="right")
     t.add_column("first", justify="left")
@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(label, str(n), f"{first.location}: {first.detail}" if first else "")
     console = Console()
     console.print(t)
-    console.print(f"report: {report} ({len(result.removed)} lines)")
+    console.print(f"report: {escaped(report)} ({len(result.removed)} lines)")
     return 0

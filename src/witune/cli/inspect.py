@@ -10,6 +10,7 @@ from witune.cli.common import (
     add_data_args,
     add_model_arg,
     add_weight_args,
+    escaped,
     int_at_least,
     load_rows,
     role_weights,
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(json.dumps(row_json(row)) + "\n")
         if out is not sys.stdout:
             out.close()
-            Console(stderr=True).print(f"wrote {len(data.rows)} samples to {args.json}")
+            Console(stderr=True).print(f"wrote {len(data.rows)} samples to {escaped(args.json)}")
         return 0
     console = Console()
     console.print(legend(weights.prompt, weights.response))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import positive_float
+from witune.cli.common import escaped, positive_float
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = get_tokenizer(args.model)
         result = invert(records, tokenizer, args.target_rg, args.seed, args.rg_definition)
     path = write_records(result.records, args.output)
-    t = Table(title=f"{args.data} -> {path}")
+    t = Table(title=escaped(f"{args.data} -> {path}"))
     t.add_column("measure")
     t.add_column("before", justify="right")
     t.add_column("after", justify="right")

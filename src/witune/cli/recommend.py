@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import int_at_least
+from witune.cli.common import escaped, int_at_least
 from witune.cli.stats import add_stats_args, compute_from_args
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     console = Console()
-    t = Table(title=f"{args.data}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer {args.model})")
+    t = Table(title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer {escaped(args.model)})")
     t.add_column("setting")
     t.add_column("recommended", justify="right")
     t.add_column("range to sweep", justify="right")

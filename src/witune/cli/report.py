@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import int_at_least
+from witune.cli.common import escaped, int_at_least
 
 
 def register(subparsers) -> None:
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
 
     a = analyze_with_progress(args)
     path = write_report(a, args.output, args.title)
-    Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    Console().print(f"wrote {escaped(path)} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -10,6 +10,7 @@ from witune.cli.common import (
     add_data_args,
     add_model_arg,
     add_weight_args,
+    escaped,
     int_at_least,
     load_rows,
     role_weights,
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
         return 0
-    table = Table(title=f"{args.model} on {args.data} (prompt {weights.prompt:g}, response {weights.response:g})")
+    table = Table(title=f"{escaped(args.model)} on {escaped(args.data)} (prompt {weights.prompt:g}, response {weights.response:g})")
     for col in ("", "NLL sum", "tokens", "NLL / token", "perplexity"):
         table.add_column(col, justify="right")
     for role in ("prompt", "response"):

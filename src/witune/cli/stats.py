@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from witune.cli.common import int_at_least
+from witune.cli.common import escaped, int_at_least
 
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -35,7 +35,7 @@ def compute_from_args(args: argparse.Namespace, logprob: bool):
     loaded = load_examples(args.data, format=args.format, on_error="skip" if args.skip_bad else "raise",
                            limit=args.limit)
     for e in loaded.skipped:
-        err.print(f"[yellow]skipped:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
     tokenizer = get_tokenizer(args.model)
     model = get_model(args.model, args.device) if logprob else None
     with err.status(f"measuring {len(loaded.examples)} samples"):
@@ -60,7 +60,7 @@ def stats_tables(stats) -> list:
     """Rich tables: Table 1 row per field and role, Rg, prompt characteristics."""
     from rich.table import Table
 
-    t = Table(title=f"{stats.source}: {stats.samples} samples, {stats.total_tokens:,} tokens (no template)")
+    t = Table(title=f"{escaped(stats.source)}: {stats.samples} samples, {stats.total_tokens:,} tokens (no template)")
     for col in ("part", "mean tokens", "std", "total"):
         t.add_column(col, justify="left" if col == "part" else "right")
     for name, s in [*stats.fields.items(), *((f"role {r}", s) for r, s in stats.roles.items()),
@@ -98,14 +98,14 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     if args.plot:
         for path in save_plots(stats, args.plot, Path(args.data).stem):
-            err.print(f"wrote {path}")
+            err.print(f"wrote {escaped(path)}")
     if args.json is not None:
         text = json.dumps(stats.to_dict(), indent=2)
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
-            err.print(f"wrote {args.json}")
+            err.print(f"wrote {escaped(args.json)}")
         return 0
     console = Console()
     for table in stats_tables(stats):
