@@ -117,3 +117,35 @@ def test_cli_print_config_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "lambda_p: loss weight of prompt tokens" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key,value", [
+    ("adam_beta1", 2), ("adam_beta1", -0.1), ("adam_beta2", 1.0), ("adam_epsilon", 0), ("learning_rate", 0),
+    ("learning_rate", ".nan"), ("log_every", 0), ("max_steps", -1), ("weight_decay", -0.1), ("max_grad_norm", -1),
+    ("lora_r", -1), ("lora_dropout", 1.0), ("save_every", -1), ("save_total_limit", -1), ("data_workers", 0),
+    ("global_batch_size", -8), ("limit", 0), ("format", "bogus"), ("template", "nope"), ("truncation", "middle"),
+    ("prompt_weight", 1.5), ("response_weight", 2), ("plw", 3), ("role_weights", "{system: 2}"),
+])
+def test_out_of_range_fields_refused_at_load_naming_file_line_and_key(tmp_path, key, value):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"data: x.jsonl\nmax_steps: 3\n{key}: {value}\n" if key != "max_steps" else
+                 f"data: x.jsonl\n{key}: {value}\n")
+    line = 3 if key != "max_steps" else 2
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert f"{p}, line {line}" in str(err.value) and key in str(err.value)
+    with pytest.raises(ConfigError, match=f"--set {key}"):
+        load_config(None, ["data=x.jsonl", f"{key}={value}"] + ([] if key == "max_steps" else ["max_steps=3"]))
+
+
+def test_weights_above_one_allowed_with_the_flag_and_a_warning(tmp_path, capsys):
+    cfg = load_config(None, {"data": "x", "plw": 2.0, "allow_weight_above_one": True})
+    assert cfg.plw == 2.0 and "warning" in capsys.readouterr().err
+    assert load_config(None, {"data": "x", "plw": 1.0}).plw == 1.0  # the boundary itself is in range
+
+
+def test_duplicate_yaml_key_refused(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: x.jsonl\nprompt_weight: 0.1\nrole_weights: {system: 0, system: 1}\n")
+    with pytest.raises(ConfigError, match=r"line 3: .*duplicate key 'system'"):
+        load_config(p)

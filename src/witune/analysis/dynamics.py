@@ -17,6 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from witune.plotting import plot_text
+
 WINDOW = 5
 DIAGNOSTICS = ["mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
 
@@ -82,7 +84,7 @@ def dynamics_figure(diag: pd.DataFrame):
         for (model, dataset), part in data.groupby(["model", "dataset"]):
             mean = part.groupby("prompt_weight")[col].mean()
             ax.plot(np.power(mean.index.to_numpy(float), P), mean.to_numpy(), marker="o", ms=3,
-                    label=f"{model} / {dataset}")
+                    label=plot_text(f"{model} / {dataset}"))
         ax.set_xticks(np.power(np.asarray(ticks, float), P), [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
         ax.set_xlabel("prompt weight (wp scale)")
         ax.set_title(col.replace("_", " "), fontsize=9)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from witune.analysis.plw import P, QuadFit, plw_rows, to_wp
+from witune.plotting import plot_text
 
 
 def aggregate_figure(agg: pd.DataFrame):
@@ -24,7 +25,7 @@ def aggregate_figure(agg: pd.DataFrame):
         for (model, dataset), part in data.groupby(["model", "dataset"]):
             part = part.groupby("prompt_weight")[col].mean()
             ax.plot(to_wp(part.index.to_numpy(float)), part.to_numpy(), marker="o", ms=3,
-                    label=f"{model} / {dataset}")
+                    label=plot_text(f"{model} / {dataset}"))
         ax.set_xticks(to_wp(np.asarray(ticks, float)), [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
         ax.set_xlabel("prompt loss weight (wp = PLW^0.30103 scale)")
         ax.set_title(title, fontsize=9)
@@ -46,7 +47,7 @@ def plw_fit_figure(results_rel: pd.DataFrame, fits: list[QuadFit]):
         part = rows[rows["dataset"] == fit.dataset]
         for task, t in part.groupby("task"):
             mean = t.groupby("wp")["relative"].mean()
-            ax.plot(mean.index, mean.to_numpy(), ".", alpha=0.6, label=task)
+            ax.plot(mean.index, mean.to_numpy(), ".", alpha=0.6, label=plot_text(task))
         eta = fit.intercept + fit.b1 * grid + fit.b2 * grid**2
         # The R engine's coefficients are on the logit scale of the beta GLMM: back to the score scale.
         curve = 1.0 / (1.0 + np.exp(-eta)) if fit.engine == "r" else eta
@@ -57,7 +58,7 @@ def plw_fit_figure(results_rel: pd.DataFrame, fits: list[QuadFit]):
                 ax.axvspan(fit.ci_low**P, fit.ci_high**P, color="red", alpha=0.12)
         ax.set_xlabel("wp = PLW^0.30103")
         ax.set_ylabel("min-max score")
-        ax.set_title(f"{fit.dataset} (p = {fit.p_lrt:.2g})", fontsize=9)
+        ax.set_title(f"{plot_text(fit.dataset)} (p = {fit.p_lrt:.2g})", fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
     return fig

@@ -25,6 +25,7 @@ REQUIRED = [
 ]
 NUMERIC = ["prompt_weight", "response_weight", "score"]
 LOSS_COLUMNS = ["run_id", "step", "loss"]
+FEATURE_COLUMNS = ["level", "name", "feature", "value"]
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -56,11 +57,34 @@ def load_losses(path: str | Path) -> pd.DataFrame | None:
     return _validate_losses(_read_csv(path), str(path))
 
 
+def load_features(path: str | Path) -> pd.DataFrame:
+    """Extra features ``level, name, feature, value`` (numeric value) for the optimum correlations."""
+    df = _read_csv(Path(path))
+    _check_columns(df, FEATURE_COLUMNS, str(path))
+    _check_rows(df, str(path))
+    df = df.copy().reset_index(drop=True)
+    _to_numeric(df, "value", str(path), allow_nan=False)
+    return df
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(Location(str(path), 0, "file"), "no such file" if not path.exists() else "not a file")
     try:
-        return pd.read_csv(path)
+        # utf-8-sig: a BOM written by a spreadsheet would otherwise become part of the first column's name.
+        return pd.read_csv(path, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(Location(str(path), 0), f"not a readable CSV file ({exc})") from exc
+        raise DataError(Location(str(path), 0, "file"), f"not a readable CSV file ({_first_line(exc)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_rows(df: pd.DataFrame, source: str) -> None:
+    if df.empty:
+        raise DataError(Location(source, 2, "line"), "no data rows (only a header): nothing to analyse")
 
 
 def _line(i: int) -> int:
@@ -92,7 +116,18 @@ def _to_bool(value: object) -> bool | None:
 def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFrame:
     """Check the schema and types; return a copy with clean dtypes. Errors name the CSV line and field."""
     _check_columns(df, REQUIRED, source)
+    _check_rows(df, source)
     df = df.copy().reset_index(drop=True)
+    # The same (run, benchmark, metric) twice counts one measurement twice: every test would see twice the
+    # data it has and report p-values that are far too small.
+    key_cols = ["run_id", "benchmark", "metric"]
+    repeated = df.duplicated(subset=key_cols, keep="first")  # True on the second and later occurrences
+    if repeated.any():
+        second = int(np.flatnonzero(repeated.to_numpy())[0])
+        key = df.loc[second, key_cols].tolist()
+        first = int(np.flatnonzero((df[key_cols] == key).all(axis=1).to_numpy())[0])
+        raise DataError(Location(source, _line(second), "line"), f"duplicate row: run {key[0]!r}, benchmark "
+                        f"{key[1]!r}, metric {key[2]!r} already given on line {_line(first)}", field="run_id")
     for col in ["prompt_weight", "response_weight"]:
         _to_numeric(df, col, source, allow_nan=True)  # NaN weights mark the base model
     _to_numeric(df, "score", source, allow_nan=False)
@@ -116,6 +151,7 @@ def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFram
 
 def _validate_losses(df: pd.DataFrame, source: str) -> pd.DataFrame:
     _check_columns(df, LOSS_COLUMNS, source)
+    _check_rows(df, source)
     df = df.copy().reset_index(drop=True)
     _to_numeric(df, "step", source, allow_nan=False)
     _to_numeric(df, "loss", source, allow_nan=False)

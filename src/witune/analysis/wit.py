@@ -14,6 +14,7 @@ import pandas as pd
 
 from witune.analysis.aggregate import TASK
 from witune.analysis.results import is_base
+from witune.plotting import plot_text
 
 KEY = ["model", "dataset", "normalization"]
 
@@ -105,7 +106,7 @@ def heatmap_figure(gains: pd.DataFrame):
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
     multi_norm = gains["normalization"].nunique() > 1
     for ax, (model, dataset, norm) in zip(axes.flat, panels):
-        title = f"{model} / {dataset}" + (f" / {norm}" if multi_norm else "")
+        title = plot_text(f"{model} / {dataset}" + (f" / {norm}" if multi_norm else ""))
         grid = gain_grid(gains, model, dataset, norm if multi_norm else "")
         plot_heatmap(ax, grid, title, has_base=bool(gains["prompt_weight"].isna().any()))
     for ax in list(axes.flat)[len(panels):]:

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from witune.cli.common import escaped, int_at_least
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, "
@@ -28,7 +30,7 @@ def add_model_options(p) -> None:
                         "glmmTMB and mgcv is installed, else python")
     p.add_argument("--primary", action="append", default=[], metavar="BENCHMARK=METRIC",
                    help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc")
-    p.add_argument("--bootstrap", type=int, default=200,
+    p.add_argument("--bootstrap", type=int_at_least(0), default=200,
                    help="bootstrap replicates for the critical-PLW interval (python engine)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -45,13 +47,11 @@ def parse_primary(items: list[str]) -> dict[str, str]:
 
 def load_inputs(args: argparse.Namespace):
     """Results, losses and features named on the command line (shared with `witune report`)."""
-    import pandas as pd
-
-    from witune.analysis.results import load_losses, load_results
+    from witune.analysis.results import load_features, load_losses, load_results
 
     results = load_results(args.sweep)
     losses = load_losses(args.losses) if args.losses else load_losses(args.sweep) if _is_dir(args.sweep) else None
-    features = pd.read_csv(args.features) if getattr(args, "features", None) else None
+    features = load_features(args.features) if getattr(args, "features", None) else None
     return results, losses, features
 
 
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
             con.print(_rich_table("Diagnostics by prompt weight (mean over runs; never in any aggregate)", per))
         for note in a.notes:
-            con.print(f"[yellow]note:[/] {escape(note)}")
+            con.print(f"[yellow]note:[/] {escaped(note)}")
     if args.plots:
         _write_plots(a, args.plots)
     return 0

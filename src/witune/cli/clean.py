@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from witune.cli.common import escaped, int_at_least
+
 
 def register(sub) -> None:
     p = sub.add_parser("clean", help="remove invalid, empty, placeholder, duplicate and overlong records",
@@ -18,8 +20,8 @@ def register(sub) -> None:
                         "default: OUT with .removed.jsonl")
     p.add_argument("--force", action="store_true", help="replace OUT and the report if they exist")
     p.add_argument("--model", default=None, help="tokenizer for the overlong check (default: count characters)")
-    p.add_argument("--max-tokens", type=int, default=2048, help="overlong limit with --model")
-    p.add_argument("--max-chars", type=int, default=16000, help="overlong limit without --model")
+    p.add_argument("--max-tokens", type=int_at_least(1), default=2048, help="overlong limit with --model")
+    p.add_argument("--max-chars", type=int_at_least(1), default=16000, help="overlong limit without --model")
     p.set_defaults(func=run)
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         result = clean(args.data, tokenizer, args.max_tokens, args.max_chars)
     write_records(result.kept, out)
     write_report(result, report)
-    t = Table(title=f"{args.data}: {result.total} records, {len(result.kept)} kept -> {out}")
+    t = Table(title=escaped(f"{args.data}: {result.total} records, {len(result.kept)} kept -> {out}"))
     t.add_column("reason")
     t.add_column("removed", justify="right")
     t.add_column("first", justify="left")
@@ -52,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(label, str(n), f"{first.location}: {first.detail}" if first else "")
     console = Console()
     console.print(t)
-    console.print(f"report: {report} ({len(result.removed)} lines)")
+    console.print(f"report: {escaped(report)} ({len(result.removed)} lines)")
     return 0

@@ -3,19 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 from witune.data.errors import ConfigError
+from witune.data.formats import FORMATS
+from witune.data.pipeline import TRUNCATIONS
+from witune.data.render import TEMPLATES
+
+
+# Argument types: argparse checks them while parsing, so a bad number is one usage line before any model or
+# data is loaded (not a traceback after minutes of work, nor a silently empty result).
+def int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def weight_value(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a loss weight must be >= 0, got {text}")
+    return value
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet), dataset folder, or datasets hub name")
-    p.add_argument("--format", default="auto", help="record format: auto, alpaca, self_instruct, prompt_completion, messages, sharegpt")
-    p.add_argument("--template", default="auto", help="auto (alpaca data -> alpaca, prompt/completion -> plain, chats -> chat), alpaca, chat, plain")
-    p.add_argument("--max-length", type=int, default=None, help="truncate samples to this many tokens")
-    p.add_argument("--truncation", default="left", help="left (cut the prompt's start, keep the response), right (cut the end), drop")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="record format")
+    p.add_argument("--template", default="auto", choices=list(TEMPLATES),
+                   help="auto (alpaca data -> alpaca, prompt/completion -> plain, chats -> chat), alpaca, chat, plain")
+    p.add_argument("--max-length", type=int_at_least(2), default=None, help="truncate samples to this many tokens")
+    p.add_argument("--truncation", default="left", choices=list(TRUNCATIONS),
+                   help="left (cut the prompt's start, keep the response), right (cut the end), drop")
     p.add_argument("--final-turn-only", action="store_true", help="train only the last assistant turn; earlier turns count as prompt")
     p.add_argument("--skip-bad", action="store_true", help="skip bad records and report them instead of stopping at the first")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N examples")
     p.add_argument("--split", default="train", help="split of a dataset folder or hub dataset")
 
 
@@ -24,15 +71,18 @@ def add_model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> None:
-    p.add_argument("--prompt-weight", "--lambda-p", type=float, default=prompt_default, help="lambda_p: weight of prompt tokens")
-    p.add_argument("--response-weight", "--lambda-r", type=float, default=1.0, help="lambda_r: weight of response tokens")
-    p.add_argument("--plw", type=float, default=None, help="prompt-loss weight (PLW paper): sets prompt weight, response 1")
+    p.add_argument("--prompt-weight", "--lambda-p", type=weight_value, default=prompt_default, help="lambda_p: weight of prompt tokens")
+    p.add_argument("--response-weight", "--lambda-r", type=weight_value, default=1.0, help="lambda_r: weight of response tokens")
+    p.add_argument("--plw", type=weight_value, default=None, help="prompt-loss weight (PLW paper): sets prompt weight, response 1")
     p.add_argument("--role-weight", action="append", default=[], metavar="ROLE=W",
                    help="weight for every token of a role (system, user, assistant, tool, template); repeatable")
+    p.add_argument("--allow-weight-above-one", action="store_true",
+                   help="accept weights above 1 (outside the papers' range [0, 1]); a warning is printed")
 
 
 def role_weights(args: argparse.Namespace):
     from witune.data import RoleWeights
+    from witune.data.weights import check_weight_range
 
     roles = {}
     for item in args.role_weight:
@@ -43,6 +93,10 @@ def role_weights(args: argparse.Namespace):
             raise ConfigError(f"--role-weight expects ROLE=NUMBER, got {item!r}") from None
         if not sep:
             raise ConfigError(f"--role-weight expects ROLE=NUMBER, got {item!r}")
+    named = {"--prompt-weight": args.prompt_weight, "--response-weight": args.response_weight, "--plw": args.plw}
+    named.update({f"--role-weight {r}": w for r, w in roles.items()})
+    for warning in check_weight_range(named, args.allow_weight_above_one, "add --allow-weight-above-one"):
+        print_error(warning, "warning")
     if args.plw is not None:
         return RoleWeights(args.plw, 1.0, roles)
     return RoleWeights(args.prompt_weight, args.response_weight, roles)
@@ -61,6 +115,33 @@ def load_rows(args: argparse.Namespace, tokenizer, weights):
                              progress=len(loaded.examples) > 2000)
     err = Console(stderr=True)
     for e in loaded.skipped + data.skipped + data.zero_trainable:
-        err.print(f"[yellow]skipped:[/] {e}", highlight=False, soft_wrap=True)
-    err.print(f"[dim]{loaded.summary()}; {data.summary()}[/]", highlight=False)
+        err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
+    err.print(f"[dim]{escaped(loaded.summary())}; {escaped(data.summary())}[/]", highlight=False)
     return data
+
+
+def print_error(message: object, label: str = "error") -> None:
+    """The one error printer: a single line on stderr. The message is user text (paths, record keys, values),
+    so it is escaped: `[/]` in a file name would otherwise be read as rich markup and crash the printer."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    style = "bold red" if label == "error" else "yellow"
+    Console(stderr=True).print(f"[{style}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def os_error_line(err: OSError, outputs: list[str] | None = None) -> str:
+    """'PATH: strerror' for a file that could not be read or written (a folder, read-only, a full disk).
+    Without a file name in the error (write() on a full disk), the command's output paths are named."""
+    names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+    what = err.strerror or str(err) or type(err).__name__
+    if names:
+        return f"{' -> '.join(names)}: {what}"
+    return f"{what} (writing {', '.join(outputs)})" if outputs else what
+
+
+def escaped(text: object) -> str:
+    """User text to embed in rich markup (error and skip lines, tables with markup)."""
+    from rich.markup import escape
+
+    return escape(str(text))

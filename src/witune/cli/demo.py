@@ -7,6 +7,8 @@ import argparse
 import math
 import sys
 
+from witune.cli.common import int_at_least, positive_float
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="offline demo: fine-tune SmolLM2-135M at a conventional and a weighted setting",
@@ -18,14 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs/demo", help="where models, metrics and the plot go")
     p.add_argument("--model", default="smollm2", help="model to fine-tune (HF name, folder, .gguf, or 'smollm2')")
     p.add_argument("--data", default=None, help="instruction file (default: shared alpaca_seed_tasks.jsonl, else generated)")
-    p.add_argument("--n-train", type=int, default=64, help="training records (one epoch)")
-    p.add_argument("--n-eval", type=int, default=12, help="held-out records scored after training")
-    p.add_argument("--max-length", type=int, default=160, help="tokens per sample")
-    p.add_argument("--batch-size", type=int, default=2, help="samples per optimizer step")
-    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--n-train", type=int_at_least(1), default=64, help="training records (one epoch)")
+    p.add_argument("--n-eval", type=int_at_least(1), default=12, help="held-out records scored after training")
+    p.add_argument("--max-length", type=int_at_least(2), default=160, help="tokens per sample")
+    p.add_argument("--batch-size", type=int_at_least(1), default=2, help="samples per optimizer step")
+    p.add_argument("--learning-rate", type=positive_float, default=1e-4)
     p.add_argument("--benchmark", default="witune_arc_challenge",
                    help="harness task run 0-shot on every model when ../shared/data/eval is present ('' to skip)")
-    p.add_argument("--benchmark-limit", type=int, default=50, help="items of the benchmark")
+    p.add_argument("--benchmark-limit", type=int_at_least(1), default=50, help="items of the benchmark")
     p.set_defaults(func=run)
 
 

@@ -13,19 +13,21 @@ HELP_TASKS = (
     "witune:generation=FILE, witune:memorization=TRAIN_FILE, witune:winrate[=REFERENCE_JSON]"
 )
 
+from witune.cli.common import int_at_least
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model on benchmarks and built-in metrics",
                               description=__doc__)
     p.add_argument("model", help="model folder (or hub name for standard tasks)")
     p.add_argument("--tasks", required=True, help=HELP_TASKS)
-    p.add_argument("--limit", type=int, default=None, help="items per task")
-    p.add_argument("--num-fewshot", type=int, default=None, help="override the per-task shot presets")
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="items per task")
+    p.add_argument("--num-fewshot", type=int_at_least(0), default=None, help="override the per-task shot presets")
     p.add_argument("--json", dest="json_out", default=None, help="write the result rows to this JSON file")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="for generation built-ins")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int_at_least(1), default=256, help="for generation built-ins")
+    p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", default=None, help="judge for witune:winrate: model folder or http(s) endpoint")
     p.add_argument("--judge-model", default="judge", help="model name sent to an OpenAI-compatible judge")
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        judge=args.judge, judge_model=args.judge_model, judge_allow_http=args.judge_allow_http)
     try:
+        if args.db:  # a corrupt database is found now, not after the whole evaluation ran
+            from witune.sweep.db import check_database
+
+            check_database(args.db)
         names = split_tasks(args.tasks)
         if args.judge and args.judge.startswith(("http://", "https://")):  # refuse an insecure judge before work
             from witune.eval.judge import check_judge_url

@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import add_data_args, add_model_arg, add_weight_args, load_rows, role_weights
+from witune.cli.common import (
+    add_data_args,
+    add_model_arg,
+    add_weight_args,
+    escaped,
+    int_at_least,
+    load_rows,
+    role_weights,
+)
 
 
 def register(sub) -> None:
@@ -15,7 +23,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_model_arg(p)
     add_weight_args(p)
-    p.add_argument("--show", type=int, default=3, help="how many samples to print coloured")
+    p.add_argument("--show", type=int_at_least(0), default=3, help="how many samples to print coloured")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write input_ids, weights and roles of every sample as JSON Lines (to PATH, or stdout)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -43,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         with atomic_open(args.json, "w") as out:
             for row in data.rows:
                 out.write(json.dumps(row_json(row)) + "\n")
-        Console(stderr=True).print(f"wrote {len(data.rows)} samples to {args.json}")
+        Console(stderr=True).print(f"wrote {len(data.rows)} samples to {escaped(args.json)}")
         return 0
     console = Console()
     console.print(legend(weights.prompt, weights.response))

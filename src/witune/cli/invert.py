@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from witune.cli.common import escaped, positive_float
+
 
 def register(sub) -> None:
     p = sub.add_parser("invert", help="prompt inversion (PLW paper): make short-completion data",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", help="Alpaca data file (instruction/input/output; .json or .jsonl)")
     p.add_argument("-o", "--output", required=True, help="output file (.json array or .jsonl, Alpaca records)")
-    p.add_argument("--target-rg", type=float, default=None,
+    p.add_argument("--target-rg", type=positive_float, default=None,
                    help="invert just enough samples to reach this Rg (paper: Tiny 0.042, Medium 1.0); "
                         "default: invert every long-completion sample (AlpacaDataShort)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = get_tokenizer(args.model)
         result = invert(records, tokenizer, args.target_rg, args.seed, args.rg_definition)
     path = write_records(result.records, args.output)
-    t = Table(title=f"{args.data} -> {path}")
+    t = Table(title=escaped(f"{args.data} -> {path}"))
     t.add_column("measure")
     t.add_column("before", justify="right")
     t.add_column("after", justify="right")

@@ -6,8 +6,6 @@ import argparse
 import importlib
 import sys
 
-from rich.console import Console
-
 from witune import __version__
 
 # Command modules import their heavy dependencies (torch, transformers) inside `run`, so `--help` is fast.
@@ -26,16 +24,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from witune.cli.common import os_error_line, print_error
     from witune.data.errors import ConfigError, DataError
 
     try:
         return int(args.func(args) or 0)
     except (DataError, ConfigError) as e:
         # Bad input or configuration: one clear line, never a traceback from deep inside a library.
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(e)
+        return 2
+    except OSError as e:
+        # A file that cannot be read or written (a folder, read-only, a full disk, gone): its path and why.
+        print_error(os_error_line(e, _output_paths(args)))
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _output_paths(args: argparse.Namespace) -> list[str]:
+    """The output paths given on the command line: a write error without a file name (a full disk raises
+    ENOSPC from write(), which knows no path) is reported against them."""
+    names = ("output", "json", "json_out", "plot", "plots", "report", "out")
+    return [str(v) for n in names if isinstance(v := getattr(args, n, None), str) and v != "-"]
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from witune.cli.common import escaped, int_at_least
 from witune.cli.stats import add_stats_args, compute_from_args
 
 
@@ -16,7 +17,7 @@ def register(sub) -> None:
     add_stats_args(p, model_required=False)
     p.add_argument("--benchmarks", default="all", choices=["all", "mc", "gen"],
                    help="Table 4 column: all benchmarks, multiple-choice, or generation")
-    p.add_argument("--logprob-samples", type=int, default=0,
+    p.add_argument("--logprob-samples", type=int_at_least(0), default=0,
                    help="also score this many prompts with the model (WIT's log-prob characteristic)")
     p.add_argument("--device", default="auto", help="device for the log-prob pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     console = Console()
-    t = Table(title=f"{args.data}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer {args.model})")
+    t = Table(title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer {escaped(args.model)})")
     t.add_column("setting")
     t.add_column("recommended", justify="right")
     t.add_column("range to sweep", justify="right")

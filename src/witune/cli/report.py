@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from witune.cli.common import escaped
+
 
 def register(subparsers) -> None:
     from witune.cli.analyze import add_model_options
@@ -35,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     path = write_report(a, args.output, args.title)
-    Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    Console().print(f"wrote {escaped(path)} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from witune.cli.common import add_data_args, add_model_arg, add_weight_args, load_rows, role_weights
+from witune.cli.common import (
+    add_data_args,
+    add_model_arg,
+    add_weight_args,
+    escaped,
+    int_at_least,
+    load_rows,
+    role_weights,
+)
 
 
 def register(sub) -> None:
@@ -16,7 +24,7 @@ def register(sub) -> None:
     add_model_arg(p)
     add_weight_args(p)
     p.add_argument("--normalization", default="nonzero", help="nonzero (WIT), weight_sum, tokens, or a number")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write the result as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
@@ -50,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             atomic_write_text(args.json, text + "\n")
         return 0
-    table = Table(title=f"{args.model} on {args.data} (prompt {weights.prompt:g}, response {weights.response:g})")
+    table = Table(title=f"{escaped(args.model)} on {escaped(args.data)} (prompt {weights.prompt:g}, response {weights.response:g})")
     for col in ("", "NLL sum", "tokens", "NLL / token", "perplexity"):
         table.add_column(col, justify="right")
     for role in ("prompt", "response"):

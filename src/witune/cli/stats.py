@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from witune.cli.common import escaped, int_at_least
+
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet) or dataset folder")
@@ -15,8 +17,8 @@ def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> N
                    help="tokenizer/model: HF name, local folder, .gguf, or 'smollm2' (offline SmolLM2-135M)")
     p.add_argument("--format", default="auto", help="record format (auto-detected by default)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad records (listed on stderr) instead of stopping")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
-    p.add_argument("--max-samples", type=int, default=1000,
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N examples")
+    p.add_argument("--max-samples", type=int_at_least(1), default=1000,
                    help="prompts (seeded sample) for n-gram diversity and parse depth")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample")
 
@@ -33,7 +35,7 @@ def compute_from_args(args: argparse.Namespace, logprob: bool):
     loaded = load_examples(args.data, format=args.format, on_error="skip" if args.skip_bad else "raise",
                            limit=args.limit)
     for e in loaded.skipped:
-        err.print(f"[yellow]skipped:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
     tokenizer = get_tokenizer(args.model)
     model = get_model(args.model, args.device) if logprob else None
     with err.status(f"measuring {len(loaded.examples)} samples"):
@@ -46,7 +48,7 @@ def register(sub) -> None:
     p = sub.add_parser("stats", help="data-set statistics: per-field lengths, Rg, prompt characteristics, plots",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_stats_args(p)
-    p.add_argument("--logprob-samples", type=int, default=128,
+    p.add_argument("--logprob-samples", type=int_at_least(0), default=128,
                    help="prompts scored by the model for the average next-token log-prob (0: skip)")
     p.add_argument("--device", default="auto", help="device for the log-prob pass: auto, cpu, cuda")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write JSON (to PATH or stdout)")
@@ -59,7 +61,7 @@ def stats_tables(stats) -> list:
     """Rich tables: Table 1 row per field and role, Rg, prompt characteristics."""
     from rich.table import Table
 
-    t = Table(title=f"{stats.source}: {stats.samples} samples, {stats.total_tokens:,} tokens (no template)")
+    t = Table(title=f"{escaped(stats.source)}: {stats.samples} samples, {stats.total_tokens:,} tokens (no template)")
     for col in ("part", "mean tokens", "std", "total"):
         t.add_column(col, justify="left" if col == "part" else "right")
     for name, s in [*stats.fields.items(), *((f"role {r}", s) for r, s in stats.roles.items()),
@@ -100,14 +102,14 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     if args.plot:
         for path in save_plots(stats, args.plot, Path(args.data).stem):
-            err.print(f"wrote {path}")
+            err.print(f"wrote {escaped(path)}")
     if args.json is not None:
         text = json.dumps(stats.to_dict(), indent=2)
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
             atomic_write_text(args.json, text + "\n")
-            err.print(f"wrote {args.json}")
+            err.print(f"wrote {escaped(args.json)}")
         return 0
     console = Console()
     for table in stats_tables(stats):

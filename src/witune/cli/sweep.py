@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from witune.cli.common import int_at_least
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="run a resumable grid of trainings + evaluations (or: sweep status DIR)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="sweep YAML (see configs/sweeps/), or the word 'status'")
     p.add_argument("folder", nargs="?", help="with 'status': the sweep folder to show")
-    p.add_argument("--workers", type=int, default=None, help="points trained at the same time (local backend)")
+    p.add_argument("--workers", type=int_at_least(1), default=None, help="points trained at the same time (local backend)")
     p.add_argument("--backend", choices=["local", "ray"], default=None, help="local worker processes, or Ray")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--out", default=None, help="sweep folder (overrides output_dir of the config)")

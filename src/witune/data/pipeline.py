@@ -7,6 +7,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from witune.data import overlong
 from witune.data.errors import ConfigError, DataError
 from witune.data.example import Example
 from witune.data.render import Rendered, render_segments, tokenize_segments
@@ -66,17 +67,24 @@ def tokenize_examples(examples: list[Example], tokenizer: Any, weights: RoleWeig
     if truncation not in TRUNCATIONS:
         raise ConfigError(f"unknown truncation {truncation!r}; choose one of {TRUNCATIONS}")
     out = TokenizedData([])
+    chars = overlong.budget(tokenizer, max_length)
     bar = tqdm(total=len(examples), desc="tokenizing", unit="ex", disable=not progress)
     for b in range(0, len(examples), _BATCH):
         batch = examples[b : b + _BATCH]
-        segs, kept = [], []
+        segs, kept, cuts = [], [], []
         for ex in batch:
             try:
-                segs.append(render_segments(ex, tokenizer, template, final_turn_only))
+                full = render_segments(ex, tokenizer, template, final_turn_only)
+                # Tokenize only what truncation can keep (see witune.data.overlong): bounded work per sample.
+                cut, parts = overlong.cut_segments(full, chars, truncation) if chars else (full, [])
+                segs.append(cut)
                 kept.append(ex)
+                cuts.append((full, parts))
             except DataError as err:
                 _fail(out.skipped, err, on_error)
-        for row in tokenize_segments(segs, kept, tokenizer, weights):
+        for row, ex, (full, parts) in zip(tokenize_segments(segs, kept, tokenizer, weights), kept, cuts):
+            if parts and not overlong.enough_tokens(row, parts, max_length):  # type: ignore[arg-type]
+                row = tokenize_segments([full], [ex], tokenizer, weights)[0]  # the cut was too tight: whole
             if max_length is not None:
                 cut = truncate(row, max_length, truncation)
                 if cut is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import DataError, Location
+from witune.data.errors import ConfigError, DataError, Location
 from witune.data.example import Example
 from witune.data.formats import FORMATS, detect_format, to_examples
 
@@ -34,16 +34,16 @@ def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Loc
         elif suffix == ".csv":
             yield from _csv(path)
         elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-                yield Location(str(path), i), row
+            yield from _parquet(path)
         else:
             raise DataError(Location(str(path), 0, "file"), f"unsupported file type {suffix!r} (use .json, .jsonl, .csv, .parquet)")
     elif path.is_dir() or not path.suffix:
         yield from _dataset(str(source), split)
     else:
         raise DataError(Location(str(path), 0, "file"), "file not found")
+
+
+_BOM = "\ufeff"  # what many Windows tools write at the start of a UTF-8 file; not part of the data
 
 
 def _decode(raw: bytes, location: Location) -> str:
@@ -53,18 +53,45 @@ def _decode(raw: bytes, location: Location) -> str:
         raise DataError(location, f"invalid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})") from None
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice in one object is an error. json.loads would keep the last
+    value in silence, so a record with two "output" fields trained on whichever came second."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return obj
+
+
+def _loads(text: str, loc: Location) -> Any:
+    """json.loads that refuses duplicate keys and turns every failure into a DataError at `loc`."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object)
+    except json.JSONDecodeError as e:
+        raise DataError(loc, f"malformed JSON: {e.msg} (column {e.colno})") from None
+    except _DuplicateKey as e:
+        raise DataError(loc, "duplicate key in one JSON object (the value would be ambiguous)", e.key) from None
+    except RecursionError:
+        raise DataError(loc, "JSON nested too deeply to read (thousands of levels of [ or {)") from None
+
+
 def _jsonl(path: Path) -> Iterator[tuple[Location, Any]]:
     with path.open("rb") as f:
         for n, raw in enumerate(f, start=1):
             loc = Location(str(path), n, "line")
             try:
                 text = _decode(raw, loc)
+                if n == 1:
+                    text = text.removeprefix(_BOM)
                 if not text.strip():
                     continue
-                try:
-                    yield loc, json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise DataError(loc, f"malformed JSON: {e.msg} (column {e.colno})") from None
+                yield loc, _loads(text, loc)
             except DataError as err:
                 yield loc, err
 
@@ -72,18 +99,24 @@ def _jsonl(path: Path) -> Iterator[tuple[Location, Any]]:
 def _json(path: Path) -> Iterator[tuple[Location, Any]]:
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(Location(str(path), line, "line"), "invalid UTF-8") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_object)
     except json.JSONDecodeError as e:
         if "\n{" in text.strip() or text.lstrip().startswith("{"):
             # A .json file that is really JSON Lines: read it line by line (and report per line).
             yield from _jsonl(path)
             return
         raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})") from None
+    except _DuplicateKey as e:
+        raise DataError(Location(str(path), _duplicate_line(text, e.key), "line"),
+                        "duplicate key in one JSON object (the value would be ambiguous)", e.key) from None
+    except RecursionError:
+        raise DataError(Location(str(path), 1, "line"), "JSON nested too deeply to read "
+                        "(thousands of levels of [ or {)") from None
     if isinstance(data, dict):
         lists = [k for k, v in data.items() if isinstance(v, list)]
         if len(lists) != 1:
@@ -95,14 +128,68 @@ def _json(path: Path) -> Iterator[tuple[Location, Any]]:
         yield Location(str(path), i), rec
 
 
+def _duplicate_line(text: str, key: str) -> int:
+    """Line where the record holding `key` twice starts (only on the error path): the first object, other
+    than a top-level wrapper object, that fails to parse for that key."""
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_object)
+    wrapper = len(text) - len(text.lstrip()) if text.lstrip().startswith("{") else -1
+    for i in (i for i, c in enumerate(text) if c == "{" and i != wrapper):
+        try:
+            decoder.raw_decode(text, i)
+        except _DuplicateKey as e:
+            if e.key == key:
+                return text.count("\n", 0, i) + 1
+        except (ValueError, RecursionError):
+            continue
+    return 1
+
+
 def _csv(path: Path) -> Iterator[tuple[Location, Any]]:
     raw = path.read_bytes()
     text = _decode(raw, Location(str(path), raw[: _first_bad_utf8(raw)].count(b"\n") + 1, "line"))
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text.removeprefix(_BOM), newline=""))
     line = 1  # the header
-    for row in reader:
-        yield Location(str(path), line + 1, "line"), row
-        line = reader.line_num
+    # A long text field is valid data (the length limit applies to tokens, later); csv's default limit of
+    # 131,072 characters per field would stop the read with a bare csv.Error.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, 2**31 - 1))
+    try:
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as e:
+            raise DataError(Location(str(path), 1, "line"), f"malformed CSV header: {e}") from None
+        dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
+        if dup is not None:
+            raise DataError(Location(str(path), 1, "line"), "column named twice in the header "
+                            "(the value would be ambiguous)", dup)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(Location(str(path), reader.line_num, "line"), f"malformed CSV: {e}") from None
+            yield Location(str(path), line + 1, "line"), row
+            line = reader.line_num
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _parquet(path: Path) -> Iterator[tuple[Location, Any]]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as e:
+        raise DataError(Location(str(path), 0, "file"), f"not a readable Parquet file ({_first_line(e)})") from None
+    for i, row in enumerate(rows, start=1):
+        yield Location(str(path), i), row
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _first_bad_utf8(raw: bytes) -> int:
@@ -154,7 +241,7 @@ def load_examples(source: str | Path, format: str = "auto", on_error: str = "rai
     if on_error not in ("raise", "skip"):
         raise ValueError("on_error must be 'raise' or 'skip'")
     if format != "auto" and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; choose auto or one of {FORMATS}")
+        raise ConfigError(f"unknown format {format!r}; choose auto or one of {FORMATS}")
     result = LoadResult([], format=format)
     for loc, rec in read_records(source, split):
         try:

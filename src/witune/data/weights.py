@@ -56,3 +56,22 @@ class RoleWeights:
     def from_plw(cls, plw: float) -> "RoleWeights":
         """The PLW paper's parameterisation: prompt-loss weight in [0, 1], response at 1."""
         return cls(prompt=plw, response=1.0)
+
+
+def check_weight_range(named: Mapping[str, float | None], allow_above_one: bool, hint: str) -> list[str]:
+    """Loss weights outside the papers' range [0, 1] are refused unless explicitly allowed (`hint` says how).
+
+    Both papers sweep lambda_p, lambda_r and the PLW in [0, 1]; a 5 typed for 0.5 would otherwise train a
+    different model in silence. Returns the warnings to print when values above 1 were allowed.
+    """
+    warnings = []
+    for name, w in named.items():
+        if w is None:
+            continue
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {w!r}")
+        if w > 1:
+            if not allow_above_one:
+                raise ConfigError(f"{name} is {w:g}, above the papers' range [0, 1]; if you mean it, {hint}")
+            warnings.append(f"{name} is {w:g}, above the papers' range [0, 1] (allowed by request)")
+    return warnings

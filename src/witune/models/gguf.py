@@ -42,8 +42,10 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
-    except (OSError, ValueError, KeyError, ImportError) as err:
-        raise ConfigError(f"cannot read GGUF file {gguf_file}: {_first_line(err)}") from err
+    except Exception as err:  # noqa: BLE001
+        # Only the file is read here, and a truncated or forged GGUF fails in the parser in many ways
+        # (struct.error, EOFError, IndexError, KeyError, ...): each means "this file cannot be read".
+        raise ConfigError(f"cannot read GGUF file {gguf_file}: {type(err).__name__}: {_first_line(err)}") from err
 
     config_dict = loaded.config.to_dict()
     # Drop everything that says "this model is quantized / came from a GGUF file".

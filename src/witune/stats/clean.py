@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import DataError
+from witune.data.errors import ConfigError, DataError
 from witune.data.formats import detect_format, to_examples
 from witune.data.readers import read_records
 
@@ -69,6 +69,10 @@ def _response_field(fmt: str, example) -> str:
 def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: int = 16000) -> Cleaning:
     """Check every record of ``path``. Overlong = more than ``max_tokens`` tokens (all text, no template) when a
     tokenizer is given, else more than ``max_chars`` characters."""
+    # A limit below 1 marks every record overlong: the "cleaned" file would be empty and the exit status 0.
+    for name, value in (("max_tokens", max_tokens), ("max_chars", max_chars)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
     kept: list[Any] = []
     removed: list[Removal] = []
     seen: dict[str, str] = {}  # canonical JSON -> location of its first occurrence

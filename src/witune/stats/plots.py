@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from witune.atomic import atomic_savefig
+from witune.plotting import plot_text
 from witune.stats.dataset import DatasetStats
 
 
@@ -29,11 +30,11 @@ def save_plots(stats: DatasetStats, out_dir: str | Path, name: str = "data") -> 
         ax.hist(values, bins=40, color="tab:blue", alpha=0.8)
         mean = sum(values) / len(values)
         ax.axvline(mean, color="tab:red", lw=1, label=f"mean {mean:.1f}")
-        ax.set_title(label)
+        ax.set_title(plot_text(label))
         ax.set_xlabel("tokens")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("samples")
-    fig.suptitle(f"{name}: token lengths ({stats.samples} samples)")
+    fig.suptitle(f"{plot_text(name)}: token lengths ({stats.samples} samples)")
     fig.tight_layout()
     lengths_png = out / f"{name}_lengths.png"
     atomic_savefig(fig, lengths_png, dpi=110)
@@ -49,7 +50,7 @@ def save_plots(stats: DatasetStats, out_dir: str | Path, name: str = "data") -> 
                    label=f"data set Rg (ratio of means) {stats.rg.ratio_of_means:.3g}")
     ax.set_xlabel("log10 Rg per sample (completion tokens / prompt tokens)")
     ax.set_ylabel("samples")
-    ax.set_title(f"{name}: {stats.rg.short_fraction:.0%} short-completion samples")
+    ax.set_title(f"{plot_text(name)}: {stats.rg.short_fraction:.0%} short-completion samples")
     ax.legend(fontsize=7)
     fig.tight_layout()
     rg_png = out / f"{name}_rg.png"

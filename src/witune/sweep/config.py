@@ -18,13 +18,15 @@ Example (every key optional except a base config or `set: {data: ...}`)::
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from witune.data.errors import ConfigError
+from witune.data.weights import check_weight_range
+from witune.yaml_io import load_yaml_file
 
 # PLW paper: the prompt-loss weights it trained with (response weight 1).
 PLW_PAPER = [0.0, 5e-4, 2.236e-3, 1e-2, 2.463e-2, 5e-2, 1e-1, 2.463e-1, 5e-1, 1.0]
@@ -62,6 +64,7 @@ class SweepConfig:
     eval_batch_size: int = 8
     eval_device: str = "cpu"
     eval_data_dir: str | None = None  # evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)
+    allow_weight_above_one: bool = False  # weights above the papers' range [0, 1] (a warning is printed)
     weight_distance: bool = True  # L2 distance of the tuned weights from the base model, per run
     # --- execution
     workers: int = 1  # points trained at the same time (local backend)
@@ -96,12 +99,7 @@ def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"sweep config not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    raw = load_yaml_file(p) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
     raw.setdefault("output_dir", str(Path("sweeps") / p.stem))
@@ -126,10 +124,7 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
         if not base_file.is_file():
             raise ConfigError(f"{where}: key 'base': training config not found: {base}")
         base_path = str(base_file.resolve())
-        try:
-            base = yaml.safe_load(base_file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{base_file}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        base = load_yaml_file(base_file) or {}
     if base is not None and not isinstance(base, dict):
         raise ConfigError(f"{where}: key 'base' must be a file path or a mapping of training keys")
     for key in _LIST_KEYS:
@@ -148,8 +143,8 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
     try:
         values["weights"] = [_pair(w) for w in values.get("weights", [])]
         for key in ("plw", "prompt_weights", "response_weights"):
-            values[key] = [float(x) for x in values.get(key, [])]
-        values["seeds"] = [int(x) for x in values.get("seeds", [])]
+            values[key] = [_number(x, key) for x in values.get(key, [])]
+        values["seeds"] = [_integer(x, "seeds") for x in values.get("seeds", [])]
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
     for key in ("datasets", "models", "normalization", "eval_tasks"):
@@ -161,7 +156,28 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
 def _pair(w: Any) -> tuple[float, float]:
     if not isinstance(w, (list, tuple)) or len(w) != 2:
         raise ValueError(f"key 'weights' expects [prompt, response] pairs, got {w!r}")
-    return float(w[0]), float(w[1])
+    return _number(w[0], "weights"), _number(w[1], "weights")
+
+
+def _number(x: Any, key: str) -> float:
+    """A finite weight: YAML's .nan and .inf read as floats, and float('nan') would make a point that
+    trains nothing (or NaN losses) without a word."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise ValueError(f"key '{key}' expects numbers, got {x!r}")
+    try:
+        value = float(x)
+    except ValueError:
+        raise ValueError(f"key '{key}' expects numbers, got {x!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"key '{key}' expects finite numbers, got {x!r}")
+    return value
+
+
+def _integer(x: Any, key: str) -> int:
+    """A whole number: int(1.5) and int(1.7) are both 1, which silently merged two seeds into one."""
+    if isinstance(x, bool) or not (isinstance(x, int) or (isinstance(x, float) and x.is_integer())):
+        raise ValueError(f"key '{key}' expects whole numbers, got {x!r}")
+    return int(x)
 
 
 def validate(cfg: SweepConfig, where: str = "<sweep>") -> SweepConfig:
@@ -177,6 +193,19 @@ def validate(cfg: SweepConfig, where: str = "<sweep>") -> SweepConfig:
     for p, r in cfg.weight_pairs():
         if p < 0 or r < 0 or (p == 0 and r == 0):
             raise ConfigError(f"{where}: weight pair ({p}, {r}) is invalid: weights must be >= 0 and not both 0")
+    if not isinstance(cfg.allow_weight_above_one, bool):
+        raise ConfigError(f"{where}: key 'allow_weight_above_one' must be true or false")
+    for key in ("plw", "prompt_weights", "response_weights", "weights"):
+        values = [x for pair in cfg.weights for x in pair] if key == "weights" else getattr(cfg, key)
+        for warning in check_weight_range({f"{where}: key '{key}' value": max(values, default=None)},
+                                          cfg.allow_weight_above_one, "set allow_weight_above_one: true"):
+            print(f"warning: {warning}", file=sys.stderr)
+    for key, low in (("eval_batch_size", 1), ("eval_max_new_tokens", 1), ("eval_num_fewshot", 0)):
+        v = getattr(cfg, key)
+        if v is None and key == "eval_num_fewshot":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{where}: key '{key}' must be an integer >= {low}, got {v!r}")
     if not (cfg.datasets or cfg.base.get("data") or cfg.set.get("data")):
         raise ConfigError(f"{where}: no training data: give 'datasets', or 'data' in the base config or 'set'")
     if "output_dir" in cfg.set:  # a base config's output_dir is simply replaced by runs/<run_id>

@@ -55,16 +55,44 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
     """
     p = db_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
-        conn.executescript(_SCHEMA)
+        conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
+    except sqlite3.OperationalError as e:  # e.g. a folder without write permission
+        raise _unusable(p, e) from None
+    try:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise  # another process holds the lock past the timeout: not a bad file
+            raise _unusable(p, e) from None
         conn.row_factory = sqlite3.Row
         yield conn
     finally:
         conn.close()
+
+
+def _unusable(path: Path, err: sqlite3.Error):
+    from witune.data.errors import ConfigError
+
+    return ConfigError(f"{path}: not a usable witune sweep database ({err})")
+
+
+def check_database(path: str | Path) -> Path:
+    """Open the database (creating it when absent) and run SQLite's quick integrity check, so that a corrupt
+    file is reported before an evaluation of many minutes, not when its results are to be written."""
+    p = db_path(path)
+    with connect(p) as conn:
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise _unusable(p, e) from None
+    if verdict != "ok":
+        raise _unusable(p, sqlite3.DatabaseError(verdict))
+    return p
 
 
 @contextmanager

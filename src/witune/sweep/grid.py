@@ -19,7 +19,9 @@ from witune.sweep.config import SweepConfig
 from witune.train.config import TrainConfig, config_dict, load_config
 
 # Keys that do not change the trained weights: left out of the id.
-_NOT_HASHED = {"output_dir", "progress", "report_to", "log_every", "save_every", "save_total_limit"}
+# allow_weight_above_one only permits a value; the weights themselves are hashed, so ids stay as they were.
+_NOT_HASHED = {"output_dir", "progress", "report_to", "log_every", "save_every", "save_total_limit",
+               "allow_weight_above_one"}
 
 
 @dataclass
@@ -68,6 +70,8 @@ def expand(cfg: SweepConfig) -> list[Point]:
     """The points of the grid: the product of models x datasets x weights x normalisations x seeds."""
     base = {k: v for k, v in cfg.base.items() if k != "output_dir"}
     common = {**base, **cfg.set}
+    if cfg.allow_weight_above_one:
+        common["allow_weight_above_one"] = True
     axes: list[list[dict[str, Any]]] = [
         [{"model": _absolute_if_exists(m)} for m in cfg.models] or [{}],
         [{"data": _absolute_if_exists(d)} for d in cfg.datasets] or [{}],

@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,6 +21,8 @@ from typing import Any
 import yaml
 
 from witune.data.errors import ConfigError
+from witune.data.weights import check_weight_range
+from witune.yaml_io import key_lines, load_yaml_file, load_yaml_text
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Stanford Alpaca, the recipe the PLW paper fine-tuned with.
@@ -81,6 +84,8 @@ class TrainConfig:
     """Per-role weights overriding prompt/response, e.g. {system: 0.0, template: 0.0}."""
     normalization: str = "nonzero"
     """Normaliser Z of each optimizer step: nonzero (tokens with weight != 0), weight_sum, tokens, or a number."""
+    allow_weight_above_one: bool = False
+    """Allow prompt/response/PLW/role weights above 1 (outside the papers' range [0, 1]; a warning is printed)."""
     chunked_loss: bool = False
     """Compute the loss from hidden states and the output projection in chunks, never materialising the
     (tokens x vocab) logits: the memory peak of large vocabularies. Zero-weight tokens are skipped entirely."""
@@ -155,22 +160,54 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check values that no type can express; raises ConfigError naming the key."""
+        def finite(v: Any) -> bool:
+            return isinstance(v, (int, float)) and math.isfinite(v)
+
         checks = [
             (bool(self.data), "data", "is required (a data file, folder or dataset name)"),
             (self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}"),
             (self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"must be one of {SCHEDULERS}"),
             (self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}"),
+            (self.format in ("auto", *_formats()), "format", f"must be auto or one of {_formats()}"),
+            (self.template in _templates(), "template", f"must be one of {_templates()}"),
+            (self.truncation in ("left", "right", "drop"), "truncation", "must be one of ('left', 'right', 'drop')"),
+            (self.limit is None or self.limit >= 1, "limit", "must be >= 1 or null"),
             (self.per_device_batch_size >= 1, "per_device_batch_size", "must be >= 1"),
             (self.grad_accum >= 1, "grad_accum", "must be >= 1"),
+            (self.global_batch_size >= 0, "global_batch_size", "must be >= 0 (0: use grad_accum)"),
+            (self.data_workers >= 1, "data_workers", "must be >= 1"),
             (self.max_length >= 2, "max_length", "must be >= 2"),
-            (0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)"),
-            (self.learning_rate >= 0 and math.isfinite(self.learning_rate), "learning_rate", "must be >= 0"),
+            (finite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)"),
+            (finite(self.learning_rate) and self.learning_rate > 0, "learning_rate", "must be a finite number > 0"),
             (self.epochs >= 1 or self.max_steps > 0, "epochs", "must be >= 1 (or set max_steps)"),
+            (self.max_steps >= 0, "max_steps", "must be >= 0 (0: run `epochs` epochs)"),
+            (finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be a finite number >= 0"),
+            (finite(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "adam_beta1", "must be in [0, 1)"),
+            (finite(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "adam_beta2", "must be in [0, 1)"),
+            (finite(self.adam_epsilon) and self.adam_epsilon > 0, "adam_epsilon", "must be a finite number > 0"),
+            (finite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", "must be a finite number >= 0"),
+            (self.lora_r >= 0, "lora_r", "must be >= 0 (0: full fine-tuning)"),
+            (self.lora_alpha > 0, "lora_alpha", "must be > 0"),
+            (finite(self.lora_dropout) and 0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)"),
+            (self.save_every >= 0, "save_every", "must be >= 0 (0: no checkpoints)"),
+            (self.save_total_limit >= 0, "save_total_limit", "must be >= 0 (0: keep all)"),
+            (self.log_every >= 1, "log_every", "must be >= 1"),
+            (bool(self.output_dir.strip()), "output_dir", "must not be empty"),
             (self.preset is None or self.preset in PRESETS, "preset", f"must be one of {sorted(PRESETS)}"),
         ]
         for ok, key, why in checks:
             if not ok:
-                raise ConfigError(f"config key '{key}' {why}, got {getattr(self, key)!r}")
+                raise _key_error(key, f"config key '{key}' {why}, got {getattr(self, key)!r}")
+        weights = {"prompt_weight": self.prompt_weight, "response_weight": self.response_weight, "plw": self.plw,
+                   **{f"role_weights.{r}": w for r, w in self.role_weights.items()}}
+        for key, w in weights.items():
+            try:
+                warnings = check_weight_range({f"config key '{key}'": w}, self.allow_weight_above_one,
+                                              "set allow_weight_above_one: true")
+            except ConfigError as e:
+                raise _key_error(key.split(".")[0], str(e)) from None
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         normalization_value(self.normalization)
         return self
 
@@ -181,6 +218,25 @@ class TrainConfig:
         if self.plw is not None:
             return RoleWeights(self.plw, 1.0, dict(self.role_weights))
         return RoleWeights(self.prompt_weight, self.response_weight, dict(self.role_weights))
+
+
+def _key_error(key: str, message: str) -> ConfigError:
+    """A ConfigError that knows its key, so `load_config` can say which file and line (or --set) gave it."""
+    err = ConfigError(message)
+    err.key = key  # type: ignore[attr-defined]
+    return err
+
+
+def _formats() -> tuple[str, ...]:
+    from witune.data.formats import FORMATS
+
+    return tuple(FORMATS)
+
+
+def _templates() -> tuple[str, ...]:
+    from witune.data.render import TEMPLATES
+
+    return TEMPLATES
 
 
 def normalization_value(value: str) -> str | float:
@@ -278,8 +334,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            out[key.strip()] = load_yaml_text(raw, "--set") if raw.strip() else None
+        except ConfigError:
             out[key.strip()] = raw  # an unparsable value is taken as a plain string, then type-checked
     return out
 
@@ -292,12 +348,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f", line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        loaded = load_yaml_file(p)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
         file_values = loaded or {}
@@ -311,7 +362,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     _apply(values, file_values, str(path))
     _apply(values, set_values, "--set")
     values["preset"] = chosen
-    return TrainConfig(**values).validate()
+    try:
+        return TrainConfig(**values).validate()
+    except ConfigError as e:
+        key = getattr(e, "key", None)
+        if key in set_values:
+            raise ConfigError(f"--set {key}: {e}") from None
+        if key in file_values and path is not None:
+            line = key_lines(Path(path)).get(key)
+            raise ConfigError(f"{path}{f', line {line}' if line else ''}: {e}") from None
+        raise
 
 
 def to_yaml(config: TrainConfig, comments: bool = True) -> str:
