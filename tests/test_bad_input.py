@@ -80,7 +80,7 @@ def test_tracebacks_become_one_line(tmp_path, good, tiny_model_dir, capsys):
 
     folder = tmp_path / "out_is_a_folder"
     folder.mkdir()
-    refused(["inspect", good, "--model", tiny_model_dir, "--json", folder], capsys, str(folder), "Is a directory")
+    refused(["inspect", good, "--model", tiny_model_dir, "--json", folder], capsys, str(folder), "folder")
 
     # rich markup in user text must not crash the error printer itself
     odd = tmp_path / "x[/]y[bold].jsonl"
