@@ -38,7 +38,7 @@ for step in range(4):
         sums = weighted_nll(logits, b["labels"], b["weights"], b["response_mask"])  # labels already shifted
         loss = safe_divide(sums.weighted_sum, z)  # x world size under DDP (it averages gradients)
         loss.backward()
-        step_loss += float(loss)
+        step_loss += loss.item()
     opt.step()
     opt.zero_grad()
     print(f"step {step + 1}: weighted loss {step_loss:.4f} (Z = {int(z)} tokens with non-zero weight)")

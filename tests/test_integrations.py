@@ -34,12 +34,13 @@ def seed_file() -> Path:
     return shared_file("alpaca_seed_tasks.jsonl")  # 175 real tasks of very different prompt/response lengths
 
 
-def _witune_step(model_dir: Path, data: Path, out: Path, prompt: float, norm: str = "nonzero", **kw):
-    cfg = load_config(overrides=dict(model=str(model_dir), data=str(data), limit=N, max_length=MAX_LEN,
+def _witune_step(model_dir: Path, data: Path, out: Path, prompt: float, norm: str = "nonzero", n: int = N,
+                 max_length: int = MAX_LEN):
+    cfg = load_config(overrides=dict(model=str(model_dir), data=str(data), limit=n, max_length=max_length,
                                      prompt_weight=prompt, response_weight=1.0, normalization=norm, optimizer="sgd",
                                      learning_rate=1.0, warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0,
-                                     max_steps=1, per_device_batch_size=N, seed=3, progress=False,
-                                     output_dir=str(out), **kw))
+                                     max_steps=1, per_device_batch_size=n, seed=3, progress=False,
+                                     output_dir=str(out)))
     result = train(cfg)
     return result.final_loss, load_file(str(result.model_dir / "model.safetensors"))
 
@@ -265,3 +266,54 @@ def test_two_process_trainer_invariance(tiny_model_dir, seed_file, tok, ds, init
     loss = float(next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("RESULT")))
     ddp = (loss, load_file(str(out / "params.safetensors")))
     _assert_same_step(init, ddp, _trainer_step(tiny_model_dir, ds, tok, tmp_path / "one", N, 1, norm))
+
+
+def test_bad_settings_are_one_clear_error(tiny_model_dir, tok, ds, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from witune.data import ConfigError
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    with pytest.raises(ValueError, match="normalization 'tokens' is not available"):
+        WeightedTrainer(model=model, args=_args(tmp_path, 2, 1), train_dataset=ds, processing_class=tok,
+                        normalization="tokens")
+    with pytest.raises(ConfigError, match="both zero"):
+        weighted_dataset([{"prompt": "a", "completion": "b"}], tok, 0.0, 0.0)
+    with pytest.raises(ValueError, match="must stay aligned"):
+        WeightedCollator(tok.pad_token_id)([{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "loss_weights": [0, 1]}])
+
+
+def test_witune_loss_does_not_import_trl_or_trainer():
+    code = "import sys, witune, witune.loss; print(sorted(m for m in ('trl', 'witune.integrations') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_smollm2_trainer_step_and_trl_at_0_1(smollm2_dir, seed_file, tmp_path):
+    """SmolLM2-135M, real records: one WeightedTrainer step (batch 2 x accumulation 2) == one `witune train` step
+    (batch 4), and at (0, 1) WeightedSFTTrainer's loss == TRL's completion_only_loss on a chat-template batch."""
+    tok = load_tokenizer(smollm2_dir)
+    data = weighted_dataset(seed_file, tok, 0.2, 1.0, max_length=128).select(range(4))
+    init = load_file(str(smollm2_dir / "model.safetensors"))
+    ours = _trainer_step(smollm2_dir, data, tok, tmp_path / "hf", 2, 2)
+    ref = _witune_step(smollm2_dir, seed_file, tmp_path / "witune", 0.2, n=4, max_length=128)
+    _assert_same_step(init, ours, ref)
+
+    import datasets
+
+    from witune.integrations.trl import WeightedSFTTrainer
+
+    records = json.loads(shared_file("gsm8k_train_alpaca.json").read_text())[:4]
+    chat = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["instruction"]}],
+                                        "completion": [{"role": "assistant", "content": r["output"]}]}
+                                       for r in records])
+    stock, m1 = _sft(smollm2_dir, chat, tmp_path / "s", bs=4, max_length=256)
+    weighted, m2 = _sft(smollm2_dir, chat, tmp_path / "w", cls=WeightedSFTTrainer, bs=4, max_length=256,
+                        prompt_weight=0.0)
+    rows_a, rows_b = [stock.train_dataset[i] for i in range(4)], [weighted.train_dataset[i] for i in range(4)]
+    assert [r["labels"] for r in rows_a] == [r["labels"] for r in rows_b]
+    m1.train(), m2.train()
+    loss_a = stock.compute_loss(m1, stock.data_collator(rows_a)).detach()
+    loss_b = weighted.compute_loss(m2, weighted.data_collator(rows_b)).detach()
+    assert float(loss_b) == pytest.approx(float(loss_a), rel=1e-6)

@@ -63,7 +63,9 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, packing: bool,
                          formatting_func: Any, dataset_name: str) -> Any:
         if "loss_weights" in get_dataset_column_names(dataset):
-            prepared = dataset  # weighted_dataset rows: witune's rendering, already weighted
+            prepared = dataset  # weighted_dataset rows: witune's rendering, truncation and weights
+            if args.shuffle_dataset and not packing:
+                prepared = prepared.shuffle(seed=args.seed)
         else:
             saved = self.completion_only_loss
             self.completion_only_loss = True  # labels then mark exactly the tokens TRL would train on at (0, 1)
