@@ -261,7 +261,7 @@ def test_two_process_trainer_invariance(tiny_model_dir, seed_file, tok, ds, init
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loss = float(next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("RESULT")))
     ddp = (loss, load_file(str(out / "params.safetensors")))

@@ -11,6 +11,10 @@ Nothing in this package is imported by `import witune` or `witune.loss`.
 
 from witune.integrations.collate import WeightedCollator
 from witune.integrations.dataset import weighted_dataset
-from witune.integrations.hf_trainer import WeightedLossMixin, WeightedTrainer, causal_lm_loss_sums
+from witune.integrations.hf_trainer import (
+    WeightedLossMixin,
+    WeightedTrainer,
+    causal_lm_loss_sums,
+)
 
 __all__ = ["WeightedCollator", "WeightedLossMixin", "WeightedTrainer", "causal_lm_loss_sums", "weighted_dataset"]

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from witune.loss import IGNORE_INDEX, NORMALIZATIONS, LossSums, normalizer_counts, safe_divide, weighted_nll
+from witune.loss import NORMALIZATIONS, LossSums, normalizer_counts, safe_divide, weighted_nll
 
 INTEGRATION_NORMALIZATIONS = ("nonzero", "weight_sum")
 _DIAGNOSTICS = ("prompt_nll", "prompt_tokens", "response_nll", "response_tokens")
