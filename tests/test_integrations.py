@@ -173,6 +173,7 @@ def pc_dataset(tok):
 
 
 def _sft(model_dir, ds, out, cls=None, bs=N, acc=1, **kw):
+    pytest.importorskip("trl")  # an optional extra (witune[trl])
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
