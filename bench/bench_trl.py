@@ -10,7 +10,7 @@ Variants, each in its own subprocess (so that peak RSS is its own), interleaved 
   witune_01_1  WeightedSFTTrainer, prompt 0.1 / response 1 (WIT: prompt tokens also go through the LM head)
 tokens/s = non-padding tokens / seconds inside one optimizer step (callback on_step_begin -> on_step_end,
 tokens counted by the collator, matched to steps by order), median over steps after the first, then median over
-repeats. Peak memory = the subprocess's ru_maxrss. The load average (os.getloadavg) is recorded before and after
+repeats; the variant order is reversed every other repeat. Peak memory = the subprocess's ru_maxrss. The load average (os.getloadavg) is recorded before and after
 every run: on a shared machine, compare only ratios from the same run.
 """
 
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import write_results  # noqa: E402
+from results_io import write_results
 
 DEFAULT_FILE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "gsm8k_train_alpaca.json")
 VARIANTS = ("trl", "witune_0_1", "witune_01_1")
@@ -102,11 +102,13 @@ def main() -> int:
         return 0
     runs = []
     for repeat in range(args.repeats):
-        for variant in args.variants:  # interleaved: a load change hits every variant alike
+        # interleaved, and the order reversed every other repeat (ABBA): a steadily rising or falling load then
+        # does not always favour the variant that runs second
+        for variant in (args.variants if repeat % 2 == 0 else args.variants[::-1]):
             load_before = os.getloadavg()
             cmd = [sys.executable, __file__, "--one", variant, "--file", args.file, "--limit", str(args.limit),
                    "--batch", str(args.batch), "--max-length", str(args.max_length), "--steps", str(args.steps)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 sys.stderr.write(proc.stderr[-3000:])
                 return 1
