@@ -318,3 +318,20 @@ def test_smollm2_trainer_step_and_trl_at_0_1(smollm2_dir, seed_file, tmp_path):
     loss_a = stock.compute_loss(m1, stock.data_collator(rows_a)).detach()
     loss_b = weighted.compute_loss(m2, weighted.data_collator(rows_b)).detach()
     assert float(loss_b) == pytest.approx(float(loss_a), rel=1e-6)
+
+
+def test_evaluate_gives_the_weighted_loss(tiny_model_dir, tok, ds, tmp_path):
+    """Trainer.evaluate on one batch of all samples == the weighted loss of that batch computed directly."""
+    from transformers import AutoModelForCausalLM
+
+    from witune.integrations import causal_lm_loss_sums
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    trainer = WeightedTrainer(model=model, args=_args(tmp_path, 2, 1, per_device_eval_batch_size=N), eval_dataset=ds,
+                              processing_class=tok, normalization="weight_sum")
+    got = trainer.evaluate()["eval_loss"]
+    batch = WeightedCollator(tok.pad_token_id)([ds[i] for i in range(N)])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    want = causal_lm_loss_sums(logits, batch["labels"], batch["loss_weights"]).loss("weight_sum")
+    assert got == pytest.approx(float(want), rel=1e-5)

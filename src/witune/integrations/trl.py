@@ -26,8 +26,12 @@ import logging
 from typing import Any
 
 import torch
-from trl import SFTTrainer
-from trl.data_utils import get_dataset_column_names, pack_dataset
+
+try:
+    from trl import SFTTrainer
+    from trl.data_utils import get_dataset_column_names, pack_dataset
+except ImportError as e:  # an optional extra: say how to get it
+    raise ImportError(f"witune.integrations.trl needs TRL >= 1.16: pip install 'witune[trl]' ({e})") from e
 
 from witune.data import RoleWeights
 from witune.integrations.collate import WeightedCollator
