@@ -335,3 +335,16 @@ def test_evaluate_gives_the_weighted_loss(tiny_model_dir, tok, ds, tmp_path):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     want = causal_lm_loss_sums(logits, batch["labels"], batch["loss_weights"]).loss("weight_sum")
     assert got == pytest.approx(float(want), rel=1e-5)
+
+
+def test_dataset_chat_data_multi_turn(tok):
+    """ShareGPT conversations (chat template, several assistant turns): witune's rows and role mask, unchanged."""
+    path = shared_file("fastchat_dummy_conversation_sharegpt.json")
+    records = json.loads(path.read_text())[:4]
+    got = weighted_dataset(records, tok, 0.1, 1.0, role_weights={"system": 0.0})
+    rows = tokenize_examples(load_examples(path, limit=4).examples, tok, RoleWeights(0.1, 1.0, {"system": 0.0})).rows
+    assert got["input_ids"] == [r.input_ids for r in rows] and got["roles"] == [r.roles for r in rows]
+    assert got["loss_weights"] == [pytest.approx(r.weights) for r in rows]
+    spans = [sum(1 for a, b in zip(x, x[1:]) if b and not a) for x in got["response_mask"]]
+    assert spans == [sum(t["from"] == "gpt" for t in r["conversations"]) for r in records]  # every assistant turn
+    assert max(spans) >= 2
