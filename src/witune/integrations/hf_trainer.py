@@ -27,7 +27,13 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from witune.loss import NORMALIZATIONS, LossSums, normalizer_counts, safe_divide, weighted_nll
+from witune.loss import (
+    NORMALIZATIONS,
+    LossSums,
+    normalizer_counts,
+    safe_divide,
+    weighted_nll,
+)
 
 INTEGRATION_NORMALIZATIONS = ("nonzero", "weight_sum")
 _DIAGNOSTICS = ("prompt_nll", "prompt_tokens", "response_nll", "response_tokens")
@@ -86,7 +92,8 @@ class WeightedLossMixin:
         if not isinstance(norm, str):
             return torch.tensor(norm, dtype=torch.float64, device=device)
         world = self.accelerator.num_processes
-        if (norm == "nonzero" and torch.is_tensor(trainer_count) and self.get_tp_size() * self.get_cp_size() == 1
+        replicated = self.get_tp_size() * self.get_cp_size() * self.get_sp_size()  # ranks sharing one batch
+        if (norm == "nonzero" and torch.is_tensor(trainer_count) and replicated == 1
                 and (world == 1 or self.args.average_tokens_across_devices)):
             return trainer_count
         counts = sum(normalizer_counts(b["labels"][..., 1:], b["loss_weights"][..., 1:]) for b in batches)
