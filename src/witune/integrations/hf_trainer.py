@@ -18,6 +18,8 @@ Then every micro-batch backpropagates `sum(w * nll) / Z * processes`: the step's
 d(sum over the step of w*nll)/dtheta / Z however the step is split (the gradient-accumulation bug of
 per-micro-batch means, transformers #34191, cannot happen). `tokens` (witune's count of every supervised token
 whatever its weight) is not offered here: zero-weight tokens carry no label in this layout.
+Tested: one process and DDP (gloo). Tensor, context or sequence parallelism (ranks sharing one batch) are not
+supported: the count and the x-processes factor would both count replicated ranks.
 """
 
 from __future__ import annotations
