@@ -11,7 +11,8 @@ from rich.console import Console
 from witune import __version__
 
 # Command modules import their heavy dependencies (torch, transformers) inside `run`, so `--help` is fast.
-COMMANDS = ["inspect", "score", "stats", "recommend", "invert", "clean", "train", "demo", "sweep", "eval", "analyze", "report"]
+COMMANDS = ["inspect", "score", "stats", "recommend", "invert", "clean", "train", "demo", "sweep", "eval", "analyze", "report",
+            "dpo", "dpo_pairs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
