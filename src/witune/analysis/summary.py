@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from witune.analysis import correlations, dynamics, gam, plw, wit
+from witune.analysis import correlations, dynamics, gam, plw, stages, wit
 from witune.analysis.aggregate import add_relative, aggregates, best_configs
 from witune.analysis.results import is_base, run_table
 
@@ -30,6 +30,8 @@ class Analysis:
     correlations: pd.DataFrame
     mean_optima: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    stages: pd.DataFrame | None = None  # gains after SFT and after DPO (sweeps with a DPO stage)
+    robustness: pd.DataFrame | None = None  # prompt-robustness diagnostics per configuration
 
 
 def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.DataFrame | None = None,
@@ -58,7 +60,8 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
     corr = correlations.correlate(opt, feats)
     return Analysis(results=rel, runs=runs, aggregates=aggregates(rel), best=best_configs(aggregates(rel)),
                     gains=gains, optima=opt, optimum_counts=wit.optimum_counts(opt), fits=fits, gam=gam_res,
-                    correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes)
+                    correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes,
+                    robustness=stages.robustness_table(df))
 
 
 def _clean(value):
@@ -90,6 +93,8 @@ def to_json(a: Analysis) -> dict:
         "mean_optima": _records(a.mean_optima),
         "diagnostics": _records(a.runs[diag_cols]),
         "notes": a.notes,
+        "stage_gains": _records(a.stages) if a.stages is not None else None,
+        "robustness": _records(a.robustness) if a.robustness is not None else None,
     }
 
 
