@@ -9,7 +9,8 @@ changes one thing and has several variants:
 - `option_format`: the option labels / layout changed (`(A) x`, `1. x`, `a) x`), the answer label with them;
 - `typos`: character noise (swap, drop, double, substitute) on the question and option texts, each letter
   hit with probability `rate`; one variant per seed;
-- `fewshot_order`: the few-shot items shuffled; one variant per seed (needs at least 2 shots).
+- `fewshot_order`: the few-shot items shuffled (never left in their order); one variant per seed (needs at
+  least 2 shots).
 
 Everything is a pure function of (item, item index, seed): the same seed gives the same prompts.
 """
@@ -144,6 +145,8 @@ def build_prompt(item: MCItem, index: int, v: Variant, shots: list[MCItem]) -> t
     examples = list(shots)
     if v.shuffle_seed is not None:
         random.Random(v.shuffle_seed * 1_000_003 + index).shuffle(examples)
+        if examples == list(shots):  # a shuffle that kept the order perturbs nothing: rotate instead
+            examples = examples[1:] + examples[:1]
     rng = random.Random(v.typo_seed * 1_000_003 + index) if v.typo_rate > 0 else None
     parts = [v.instruction, ""]
     for ex in examples:  # solved examples are shown in the same style, without noise

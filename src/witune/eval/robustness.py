@@ -45,8 +45,9 @@ class HFScorer:
         return self.tok(text, add_special_tokens=special)["input_ids"]
 
     @torch.no_grad()
-    def _forward(self, seqs: list[list[int]]) -> list[torch.Tensor]:
-        """Per sequence: log-softmax of every position (right-padded batches)."""
+    def _logps(self, seqs: list[list[int]], spans: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Per sequence: log-softmax of the positions in its span [a, b) only (never the whole
+        batch x length x vocab tensor: that is gigabytes for a 50k vocabulary). Right-padded batches."""
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         out = []
         for s in range(0, len(seqs), self.batch_size):
@@ -57,24 +58,24 @@ class HFScorer:
             for i, x in enumerate(chunk):
                 ids[i, :len(x)] = torch.tensor(x)
                 mask[i, :len(x)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-            logp = torch.log_softmax(logits, dim=-1).cpu()
-            out += [logp[i, :len(x)] for i, x in enumerate(chunk)]
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            for i, (a, b) in enumerate(spans[s:s + self.batch_size]):
+                out.append(torch.log_softmax(logits[i, a:b].float(), dim=-1).cpu())
         return out
 
     def loglikelihoods(self, contexts, continuations):
         ctx_ids = [self._ids(c, True) for c in contexts]
         cont_ids = [[self._ids(x, False) for x in conts] for conts in continuations]
         if all(len(t) == 1 for conts in cont_ids for t in conts):
-            last = [lp[-1] for lp in self._forward(ctx_ids)]
-            return [[float(last[i][t[0]]) for t in conts] for i, conts in enumerate(cont_ids)]
+            last = self._logps(ctx_ids, [(len(c) - 1, len(c)) for c in ctx_ids])
+            return [[float(last[i][0, t[0]]) for t in conts] for i, conts in enumerate(cont_ids)]
         flat = [(i, j, c + t) for i, (c, conts) in enumerate(zip(ctx_ids, cont_ids)) for j, t in enumerate(conts)]
-        logps = self._forward([seq for _, _, seq in flat])
+        spans = [(len(ctx_ids[i]) - 1, len(seq) - 1) for i, _, seq in flat]
+        logps = self._logps([seq for _, _, seq in flat], spans)
         out = [[0.0] * len(conts) for conts in cont_ids]
         for (i, j, seq), lp in zip(flat, logps):
-            n_ctx = len(ctx_ids[i])
-            targets = torch.tensor(seq[n_ctx:])
-            out[i][j] = float(lp[n_ctx - 1:len(seq) - 1].gather(1, targets[:, None]).sum())
+            targets = torch.tensor(seq[len(ctx_ids[i]):])
+            out[i][j] = float(lp.gather(1, targets[:, None]).sum())
         return out
 
 
