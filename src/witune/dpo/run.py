@@ -174,6 +174,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> DPOResult:
                          eval_dataset=Dataset.from_list(eval_recs) if eval_recs else None,
                          processing_class=tok, peft_config=peft_config,
                          callbacks=_callbacks(out, cfg.save_total_limit, start_time))
+    if len(trainer.train_dataset) == 0:  # TRL drops pairs whose prompt alone fills max_length
+        raise ConfigError(f"{cfg.data}: every one of the {len(train_recs)} training pairs has a prompt of "
+                          f"max_length={cfg.max_length} tokens or more; raise max_length")
     if not cfg.progress:  # without a bar, the Trainer prints every log dict: metrics.jsonl has them already
         from transformers.trainer_callback import PrinterCallback
 
