@@ -104,3 +104,18 @@ def test_import_witune_needs_no_trl():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'pip install "witune[trl]"' in r.stdout
+
+
+def test_sweep_dpo_keys_are_checked_when_the_grid_expands(tmp_path):
+    from witune.sweep.config import sweep_config_from_dict
+    from witune.sweep.grid import expand
+
+    base = {"set": {"data": "d.jsonl"}, "weights": [[0, 1], [0.5, 1]], "output_dir": str(tmp_path)}
+    plain = expand(sweep_config_from_dict(base))
+    chained = expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "beta": 0.2}}))
+    assert [p.dpo for p in chained] == [{"data": "p.jsonl", "beta": 0.2}] * 2 and not plain[0].dpo
+    assert {p.run_id for p in plain}.isdisjoint(p.run_id for p in chained)  # another computation, another id
+    with pytest.raises(ConfigError, match="sweep key 'dpo'.*'betta'"):
+        expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "betta": 0.2}}))
+    with pytest.raises(ConfigError, match=r"may not hold \['model'\]"):
+        expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "model": "x"}}))

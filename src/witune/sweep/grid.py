@@ -113,7 +113,11 @@ def _dpo_keys(cfg: SweepConfig) -> dict[str, Any]:
         return {}
     from witune.dpo.config import load_dpo_config
 
-    keys = {k: v for k, v in cfg.dpo.items() if k not in ("model", "output_dir")}
+    fixed = [k for k in ("model", "output_dir") if k in cfg.dpo]
+    if fixed:
+        raise ConfigError(f"sweep key 'dpo' may not hold {fixed}: DPO starts from each point's SFT model and "
+                          "writes to <output_dir>/runs/<run_id>/dpo")
+    keys = dict(cfg.dpo)
     if "data" in keys:
         keys["data"] = _absolute_if_exists(str(keys["data"]))
     try:
