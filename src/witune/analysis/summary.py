@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from witune.analysis import benchmarks, correlations, dynamics, gam, plw, wit
+from witune.analysis import benchmarks, correlations, dynamics, gam, plw, stages, wit
 from witune.analysis.aggregate import add_relative, aggregates, best_configs
 from witune.analysis.results import is_base, run_table
 
@@ -35,6 +35,8 @@ class Analysis:
     roles: pd.DataFrame | None = None          # which (benchmark, metric) are scores / diagnostics, and why
     primary: dict[str, str] = field(default_factory=dict)  # the metric each benchmark votes with
     engine: str = "python"
+    stages: pd.DataFrame | None = None  # gains after SFT and after DPO (sweeps with a DPO stage)
+    robustness: pd.DataFrame | None = None  # prompt-robustness diagnostics per configuration
 
     @property
     def models_used(self) -> list[dict]:
@@ -100,7 +102,8 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
     return Analysis(results=rel, runs=runs, aggregates=agg, best=best_configs(agg),
                     gains=gains, optima=opt, optimum_counts=wit.optimum_counts(opt), fits=fits, gam=gam_res,
                     correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes,
-                    subtasks=subtasks, diagnostics=diag_wide, roles=roles, primary=chosen, engine=engine)
+                    subtasks=subtasks, diagnostics=diag_wide, roles=roles, primary=chosen, engine=engine,
+                    robustness=stages.robustness_table(df))
 
 
 def _clean(value):
@@ -136,6 +139,8 @@ def to_json(a: Analysis) -> dict:
         "mean_optima": _records(a.mean_optima),
         "diagnostics": _records(a.runs[diag_cols]),
         "notes": a.notes,
+        "stage_gains": _records(a.stages) if a.stages is not None else None,
+        "robustness": _records(a.robustness) if a.robustness is not None else None,
     }
 
 

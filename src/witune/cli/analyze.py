@@ -70,9 +70,13 @@ def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
     with Progress(disable=quiet, transient=True, console=_console(stderr=True)) as bar:
         datasets = results["dataset"].nunique()
         task = bar.add_task("fitting (bootstrap of the critical PLW)", total=max(1, args.bootstrap * datasets))
-        return analyze(results, losses, features, n_boot=args.bootstrap, seed=args.seed,
-                       progress=lambda: bar.advance(task), engine=getattr(args, "engine", "auto"),
-                       primary=parse_primary(getattr(args, "primary", [])))
+        a = analyze(results, losses, features, n_boot=args.bootstrap, seed=args.seed,
+                    progress=lambda: bar.advance(task), engine=getattr(args, "engine", "auto"),
+                    primary=parse_primary(getattr(args, "primary", [])))
+    from witune.analysis.stages import stage_gains_from
+
+    a.stages = stage_gains_from(args.sweep)  # sweeps with a DPO stage: gains after SFT and after DPO
+    return a
 
 
 def _console(stderr: bool = False):
@@ -132,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
         if diag:
             per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
             con.print(_rich_table("Diagnostics by prompt weight (mean over runs; never in any aggregate)", per))
+        if a.stages is not None and len(a.stages):
+            con.print(_rich_table("Gain over conventional tuning (0, 1), % : after SFT and after DPO", a.stages))
+        if a.robustness is not None:
+            con.print(_rich_table("Prompt robustness (diagnostic: accuracy drop under perturbed prompts)",
+                                  a.robustness))
         for note in a.notes:
             con.print(f"[yellow]note:[/] {escaped(note)}")
     if args.plots:

@@ -9,7 +9,8 @@ import sys
 from witune import __version__
 
 # Command modules import their heavy dependencies (torch, transformers) inside `run`, so `--help` is fast.
-COMMANDS = ["inspect", "score", "stats", "recommend", "invert", "clean", "train", "demo", "sweep", "eval", "analyze", "report"]
+COMMANDS = ["inspect", "score", "stats", "recommend", "invert", "clean", "train", "demo", "sweep", "eval", "analyze", "report",
+            "dpo", "dpo_pairs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@
 | `witune:generation` | data file with reference completions | exact_match, bleu |
 | `witune:memorization` | the *training* data file | bleu (corpus BLEU-4 on sampled training prompts) |
 | `witune:winrate` | reference outputs JSON (default: AlpacaEval 1 text-davinci-003) | win_rate (needs a judge) |
+| `witune:robustness` | `arc_challenge` or `piqa` [`:rate=R:shots=K:seeds=N:only=P+Q`] | clean / perturbed accuracy, drop |
 
 Every evaluator takes the loaded model and tokenizer plus an `EvalOptions` and returns metric rows
 {task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators so other parts of witune
@@ -125,3 +126,12 @@ BUILTINS: dict[str, Evaluator] = {
     "memorization": memorization,
     "winrate": winrate,
 }
+
+
+def _robustness(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+    from witune.eval.robustness import robustness  # imported on use: the perturbation code is only needed here
+
+    return robustness(model, tok, arg, opt)
+
+
+BUILTINS["robustness"] = _robustness

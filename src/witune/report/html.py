@@ -121,6 +121,15 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
         sections.append(_section("Subtasks (drill-down; each benchmark still votes once)",
                                  "<details><summary>mean score per subtask and configuration</summary>"
                                  + table(drill, scroll=True) + "</details>"))
+    if a.stages is not None and len(a.stages):
+        sections.append(_section("After DPO: gains over conventional tuning (WIT's DPO claim)", _reading(
+            "Mean gain over (0, 1) in percent after SFT, and after the same DPO stage applied to every "
+            "configuration (the reference is (0, 1) followed by DPO); dpo_change: mean score change through DPO."),
+            table(a.stages)))
+    if a.robustness is not None:
+        sections.append(_section("Prompt robustness (diagnostic)", _reading(
+            "Accuracy with the clean prompt, its drop under reworded instructions, changed option formats, typos "
+            "and shuffled few-shot order, and the worst variant. Not part of the aggregates."), table(a.robustness)))
     recs = "".join(f"<li>{html.escape(r)}</li>" for r in readings.recommendation(a))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes)
     sections.append(_section("Recommendation", f'<div class="rec"><ul>{recs}</ul></div>',

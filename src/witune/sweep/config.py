@@ -66,6 +66,9 @@ class SweepConfig:
     eval_data_dir: str | None = None  # evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)
     allow_weight_above_one: bool = False  # weights above the papers' range [0, 1] (a warning is printed)
     weight_distance: bool = True  # L2 distance of the tuned weights from the base model, per run
+    # --- optional second stage: `witune dpo` keys (data: preference pairs, beta, ...) run on each point's SFT
+    # model, evaluated with the same tasks; empty: SFT only. The model and output_dir keys are set per point.
+    dpo: dict[str, Any] = field(default_factory=dict)
     # --- execution
     workers: int = 1  # points trained at the same time (local backend)
     backend: str = "local"  # local (worker processes) or ray
@@ -135,11 +138,11 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
             values[key] = [v]  # a single value is a one-element axis
         elif not isinstance(v, list):
             raise ConfigError(f"{where}: key '{key}' must be a list, got {v!r}")
-    for key in ("set",):
+    for key in ("set", "dpo"):
         if values.get(key) is None:
             values.pop(key, None)
         elif not isinstance(values[key], dict):
-            raise ConfigError(f"{where}: key '{key}' must be a mapping of training keys")
+            raise ConfigError(f"{where}: key '{key}' must be a mapping of {'DPO' if key == 'dpo' else 'training'} keys")
     try:
         values["weights"] = [_pair(w) for w in values.get("weights", [])]
         for key in ("plw", "prompt_weights", "response_weights"):

@@ -26,8 +26,17 @@ DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
 # Per-run diagnostics that the analysis reads as columns, not as benchmark scores: (task prefix, metric) -> column.
 DIAGNOSTICS = {("weight_distance", "l2"): "weight_distance", ("witune:memorization", "bleu"): "memorization_bleu",
-               ("witune:generation_length", "mean_tokens"): "generation_length"}
+               ("witune:generation_length", "mean_tokens"): "generation_length",
+               ("witune:robustness", "clean_acc"): "robustness_clean_acc",
+               ("witune:robustness", "drop"): "robustness_drop",
+               ("witune:robustness", "worst_acc"): "robustness_worst_acc",
+               ("dpo_pairs", "reward_margin"): "dpo_reward_margin"}
 _NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
+# Tasks that are diagnostics only: their metrics outside DIAGNOSTICS stay in the database, out of the table.
+_DIAGNOSTIC_TASKS = ("witune:robustness", "dpo_pairs")
+# Rows of a sweep's second stage (DPO after SFT) carry this task prefix; unprefixed rows are stage "sft".
+STAGE_PREFIX = "dpo:"
+STAGES = ("sft", "dpo")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -191,11 +200,13 @@ def _require(folder: str | Path) -> Path:
     return p
 
 
-def results_frame(folder: str | Path):
+def results_frame(folder: str | Path, stage: str = "sft"):
     """Finished runs as the analysis table: one row per run x benchmark x metric, with the columns
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed, benchmark, metric, score,
     higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length
-    (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never enter an aggregate."""
+    (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never enter an aggregate.
+    `stage`: "sft" (the trained point) or "dpo" (the point's DPO stage, when the sweep chains one); a `stage`
+    column says which."""
     import pandas as pd
 
     p = _require(folder)
@@ -205,9 +216,15 @@ def results_frame(folder: str | Path):
     for m in metrics(p):
         if m["run_id"] not in done or m["metric"] in _NOT_SCORES or m["value"] is None:
             continue
+        row_stage, task = ("dpo", m["task"][len(STAGE_PREFIX):]) if m["task"].startswith(STAGE_PREFIX) else ("sft", m["task"])
+        if row_stage != stage:
+            continue
+        m = {**m, "task": task}
         column = _diagnostic_column(m["task"], m["metric"])
         if column:
             diag[m["run_id"]][column] = m["value"]
+            continue
+        if any(task == t or task.startswith(t + "=") for t in _DIAGNOSTIC_TASKS):
             continue
         labels = done[m["run_id"]]
         rows.append({"run_id": m["run_id"], "model": labels.get("model", ""), "dataset": labels.get("dataset", ""),
@@ -220,6 +237,7 @@ def results_frame(folder: str | Path):
     frame = pd.DataFrame(rows, columns=columns)
     for col in sorted(set(DIAGNOSTICS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
+    frame["stage"] = stage
     return frame
 
 

@@ -32,15 +32,16 @@ class Point:
     train: dict[str, Any]
     labels: dict[str, Any]  # model, dataset, prompt_weight, response_weight, normalization, seed (for tables)
     eval: dict[str, Any] = field(default_factory=dict)  # tasks, limit, num_fewshot, ... (see SweepConfig eval_*)
+    dpo: dict[str, Any] = field(default_factory=dict)  # `witune dpo` keys of a second stage; empty: none
 
     def to_json(self) -> str:
-        return json.dumps({"run_id": self.run_id, "train": self.train, "labels": self.labels, "eval": self.eval},
-                          sort_keys=True)
+        d = {"run_id": self.run_id, "train": self.train, "labels": self.labels, "eval": self.eval}
+        return json.dumps({**d, "dpo": self.dpo} if self.dpo else d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Point":
         d = json.loads(text)
-        return cls(d["run_id"], d["train"], d["labels"], d.get("eval", {}))
+        return cls(d["run_id"], d["train"], d["labels"], d.get("eval", {}), d.get("dpo", {}))
 
     def train_config(self, output_dir: str | Path) -> TrainConfig:
         return load_config(None, {**self.train, "output_dir": str(output_dir)})
@@ -86,6 +87,7 @@ def expand(cfg: SweepConfig) -> list[Point]:
     evals = {"tasks": list(cfg.eval_tasks), "limit": cfg.eval_limit, "num_fewshot": cfg.eval_num_fewshot,
              "max_new_tokens": cfg.eval_max_new_tokens, "batch_size": cfg.eval_batch_size,
              "device": cfg.eval_device, "data_dir": cfg.eval_data_dir, "weight_distance": cfg.weight_distance}
+    dpo = _dpo_keys(cfg)
     points, seen = [], set()
     for combo in itertools.product(*axes):
         overrides = dict(common)
@@ -96,7 +98,8 @@ def expand(cfg: SweepConfig) -> list[Point]:
         except ConfigError as e:
             raise ConfigError(f"sweep training config (base + set + axes): {e}") from None
         train = {k: v for k, v in config_dict(resolved).items() if k != "output_dir"}
-        run_id = point_id(train)
+        # A DPO stage is part of what the point computes; SFT-only points keep their ids.
+        run_id = point_id({**train, "_dpo": dpo}) if dpo else point_id(train)
         if run_id in seen:  # two axis values that resolve to the same training (e.g. plw 1 and weights [1, 1])
             continue
         seen.add(run_id)
@@ -104,5 +107,25 @@ def expand(cfg: SweepConfig) -> list[Point]:
                                                                                    resolved.response_weight)
         labels = {"model": _label(resolved.model), "dataset": _label(resolved.data), "prompt_weight": prompt,
                   "response_weight": response, "normalization": resolved.normalization, "seed": resolved.seed}
-        points.append(Point(run_id, train, labels, evals))
+        points.append(Point(run_id, train, labels, evals, dpo))
     return points
+
+
+def _dpo_keys(cfg: SweepConfig) -> dict[str, Any]:
+    """The sweep's `dpo:` keys, checked now (every point gets its model and output_dir later)."""
+    if not cfg.dpo:
+        return {}
+    from witune.dpo.config import load_dpo_config
+
+    fixed = [k for k in ("model", "output_dir") if k in cfg.dpo]
+    if fixed:
+        raise ConfigError(f"sweep key 'dpo' may not hold {fixed}: DPO starts from each point's SFT model and "
+                          "writes to <output_dir>/runs/<run_id>/dpo")
+    keys = dict(cfg.dpo)
+    if "data" in keys:
+        keys["data"] = _absolute_if_exists(str(keys["data"]))
+    try:
+        load_dpo_config(None, {**keys, "model": "<the point's SFT model>"})
+    except ConfigError as e:
+        raise ConfigError(f"sweep key 'dpo': {e}") from None
+    return keys

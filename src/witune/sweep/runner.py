@@ -164,6 +164,10 @@ def execute_point(point: Point, out: Path) -> PointResult:
         except Exception as e:  # noqa: BLE001 - any evaluation failure is recorded on the point
             raise PointError(f"evaluation failed: {type(e).__name__}: {_one_line(e)}") from e
         result.rows += rows
+    if point.dpo:  # second stage: DPO on this SFT model, evaluated the same way (rows prefixed "dpo:")
+        from witune.sweep.dpo_stage import dpo_rows
+
+        result.rows += dpo_rows(point, out)
     atomic_write_text(out / "results.json", json.dumps({"run_id": point.run_id, "results": result.rows}, indent=1))
     return result
 
