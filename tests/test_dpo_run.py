@@ -98,3 +98,19 @@ def test_dpo_on_smollm2_lowers_loss_and_raises_held_out_margin(smollm2_dir, shar
     assert after["eval_loss"] < before["eval_loss"] - 0.01
     assert after["eval_rewards/margins"] > before["eval_rewards/margins"] + 0.05
     assert (r.model_dir / "config.json").is_file()
+
+
+def test_a_finished_run_folder_is_protected(tiny_model_dir, tmp_path):
+    """Like `witune train`: a non-empty output_dir needs --resume or --overwrite, and nothing in it is touched."""
+    from witune.data.errors import ConfigError
+    from witune.dpo.config import load_dpo_config
+    from witune.dpo.run import run_dpo
+
+    out = tmp_path / "old-run"
+    (out / "checkpoints" / "step-4").mkdir(parents=True)
+    (out / "config.yaml").write_text("prompt_weight: 0.1\n")
+    cfg = load_dpo_config(None, {"model": str(tiny_model_dir), "data": str(_pairs(tmp_path / "pairs.jsonl")),
+                                 "output_dir": str(out), "max_steps": 1, "progress": False})
+    with pytest.raises(ConfigError, match="not empty"):
+        run_dpo(cfg)
+    assert (out / "checkpoints" / "step-4").is_dir() and (out / "config.yaml").read_text() == "prompt_weight: 0.1\n"

@@ -29,6 +29,8 @@ def register(sub) -> None:
                    help="override a config key (repeatable), e.g. --set beta=0.1")
     p.add_argument("--preset", default=None, help="recipe applied before the config file: zephyr or quick")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty output_dir (checkpoints included) once data and model loaded")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as annotated YAML and exit")
     p.set_defaults(func=run)
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_dpo_config(args.config, args.overrides, args.preset)
     from witune.dpo.run import run_dpo
 
-    r = run_dpo(cfg, resume=args.resume)
+    r = run_dpo(cfg, resume=args.resume, overwrite=args.overwrite)
     from rich.console import Console
 
     out = Console(stderr=True)

@@ -22,7 +22,9 @@ from typing import Any
 
 from witune.data.errors import ConfigError
 from witune.dpo.config import DPOConfig, to_yaml
+from witune.atomic import atomic_dir, atomic_write_text
 from witune.train.checkpoint import _fsync_dir, checkpoint_dirs, latest_checkpoint
+from witune.train.runfolder import check_run_folder, clear_run
 
 STAGING = ".trainer"
 LOGGED = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "logps/chosen",
@@ -47,12 +49,6 @@ class DPOResult:
     seconds: float
     resumed_from: Path | None = None
     eval: dict[str, dict[str, float]] = field(default_factory=dict)  # {"before": {...}, "after": {...}}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _callbacks(out: Path, keep: int, start_time: float):
@@ -124,8 +120,11 @@ def _trl_args(cfg: DPOConfig, staging: Path):
     )
 
 
-def run_dpo(cfg: DPOConfig, resume: bool = False) -> DPOResult:
-    """Run (or, with `resume`, continue from the newest complete checkpoint) a DPO run as configured."""
+def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DPOResult:
+    """Run (or, with `resume`, continue from the newest complete checkpoint) a DPO run as configured.
+
+    A non-empty `output_dir` needs `resume` or `overwrite` (the same protection as `witune train`); with
+    `overwrite`, the old run is removed only once data and model have loaded."""
     require_trl()
     import torch
     from datasets import Dataset
@@ -139,14 +138,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> DPOResult:
     cfg.validate()
     start_time = time.perf_counter()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.yaml", to_yaml(cfg))
-    shutil.rmtree(out / STAGING, ignore_errors=True)  # a crash mid-save left at most an incomplete checkpoint
-    resumed_from = latest_checkpoint(out / "checkpoints") if resume else None
-    if not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    resume_step = int(json.loads((resumed_from / "trainer_state.json").read_text())["global_step"]) if resumed_from else 0
-    MetricsLog(out / "metrics.jsonl", True, resume_step=resume_step)  # truncates lines after the resumed step
+    check_run_folder(out, resume, overwrite)
     set_seed(cfg.seed)
 
     prefs = load_preferences(cfg.data, "skip" if cfg.skip_bad else "raise", cfg.split, cfg.limit)
@@ -158,6 +150,15 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> DPOResult:
         raise ConfigError(f"{cfg.data}: conversational pairs need a tokenizer with a chat template; "
                           f"{cfg.tokenizer or cfg.model} has none")
     model = load_start_model(cfg.model, dtype=torch.float32)
+    # Data and model loaded: only now touch the folder (a run that fails early leaves an old run as it was).
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        clear_run(out, extra=("eval.json",))
+    atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    shutil.rmtree(out / STAGING, ignore_errors=True)  # a crash mid-save left at most an incomplete checkpoint
+    resumed_from = latest_checkpoint(out / "checkpoints") if resume else None
+    resume_step = int(json.loads((resumed_from / "trainer_state.json").read_text())["global_step"]) if resumed_from else 0
+    MetricsLog(out / "metrics.jsonl", True, resume_step=resume_step)  # truncates lines after the resumed step
     model.config.use_cache = False
     peft_config, ref_model = None, None
     if cfg.lora_r > 0:  # the reference is the start model with the new adapter disabled
@@ -195,7 +196,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> DPOResult:
     train_out = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     if eval_recs:
         evals["after"] = trainer.evaluate()
-        _write_atomic(eval_file, json.dumps(evals, indent=1))
+        atomic_write_text(eval_file, json.dumps(evals, indent=1))
     model_dir = _save_final(trainer, tok, cfg, out)
     shutil.rmtree(out / STAGING, ignore_errors=True)
     losses = [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
@@ -205,17 +206,14 @@ def run_dpo(cfg: DPOConfig, resume: bool = False) -> DPOResult:
 
 def _save_final(trainer: Any, tok: Any, cfg: DPOConfig, out: Path) -> Path:
     """`out/model`: a plain HF folder (merged LoRA unless merge_lora is false), written then renamed."""
-    final, tmp = out / "model", out / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = out / "model"
     model = trainer.accelerator.unwrap_model(trainer.model)
     if cfg.lora_r > 0 and cfg.merge_lora:
         model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if cfg.lora_r > 0 and not cfg.merge_lora:
-        (tmp / "README_witune.md").write_text("This folder holds a LoRA adapter (peft) trained with DPO on top of "
-                                              f"{cfg.model!r}; load it with peft.AutoPeftModelForCausalLM.\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if cfg.lora_r > 0 and not cfg.merge_lora:
+            (tmp / "README_witune.md").write_text("This folder holds a LoRA adapter (peft) trained with DPO on top "
+                                                  f"of {cfg.model!r}; load it with peft.AutoPeftModelForCausalLM.\n")
     return final

@@ -49,9 +49,9 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
                           "with --overwrite, or choose another output_dir")
 
 
-def clear_run(out: Path) -> None:
-    """--overwrite: remove the old run's files and folders (checkpoints too)."""
-    for name in RUN_ENTRIES:
+def clear_run(out: Path, extra: tuple[str, ...] = ()) -> None:
+    """--overwrite: remove the old run's files and folders (checkpoints too), and `extra` entries."""
+    for name in (*RUN_ENTRIES, *extra):
         p = out / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
