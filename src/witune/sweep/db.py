@@ -27,6 +27,9 @@ STATUSES = ("pending", "running", "done", "failed")
 # Per-run diagnostics that the analysis reads as columns, not as benchmark scores: (task prefix, metric) -> column.
 DIAGNOSTICS = {("weight_distance", "l2"): "weight_distance", ("witune:memorization", "bleu"): "memorization_bleu",
                ("witune:generation_length", "mean_tokens"): "generation_length"}
+# Per-run properties of the training data, also columns: Rg (ratio of means, tokenizer of the model trained).
+DATA_COLUMNS = {("witune:data_rg", "ratio_of_means"): "rg"}
+RUN_COLUMNS = {**DIAGNOSTICS, **DATA_COLUMNS}
 _NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
 
 _SCHEMA = """
@@ -166,8 +169,9 @@ def _require(folder: str | Path) -> Path:
 def results_frame(folder: str | Path):
     """Finished runs as the analysis table: one row per run x benchmark x metric, with the columns
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed, benchmark, metric, score,
-    higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length
-    (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never enter an aggregate."""
+    higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length and the
+    training data's ``rg`` (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never
+    enter an aggregate."""
     import pandas as pd
 
     p = _require(folder)
@@ -190,13 +194,13 @@ def results_frame(folder: str | Path):
     columns = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed",
                "benchmark", "metric", "score", "higher_is_better"]
     frame = pd.DataFrame(rows, columns=columns)
-    for col in sorted(set(DIAGNOSTICS.values())):
+    for col in sorted(set(RUN_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     return frame
 
 
 def _diagnostic_column(task: str, metric: str) -> str | None:
-    for (prefix, name), column in DIAGNOSTICS.items():
+    for (prefix, name), column in RUN_COLUMNS.items():
         if metric == name and (task == prefix or task.startswith(prefix + "=")):
             return column
     return None
