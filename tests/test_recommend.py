@@ -126,3 +126,23 @@ def test_recommend_from_sweep_without_effect_keeps_masking(tmp_path):
     assert rec.plw == 0.0 and not rec.weight_matters and KEEP_MASKING in rec.reasons[0][0]
     with pytest.raises(Exception, match="no dataset 'nope'"):
         sweep_optimum(str(tmp_path / "sweep.csv"), "nope")
+
+
+def test_recommend_cli_from_sweep_picks_the_data_by_name(tiny_model_dir, tmp_path, capsys):
+    from witune.analysis.synthetic import SyntheticSweep, make_sweep
+    from witune.cli import recommend as cli
+
+    df, _ = make_sweep(SyntheticSweep(datasets={"short": 0.1, "other": 5.0}, opt_wp=0.5, noise=0.005))
+    df.to_csv(tmp_path / "sweep.csv", index=False)
+    recs = json.loads(shared_file("gsm8k_train_alpaca.json").read_text())[:50]
+    data = tmp_path / "short.json"  # its stem is the sweep's dataset label
+    data.write_text(json.dumps(recs))
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["recommend", str(data), "--model", str(tiny_model_dir), "--from",
+                              str(tmp_path / "sweep.csv"), "--n-boot", "20", "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "your sweep" and out["weight_matters"]
+    assert out["plw"] == pytest.approx(0.5 ** (1 / 0.30103), abs=0.04)  # planted 0.1
+    assert "your sweep, dataset 'short'" in out["reasons"][0][1]
