@@ -7,6 +7,8 @@ Sources (texts in shared/seeds/):
   range", i.e. the weight barely matters there.
 - PLW paper, Sec. 5.2: regression critical value PLW = 0.242 for short-completion data (AlpacaDataShort, Rg 0.082);
   Sec. 6: "PLW = 0.155 for small completion-prompt length ratios (Rg <= 1) and up to PLW = 0.278 for Rg = 1.5".
+  (0.278 at Rg 1.5 is Table 4's MC column; its All column says 0.183 there. witune follows the table, column by
+  column.)
 - WIT paper (seed 000/001, "Key Observations" and "Some Hints for Future Research"): the best lambda_p is
   low-to-moderate (0-0.6) in 61 of 75 (model, data, benchmark) combinations; the mean optimal lambda_p ranges from
   0.20 (Llama-3-3B) to 0.42 (Gemma-2-2B) over models and from 0.17 (BBH) to 0.48 (IFEval) over benchmarks.
