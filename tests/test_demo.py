@@ -61,6 +61,23 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     for s in result.settings:
         assert s.steps == 2 and (Path(s.model_dir) / "model.safetensors").is_file()
         assert math.isfinite(s.heldout_response_nll) and math.isfinite(s.final_train_loss)
+    # the pooled held-out score is the per-record one summed (one pass feeds both the totals and the paired SE)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from witune.data import RoleWeights, tokenize_examples
+    from witune.eval.score import score
+
+    tok = AutoTokenizer.from_pretrained(model)
+    rows = tokenize_examples(load_examples(result.data).examples[8:12], tok, RoleWeights(1.0, 1.0),
+                             max_length=64).rows
+    tuned = AutoModelForCausalLM.from_pretrained(result.settings[0].model_dir)
+    from witune.train.setup import pad_id
+
+    total, items = demo.score_records(tuned, rows, pad_id(tok))
+    pooled = score(tuned, rows, pad_id(tok), progress=False)
+    assert total.response_nll_per_token == pytest.approx(pooled.response_nll_per_token, rel=1e-4)
+    assert total.prompt_nll_per_token == pytest.approx(pooled.prompt_nll_per_token, rel=1e-4)
+    assert items == pytest.approx(result.response_nll_items["conventional"], rel=1e-4) and len(items) == 4
     # the two settings train differently (prompt tokens count in one of them)
     assert result.settings[0].heldout_prompt_nll != result.settings[1].heldout_prompt_nll
     assert Path(result.plot).is_file()

@@ -91,11 +91,10 @@ def demo_data(output_dir: Path, n_needed: int, data: str | None = None) -> tuple
 def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 64,
              n_eval: int = 40, max_length: int = 160, batch_size: int = 2, learning_rate: float = 1e-4,
              settings: list[tuple[str, float, float]] | None = None, progress: bool = True,
-             benchmark: str | None = "witune_piqa", benchmark_limit: int = 400) -> DemoResult:
+             benchmark: str | None = "witune_piqa", benchmark_limit: int = 200) -> DemoResult:
     """Train every setting for one epoch over `n_train` records, score the held-out records and, where the
     shared evaluation files are present, run a benchmark (0-shot, `benchmark_limit` items) on every model."""
     from witune.data import RoleWeights, load_examples, tokenize_examples
-    from witune.eval.score import score
     from witune.train import setup
     from witune.train.engine import train
 
@@ -114,11 +113,10 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
     heldout = tokenize_examples(examples[n_train:], tokenizer, RoleWeights(1.0, 1.0), max_length=max_length,
                                 on_error="skip").rows
     pad = setup.pad_id(tokenizer)
-    base_model = setup.load_model(base_cfg)
-    base = score(base_model, heldout, pad, progress=False)
+    base, result_items = score_records(setup.load_model(base_cfg), heldout, pad)
     result = DemoResult(str(out), model, path, kind, n_train, len(heldout), base.prompt_nll_per_token,
                         base.response_nll_per_token)
-    result.response_nll_items["base"] = per_record_response_nll(base_model, heldout, pad)
+    result.response_nll_items["base"] = result_items
     shared = find_shared_data()
     bench = benchmark if benchmark and shared is not None and (shared / "eval").is_dir() else None
 
@@ -140,9 +138,8 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
         seconds = time.perf_counter() - t0
         from transformers import AutoModelForCausalLM
 
-        tuned = AutoModelForCausalLM.from_pretrained(run.model_dir)
-        s = score(tuned, heldout, pad, progress=False)
-        result.response_nll_items[name] = per_record_response_nll(tuned, heldout, pad)
+        s, result.response_nll_items[name] = score_records(AutoModelForCausalLM.from_pretrained(run.model_dir),
+                                                          heldout, pad)
         result.settings.append(SettingResult(name, wp, wr, str(run.model_dir), str(run.metrics_path), run.steps,
                                              run.final_loss, s.prompt_nll_per_token, s.response_nll_per_token, seconds))
         run_benchmark(name, str(run.model_dir))
@@ -247,11 +244,20 @@ def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
     return rows
 
 
-def per_record_response_nll(model: Any, rows: list, pad: int) -> list[float]:
-    """Held-out response NLL per token of each record (scored one by one: a handful of short records)."""
+def score_records(model: Any, rows: list, pad: int) -> tuple[Any, list[float]]:
+    """(pooled Score, each record's response NLL per token): every record scored once, on its own (no padding),
+    and the pooled score summed from them, so the paired SE and the totals come from the same single pass."""
+    from dataclasses import replace
+
     from witune.eval.score import score
 
-    return [score(model, [r], pad, progress=False).response_nll_per_token for r in rows]
+    each = [score(model, [r], pad, progress=False) for r in rows]
+    total = replace(each[0], prompt_nll=sum(s.prompt_nll for s in each),
+                    prompt_tokens=sum(s.prompt_tokens for s in each),
+                    response_nll=sum(s.response_nll for s in each),
+                    response_tokens=sum(s.response_tokens for s in each), samples=sum(s.samples for s in each),
+                    weighted_sum=float("nan"), normalizer=float("nan"), loss=float("nan"))
+    return total, [s.response_nll_per_token for s in each]
 
 
 def benchmark_with_items(model_path: str, task: str, limit: int | None, data_dir: str) -> tuple[list[dict], list[float]]:
