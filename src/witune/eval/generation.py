@@ -17,12 +17,12 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import torch
 import yaml
 from tqdm.auto import tqdm
+
 
 @dataclass
 class Generation:

@@ -34,6 +34,7 @@ How the evidence becomes one continuous answer (``plw_curve``):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from witune.data.errors import ConfigError
@@ -137,7 +138,7 @@ def plw_curve(rg: float, column: str = "all") -> tuple[float, float]:
     pts = _anchors(column)
     if rg <= pts[0][0]:
         return pts[0][1], pts[0][2]
-    for (r0, p0, m0), (r1, p1, m1) in zip(pts, pts[1:]):
+    for (r0, p0, m0), (r1, p1, m1) in itertools.pairwise(pts):
         if rg <= r1:
             t = (rg - r0) / (r1 - r0)
             return round(p0 + t * (p1 - p0), 6), round(m0 + t * (m1 - m0), 6)
@@ -282,7 +283,8 @@ def sweep_optimum(path: str, dataset: str | None = None, n_boot: int = 200, seed
     """
     import numpy as np
 
-    from witune.analysis import aggregate, plw as plw_view
+    from witune.analysis import aggregate
+    from witune.analysis import plw as plw_view
     from witune.analysis.results import load_results
 
     df = load_results(path)

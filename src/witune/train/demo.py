@@ -122,7 +122,6 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
 
     def run_benchmark(name: str, model_path: str) -> None:
         if bench:
-            from witune.eval import evaluate
             from witune.models import resolve_model_path
 
             rows, items = benchmark_with_items(resolve_model_path(model_path), bench, benchmark_limit,
