@@ -124,7 +124,8 @@ def test_cli_unreachable_target_exits_nonzero_with_the_minimum(tiny_model_dir, t
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     out = tmp_path / "out.jsonl"
-    args = parser.parse_args(["invert", str(src), "-o", str(out), "--target-rg", "0.05", "--model", str(tiny_model_dir)])
+    args = parser.parse_args(["invert", str(src), "-o", str(out), "--target-rg", "0.05",
+                              "--model", str(tiny_model_dir)])
     assert args.func(args) == 1
     err = capsys.readouterr().err
     from transformers import AutoTokenizer

@@ -234,12 +234,13 @@ def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
         return {f"{task} acc": acc[0]} if acc else {}
 
     rows = [{"model": "base (untrained)", "lambda_p": "-", "steps": 0, "train loss": float("nan"),
-             "prompt NLL": result.base_prompt_nll, "response NLL": result.base_response_nll, **bench("base"),
+             "response NLL": result.base_response_nll, **bench("base"),
+             "prompt NLL (diagnostic)": result.base_prompt_nll,
              "seconds": 0.0}]
     for s in result.settings:
         rows.append({"model": s.name, "lambda_p": f"{s.prompt_weight:g}", "steps": s.steps,
-                     "train loss": s.final_train_loss, "prompt NLL": s.heldout_prompt_nll,
-                     "response NLL": s.heldout_response_nll, **bench(s.name), "seconds": s.train_seconds})
+                     "train loss": s.final_train_loss, "response NLL": s.heldout_response_nll, **bench(s.name),
+                     "prompt NLL (diagnostic)": s.heldout_prompt_nll, "seconds": s.train_seconds})
     return rows
 
 
@@ -259,7 +260,8 @@ def score_records(model: Any, rows: list, pad: int) -> tuple[Any, list[float]]:
     return total, [s.response_nll_per_token for s in each]
 
 
-def benchmark_with_items(model_path: str, task: str, limit: int | None, data_dir: str) -> tuple[list[dict], list[float]]:
+def benchmark_with_items(model_path: str, task: str, limit: int | None,
+                         data_dir: str) -> tuple[list[dict], list[float]]:
     """The harness rows of one local task plus each item's 0/1 accuracy (lm-eval's logged samples, by doc_id)."""
     import tempfile
 
@@ -323,8 +325,9 @@ def headline(result: DemoResult) -> list[str]:
     if len(a) >= 2 and len(a) == len(b):
         task = next(iter(result.benchmarks.get(ref, [])), {}).get("task", "benchmark").removeprefix("witune_")
         accs = {n: result.benchmark_items[n] for n in ["base", *names] if n in result.benchmark_items}
-        each = ", ".join(f"{n} {sum(v) / len(v):.3f} ± {math.sqrt((sum(v) / len(v)) * (1 - sum(v) / len(v)) / len(v)):.3f}"
-                         for n, v in accs.items())
+        means = {n: sum(v) / len(v) for n, v in accs.items()}
+        # binomial SE of each model's accuracy on its own; the difference below uses the paired SE
+        each = ", ".join(f"{n} {m:.3f} ± {math.sqrt(m * (1 - m) / len(accs[n])):.3f}" for n, m in means.items())
         d, se = paired_difference(a, b)
         lines.append(f"{task} accuracy (0-shot, {len(a)} items, chance 0.5): {each}. {alt} minus {ref} = "
                      f"{d:+.3f} ± {se:.3f} (paired SE over the same items): {verdict(d, se, better_if_lower=False)}.")
