@@ -318,9 +318,9 @@ def headline(result: DemoResult) -> list[str]:
     if len(pairs) >= 2:
         d, se = paired_difference([x for x, _ in pairs], [y for _, y in pairs])
         base = sum(x for x, _ in pairs) / len(pairs)
-        lines.append(f"Held-out response NLL per token ({len(pairs)} records; lower is better): {alt} minus {ref} = "
-                     f"{d:+.4f} ± {se:.4f} (paired SE), {100 * d / base:+.1f}% of {ref}'s {base:.4f}: "
-                     f"{verdict(d, se, better_if_lower=True)}.")
+        lines.append(f"Held-out response NLL per token, mean over {len(pairs)} records (lower is better; the table "
+                     f"pools tokens instead): {ref} {base:.4f}, {alt} minus {ref} = {d:+.4f} ± {se:.4f} (paired SE), "
+                     f"{100 * d / base:+.1f}%: {verdict(d, se, better_if_lower=True)}.")
     a, b = result.benchmark_items.get(ref, []), result.benchmark_items.get(alt, [])
     if len(a) >= 2 and len(a) == len(b):
         task = next(iter(result.benchmarks.get(ref, [])), {}).get("task", "benchmark").removeprefix("witune_")
@@ -329,8 +329,10 @@ def headline(result: DemoResult) -> list[str]:
         # binomial SE of each model's accuracy on its own; the difference below uses the paired SE
         each = ", ".join(f"{n} {m:.3f} ± {math.sqrt(m * (1 - m) / len(accs[n])):.3f}" for n, m in means.items())
         d, se = paired_difference(a, b)
+        same = " (every item answered alike)" if all(x == y for x, y in zip(a, b)) else ""
         lines.append(f"{task} accuracy (0-shot, {len(a)} items, chance 0.5): {each}. {alt} minus {ref} = "
-                     f"{d:+.3f} ± {se:.3f} (paired SE over the same items): {verdict(d, se, better_if_lower=False)}.")
+                     f"{d:+.3f} ± {se:.3f} (paired SE over the same items){same}: "
+                     f"{verdict(d, se, better_if_lower=False)}.")
     diag = {s.name: s.heldout_prompt_nll for s in result.settings}
     lines.append("Diagnostics, not outcomes: held-out prompt NLL per token " + ", ".join(
         f"{n} {v:.4f}" for n, v in [("base", result.base_prompt_nll), *diag.items()]) + f" ({alt} was trained on "
