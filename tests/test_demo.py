@@ -107,7 +107,8 @@ def test_demo_cli_smollm2_small(tmp_path, capsys):
         smollm2_gguf_file()
     except Exception as e:  # noqa: BLE001 - the offline model package is optional
         pytest.skip(f"SmolLM2 is not available offline: {e}")
-    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128"]) == 0
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128",
+                 "--benchmark-limit", "40"]) == 0
     out = capsys.readouterr().out
     assert "conventional" in out and "weighted" in out and "total time" in out
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
