@@ -37,6 +37,12 @@ def test_presets():
     alpaca = load_config(overrides={"data": "x"}, preset="alpaca")
     assert (alpaca.learning_rate, alpaca.epochs, alpaca.global_batch_size, alpaca.lr_scheduler, alpaca.warmup_ratio,
             alpaca.max_length) == (2e-5, 3, 128, "cosine", 0.03, 512)
+    # The preset names its normaliser (and the example config says which and why); an override still wins.
+    assert PRESETS["alpaca"]["normalization"] == alpaca.normalization == "nonzero"
+    assert load_config(overrides={"data": "x", "normalization": "weight_sum"}, preset="alpaca").normalization == \
+        "weight_sum"
+    example = (Path(__file__).resolve().parents[1] / "configs" / "alpaca.yaml").read_text()
+    assert "normalization: nonzero" in example and "does not state its normaliser" in example
     wit = load_config(overrides={"data": "x", "preset": "wit"})
     assert (wit.learning_rate, wit.epochs, wit.optimizer, wit.weight_decay, wit.lr_scheduler, wit.warmup_ratio) == \
         (2e-5, 1, "adamw", 0.1, "cosine", 0.01)

@@ -91,3 +91,50 @@ def test_evaluate_builtins_and_cli(tiny, tmp_path, capsys):
     bad = parser.parse_args(["eval", path, "--tasks", "witune:nope"])
     assert bad.func(bad) == 2
     assert "unknown built-in evaluation 'witune:nope'" in capsys.readouterr().err
+
+
+def _trained_copy(tmp_path, template: str, data: str | None = None):
+    """A tiny model laid out as `witune train` leaves it: out/model + out/config.yaml naming the template."""
+    from transformers import AutoTokenizer
+
+    from witune.models.tiny import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "run" / "model")
+    cfg = {"template": template, **({"data": data} if data else {})}
+    (tmp_path / "run" / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+    return model, AutoTokenizer.from_pretrained(model)
+
+
+@pytest.mark.parametrize("template", ["alpaca", "plain", "auto"])
+def test_prompts_use_the_template_the_model_was_trained_with(tmp_path, template):
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"instruction": "Add.", "input": "", "output": "3"}) + "\n")
+    model, tok = _trained_copy(tmp_path, template, str(data))
+    assert tok.chat_template  # the tiny tokenizer has one: it must NOT be used for an alpaca/plain-trained model
+    assert gen.trained_template(model) == ("alpaca" if template == "auto" else template)
+    prompt = gen.format_prompt(tok, "Name a colour.")
+    ex = Example((Message("user", "Name a colour."), Message("assistant", "x")), "alpaca" if template != "plain"
+                 else "messages", Location("<p>", 1), {"instruction": "Name a colour.", "input": ""})
+    from witune.data import render_segments
+
+    segs = render_segments(ex, tok, "plain" if template == "plain" else "alpaca", final_turn_only=True)
+    assert prompt == "".join(s.text for s in segs[:-1])  # exactly the training rendering up to the response
+    if template != "plain":
+        assert prompt.endswith("### Instruction:\nName a colour.\n\n### Response:\n")
+    else:
+        assert "### Response" not in prompt and prompt.endswith("Name a colour.")
+    # the judge reads its verdict after the same rendering
+    from witune.eval.judge import LocalJudge
+
+    judge = LocalJudge.from_pretrained(model)
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    assert judge._prompt_ids(msgs) == judge.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def test_prompts_without_a_training_config_use_the_chat_template(tiny):
+    path, _, tok = tiny
+    assert gen.trained_template(path) is None
+    prompt = gen.format_prompt(tok, "Hi")
+    assert prompt == tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
+                                             add_generation_prompt=True)
+    assert gen.format_prompt(tok, "Hi", template="alpaca").endswith("### Response:\n")

@@ -94,3 +94,44 @@ def test_non_alpaca_data_is_a_clear_error(tiny_tokenizer):
     path = shared_file("fastchat_dummy_conversation_sharegpt.json")
     with pytest.raises(DataError, match=r"record 1: this command needs Alpaca records .* sharegpt"):
         read_alpaca(path)
+
+
+def test_reachable_range_is_the_exact_extreme(tiny_tokenizer, tmp_path):
+    """Dinkelbach's extreme against brute force over every subset of 12 samples (4096 data sets)."""
+    import itertools
+
+    from witune.stats.invert import invert_record
+
+    records = read_alpaca(subset("gsm8k_train_alpaca.json", 12, tmp_path))
+    result = invert(records, tiny_tokenizer, target_rg=0.01)
+    base = [r.record for r in records]
+    inverted = [invert_record(r) for r in base]
+    before, after = [counts(tiny_tokenizer, r) for r in base], [counts(tiny_tokenizer, r) for r in inverted]
+    values = []
+    for pick in itertools.product((0, 1), repeat=12):  # token counts add up, so sums stand for re-tokenizing
+        pc = [after[i] if x else before[i] for i, x in enumerate(pick)]
+        values.append(sum(c for _, c in pc) / sum(p for p, _ in pc))
+    assert result.reachable[0] == pytest.approx(min(values))
+    assert result.reachable[1] == pytest.approx(max(values))
+    assert result.reachable[0] <= result.rg_after["ratio_of_means"]
+    assert values[0] == pytest.approx(result.rg_before["ratio_of_means"])
+
+
+def test_cli_unreachable_target_exits_nonzero_with_the_minimum(tiny_model_dir, tmp_path, capsys):
+    from witune.cli import invert as cli
+
+    src = subset("gsm8k_train_alpaca.json", 100, tmp_path)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    out = tmp_path / "out.jsonl"
+    args = parser.parse_args(["invert", str(src), "-o", str(out), "--target-rg", "0.05",
+                              "--model", str(tiny_model_dir)])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    from transformers import AutoTokenizer
+
+    expected = invert(read_alpaca(src), AutoTokenizer.from_pretrained(tiny_model_dir), target_rg=0.05).reachable[0]
+    assert "cannot be reached" in err and f"reachable minimum is {expected:.4g}" in " ".join(err.split())
+    assert not out.exists()  # nothing written
+    args = parser.parse_args(["invert", str(src), "-o", str(out), "--target-rg", "1.0", "--model", str(tiny_model_dir)])
+    assert args.func(args) == 0 and out.exists()

@@ -116,6 +116,16 @@ def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_di
     piqa = frame[(frame.benchmark == "piqa") & (frame.metric == "acc")]
     assert sorted(piqa["prompt_weight"]) == PLWS and piqa["score"].between(0, 1).all()
     assert (piqa["weight_distance"] > 0).all() and (piqa["generation_length"] >= 0).all()
+    # Each point records its data's Rg (ratio of means, tokenizer of the model trained, the 8 records trained on)
+    # as a column, so the GAM and the correlations can run on a sweep; it is not a benchmark row.
+    from witune.data import load_examples
+    from witune.stats import ratio_stats, sample_lengths
+    from witune.stats.loading import get_tokenizer
+
+    examples = load_examples(str(shared_data / "train" / "alpaca_seed_tasks.jsonl"), limit=8).examples
+    expected_rg = ratio_stats(sample_lengths(examples, get_tokenizer(str(tiny_model_dir)))).ratio_of_means
+    assert "rg" in frame.columns and "data_rg" not in set(frame["benchmark"])
+    assert frame["rg"].notna().all() and (abs(frame["rg"] - expected_rg) < 1e-12).all()
     losses = db.losses_frame(folder)
     assert sorted(losses.groupby("run_id")["step"].apply(list).tolist()) == [[1, 2, 3]] * 4
 

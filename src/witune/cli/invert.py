@@ -38,6 +38,14 @@ def run(args: argparse.Namespace) -> int:
         records = read_alpaca(args.data)
         tokenizer = get_tokenizer(args.model)
         result = invert(records, tokenizer, args.target_rg, args.seed, args.rg_definition)
+    if result.target is not None and not result.reached:
+        # A file with another Rg than asked for would silently change the experiment: stop, write nothing.
+        lo, hi = result.reachable
+        name = result.definition.replace("_", " ")
+        err.print(f"error: {args.data}: target Rg {result.target:g} ({name}) cannot be reached by inverting samples: "
+                  f"the reachable minimum is {lo:.4g} (maximum {hi:.4g}); the closest subset gives "
+                  f"{result.rg_after[result.definition]:.4g}. Nothing written.")
+        return 1
     path = write_records(result.records, args.output)
     t = Table(title=escaped(f"{args.data} -> {path}"))
     t.add_column("measure")
@@ -50,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("inverted", "", f"{len(result.inverted)} of {result.candidates} candidates")
     Console().print(t)
     if result.target is not None:
-        reached = result.rg_after[result.definition]
-        Console().print(f"target Rg {result.target:g}, reached {reached:.4g}")
-        if not result.reached:
-            err.print(f"[yellow]warning:[/] the target cannot be reached by inverting samples of this data; "
-                      f"{reached:.4g} is the closest")
+        Console().print(f"target Rg {result.target:g}, reached {result.rg_after[result.definition]:.4g}")
     if result.not_invertible:
         err.print(f"[yellow]{len(result.not_invertible)} multi-turn records (history) left as they are[/], "
                   f"first: {result.not_invertible[0]}")

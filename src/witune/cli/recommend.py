@@ -1,5 +1,7 @@
 """`witune recommend DATA`: prompt-loss weight and (lambda_p, lambda_r) for a data set, with reasons and sources
-(PLW paper Table 4 and its regression critical value; WIT paper ranges and correlations)."""
+(PLW paper Table 4 and its regression critical value, continuous in Rg; WIT paper shares and correlations).
+With `--from SWEEP` (a sweep folder or results CSV of your own), your fitted optimum and its interval replace
+the papers' tables."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ def register(sub) -> None:
     p.add_argument("--logprob-samples", type=int_at_least(0), default=0,
                    help="also score this many prompts with the model (WIT's log-prob characteristic)")
     p.add_argument("--device", default="auto", help="device for the log-prob pass")
+    p.add_argument("--from", dest="sweep", default=None, metavar="SWEEP",
+                   help="your sweep folder (or results CSV): its fitted optimum replaces the papers' numbers")
+    p.add_argument("--sweep-dataset", default=None,
+                   help="which dataset of the sweep is DATA (its label, the file stem); needed when it has several")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for the sweep optimum's interval")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
 
@@ -29,25 +36,41 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from witune.stats import recommend
+    from witune.stats.recommend import KEEP_MASKING, sweep_optimum
 
     stats = compute_from_args(args, logprob=args.logprob_samples > 0)
+    sweep = None
+    if args.sweep:
+        from pathlib import Path
+
+        name = args.sweep_dataset
+        if name is None:  # DATA's own label in a sweep is its file stem (witune.sweep.grid)
+            from witune.analysis.results import load_results
+
+            labels = set(load_results(args.sweep)["dataset"].dropna())
+            name = Path(args.data).stem if Path(args.data).stem in labels else None
+        sweep = sweep_optimum(args.sweep, name, n_boot=args.n_boot)
     rec = recommend(stats.rg.ratio_of_means, args.benchmarks, prompt_tokens=stats.prompt.mean,
-                    ngram_diversity=stats.ngram_diversity["mean"], prompt_logprob=stats.prompt_logprob)
+                    ngram_diversity=stats.ngram_diversity["mean"], prompt_logprob=stats.prompt_logprob, sweep=sweep)
     if args.json:
         out = {"data": args.data, "rg_mean_of_ratios": stats.rg.mean_of_ratios, **rec.to_dict()}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     console = Console()
-    t = Table(title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer {escaped(args.model)})")
+    t = Table(title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer "
+                    f"{escaped(args.model)}); benchmarks {rec.column!r}; from {escaped(str(rec.source))}")
     t.add_column("setting")
     t.add_column("recommended", justify="right")
-    t.add_column("range to sweep", justify="right")
-    t.add_row("PLW (response weight 1)", f"{rec.plw:.3f}", "0-1 (any)" if not rec.weight_matters else "0.01-1 (0.01-0.1 MC, ~1 long gen.)")
+    t.add_column("interval / range to sweep", justify="right")
+    plw = f"{rec.plw:.3f}" if rec.weight_matters else "0 (keep masking)"
+    interval = (f"{rec.plw_interval[0]:.3g}-{rec.plw_interval[1]:.3g} (95% bootstrap)" if rec.plw_interval
+                else "0-1 (any)" if not rec.weight_matters else "0.01-0.5")
+    t.add_row("PLW (response weight 1)", plw, interval)
     t.add_row("lambda_p (WIT)", f"{rec.lambda_p:.3g}", f"{rec.lambda_p_range[0]}-{rec.lambda_p_range[1]}")
     t.add_row("lambda_r (WIT)", f"{rec.lambda_r:.3g}", f"{rec.lambda_r_range[0]}-{rec.lambda_r_range[1]}")
     console.print(t)
     if not rec.weight_matters:
-        console.print("[bold]The prompt weight barely matters for this data (long completions).[/]")
+        console.print(f"[bold]PLW: {KEEP_MASKING}.[/]")
     r = Table(title="reasons", show_lines=False)
     r.add_column("#", justify="right")
     r.add_column("reason")

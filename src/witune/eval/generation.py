@@ -5,8 +5,10 @@
 - memorisation: corpus BLEU-4 of greedy generations for sampled *training* prompts against their training
   completions (PLW paper, section 5: 10,000 unique prompts sampled from the training set).
 
-Prompts are formatted with the tokenizer's chat template when it has one (instruction-tuned models are
-trained and queried through it); otherwise a plain Alpaca-style template is used so base models still work.
+Prompts are rendered with the template the model was *trained* with: the `template` field of the run's
+config.yaml (next to or one level above the model folder, as `witune train` writes it), resolved from the
+training data when it says "auto"; else the tokenizer's chat template when it has one; else Alpaca. Querying
+an Alpaca-trained model through a chat template it never saw measures the template mismatch, not the model.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import yaml
 from tqdm.auto import tqdm
+
 
 @dataclass
 class Generation:
@@ -28,18 +33,65 @@ class Generation:
     num_tokens: int
 
 
-def format_prompt(tokenizer, messages: Sequence[dict[str, str]] | str) -> str:
+def trained_template(model_path: str | Path | None) -> str | None:
+    """The template (alpaca, chat, plain) a witune-trained model was trained with, or None when unknown.
+
+    Reads ``template`` from the run's config.yaml (in the model folder or its parent: `out/config.yaml` beside
+    `out/model`); "auto" is resolved the way training resolved it, from the first record of the training data.
+    """
+    if not model_path:
+        return None
+    folder = Path(str(model_path))
+    for cfg_file in (folder / "config.yaml", folder.parent / "config.yaml"):
+        if not cfg_file.is_file():
+            continue
+        try:
+            cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            return None
+        template = cfg.get("template") if isinstance(cfg, dict) else None
+        if template in ("alpaca", "chat", "plain"):
+            return template
+        if template == "auto" and cfg.get("data"):
+            try:
+                from witune.data import load_examples
+                from witune.data.render import resolve_template
+
+                first = load_examples(cfg["data"], format=cfg.get("format", "auto"), limit=1).examples
+                return resolve_template(first[0], "auto") if first else None
+            except Exception:  # noqa: BLE001 - training data moved or unreadable: fall back below
+                return None
+        return None
+    return None
+
+
+def resolve_prompt_template(tokenizer, template: str | None = None) -> str:
+    """The template to query with: the given one, else the trained one, else chat when present, else alpaca."""
+    if template in (None, "auto"):
+        template = trained_template(getattr(tokenizer, "name_or_path", None))
+    if template in (None, "auto"):
+        template = "chat" if getattr(tokenizer, "chat_template", None) else "alpaca"
+    return template
+
+
+def format_prompt(tokenizer, messages: Sequence[dict[str, str]] | str, template: str | None = None) -> str:
     """Turn a user message (or a list of chat messages ending before the answer) into the model's prompt.
 
-    Chat template when the tokenizer has one, with the generation prompt appended; else the Alpaca format.
+    Rendered exactly as in training (``witune.data.render_segments``: BOS, template text, chat markers) with
+    ``resolve_prompt_template``'s template, up to where the response starts.
     """
+    from witune.data import Example, Location, Message, render_segments
+
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    from witune.data import alpaca_prompt
-
-    return alpaca_prompt("\n\n".join(m["content"] for m in messages))
+    template = resolve_prompt_template(tokenizer, template)
+    msgs = tuple(Message(m["role"], m["content"]) for m in messages) + (Message("assistant", "x"),)
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    fields = {"instruction": users[-1] if users else "", "input": ""} if template == "alpaca" else {}
+    example = Example(msgs, "alpaca" if template == "alpaca" else "messages", Location("<prompt>", 1), fields)
+    segs = render_segments(example, tokenizer, template=template, final_turn_only=True)
+    last = max(i for i, s in enumerate(segs) if s.role == "assistant")
+    return "".join(s.text for s in segs[:last])
 
 
 @torch.no_grad()
@@ -168,7 +220,7 @@ def memorization_bleu(
     return corpus_bleu([g.text for g in gens], [c for _, c in chosen]), len(chosen)
 
 
-def training_prompts(examples: Sequence, tokenizer, template: str = "auto") -> list[tuple[str, str]]:
+def training_prompts(examples: Sequence, tokenizer, template: str | None = None) -> list[tuple[str, str]]:
     """(prompt text, completion) for each `witune.data.Example`, rendered with the *training* template.
 
     The prompt is every rendered segment before the last assistant turn (template text, BOS, chat markers
@@ -176,6 +228,8 @@ def training_prompts(examples: Sequence, tokenizer, template: str = "auto") -> l
     """
     from witune.data import render_segments
 
+    if template is None:  # the model's training template when known, else each record's own "auto" choice
+        template = trained_template(getattr(tokenizer, "name_or_path", None)) or "auto"
     pairs = []
     for ex in examples:
         segs = render_segments(ex, tokenizer, template=template, final_turn_only=True)

@@ -110,12 +110,12 @@ class LocalJudge:
         return cls(model, tok, allow_tie)
 
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "\n\n".join(m["content"] for m in messages) + "\n\nVerdict: "
-        return tok(text, add_special_tokens=False)["input_ids"]
+        """The judge prompt in the template the judge model was trained with (its run's config.yaml when it is a
+        witune model, else its chat template, else Alpaca): the verdict is read where its answers start."""
+        from witune.eval.generation import format_prompt
+
+        text = format_prompt(self.tokenizer, messages)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
     def verdict_logprobs(self, messages: list[dict[str, str]]) -> dict[str, float]:

@@ -57,6 +57,8 @@ class Inversion:
     definition: str
     candidates: int  # samples that could move Rg towards the target (or long-completion ones without a target)
     not_invertible: list[str] = field(default_factory=list)  # multi-turn records (history) left as they are
+    # (lowest, highest) Rg that any choice of samples to invert can give, in the target's definition
+    reachable: tuple[float, float] = (float("nan"), float("nan"))
 
     @property
     def reached(self) -> bool:
@@ -69,6 +71,25 @@ class Inversion:
 
 def _rg(p_sum: int, c_sum: int, r_sum: float, n: int) -> dict[str, float]:
     return {"ratio_of_means": c_sum / p_sum if p_sum else float("inf"), "mean_of_ratios": r_sum / n if n else 0.0}
+
+
+def _extreme_ratio(p: float, c: float, deltas: list[tuple[float, float]], lowest: bool) -> float:
+    """Lowest (or highest) (c + sum dc) / (p + sum dp) over subsets of the (dp, dc) moves: Dinkelbach's method.
+
+    For a ratio level q, the best subset takes every move with dc - q dp < 0 (> 0 for the highest); iterating q
+    from the current ratio converges in a few steps to the exact optimum (denominators stay positive: every
+    inverted sample keeps a non-empty prompt).
+    """
+    sign = 1.0 if lowest else -1.0
+    q = c / p if p else float("inf")
+    for _ in range(100):
+        take = [(dp, dc) for dp, dc in deltas if sign * (dc - q * dp) < 0]
+        pp, cc = p + sum(d[0] for d in take), c + sum(d[1] for d in take)
+        new = cc / pp if pp else float("inf")
+        if sign * (new - q) >= -1e-15:
+            break
+        q = new
+    return q
 
 
 def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = None, seed: int = 0,
@@ -108,6 +129,14 @@ def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = Non
                 best_k, best_gap = k, gap
         chosen = cands[:best_k]
 
+    moves = [(inv[i][0] - lengths[i].prompt, inv[i][1] - lengths[i].completion) for i in ok]
+    if definition == "ratio_of_means":
+        reachable = (_extreme_ratio(p_sum, c_sum, moves, True),
+                     _extreme_ratio(p_sum, c_sum, moves, False))
+    else:
+        ups = [inv[i][1] / inv[i][0] - lengths[i].rg for i in ok]
+        reachable = ((r_sum + sum(min(0.0, u) for u in ups)) / n if n else 0.0,
+                     (r_sum + sum(max(0.0, u) for u in ups)) / n if n else 0.0)
     chosen_set = set(chosen)
     for i in chosen:
         p_sum += inv[i][0] - lengths[i].prompt
@@ -116,4 +145,4 @@ def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = Non
     out = [invert_record(r.record) if i in chosen_set else dict(r.record) for i, r in enumerate(records)]
     skipped = [str(r.location) for r in records if r.record.get("history")]
     return Inversion(out, sorted(chosen), before, _rg(p_sum, c_sum, r_sum, n), target_rg, definition, candidates,
-                     skipped)
+                     skipped, reachable)

@@ -31,6 +31,9 @@ DIAGNOSTICS = {("weight_distance", "l2"): "weight_distance", ("witune:memorizati
                ("witune:robustness", "drop"): "robustness_drop",
                ("witune:robustness", "worst_acc"): "robustness_worst_acc",
                ("dpo_pairs", "reward_margin"): "dpo_reward_margin"}
+# Per-run properties of the training data, also columns: Rg (ratio of means, tokenizer of the model trained).
+DATA_COLUMNS = {("witune:data_rg", "ratio_of_means"): "rg"}
+RUN_COLUMNS = {**DIAGNOSTICS, **DATA_COLUMNS}
 _NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
 # Tasks that are diagnostics only: their metrics outside DIAGNOSTICS stay in the database, out of the table.
 _DIAGNOSTIC_TASKS = ("witune:robustness", "dpo_pairs")
@@ -203,10 +206,10 @@ def _require(folder: str | Path) -> Path:
 def results_frame(folder: str | Path, stage: str = "sft"):
     """Finished runs as the analysis table: one row per run x benchmark x metric, with the columns
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed, benchmark, metric, score,
-    higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length
-    (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never enter an aggregate.
-    `stage`: "sft" (the trained point) or "dpo" (the point's DPO stage, when the sweep chains one); a `stage`
-    column says which."""
+    higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length and the
+    training data's ``rg`` (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never
+    enter an aggregate. `stage`: "sft" (the trained point) or "dpo" (the point's DPO stage, when the sweep chains
+    one); a `stage` column says which."""
     import pandas as pd
 
     p = _require(folder)
@@ -235,14 +238,14 @@ def results_frame(folder: str | Path, stage: str = "sft"):
     columns = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed",
                "benchmark", "metric", "score", "higher_is_better"]
     frame = pd.DataFrame(rows, columns=columns)
-    for col in sorted(set(DIAGNOSTICS.values())):
+    for col in sorted(set(RUN_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     frame["stage"] = stage
     return frame
 
 
 def _diagnostic_column(task: str, metric: str) -> str | None:
-    for (prefix, name), column in DIAGNOSTICS.items():
+    for (prefix, name), column in RUN_COLUMNS.items():
         if metric == name and (task == prefix or task.startswith(prefix + "=")):
             return column
     return None

@@ -109,6 +109,17 @@ def weight_distance(base_model: str, tuned_dir: Path) -> float:
     return l2_distance(dict(load_model(str(tuned_dir)).named_parameters()), base)
 
 
+def data_rg(train: dict, tokenizer_dir: Path) -> float:
+    """Rg (ratio of means: completion tokens / prompt tokens) of the data this point trained on, counted with the
+    tokenizer of the trained model (``witune.stats``, as `witune stats` reports it), over the records trained on."""
+    from witune.data import load_examples
+    from witune.stats import ratio_stats, sample_lengths
+    from witune.stats.loading import get_tokenizer
+
+    examples = load_examples(train["data"], format=train.get("format", "auto"), limit=train.get("limit")).examples
+    return ratio_stats(sample_lengths(examples, get_tokenizer(str(tokenizer_dir)))).ratio_of_means
+
+
 def read_losses(metrics_file: Path) -> list[tuple[int, float]]:
     if not metrics_file.is_file():
         return []
@@ -152,6 +163,11 @@ def execute_point(point: Point, out: Path) -> PointResult:
                                 "higher_is_better": False})
         except (OSError, ValueError, RuntimeError) as e:  # a diagnostic: its failure must not fail the point
             print(f"weight distance skipped for {point.run_id}: {e}", file=sys.stderr)
+    try:  # the per-dataset Rg that the GAM and the correlations need: a column, never a score
+        result.rows.append({"task": "witune:data_rg", "metric": "ratio_of_means",
+                            "value": data_rg(point.train, model_dir), "stderr": None, "higher_is_better": True})
+    except (OSError, ValueError, RuntimeError) as e:  # bookkeeping: its failure must not fail the point
+        print(f"Rg skipped for {point.run_id}: {e}", file=sys.stderr)
     tasks = eval_tasks(point)
     if tasks:
         from witune.eval import EvalOptions, evaluate

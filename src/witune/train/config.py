@@ -26,8 +26,17 @@ from witune.yaml_io import key_lines, load_yaml_file, load_yaml_text
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Stanford Alpaca, the recipe the PLW paper fine-tuned with.
+    # Normaliser: "nonzero" (sum of w_t * nll_t over the step, divided by the number of tokens with w_t != 0),
+    # stated here so that it is printed with the preset. Why: the PLW paper does not say how its weighted loss
+    # was normalised (its text names no denominator), so witune uses the one definition the papers do give,
+    # the WIT paper's L_WIT (seed 000, "normalizes by the count of tokens with non-zero weight"). With it, PLW 0
+    # is exactly Hugging Face's masked mean (conventional instruction tuning, the Alpaca code the PLW paper ran),
+    # and PLW 1 is exactly the unmasked mean (continual pre-training), so both ends of the PLW axis are the
+    # standard losses. In between, prompt tokens count fully in the denominator even at a small PLW, so the
+    # response tokens' share of the step shrinks by about (1 + 1/Rg) on short-completion data; set
+    # `normalization: weight_sum` (divide by the sum of weights) to keep the response scale fixed instead.
     "alpaca": {"learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128, "lr_scheduler": "cosine",
-               "warmup_ratio": 0.03, "max_length": 512, "weight_decay": 0.0},
+               "warmup_ratio": 0.03, "max_length": 512, "weight_decay": 0.0, "normalization": "nonzero"},
     # The WIT paper's recipe.
     "wit": {"learning_rate": 2e-5, "epochs": 1, "optimizer": "adamw", "weight_decay": 0.1,
             "lr_scheduler": "cosine", "warmup_ratio": 0.01},
