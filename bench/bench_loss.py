@@ -36,7 +36,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from method import fmt_spread, in_subprocess, interleaved, load_cell, load_summary, spread, write_results  # noqa: E402
+from method import (
+    fmt_spread,
+    in_subprocess,
+    interleaved,
+    load_cell,
+    load_summary,
+    spread,
+    write_results,
+)
 
 VOCAB = 128_256
 HIDDEN = 576

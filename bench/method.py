@@ -53,7 +53,7 @@ def interleaved(variants: dict[str, Callable[[], dict]], repeats: int, log: bool
 
 def in_subprocess(args: list[str]) -> dict:
     """Run `python args...` in a fresh process (its own peak memory, no warm caches); its last stdout line is JSON."""
-    res = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"benchmark case {args} failed ({res.returncode}):\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -54,7 +54,7 @@ def test_backend_matches_torch_on_the_same_inputs(backend):
     ours, gx, gw = _run(backend, *inputs)
     ref, rx, rw = _run("torch", *inputs)
     # fused kernels sum in another order (and in Triton): fp32 tolerances, not bit equality
-    tol = dict(rtol=1e-4, atol=1e-5)
+    tol = {"rtol": 1e-4, "atol": 1e-5}
     torch.testing.assert_close(ours.weighted_sum, ref.weighted_sum, **tol)
     torch.testing.assert_close(gx, rx, **tol)
     torch.testing.assert_close(gw, rw, **tol)
@@ -68,7 +68,7 @@ def test_unavailable_backend_is_a_clear_error():
     missing = [b for b, pkg in PACKAGES.items() if importlib.util.find_spec(pkg) is None]
     if not missing:
         pytest.skip("both fused packages are installed")
-    hidden, weight, labels, w, response = _inputs("cpu")
+    hidden, weight, labels, w, _ = _inputs("cpu")
     with pytest.raises(ImportError, match=f"backend '{missing[0]}' needs the package"):
         weighted_nll_from_hidden(hidden, weight, labels, w, backend=missing[0])
 

@@ -155,8 +155,10 @@ def test_skipping_zero_weight_rows_changes_no_value_or_gradient():
     """Skipping rows of weight 0 gives the same loss and gradients as computing them (diagnostics=True)."""
     hidden, weight, _, labels, response = make(40, 10, 97, torch.float32, seed=12, ignore_frac=0.1)
     w = torch.where(response, 1.0, 0.0)
-    fn = lambda diag: lambda x, W: weighted_nll_from_hidden(x, W, labels, w, chunk_size=6,  # noqa: E731
-                                                              diagnostics=diag).weighted_sum
+
+    def fn(diag):
+        return lambda x, W: weighted_nll_from_hidden(x, W, labels, w, chunk_size=6, diagnostics=diag).weighted_sum
+
     skipped, computed = value_and_grads(fn(False), hidden, weight), value_and_grads(fn(True), hidden, weight)
     for a, c in zip(skipped, computed):
         torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
