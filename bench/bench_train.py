@@ -1,8 +1,8 @@
 """Benchmark 3: training tokens/s of `witune train` against stock TRL SFTTrainer, CPU.
 
 One command per data set:
-  python bench/bench_train.py                                   # LIMA (long, mixed): --limit 12 --batch 4
-  python bench/bench_train.py --file ../shared/data/train/gsm8k_train_alpaca.json --limit 16 \
+  python bench/bench_train.py                                   # LIMA (long, mixed): --limit 8 --batch 4
+  python bench/bench_train.py --file ../shared/data/train/gsm8k_train_alpaca.json \
       --out bench/results/train_gsm8k.json                      # GSM8K (short, fairly uniform)
 
 Same model (SmolLM2-135M-Instruct, offline conversion), same first --limit examples of the same file, same
@@ -125,7 +125,7 @@ def run_one(args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--file", default=DEFAULT_FILE)
-    p.add_argument("--limit", type=int, default=12)
+    p.add_argument("--limit", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
