@@ -113,12 +113,9 @@ class _HiddenWeightedCE(torch.autograd.Function):
         # One logits buffer for all chunks: a fresh 64+ MiB tensor per chunk costs page faults on every chunk.
         buf = torch.empty((min(rows, idx.numel()), weight.shape[0]), dtype=h.dtype, device=h.device)
         for s in range(0, idx.numel(), rows):
-            if contiguous:
-                sl = slice(first + s, first + min(s + rows, idx.numel()))
-                hc, yc, wc = h[sl], labels[sl], w[sl]
-            else:
-                i = idx[s : s + rows]
-                hc, yc, wc = h[i], labels[i], w[i]
+            sel: slice | Tensor = (slice(first + s, first + min(s + rows, idx.numel())) if contiguous
+                                   else idx[s : s + rows])
+            hc, yc, wc = h[sel], labels[sel], w[sel]
             r = hc.shape[0]
             # In the model's dtype, exactly as its own nn.Linear lm_head would; upcast next.
             logits = buf[:r]
@@ -134,7 +131,7 @@ class _HiddenWeightedCE(torch.autograd.Function):
             x.sub_(m[:, None]).exp_()
             total_exp = x.sum(dim=1)
             row_nll = m + total_exp.log() - target
-            nll[sl if contiguous else i] = row_nll
+            nll[sel] = row_nll
             total += (row_nll * wc).sum()
             if not (need_h or need_w or need_b):
                 continue
@@ -147,9 +144,9 @@ class _HiddenWeightedCE(torch.autograd.Function):
             del x
             if need_h:
                 if contiguous:
-                    torch.mm(g, weight, out=grad_h[sl])
+                    torch.mm(g, weight, out=grad_h[sel])
                 else:
-                    grad_h[i] = g @ weight
+                    grad_h[sel] = g @ weight
             if need_w:
                 if hc.dtype == torch.float32:
                     grad_w.addmm_(g.T, hc)  # in place: no (V, H) temporary
