@@ -1,6 +1,6 @@
 """Benchmark 2: data-preparation samples/s of witune against TRL SFTTrainer's dataset preparation.
 
-One command:  .venv/bin/python bench/bench_data.py   (options: --file, --limit 1000 --repeats 3 --workers 2)
+One command:  python bench/bench_data.py   (options: --file, --limit 1000 --repeats 3 --workers 2)
 
 Same file, same examples (witune's loader turns Alpaca records into one user and one assistant message; TRL
 gets exactly those messages as a conversational prompt/completion dataset), same SmolLM2 tokenizer and chat
@@ -10,17 +10,29 @@ template, no truncation. Timed from examples in memory to token rows with a loss
   witune       tokenize_examples, single process (batched tokenizer calls)
   witune_mp    prepare_examples with --workers processes
   witune_cache prepare_examples reading its content-hash cache (a warm second run: sweeps re-prepare the data)
-Repeats interleave the variants; medians are reported, with ratios to TRL.
+Repeats interleave the variants (bench/method.py: load average around each run, min / median / max); ratios
+to TRL are of medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).parent))
+from method import (
+    fmt_spread,
+    interleaved,
+    load_cell,
+    load_summary,
+    spread,
+    write_results,
+)
 
 DEFAULT_FILE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "gsm8k_train_alpaca.json")
 
@@ -73,32 +85,32 @@ def main() -> int:
 
     witune_cache()  # fill the cache once (untimed): the timed calls are warm reads
     variants = {"trl": trl, "witune": witune, f"witune_mp{args.workers}": witune_mp, "witune_cache": witune_cache}
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    counts = {}
-    for r in range(args.repeats):
-        for name, fn in variants.items():
+    counts: dict[str, int] = {}
+
+    def timed(name: str, fn):
+        def run() -> dict:
             t0 = time.perf_counter()
             counts[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-            print(f"repeat {r + 1}/{args.repeats} {name}: {times[name][-1]:.2f} s", flush=True)
+            return {"seconds": time.perf_counter() - t0}
+        return run
+
+    runs = interleaved({name: timed(name, fn) for name, fn in variants.items()}, args.repeats)
     rows = []
-    base = statistics.median(times["trl"])
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        rows.append({"variant": name, "median_s": med, "samples_per_s": len(examples) / med,
-                     "speedup_vs_trl": base / med, "rows": counts[name], "runs": ts})
+    base = statistics.median(r["seconds"] for r in runs["trl"])
+    for name, rs in runs.items():
+        sec = spread([r["seconds"] for r in rs])
+        rows.append({"variant": name, "seconds": sec, "samples_per_s": len(examples) / sec["median"],
+                     "speedup_vs_trl": base / sec["median"], "rows": counts[name], **load_summary(rs), "runs": rs})
     table = Table(title=f"data preparation, {Path(args.file).name} first {len(examples)}, SmolLM2 tokenizer, "
-                        f"median of {args.repeats}")
-    for col in ("variant", "seconds", "samples/s", "x TRL", "rows"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+                        f"{args.repeats} interleaved repeats")
+    for col in ("variant", "seconds min/med/max", "samples/s", "x TRL", "rows", "load 1-min"):
+        table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in rows:
-        table.add_row(r["variant"], f"{r['median_s']:.2f}", f"{r['samples_per_s']:.0f}", f"{r['speedup_vs_trl']:.2f}",
-                      str(r["rows"]))
-    Console().print(table)
+        table.add_row(r["variant"], fmt_spread(r["seconds"]), f"{r['samples_per_s']:.0f}",
+                      f"{r['speedup_vs_trl']:.2f}", str(r["rows"]), load_cell(r))
+    Console(width=200).print(table)
     import tokenizers
     import trl as trl_mod
-
-    from results_io import write_results
 
     write_results(args.out, {"file": args.file, "examples": len(examples), "workers": args.workers,
                              "repeats": args.repeats, "trl": trl_mod.__version__,

@@ -130,3 +130,36 @@ def test_logits_path_negative_grad_output():
     ref = logits.detach().clone().requires_grad_(True)
     (-(F.cross_entropy(ref, labels, reduction="none") * w).sum()).backward()
     torch.testing.assert_close(logits.grad, ref.grad)
+
+
+@pytest.mark.parametrize("layout", ["all", "prefix_skipped", "scattered"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [False, True])
+def test_contiguous_and_gathered_active_rows_match_reference(layout, dtype, bias):
+    """Active rows in one run are sliced (dL/dh written in place), otherwise gathered: both equal the reference."""
+    n, h, v = 37, 12, 301
+    hidden, weight, b, labels, response = make(n, h, v, dtype, seed=11, ignore_frac=0.0, bias=bias)
+    w = torch.where(response, 1.0, 0.25)
+    if layout == "prefix_skipped":
+        w[: n // 3] = 0.0  # lambda_p = 0 on a leading prompt: one contiguous run of active rows
+    elif layout == "scattered":
+        w[::4] = 0.0
+    ours = value_and_grads(lambda x, W, B: weighted_nll_from_hidden(
+        x, W, labels, w, lm_head_bias=B, chunk_size=5).weighted_sum, hidden, weight, b)
+    ref = value_and_grads(lambda x, W, B: reference(x, W, B, labels, w), hidden, weight, b)
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, **TOL[dtype])
+
+
+def test_skipping_zero_weight_rows_changes_no_value_or_gradient():
+    """Skipping rows of weight 0 gives the same loss and gradients as computing them (diagnostics=True)."""
+    hidden, weight, _, labels, response = make(40, 10, 97, torch.float32, seed=12, ignore_frac=0.1)
+    w = torch.where(response, 1.0, 0.0)
+
+    def fn(diag):
+        return lambda x, W: weighted_nll_from_hidden(x, W, labels, w, chunk_size=6, diagnostics=diag).weighted_sum
+
+    skipped, computed = value_and_grads(fn(False), hidden, weight), value_and_grads(fn(True), hidden, weight)
+    for a, c in zip(skipped, computed):
+        torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
+    assert skipped[1][w == 0].abs().max() == 0  # dL/dh of a skipped row is exactly zero

@@ -31,8 +31,12 @@ from torch import Tensor
 
 from witune.loss.weighted import IGNORE_INDEX, LossSums
 
-# Logits per chunk: 2^24 fp32 elements = 64 MiB (131 rows at a 128,256 vocabulary).
-_CHUNK_ELEMENTS = 1 << 24
+# Logits per chunk: 2^25 fp32 elements = 128 MiB (261 rows at a 128,256 vocabulary). A (V x H) head does not
+# fit in cache at any chunk size, so each chunk streams W through three matmuls; thin chunks make those
+# matmuls inefficient (2 cores, 128k x 576 head: 131-row chunks ran the three matmuls at ~25 GFLOP/s, 256-512
+# rows at ~35-38, the whole 2,048 rows at ~26; measured under load, ratios only). 261 rows keeps the chunk's
+# memory (128 MiB, reused for every chunk) well under the fp32 dL/dW (282 MiB) that the optimizer needs anyway.
+_CHUNK_ELEMENTS = 1 << 25
 BACKENDS = ("auto", "torch", "liger", "cce")
 _MAX_FUSED_GROUPS = 8  # beyond this many distinct weight values the per-weight fused calls stop paying off
 
@@ -96,35 +100,53 @@ class _HiddenWeightedCE(torch.autograd.Function):
         need_h, need_w, need_b = needs
         n = h.shape[0]
         idx = active.nonzero().squeeze(1)
+        # Active rows that are one contiguous run (the usual case: all rows, or a response after a skipped
+        # prompt) are sliced, not gathered: no copy of the hidden chunk and dL/dh written in place.
+        contiguous = idx.numel() > 0 and int(idx[-1] - idx[0]) + 1 == idx.numel()
+        first = int(idx[0]) if contiguous else 0
         nll = torch.full((n,), float("nan"), dtype=torch.float32, device=h.device)
         grad_h = torch.zeros_like(h) if need_h else None
         # dL/dW is summed over chunks in fp32 whatever W's dtype, so bf16 rounding does not pile up over chunks.
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=h.device) if need_b else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        # One logits buffer for all chunks: a fresh 64+ MiB tensor per chunk costs page faults on every chunk.
+        buf = torch.empty((min(rows, idx.numel()), weight.shape[0]), dtype=h.dtype, device=h.device)
         for s in range(0, idx.numel(), rows):
-            i = idx[s : s + rows]
-            hc, yc, wc = h[i], labels[i], w[i]
+            sel: slice | Tensor = (slice(first + s, first + min(s + rows, idx.numel())) if contiguous
+                                   else idx[s : s + rows])
+            hc, yc, wc = h[sel], labels[sel], w[sel]
+            r = hc.shape[0]
             # In the model's dtype, exactly as its own nn.Linear lm_head would; upcast next.
-            logits = torch.nn.functional.linear(hc, weight, bias)
-            x = logits.float()
-            del logits
-            lse = torch.logsumexp(x, dim=-1)
-            row_nll = lse - x.gather(1, yc[:, None]).squeeze(1)
-            nll[i] = row_nll
+            logits = buf[:r]
+            if bias is None:
+                torch.mm(hc, weight.T, out=logits)
+            else:
+                torch.addmm(bias, hc, weight.T, out=logits)
+            x = logits if logits.dtype == torch.float32 else logits.float()
+            # log-sum-exp by hand, keeping exp(x - max) in place: it is the unnormalised softmax the gradient
+            # needs, so the chunk is exponentiated once (torch.logsumexp would allocate and exponentiate a copy).
+            target = x.gather(1, yc[:, None]).squeeze(1)
+            m = x.amax(dim=1)
+            x.sub_(m[:, None]).exp_()
+            total_exp = x.sum(dim=1)
+            row_nll = m + total_exp.log() - target
+            nll[sel] = row_nll
             total += (row_nll * wc).sum()
             if not (need_h or need_w or need_b):
                 continue
             # d/dx [lse(x) - x_y] = softmax(x) - onehot(y), scaled by the row weight; in place on x.
-            x.sub_(lse[:, None]).exp_()
-            x.scatter_add_(1, yc[:, None], torch.full_like(row_nll[:, None], -1.0))
-            x.mul_(wc[:, None])
+            x.mul_((wc / total_exp)[:, None])
+            x.scatter_add_(1, yc[:, None], -wc[:, None])
             if need_b:
                 grad_b += x.sum(0)
             g = x.to(h.dtype)
             del x
             if need_h:
-                grad_h[i] = g @ weight
+                if contiguous:
+                    torch.mm(g, weight, out=grad_h[sel])
+                else:
+                    grad_h[sel] = g @ weight
             if need_w:
                 if hc.dtype == torch.float32:
                     grad_w.addmm_(g.T, hc)  # in place: no (V, H) temporary

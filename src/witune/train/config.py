@@ -98,6 +98,10 @@ class TrainConfig:
     chunked_loss: bool = False
     """Compute the loss from hidden states and the output projection in chunks, never materialising the
     (tokens x vocab) logits: the memory peak of large vocabularies. Zero-weight tokens are skipped entirely."""
+    loss_backend: str = "auto"
+    """Kernel of the chunked loss: auto (fused Liger / cut-cross-entropy kernel on CUDA when installed, else
+    torch), torch (witune's chunked autograd function, any device), liger or cce (that package's fused kernel;
+    CUDA only, an error when it is not installed). Used only with chunked_loss: true."""
 
     # --- optimisation
     learning_rate: float = 2e-5
@@ -218,6 +222,10 @@ class TrainConfig:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         normalization_value(self.normalization)
+        from witune.loss.chunked import BACKENDS
+
+        if self.loss_backend not in BACKENDS:
+            raise ConfigError(f"config key 'loss_backend' must be one of {BACKENDS}, got {self.loss_backend!r}")
         return self
 
     def role_weights_obj(self):

@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
         z, sums, tokens, grad_norm = _optimizer_step(acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum,
-                                                     cfg.chunked_loss)
+                                                     cfg.chunked_loss, cfg.loss_backend)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         n_samples = len(schedule.step_indices(epoch, in_epoch))
@@ -181,7 +181,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
 
 
 def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str, torch.Tensor]], norm: str | float,
-                    max_grad_norm: float, grad_accum: int, chunked: bool = False) -> tuple[float, torch.Tensor, float, float]:
+                    max_grad_norm: float, grad_accum: int, chunked: bool = False,
+                    loss_backend: str = "auto") -> tuple[float, torch.Tensor, float, float]:
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
     counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
@@ -194,7 +195,7 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
     grad_norm = float("nan")
     for batch in batches:
         with acc.accumulate(model):
-            sums = _forward_sums(acc, model, batch, chunked)
+            sums = _forward_sums(acc, model, batch, chunked, loss_backend)
             acc.backward(safe_divide(sums.weighted_sum, z) * scale)
             if acc.sync_gradients:
                 if max_grad_norm > 0:
@@ -208,7 +209,8 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
     return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
 
 
-def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked: bool) -> LossSums:
+def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked: bool,
+                  loss_backend: str = "auto") -> LossSums:
     """Forward one micro-batch through the (wrapped) model and return its loss sums.
 
     Chunked: the model runs as usual (so DDP/FSDP hooks fire) but keeps the logits of one position only;
@@ -229,7 +231,7 @@ def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked:
         raise ConfigError("chunked_loss: this model's logits are not its output projection of the last hidden "
                           "state (post-processed logits?); train with chunked_loss: false")
     return weighted_nll_from_hidden(hidden, head.weight, labels, weights, response,
-                                    lm_head_bias=getattr(head, "bias", None))
+                                    lm_head_bias=getattr(head, "bias", None), backend=loss_backend)
 
 
 def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> Path:
