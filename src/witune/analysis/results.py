@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from witune.data.errors import DataError, Location
+from witune.errors import DataError, Location
 
 REQUIRED = [
     "run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization",

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import escaped, int_at_least
+from witune.cli.common import escaped, int_at_least, print_error
 
 
 def register(subparsers) -> None:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         a = analyze_with_progress(args, quiet=args.json)
     except RuntimeError as exc:  # no R for --engine r, R failing, no scores: one line
-        _console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        print_error(exc)
         return 2
     if args.json:
         json.dump(to_json(a), sys.stdout, indent=1)

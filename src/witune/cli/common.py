@@ -6,10 +6,10 @@ import argparse
 import math
 from collections.abc import Callable
 
-from witune.data.errors import ConfigError
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
 from witune.data.render import TEMPLATES
+from witune.errors import ConfigError
 
 
 # Argument types: argparse checks them while parsing, so a bad number is one usage line before any model or

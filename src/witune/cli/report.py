@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import escaped
+from witune.cli.common import escaped, print_error
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
     from witune.atomic import check_output
     from witune.cli.analyze import analyze_with_progress
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         a = analyze_with_progress(args)
     except RuntimeError as exc:  # --engine r without R, R failing, no scores at all
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        print_error(exc)
         return 2
     path = write_report(a, args.output, args.title)
     Console().print(f"wrote {escaped(path)} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from witune.data.errors import ConfigError
 from witune.data.example import ROLES
+from witune.errors import ConfigError
 
 # "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
 TOKEN_ROLES = (*ROLES, "template")
@@ -27,7 +27,7 @@ class RoleWeights:
     >>> RoleWeights(0.0, 0.0)
     Traceback (most recent call last):
     ...
-    witune.data.errors.ConfigError: prompt and response weights are both zero: no token would be trained ...
+    witune.errors.ConfigError: prompt and response weights are both zero: no token would be trained ...
     """
 
     prompt: float = 0.0

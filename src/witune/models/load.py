@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.models.gguf import cached_gguf_folder
 from witune.models.smollm import smollm2_path
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import ConfigError, DataError
 from witune.data.formats import detect_format, to_examples
 from witune.data.readers import read_records
+from witune.errors import ConfigError, DataError
 
 # Outputs that stand for "nothing" (AlpacaDataCleaned lists "empty outputs" and "N/A outputs" among the
 # original Alpaca's defects, PLW paper Sec. 4.3). Compared after lower-casing and stripping spaces and dots.
@@ -89,7 +89,7 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
             fmt = fmt or detect_format(rec, loc)
             examples = to_examples(rec, fmt, loc)
         except DataError as e:
-            reason = "empty output" if "empty response" in e.reason else "invalid"
+            reason = "empty output" if e.kind == "empty_response" else "invalid"
             record = None if isinstance(rec, DataError) else rec
             if record is None and loc.unit == "line":
                 unparsed[loc.index] = len(removed)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import DataError, Location
 from witune.data.example import Example
 from witune.data.formats import detect_format, to_examples
 from witune.data.readers import read_records
+from witune.errors import DataError, Location
 
 
 @dataclass

@@ -76,7 +76,7 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
 
 
 def _unusable(path: Path, err: sqlite3.Error):
-    from witune.data.errors import ConfigError
+    from witune.errors import ConfigError
 
     return ConfigError(f"{path}: not a usable witune sweep database ({err})")
 
@@ -185,7 +185,7 @@ def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]
 def _require(folder: str | Path) -> Path:
     p = db_path(folder)
     if not p.is_file():
-        from witune.data.errors import ConfigError
+        from witune.errors import ConfigError
 
         raise ConfigError(f"{folder}: not a sweep folder (no {DB_NAME} in it)")
     return p

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.train.config import TrainConfig
 
 
