@@ -12,7 +12,7 @@ from witune.cli.common import escaped, int_at_least, print_error
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, "
                               "correlations and training dynamics of a sweep")
-    p.add_argument("sweep", help="sweep folder (with sweep.sqlite) or results CSV")
+    p.add_argument("sweep", help="sweep folder (with sweep.db) or results CSV")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
@@ -49,10 +49,24 @@ def load_inputs(args: argparse.Namespace):
     """Results, losses and features named on the command line (shared with `witune report`)."""
     from witune.analysis.results import load_features, load_losses, load_results
 
-    results = load_results(args.sweep)
-    losses = load_losses(args.losses) if args.losses else load_losses(args.sweep) if _is_dir(args.sweep) else None
+    if _is_dir(args.sweep):
+        results, losses = read_sweep_folder(args.sweep)
+    else:
+        results, losses = load_results(args.sweep), None
+    if args.losses:
+        losses = load_losses(args.losses)
     features = load_features(args.features) if getattr(args, "features", None) else None
     return results, losses, features
+
+
+def read_sweep_folder(folder: str):
+    """A sweep folder's results and training losses, read through the sweep's database and checked by the
+    analysis. This is the one place the two meet: the analysis never imports the sweep."""
+    from witune.analysis.results import validate_losses, validate_results
+    from witune.sweep.db import losses_frame, results_frame
+
+    return (validate_results(results_frame(folder), str(folder)),
+            validate_losses(losses_frame(folder), str(folder)))
 
 
 def _is_dir(path: str) -> bool:

@@ -93,7 +93,7 @@ def tokenize_examples(examples: list[Example], tokenizer: Any, weights: RoleWeig
                 out.truncated += cut is not row
                 row = cut
             if row.trainable_tokens == 0:
-                why = "truncated to zero trainable tokens" if max_length and row is not None else "no trainable tokens"
+                why = "truncated to zero trainable tokens" if max_length else "no trainable tokens"
                 _fail(out.zero_trainable, DataError(row.location, f"{why} (max_length={max_length}, weights "
                       f"prompt={weights.prompt}, response={weights.response})", kind="no_trainable"), on_error)
                 continue

@@ -52,11 +52,6 @@ class RoleWeights:
             return float(self.roles[role])
         return float(self.response if is_response else self.prompt)
 
-    @classmethod
-    def from_plw(cls, plw: float) -> "RoleWeights":
-        """The PLW paper's parameterisation: prompt-loss weight in [0, 1], response at 1."""
-        return cls(prompt=plw, response=1.0)
-
 
 def check_weight_range(named: Mapping[str, float | None], allow_above_one: bool, hint: str) -> list[str]:
     """Loss weights outside the papers' range [0, 1] are refused unless explicitly allowed (`hint` says how).

@@ -8,8 +8,8 @@
 | `witune:winrate` | reference outputs JSON (default: AlpacaEval 1 text-davinci-003) | win_rate (needs a judge) |
 
 Every evaluator takes the loaded model and tokenizer plus an `EvalOptions` and returns metric rows
-{task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators so other parts of witune
-(for example the per-role NLL of `witune score`) can register theirs.
+{task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators; other parts of witune (or
+a user's code) add theirs with `register_evaluator(name, fn)`, which refuses to replace an existing name.
 """
 
 from __future__ import annotations
@@ -125,3 +125,13 @@ BUILTINS: dict[str, Evaluator] = {
     "memorization": memorization,
     "winrate": winrate,
 }
+
+
+def register_evaluator(name: str, evaluator: Evaluator) -> None:
+    """Make `witune:<name>` run ``evaluator(model, tokenizer, argument, options)``. A name is registered once:
+    silently replacing a built-in would change what a sweep's recorded task name means."""
+    if not name or any(c in name for c in ":=,") or name != name.strip():
+        raise ValueError(f"evaluator name {name!r}: non-empty, without spaces around it and without ':', '=' or ','")
+    if name in BUILTINS:
+        raise ValueError(f"evaluator witune:{name} is already registered")
+    BUILTINS[name] = evaluator

@@ -142,7 +142,7 @@ def _lines(path: Path, wanted: set[int]) -> list[tuple[int, str]]:
     return found
 
 
-def write_report(cleaning: Cleaning, path: str | Path) -> Path:
+def write_removals(cleaning: Cleaning, path: str | Path) -> Path:
     """One JSON line per removed record: location, reason, field, detail, and the record itself (`record`, or
     `raw` for a line that was not valid JSON). Written atomically, like the cleaned file."""
     from witune.atomic import atomic_open

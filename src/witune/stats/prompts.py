@@ -1,4 +1,5 @@
-"""The WIT paper's prompt characteristics (seed 000, "Some Hints for Future Research"): lexical diversity of the
+"""The WIT paper's prompt characteristics (Chatterjee, Renduchintala et al., "On the Effect of Instruction Tuning
+Loss on Generalization", TACL; its blog post's "Some Hints for Future Research"): lexical diversity of the
 prompts (n-gram diversity), their syntactic complexity (mean dependency-parse depth) and the model's average
 next-token log-probability of prompt tokens.
 

@@ -167,7 +167,7 @@ def write_report(result: DemoResult) -> str:
     import pandas as pd
 
     from witune.analysis.summary import analyze
-    from witune.report.html import write_report as write_html
+    from witune.report.html import write_html_report as write_html
     from witune.sweep.runner import weight_distance
     from witune.train.metrics import read_metrics
 
