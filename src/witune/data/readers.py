@@ -226,6 +226,42 @@ def _dataset(name: str, split: str) -> Iterator[tuple[Location, Any]]:
 
 
 @dataclass
+class RecordResult:
+    """One record as read, converted: its examples, or the error that stopped it."""
+
+    location: Location
+    record: Any  # as read; None when the record itself could not be read (then `error` says why)
+    format: str | None  # the format it was converted as; None when it could not be detected
+    examples: list[Example]
+    error: DataError | None = None
+
+
+def convert_records(source: str | Path, format: str = "auto", split: str = "train",
+                    detect_each: bool = False) -> Iterator[RecordResult]:
+    """The one read-detect-convert loop: every record of ``source`` in order, with its examples or its error.
+
+    With ``format="auto"`` the format is detected on the first record where detection succeeds and kept for the
+    rest of the file (``detect_each=True``: detected on every record, for callers that accept several formats
+    in one file). Errors are returned, never raised, so each caller decides: raise, skip, or report.
+    """
+    fixed = None if format == "auto" else format
+    for loc, rec in read_records(source, split):
+        if isinstance(rec, DataError):
+            yield RecordResult(loc, None, None if detect_each else fixed, [], rec)
+            continue
+        fmt = None if detect_each else fixed
+        try:
+            if fmt is None:
+                fmt = detect_format(rec, loc)
+                if not detect_each:
+                    fixed = fmt
+            examples, err = to_examples(rec, fmt, loc), None
+        except DataError as e:
+            examples, err = [], e
+        yield RecordResult(loc, rec, fmt, examples, err)
+
+
+@dataclass
 class LoadResult:
     examples: list[Example]
     skipped: list[DataError] = field(default_factory=list)
@@ -246,17 +282,13 @@ def load_examples(source: str | Path, format: str = "auto", on_error: str = "rai
     if format != "auto" and format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; choose auto or one of {FORMATS}")
     result = LoadResult([], format=format)
-    for loc, rec in read_records(source, split):
-        try:
-            if isinstance(rec, DataError):
-                raise rec
-            if result.format == "auto":
-                result.format = detect_format(rec, loc)
-            result.examples.extend(to_examples(rec, result.format, loc))
-        except DataError as err:
+    for r in convert_records(source, format, split):
+        result.format = r.format or result.format
+        if r.error is not None:
             if on_error == "raise":
-                raise
-            result.skipped.append(err)
+                raise r.error
+            result.skipped.append(r.error)
+        result.examples.extend(r.examples)
         if limit is not None and len(result.examples) >= limit:
             del result.examples[limit:]
             break

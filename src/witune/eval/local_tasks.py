@@ -72,14 +72,14 @@ ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_bette
 
 
 def default_data_dir() -> Path | None:
-    """The evaluation files: $WITUNE_EVAL_DATA, else ../shared/data/eval next to the checkout or the cwd."""
-    candidates = [os.environ.get("WITUNE_EVAL_DATA"),
-                  Path.cwd().parent / "shared" / "data" / "eval",
-                  Path(__file__).resolve().parents[3].parent / "shared" / "data" / "eval"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
+    """The evaluation files: $WITUNE_EVAL_DATA (an explicit folder), else ``eval`` in the shared data folder
+    (`witune.shared_data.find_shared_data`: $WITUNE_SHARED_DATA or ../shared/data)."""
+    from witune.shared_data import find_shared_data
+
+    explicit = os.environ.get("WITUNE_EVAL_DATA")
+    if explicit and Path(explicit).is_dir():
+        return Path(explicit)
+    return find_shared_data("eval")
 
 
 def truthfulqa_mc2_results(doc: dict, results: list) -> dict:

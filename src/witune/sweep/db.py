@@ -24,9 +24,12 @@ from typing import Any
 
 DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
-# Per-run diagnostics that the analysis reads as columns, not as benchmark scores: (task prefix, metric) -> column.
-DIAGNOSTICS = {("weight_distance", "l2"): "weight_distance", ("witune:memorization", "bleu"): "memorization_bleu",
-               ("witune:generation_length", "mean_tokens"): "generation_length"}
+# Where per-run diagnostics come from: (task prefix, metric) -> the results column the analysis reads them as
+# (not as benchmark scores). The column names are `witune.analysis.dynamics.DIAGNOSTICS`; named apart from it
+# because this maps evaluation rows to columns, that lists columns.
+DIAGNOSTIC_COLUMNS = {("weight_distance", "l2"): "weight_distance",
+                      ("witune:memorization", "bleu"): "memorization_bleu",
+                      ("witune:generation_length", "mean_tokens"): "generation_length"}
 _NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
 
 _SCHEMA = """
@@ -218,13 +221,13 @@ def results_frame(folder: str | Path):
     columns = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed",
                "benchmark", "metric", "score", "higher_is_better"]
     frame = pd.DataFrame(rows, columns=columns)
-    for col in sorted(set(DIAGNOSTICS.values())):
+    for col in sorted(set(DIAGNOSTIC_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     return frame
 
 
 def _diagnostic_column(task: str, metric: str) -> str | None:
-    for (prefix, name), column in DIAGNOSTICS.items():
+    for (prefix, name), column in DIAGNOSTIC_COLUMNS.items():
         if metric == name and (task == prefix or task.startswith(prefix + "=")):
             return column
     return None
