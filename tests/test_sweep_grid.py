@@ -92,7 +92,7 @@ def _points(n: int) -> list[Point]:
 
 def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_schema(tmp_path):
     from witune.analysis.results import REQUIRED
-    from witune.cli.analyze import read_sweep_folder
+    from witune.cli.common import read_sweep_folder
 
     points = _points(3)
     db.add_points(tmp_path, points)

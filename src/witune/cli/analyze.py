@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import escaped, int_at_least, print_error
+from witune.cli.common import escaped, int_at_least, print_error, read_sweep_folder
 
 
 def register(subparsers) -> None:
@@ -57,16 +57,6 @@ def load_inputs(args: argparse.Namespace):
         losses = load_losses(args.losses)
     features = load_features(args.features) if getattr(args, "features", None) else None
     return results, losses, features
-
-
-def read_sweep_folder(folder: str):
-    """A sweep folder's results and training losses, read through the sweep's database and checked by the
-    analysis. This is the one place the two meet: the analysis never imports the sweep."""
-    from witune.analysis.results import validate_losses, validate_results
-    from witune.sweep.db import losses_frame, results_frame
-
-    return (validate_results(results_frame(folder), str(folder)),
-            validate_losses(losses_frame(folder), str(folder)))
 
 
 def _is_dir(path: str) -> bool:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
 from witune.data.render import TEMPLATES
 from witune.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # Argument types: argparse checks them while parsing, so a bad number is one usage line before any model or
@@ -128,6 +133,16 @@ def print_error(message: object, label: str = "error") -> None:
 
     style = "bold red" if label == "error" else "yellow"
     Console(stderr=True).print(f"[{style}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def read_sweep_folder(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep folder's results and training losses, read through the sweep's database and checked by the
+    analysis. The CLI is where the two meet: the analysis never imports the sweep (it sits below it)."""
+    from witune.analysis.results import validate_losses, validate_results
+    from witune.sweep.db import losses_frame, results_frame
+
+    return (validate_results(results_frame(folder), str(folder)),
+            validate_losses(losses_frame(folder), str(folder)))
 
 
 def os_error_line(err: OSError, outputs: list[str] | None = None) -> str:

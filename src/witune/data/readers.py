@@ -111,7 +111,8 @@ def _json(path: Path) -> Iterator[tuple[Location, Any]]:
             # A .json file that is really JSON Lines: read it line by line (and report per line).
             yield from _jsonl(path)
             return
-        raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})", kind="malformed") from None
+        raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})",
+                        kind="malformed") from None
     except _DuplicateKey as e:
         raise DataError(Location(str(path), _duplicate_line(text, e.key), "line"),
                         "duplicate key in one JSON object (the value would be ambiguous)", e.key) from None
