@@ -1,12 +1,13 @@
 """Where the shared real data lives, for tests (importable from any test module: pytest puts tests/ on sys.path)."""
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("WITUNE_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data").resolve()
+from witune.shared_data import find_shared_data, shared_data_candidates
+
+# witune's own lookup; when nothing is found, the first candidate names the folder in skip messages.
+SHARED_DATA = find_shared_data() or shared_data_candidates()[0].resolve()
 
 
 def shared_file(name: str, folder: str = "train") -> Path:

@@ -18,7 +18,7 @@ import pytest
 
 from witune.atomic import OutputError, atomic_dir, atomic_open, check_output
 from witune.cli.main import main
-from witune.stats.clean import Cleaning, Removal, write_report
+from witune.stats.clean import Cleaning, Removal, write_removals
 from witune.stats.records import write_records
 
 OLD = [{"instruction": "old", "input": "", "output": "kept"}]
@@ -55,7 +55,7 @@ def test_report_writer_failing_midway_keeps_old_file(tmp_path):
     removed = [Removal(f"f, line {i}", i, "duplicate", "", "d", {"i": i}) for i in range(100)]
     removed.insert(50, Removal("f, line 50", 50, "duplicate", "", "d", {"bad": object()}))
     with pytest.raises(TypeError):
-        write_report(Cleaning([], removed, 101, ""), path)
+        write_removals(Cleaning([], removed, 101, ""), path)
     assert path.read_text() == "old report\n" and os.listdir(tmp_path) == [path.name]
 
 

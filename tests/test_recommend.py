@@ -7,7 +7,9 @@ import pytest
 from shared import shared_file
 
 from witune.stats import CRITICAL_PLW_SHORT, TABLE4, plw_curve, recommend, table4
-from witune.stats.recommend import KEEP_MASKING, MAX_SLOPE, WIT_LAMBDA_P_CENTRE, sweep_optimum
+from witune.analysis.optimum import sweep_optimum
+from witune.analysis.results import load_results
+from witune.stats.recommend import KEEP_MASKING, MAX_SLOPE, WIT_LAMBDA_P_CENTRE
 
 
 def test_table4_rows_and_stars():
@@ -104,7 +106,7 @@ def test_recommend_from_sweep_recovers_a_planted_optimum(tmp_path):
 
     df, _ = make_sweep(SyntheticSweep(opt_wp=0.6, noise=0.005, random_state=1))
     df.to_csv(tmp_path / "sweep.csv", index=False)
-    s = sweep_optimum(str(tmp_path / "sweep.csv"), n_boot=40)
+    s = sweep_optimum(load_results(tmp_path / "sweep.csv"), n_boot=40)
     planted = 0.6 ** (1 / 0.30103)  # 0.183
     assert s.significant and s.critical_plw == pytest.approx(planted, abs=0.05)
     assert s.ci_low <= planted <= s.ci_high
@@ -120,12 +122,12 @@ def test_recommend_from_sweep_without_effect_keeps_masking(tmp_path):
     # amplitude 0.2 / (1 + Rg) is ~0.0002 at Rg 1000, far below the noise: no PLW effect planted
     df, _ = make_sweep(SyntheticSweep(datasets={"long": 1000.0}, noise=0.02, random_state=2))
     df.to_csv(tmp_path / "sweep.csv", index=False)
-    s = sweep_optimum(str(tmp_path / "sweep.csv"), n_boot=0)
+    s = sweep_optimum(load_results(tmp_path / "sweep.csv"), n_boot=0)
     assert not s.significant
     rec = recommend(0.5, sweep=s)  # the tables say 0.155 here; the user's data say otherwise
     assert rec.plw == 0.0 and not rec.weight_matters and KEEP_MASKING in rec.reasons[0][0]
     with pytest.raises(Exception, match="no dataset 'nope'"):
-        sweep_optimum(str(tmp_path / "sweep.csv"), "nope")
+        sweep_optimum(load_results(tmp_path / "sweep.csv"), "nope")
 
 
 def test_recommend_cli_from_sweep_picks_the_data_by_name(tiny_model_dir, tmp_path, capsys):

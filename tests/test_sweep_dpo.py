@@ -20,7 +20,8 @@ pytest.importorskip("trl")
 
 @pytest.mark.slow  # several processes (sweep workers, trainings, DPO, analyze)
 def test_sft_then_dpo_sweep_records_both_stages(tmp_path, tiny_model_dir, shared_data):
-    from witune.analysis.stages import stage_gains_from
+    from witune.analysis.stages import stage_gains
+    from witune.cli.common import read_dpo_stage, read_sweep_folder
     from witune.dpo.pairs import make_pairs
 
     train_file = shared_data / "train" / "alpaca_seed_tasks.jsonl"
@@ -58,7 +59,7 @@ def test_sft_then_dpo_sweep_records_both_stages(tmp_path, tiny_model_dir, shared
     assert sft["robustness_drop"].notna().all() and dpo["robustness_drop"].notna().all()
     assert dpo["dpo_reward_margin"].notna().all() and sft["dpo_reward_margin"].isna().all()
 
-    gains = stage_gains_from(folder)
+    gains = stage_gains(read_sweep_folder(folder)[0], read_dpo_stage(folder))
     assert len(gains) == 2
     it = gains[(gains["prompt_weight"] == 0.0) & (gains["response_weight"] == 1.0)].iloc[0]
     assert it["gain_sft_pct"] == 0 or math.isnan(it["gain_sft_pct"])  # IT against itself (NaN if its score is 0)

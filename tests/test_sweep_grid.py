@@ -91,7 +91,8 @@ def _points(n: int) -> list[Point]:
 
 
 def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_schema(tmp_path):
-    from witune.analysis.results import REQUIRED, load_losses, load_results
+    from witune.analysis.results import REQUIRED
+    from witune.cli.common import read_sweep_folder
 
     points = _points(3)
     db.add_points(tmp_path, points)
@@ -117,14 +118,13 @@ def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_sch
     assert status[points[0].run_id]["attempts"] == 2 and status[points[0].run_id]["status"] == "done"
     assert status[points[2].run_id]["status"] == "failed" and "bad file" in status[points[2].run_id]["error"]
 
-    frame = load_results(tmp_path)  # the analysis reads the folder through results_frame
+    frame, losses = read_sweep_folder(tmp_path)  # the CLI reads the folder and hands the tables to the analysis
     assert set(REQUIRED) <= set(frame.columns)
     assert len(frame) == 2  # one benchmark row per finished run; diagnostics are columns
     first = frame.set_index("run_id").loc[points[0].run_id]
     assert first["benchmark"] == "piqa" and first["score"] == 0.75 and first["generation_length"] == 12.0
     assert first["weight_distance"] == 0.25 and math.isnan(first["memorization_bleu"])
     assert first["prompt_weight"] == points[0].labels["prompt_weight"]
-    losses = load_losses(tmp_path)
     assert sorted(losses[losses.run_id == points[0].run_id]["loss"]) == [2.0, 3.0]
     assert set(losses["run_id"]) == {p.run_id for p in points[:2]}
 

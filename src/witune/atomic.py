@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 
 # The permissions a plainly created file gets (mkstemp would leave 0600). Read once: os.umask can only be read by
 # setting it, which is not thread-safe later on.

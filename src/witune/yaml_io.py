@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

@@ -56,7 +56,7 @@ GROUPS: dict[str, str] = {
 # Primary metric per benchmark: candidates in order (the first one the results have wins), and the
 # subtask that stands for the benchmark when it is not a plain group mean.
 # Sources: the PLW paper evaluated ARC, TruthfulQA-MC2 and WinoGrande "to match the HuggingFace Open LLM
-# leaderboard" (seed 004, appendix C.2), which reports ARC as acc_norm, TruthfulQA as mc2 and WinoGrande
+# leaderboard" ("Instruction Fine-Tuning: Does Prompt Loss Matter?", appendix C.2), which reports ARC as acc_norm, TruthfulQA as mc2 and WinoGrande
 # as acc; PIQA as acc_norm (lm-eval's headline for it). The WIT paper reports MMLU accuracy and BBH
 # exact match (CoT, answer extracted: lm-eval's `get-answer` filter) and IFEval accuracy; for IFEval we
 # take prompt-level loose accuracy, the headline of the Open-Instruct/Tülu suite the WIT authors follow.

@@ -1,4 +1,4 @@
-"""Load sweep results as one tidy table, from a CSV file or a sweep folder.
+"""Load sweep results as one tidy table from a CSV file, or validate a table handed over by the caller.
 
 Schema (one row per run x benchmark x metric)::
 
@@ -8,6 +8,10 @@ Schema (one row per run x benchmark x metric)::
 
 Base-model rows (no fine-tuning) have NaN weights. Conventional instruction tuning is (0, 1).
 Training losses (for the loss-RSD diagnostic) live in a second table ``run_id, step, loss``.
+
+The analysis does not read sweep databases itself (layers point down: the sweep is not below the analysis): the
+CLI reads a sweep folder through ``witune.sweep.db`` and passes the tables to ``validate_results`` /
+``validate_losses``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from witune.data.errors import DataError, Location
+from witune.errors import DataError, Location
 
 REQUIRED = [
     "run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization",
@@ -31,30 +35,20 @@ _FALSE = {"false", "0", "no", "f", "n"}
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read results from a CSV file, or from a sweep folder through ``witune.sweep.db.results_frame``."""
+    """Read results from a CSV file (a sweep folder is read by the CLI: ``witune.cli.common.read_sweep_folder``)."""
     path = Path(path)
     if path.is_dir():
-        try:  # imported lazily: the sweep database is optional for CSV users
-            from witune.sweep.db import results_frame
-        except ImportError as exc:
-            raise DataError(Location(str(path), 0), f"cannot read a sweep folder ({exc})") from exc
-        return validate_results(results_frame(path), str(path))
+        raise DataError(Location(str(path), 0), "a sweep folder, not a results CSV: read it with "
+                        "witune.cli.common.read_sweep_folder (the analysis does not import the sweep)")
     if not path.exists():
         raise DataError(Location(str(path), 0), "no such file or folder")
     return validate_results(_read_csv(path), str(path))
 
 
-def load_losses(path: str | Path) -> pd.DataFrame | None:
-    """Training losses ``run_id, step, loss`` from a CSV, or from a sweep folder when the database has them."""
+def load_losses(path: str | Path) -> pd.DataFrame:
+    """Training losses ``run_id, step, loss`` from a CSV."""
     path = Path(path)
-    if path.is_dir():
-        try:
-            from witune.sweep import db
-        except ImportError:
-            return None
-        frame_fn = getattr(db, "losses_frame", None)  # optional part of the sweep database
-        return None if frame_fn is None else _validate_losses(frame_fn(path), str(path))
-    return _validate_losses(_read_csv(path), str(path))
+    return validate_losses(_read_csv(path), str(path))
 
 
 def load_features(path: str | Path) -> pd.DataFrame:
@@ -149,7 +143,7 @@ def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFram
     return df
 
 
-def _validate_losses(df: pd.DataFrame, source: str) -> pd.DataFrame:
+def validate_losses(df: pd.DataFrame, source: str = "<losses>") -> pd.DataFrame:
     _check_columns(df, LOSS_COLUMNS, source)
     _check_rows(df, source)
     df = df.copy().reset_index(drop=True)

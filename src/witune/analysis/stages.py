@@ -9,7 +9,6 @@ beside the scores, never averaged into them.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 
@@ -38,20 +37,6 @@ def stage_gains(sft: pd.DataFrame, dpo: pd.DataFrame) -> pd.DataFrame:
         dpo[dpo["higher_is_better"]].groupby(keys)["score"].mean().rename("d"), how="inner")
     change = (both["d"] - both["s"]).groupby(WEIGHTS).mean().rename("dpo_change").reset_index()
     return out.merge(change, on=WEIGHTS, how="left").sort_values(WEIGHTS).reset_index(drop=True)
-
-
-def stage_gains_from(sweep: str | Path) -> pd.DataFrame | None:
-    """`stage_gains` of a sweep folder with a DPO stage; None for a CSV or a sweep without one."""
-    path = Path(sweep)
-    if not path.is_dir():
-        return None
-    from witune.analysis.results import validate_results
-    from witune.sweep.db import results_frame
-
-    dpo = results_frame(path, stage="dpo")
-    if dpo.empty:
-        return None
-    return stage_gains(validate_results(results_frame(path, stage="sft"), str(path)), validate_results(dpo, str(path)))
 
 
 def robustness_table(results: pd.DataFrame) -> pd.DataFrame | None:

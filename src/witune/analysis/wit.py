@@ -129,15 +129,26 @@ def optima(df: pd.DataFrame) -> pd.DataFrame:
     return tuned.loc[idx, KEY + TASK + ["prompt_weight", "response_weight", "score"]].reset_index(drop=True)
 
 
+# The regions of `optimum_counts`: a stable key (what code looks rows up by) -> the display label (the table's
+# `region` column). Readers of the table use REGIONS[key], never a copy of the label text.
+REGIONS = {
+    "prompt_helps": "optimal λp > 0 (prompt loss helps)",
+    "prompt_low": "optimal λp in [0, 0.6] (low to moderate)",
+    "response_one": "optimal λr = 1",
+    "response_high": "optimal λr in [0.4, 1] (moderate to high)",
+    "is_it": "optimum is IT (0, 1)",
+}
+
+
 def optimum_counts(opt: pd.DataFrame) -> pd.DataFrame:
     """Shares of combinations whose optimum falls in the regions the WIT paper reports."""
     lp, lr = opt["prompt_weight"], opt["response_weight"]
     checks = {
-        "optimal λp > 0 (prompt loss helps)": lp > 0,
-        "optimal λp in [0, 0.6] (low to moderate)": lp <= 0.6 + 1e-9,
-        "optimal λr = 1": np.isclose(lr, 1.0),
-        "optimal λr in [0.4, 1] (moderate to high)": lr >= 0.4 - 1e-9,
-        "optimum is IT (0, 1)": np.isclose(lp, 0) & np.isclose(lr, 1),
+        REGIONS["prompt_helps"]: lp > 0,
+        REGIONS["prompt_low"]: lp <= 0.6 + 1e-9,
+        REGIONS["response_one"]: np.isclose(lr, 1.0),
+        REGIONS["response_high"]: lr >= 0.4 - 1e-9,
+        REGIONS["is_it"]: np.isclose(lp, 0) & np.isclose(lr, 1),
     }
     n = len(opt)
     rows = [{"region": k, "count": int(v.sum()), "of": n, "share": float(v.mean()) if n else float("nan")}

@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import escaped, int_at_least
+from witune.cli.common import escaped, int_at_least, print_error, read_dpo_stage, read_sweep_folder
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, "
                               "correlations and training dynamics of a sweep")
-    p.add_argument("sweep", help="sweep folder (with sweep.sqlite) or results CSV")
+    p.add_argument("sweep", help="sweep folder (with sweep.db) or results CSV")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
     p.add_argument("--features", default=None,
                    help="CSV of features (level, name, feature, value) for the optimum correlations")
@@ -49,8 +49,12 @@ def load_inputs(args: argparse.Namespace):
     """Results, losses and features named on the command line (shared with `witune report`)."""
     from witune.analysis.results import load_features, load_losses, load_results
 
-    results = load_results(args.sweep)
-    losses = load_losses(args.losses) if args.losses else load_losses(args.sweep) if _is_dir(args.sweep) else None
+    if _is_dir(args.sweep):
+        results, losses = read_sweep_folder(args.sweep)
+    else:
+        results, losses = load_results(args.sweep), None
+    if args.losses:
+        losses = load_losses(args.losses)
     features = load_features(args.features) if getattr(args, "features", None) else None
     return results, losses, features
 
@@ -73,9 +77,11 @@ def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
         a = analyze(results, losses, features, n_boot=args.bootstrap, seed=args.seed,
                     progress=lambda: bar.advance(task), engine=getattr(args, "engine", "auto"),
                     primary=parse_primary(getattr(args, "primary", [])))
-    from witune.analysis.stages import stage_gains_from
+    dpo = read_dpo_stage(args.sweep)
+    if dpo is not None:  # sweeps with a DPO stage: gains after SFT and after DPO
+        from witune.analysis.stages import stage_gains
 
-    a.stages = stage_gains_from(args.sweep)  # sweeps with a DPO stage: gains after SFT and after DPO
+        a.stages = stage_gains(results, dpo)
     return a
 
 
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         a = analyze_with_progress(args, quiet=args.json)
     except RuntimeError as exc:  # no R for --engine r, R failing, no scores: one line
-        _console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        print_error(exc)
         return 2
     if args.json:
         json.dump(to_json(a), sys.stdout, indent=1)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from witune.atomic import OutputError, check_output
-    from witune.stats import clean, write_records, write_report
+    from witune.stats import clean, write_records, write_removals
     from witune.stats.loading import get_tokenizer
 
     # Checked before any work: `clean X -o X` once rewrote its own input with the survivors only.
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     with Console(stderr=True).status("checking records"):
         result = clean(args.data, tokenizer, args.max_tokens, args.max_chars)
     write_records(result.kept, out)
-    write_report(result, report)
+    write_removals(result, report)
     t = Table(title=escaped(f"{args.data}: {result.total} records, {len(result.kept)} kept -> {out}"))
     t.add_column("reason")
     t.add_column("removed", justify="right")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from witune.data.errors import ConfigError
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
 from witune.data.render import TEMPLATES
+from witune.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # Argument types: argparse checks them while parsing, so a bad number is one usage line before any model or
@@ -128,6 +133,35 @@ def print_error(message: object, label: str = "error") -> None:
 
     style = "bold red" if label == "error" else "yellow"
     Console(stderr=True).print(f"[{style}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def read_sweep_folder(folder: str | Path, stage: str = "sft") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep folder's results (of one stage: "sft", or "dpo" when the sweep chains DPO) and training losses,
+    read through the sweep's database and checked by the analysis. The CLI is where the two meet: the analysis
+    never imports the sweep (it sits above it)."""
+    from witune.analysis.results import validate_losses, validate_results
+    from witune.sweep.db import losses_frame, results_frame
+
+    return (validate_results(results_frame(folder, stage=stage), str(folder)),
+            validate_losses(losses_frame(folder), str(folder)))
+
+
+def read_results_table(path: str | Path) -> pd.DataFrame:
+    """The checked results table of a sweep folder or a results CSV."""
+    from witune.analysis.results import load_results
+
+    return read_sweep_folder(path)[0] if Path(path).is_dir() else load_results(path)
+
+
+def read_dpo_stage(path: str | Path) -> pd.DataFrame | None:
+    """The DPO-stage results of a sweep folder that chains DPO after SFT; None for a CSV or a sweep without one."""
+    if not Path(path).is_dir():
+        return None
+    from witune.analysis.results import validate_results
+    from witune.sweep.db import results_frame
+
+    dpo = results_frame(path, stage="dpo")
+    return None if dpo.empty else validate_results(dpo, str(path))
 
 
 def os_error_line(err: OSError, outputs: list[str] | None = None) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 HELP_TASKS = (
     "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
@@ -13,7 +12,7 @@ HELP_TASKS = (
     "witune:generation=FILE, witune:memorization=TRAIN_FILE, witune:winrate[=REFERENCE_JSON]"
 )
 
-from witune.cli.common import int_at_least
+from witune.cli.common import int_at_least, print_error
 
 
 def register(subparsers) -> None:
@@ -54,11 +53,11 @@ def print_table(rows: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from witune.data.errors import ConfigError, DataError
+    from witune.errors import ConfigError, DataError
     from witune.eval import EvalOptions, evaluate, parse_task, split_tasks
 
     if (args.db is None) != (args.run_id is None):
-        print("witune eval: --db and --run-id go together", file=sys.stderr)
+        print_error("witune eval: --db and --run-id go together")
         return 2
     from witune.atomic import atomic_write_text, check_output
 
@@ -82,16 +81,13 @@ def run(args: argparse.Namespace) -> int:
         rows = evaluate(args.model, names, limit=args.limit, num_fewshot=args.num_fewshot, options=opts,
                         device=args.device, data_dir=args.data_dir)
     except (DataError, ConfigError, ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
-        print(f"witune eval: {e}", file=sys.stderr)
+        print_error(f"witune eval: {e}")
         return 2
     print_table(rows)
     if args.json_out:
         atomic_write_text(args.json_out, json.dumps({"model": args.model, "results": rows}, indent=2) + "\n")
     if args.db:
-        try:
-            from witune.sweep.db import write_eval_rows  # owned by the sweep; see witune.sweep
-        except ImportError:
-            print("witune eval: this install has no sweep database support (witune.sweep.db)", file=sys.stderr)
-            return 2
+        from witune.sweep.db import write_eval_rows  # owned by the sweep; see witune.sweep
+
         write_eval_rows(args.db, args.run_id, rows)
     return 0

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from witune.cli.common import os_error_line, print_error
-    from witune.data.errors import ConfigError, DataError
+    from witune.errors import ConfigError, DataError
 
     try:
         return int(args.func(args) or 0)

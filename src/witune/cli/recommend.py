@@ -36,20 +36,22 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from witune.stats import recommend
-    from witune.stats.recommend import KEEP_MASKING, sweep_optimum
+    from witune.stats.recommend import KEEP_MASKING
 
     stats = compute_from_args(args, logprob=args.logprob_samples > 0)
     sweep = None
     if args.sweep:
         from pathlib import Path
 
+        from witune.analysis.optimum import sweep_optimum
+        from witune.cli.common import read_results_table
+
+        table = read_results_table(args.sweep)
         name = args.sweep_dataset
         if name is None:  # DATA's own label in a sweep is its file stem (witune.sweep.grid)
-            from witune.analysis.results import load_results
-
-            labels = set(load_results(args.sweep)["dataset"].dropna())
+            labels = set(table["dataset"].dropna())
             name = Path(args.data).stem if Path(args.data).stem in labels else None
-        sweep = sweep_optimum(args.sweep, name, n_boot=args.n_boot)
+        sweep = sweep_optimum(table, name, n_boot=args.n_boot, path=args.sweep)
     rec = recommend(stats.rg.ratio_of_means, args.benchmarks, prompt_tokens=stats.prompt.mean,
                     ngram_diversity=stats.ngram_diversity["mean"], prompt_logprob=stats.prompt_logprob, sweep=sweep)
     if args.json:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import escaped
+from witune.cli.common import escaped, print_error
 
 
 def register(subparsers) -> None:
     from witune.cli.analyze import add_model_options
 
     p = subparsers.add_parser("report", help="self-contained HTML report (figures embedded) of a sweep")
-    p.add_argument("sweep", help="sweep folder (with sweep.sqlite) or results CSV")
+    p.add_argument("sweep", help="sweep folder (with sweep.db) or results CSV")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
@@ -24,18 +24,17 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
     from witune.atomic import check_output
     from witune.cli.analyze import analyze_with_progress
-    from witune.report.html import write_report
+    from witune.report.html import write_html_report
 
     check_output(args.output, [args.sweep, args.losses, args.features], args.force)  # before the analysis
     try:
         a = analyze_with_progress(args)
     except RuntimeError as exc:  # --engine r without R, R failing, no scores at all
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        print_error(exc)
         return 2
-    path = write_report(a, args.output, args.title)
+    path = write_html_report(a, args.output, args.title)
     Console().print(f"wrote {escaped(path)} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from witune.cli.common import int_at_least
+from witune.cli.common import int_at_least, print_error
 
 
 def register(subparsers) -> None:
@@ -31,15 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config == "status":
         if not args.folder:
-            print("witune sweep status: give the sweep folder, e.g. witune sweep status sweeps/plw", file=sys.stderr)
+            print_error("witune sweep status: give the sweep folder, e.g. witune sweep status sweeps/plw")
             return 2
         from witune.sweep.status import status_table
 
         Console().print(status_table(args.folder))
         return 0
     if args.folder:
-        print(f"witune sweep: unexpected argument {args.folder!r} (did you mean `witune sweep status DIR`?)",
-              file=sys.stderr)
+        print_error(f"witune sweep: unexpected argument {args.folder!r} (did you mean `witune sweep status DIR`?)")
         return 2
     from witune.sweep import expand, load_sweep_config, run_sweep
     from witune.sweep.status import status_table

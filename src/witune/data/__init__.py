@@ -2,13 +2,13 @@
 
 from witune.data.cache import prepare_examples
 from witune.data.collate import pack, packed_collate, pad_collate
-from witune.data.errors import ConfigError, DataError, Location
 from witune.data.example import Example, Message
 from witune.data.formats import FORMATS, detect_format, to_examples
 from witune.data.pipeline import TRUNCATIONS, TokenizedData, tokenize_examples, truncate
 from witune.data.readers import LoadResult, load_examples, read_records
 from witune.data.render import TEMPLATES, Rendered, Segment, alpaca_prompt, render, render_segments
 from witune.data.weights import TOKEN_ROLES, RoleWeights
+from witune.errors import ConfigError, DataError, Location
 
 __all__ = [
     "FORMATS", "TEMPLATES", "TOKEN_ROLES", "TRUNCATIONS", "ConfigError", "DataError", "Example", "LoadResult",

@@ -15,9 +15,7 @@ write the cache folder could otherwise run code in the next training by planting
 name. The worst a planted entry can now do is fail to load (it is then recomputed and replaced); the folder is
 created private (0700) so that others cannot plant data either.
 
-Why processes: chat templates are rendered by Jinja in Python, one example at a time, and the response decode
-check is per example; fast tokenisers already use every core inside one batched call, so workers pay off
-mainly for chat-template data and large files.
+The worker processes live in `witune.data.parallel`.
 """
 
 from __future__ import annotations
@@ -26,21 +24,17 @@ import hashlib
 import io
 import itertools
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from witune.data.errors import DataError, Location
 from witune.data.example import Example
-from witune.data.pipeline import TokenizedData, tokenize_examples
+from witune.data.parallel import tokenize_parallel
+from witune.data.pipeline import TokenizedData
 from witune.data.weights import RoleWeights
+from witune.errors import DataError, Location
 
-CACHE_VERSION = 2  # bump when Rendered or the rendering rules change meaning (2: npz + JSON, no pickle)
-_MIN_SHARD = 64  # below this many examples per worker, process start-up costs more than it saves
+CACHE_VERSION = 3  # bump when Rendered or the rendering rules change meaning (2: npz + JSON, no pickle; 3: error kind)
 
 
 def prepare_examples(examples: list[Example], tokenizer: Any, weights: RoleWeights, *, template: str = "auto",
@@ -59,7 +53,7 @@ def prepare_examples(examples: list[Example], tokenizer: Any, weights: RoleWeigh
                 return _load(path, key)
             except Exception:  # noqa: BLE001 - a truncated, foreign or planted file: recompute and replace it
                 pass
-    data = _tokenize_parallel(examples, tokenizer, weights, options, workers, progress)
+    data = tokenize_parallel(examples, tokenizer, weights, options, workers, progress)
     if path is not None:
         _save(path, key, data)
     return data
@@ -88,63 +82,15 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256((body + json.dumps(extra, sort_keys=True, default=str)).encode()).hexdigest()
 
 
-def _tokenize_parallel(examples: list[Example], tokenizer: Any, weights: RoleWeights, options: dict,
-                       workers: int, progress: bool) -> TokenizedData:
-    workers = max(1, min(workers, len(examples) // _MIN_SHARD))
-    if workers == 1:
-        return tokenize_examples(examples, tokenizer, weights, progress=progress, **options)
-    size = -(-len(examples) // workers)
-    shards = [examples[i : i + size] for i in range(0, len(examples), size)]
-    # Workers are single-threaded tokenisers: N processes x Rayon threads would oversubscribe the cores.
-    with ProcessPoolExecutor(len(shards), initializer=_worker_init) as pool:
-        results = list(tqdm(pool.map(_worker, shards, [tokenizer] * len(shards), [weights] * len(shards),
-                                     [options] * len(shards)), total=len(shards), desc="tokenizing (shards)",
-                            disable=not progress))
-    out = TokenizedData([])
-    for res in results:  # in data order: the first shard's error is the first error single-process would raise
-        if res[0] == "error":
-            raise _error(res[1])
-        part = _from_plain(res[1])
-        out.rows += part.rows
-        out.dropped_too_long += part.dropped_too_long
-        out.truncated += part.truncated
-        out.zero_trainable += part.zero_trainable
-        out.skipped += part.skipped
-    return out
-
-
-def _worker_init() -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-def _worker(shard: list[Example], tokenizer: Any, weights: RoleWeights, options: dict) -> tuple[str, Any]:
-    try:
-        return "ok", _to_plain(tokenize_examples(shard, tokenizer, weights, **options))
-    except DataError as err:  # DataError does not survive pickling (custom __init__): send its parts
-        return "error", _error_parts(err)
-
-
-# DataError cannot be unpickled by default (its __init__ takes location/message/field), so errors travel and
-# are stored as plain tuples.
+# Skipped records are stored in the cache entry's JSON header as plain lists (the entry holds no pickles).
 def _error_parts(err: DataError) -> tuple:
     loc = err.location
-    return ((loc.source, loc.index, loc.unit) if loc is not None else None, err.reason, err.field)
+    return ((loc.source, loc.index, loc.unit) if loc is not None else None, err.reason, err.field, err.kind)
 
 
-def _error(parts: tuple) -> DataError:
-    loc, reason, fld = parts
-    return DataError(Location(*loc) if loc is not None else None, reason, fld)
-
-
-def _to_plain(data: TokenizedData) -> dict:
-    return {"rows": data.rows, "dropped_too_long": data.dropped_too_long, "truncated": data.truncated,
-            "zero_trainable": [_error_parts(e) for e in data.zero_trainable],
-            "skipped": [_error_parts(e) for e in data.skipped]}
-
-
-def _from_plain(d: dict) -> TokenizedData:
-    return TokenizedData(d["rows"], d["dropped_too_long"], d["truncated"], [_error(e) for e in d["zero_trainable"]],
-                         [_error(e) for e in d["skipped"]])
+def _error(parts: tuple | list) -> DataError:
+    loc, reason, fld, kind = parts
+    return DataError(Location(*loc) if loc is not None else None, reason, fld, kind=kind)
 
 
 def _save(path: Path, key: str, data: TokenizedData) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from witune.data.errors import Location
+from witune.errors import Location
 
 # Roles of chat messages. Alpaca and prompt/completion data become one "user" and one "assistant" turn.
 ROLES = ("system", "user", "assistant", "tool")

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from witune.data.errors import DataError, Location
 from witune.data.example import ROLES, Example, Message
+from witune.errors import DataError, Location
 
 FORMATS = ("alpaca", "self_instruct", "prompt_completion", "messages", "sharegpt")
 
@@ -70,7 +70,7 @@ def detect_format(record: Mapping[str, Any], location: Location) -> str:
     >>> detect_format({"text": "t"}, Location("x.jsonl", 1, "line"))
     Traceback (most recent call last):
     ...
-    witune.data.errors.DataError: x.jsonl, line 1: unknown record format (keys: text); expected one of ...
+    witune.errors.DataError: x.jsonl, line 1: unknown record format (keys: text); expected one of ...
     """
     if not isinstance(record, Mapping):
         raise DataError(location, f"expected a JSON object, got {type(record).__name__}")
@@ -122,12 +122,12 @@ def _text(record: Mapping[str, Any], key: str, location: Location, *, nonempty: 
     if key not in record or record[key] is None:
         if optional:
             return ""
-        raise DataError(location, "missing field", name)
+        raise DataError(location, "missing field", name, kind="missing_field")
     value = record[key]
     if not isinstance(value, str):
-        raise DataError(location, f"expected a string, got {type(value).__name__}", name)
+        raise DataError(location, f"expected a string, got {type(value).__name__}", name, kind="wrong_type")
     if nonempty and not value.strip():
-        raise DataError(location, "empty response: nothing to train on", name)
+        raise DataError(location, "empty response: nothing to train on", name, kind="empty_response")
     return value
 
 
@@ -167,9 +167,11 @@ def _conversation(record: Mapping[str, Any], fmt: str, location: Location) -> Ex
             raise DataError(location, f"unknown role {raw_role!r}", f"{where}.{role_key}")
         content = turn.get(content_key)
         if not isinstance(content, str):
-            raise DataError(location, f"expected a string, got {type(content).__name__}", f"{where}.{content_key}")
+            raise DataError(location, f"expected a string, got {type(content).__name__}", f"{where}.{content_key}",
+                            kind="wrong_type")
         if role == "assistant" and not content.strip():
-            raise DataError(location, "empty response: nothing to train on", f"{where}.{content_key}")
+            raise DataError(location, "empty response: nothing to train on", f"{where}.{content_key}",
+                            kind="empty_response")
         messages.append(Message(role, content))
     if not any(m.role == "assistant" for m in messages):
         raise DataError(location, "conversation has no assistant turn: nothing to train on", key)

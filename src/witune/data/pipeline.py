@@ -8,10 +8,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from witune.data import overlong
-from witune.data.errors import ConfigError, DataError
 from witune.data.example import Example
 from witune.data.render import Rendered, render_segments, tokenize_segments
 from witune.data.weights import RoleWeights
+from witune.errors import ConfigError, DataError
 
 TRUNCATIONS = ("left", "right", "drop")
 _BATCH = 1000  # examples per batched tokenizer call
@@ -93,9 +93,9 @@ def tokenize_examples(examples: list[Example], tokenizer: Any, weights: RoleWeig
                 out.truncated += cut is not row
                 row = cut
             if row.trainable_tokens == 0:
-                why = "truncated to zero trainable tokens" if max_length and row is not None else "no trainable tokens"
+                why = "truncated to zero trainable tokens" if max_length else "no trainable tokens"
                 _fail(out.zero_trainable, DataError(row.location, f"{why} (max_length={max_length}, weights "
-                      f"prompt={weights.prompt}, response={weights.response})"), on_error)
+                      f"prompt={weights.prompt}, response={weights.response})", kind="no_trainable"), on_error)
                 continue
             out.rows.append(row)
         bar.update(len(batch))

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import ConfigError, DataError, Location
 from witune.data.example import Example
 from witune.data.formats import FORMATS, detect_format, to_examples
+from witune.errors import ConfigError, DataError, Location
 
 _LINE_FORMATS = {".jsonl", ".ndjson"}
 
@@ -40,7 +40,7 @@ def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Loc
     elif path.is_dir() or not path.suffix:
         yield from _dataset(str(source), split)
     else:
-        raise DataError(Location(str(path), 0, "file"), "file not found")
+        raise DataError(Location(str(path), 0, "file"), "file not found", kind="not_found")
 
 
 _BOM = "\ufeff"  # what many Windows tools write at the start of a UTF-8 file; not part of the data
@@ -50,7 +50,8 @@ def _decode(raw: bytes, location: Location) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(location, f"invalid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})") from None
+        raise DataError(location, f"invalid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})",
+                        kind="malformed") from None
 
 
 class _DuplicateKey(ValueError):
@@ -74,7 +75,7 @@ def _loads(text: str, loc: Location) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_unique_object)
     except json.JSONDecodeError as e:
-        raise DataError(loc, f"malformed JSON: {e.msg} (column {e.colno})") from None
+        raise DataError(loc, f"malformed JSON: {e.msg} (column {e.colno})", kind="malformed") from None
     except _DuplicateKey as e:
         raise DataError(loc, "duplicate key in one JSON object (the value would be ambiguous)", e.key) from None
     except RecursionError:
@@ -102,7 +103,7 @@ def _json(path: Path) -> Iterator[tuple[Location, Any]]:
         text = raw.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(Location(str(path), line, "line"), "invalid UTF-8") from None
+        raise DataError(Location(str(path), line, "line"), "invalid UTF-8", kind="malformed") from None
     try:
         data = json.loads(text, object_pairs_hook=_unique_object)
     except json.JSONDecodeError as e:
@@ -110,7 +111,8 @@ def _json(path: Path) -> Iterator[tuple[Location, Any]]:
             # A .json file that is really JSON Lines: read it line by line (and report per line).
             yield from _jsonl(path)
             return
-        raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})") from None
+        raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})",
+                        kind="malformed") from None
     except _DuplicateKey as e:
         raise DataError(Location(str(path), _duplicate_line(text, e.key), "line"),
                         "duplicate key in one JSON object (the value would be ambiguous)", e.key) from None
@@ -157,7 +159,7 @@ def _csv(path: Path) -> Iterator[tuple[Location, Any]]:
         try:
             header = reader.fieldnames or []
         except csv.Error as e:
-            raise DataError(Location(str(path), 1, "line"), f"malformed CSV header: {e}") from None
+            raise DataError(Location(str(path), 1, "line"), f"malformed CSV header: {e}", kind="malformed") from None
         dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
         if dup is not None:
             raise DataError(Location(str(path), 1, "line"), "column named twice in the header "
@@ -168,7 +170,8 @@ def _csv(path: Path) -> Iterator[tuple[Location, Any]]:
             except StopIteration:
                 return
             except csv.Error as e:
-                raise DataError(Location(str(path), reader.line_num, "line"), f"malformed CSV: {e}") from None
+                raise DataError(Location(str(path), reader.line_num, "line"), f"malformed CSV: {e}",
+                                kind="malformed") from None
             yield Location(str(path), line + 1, "line"), row
             line = reader.line_num
     finally:
@@ -211,7 +214,8 @@ def _dataset(name: str, split: str) -> Iterator[tuple[Location, Any]]:
         else:
             ds = datasets.load_dataset(name, split=split)
     except FileNotFoundError as e:
-        raise DataError(Location(name, 0, "dataset"), f"no such file, folder or dataset ({e})") from None
+        raise DataError(Location(name, 0, "dataset"), f"no such file, folder or dataset ({e})",
+                        kind="not_found") from None
     except Exception as e:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
         raise DataError(Location(name, 0, "dataset"), f"cannot load dataset: {type(e).__name__}: {e}") from None
     if isinstance(ds, datasets.DatasetDict):
@@ -220,6 +224,42 @@ def _dataset(name: str, split: str) -> Iterator[tuple[Location, Any]]:
         ds = ds[split]
     for i, row in enumerate(ds, start=1):
         yield Location(name, i), row
+
+
+@dataclass
+class RecordResult:
+    """One record as read, converted: its examples, or the error that stopped it."""
+
+    location: Location
+    record: Any  # as read; None when the record itself could not be read (then `error` says why)
+    format: str | None  # the format it was converted as; None when it could not be detected
+    examples: list[Example]
+    error: DataError | None = None
+
+
+def convert_records(source: str | Path, format: str = "auto", split: str = "train",
+                    detect_each: bool = False) -> Iterator[RecordResult]:
+    """The one read-detect-convert loop: every record of ``source`` in order, with its examples or its error.
+
+    With ``format="auto"`` the format is detected on the first record where detection succeeds and kept for the
+    rest of the file (``detect_each=True``: detected on every record, for callers that accept several formats
+    in one file). Errors are returned, never raised, so each caller decides: raise, skip, or report.
+    """
+    fixed = None if format == "auto" else format
+    for loc, rec in read_records(source, split):
+        if isinstance(rec, DataError):
+            yield RecordResult(loc, None, None if detect_each else fixed, [], rec)
+            continue
+        fmt = None if detect_each else fixed
+        try:
+            if fmt is None:
+                fmt = detect_format(rec, loc)
+                if not detect_each:
+                    fixed = fmt
+            examples, err = to_examples(rec, fmt, loc), None
+        except DataError as e:
+            examples, err = [], e
+        yield RecordResult(loc, rec, fmt, examples, err)
 
 
 @dataclass
@@ -243,17 +283,13 @@ def load_examples(source: str | Path, format: str = "auto", on_error: str = "rai
     if format != "auto" and format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; choose auto or one of {FORMATS}")
     result = LoadResult([], format=format)
-    for loc, rec in read_records(source, split):
-        try:
-            if isinstance(rec, DataError):
-                raise rec
-            if result.format == "auto":
-                result.format = detect_format(rec, loc)
-            result.examples.extend(to_examples(rec, result.format, loc))
-        except DataError as err:
+    for r in convert_records(source, format, split):
+        result.format = r.format or result.format
+        if r.error is not None:
             if on_error == "raise":
-                raise
-            result.skipped.append(err)
+                raise r.error
+            result.skipped.append(r.error)
+        result.examples.extend(r.examples)
         if limit is not None and len(result.examples) >= limit:
             del result.examples[limit:]
             break

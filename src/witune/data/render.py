@@ -12,9 +12,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from witune.data.errors import ConfigError, DataError, Location
 from witune.data.example import Example
 from witune.data.weights import RoleWeights
+from witune.errors import ConfigError, DataError, Location
 
 TEMPLATES = ("auto", "alpaca", "chat", "plain")
 
@@ -161,7 +161,8 @@ def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
         try:
             return tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen)
         except Exception as e:  # jinja errors: unsupported role, template raising on input
-            raise DataError(loc, f"chat template failed: {type(e).__name__}: {e}", "messages") from None
+            raise DataError(loc, f"chat template failed: {type(e).__name__}: {e}", "messages",
+                            kind="template") from None
 
     segs: list[Segment] = []
     done = ""
@@ -179,7 +180,7 @@ def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
                 start = body.find(stripped)
                 if start < 0 or not stripped:
                     raise DataError(loc, "the chat template rewrites the assistant text, so the response cannot be "
-                                    "located exactly", f"messages[{k}].content")
+                                    "located exactly", f"messages[{k}].content", kind="template")
                 content = stripped
             else:
                 content = m.content
@@ -205,7 +206,8 @@ def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
 def _check_prefix(prefix: str, text: str, loc: Location, k: int) -> None:
     if not text.startswith(prefix):
         raise DataError(loc, "the chat template renders earlier turns differently once later turns are added, so "
-                        "turn boundaries are not exact; use template 'plain' or 'alpaca'", f"messages[{k}]")
+                        "turn boundaries are not exact; use template 'plain' or 'alpaca'", f"messages[{k}]",
+                        kind="template")
 
 
 def tokenize_segments(segments_per_example: list[list[Segment]], examples: list[Example], tokenizer: Any,
@@ -233,7 +235,8 @@ def tokenize_segments(segments_per_example: list[list[Segment]], examples: list[
         if check and tokenizer.decode(response_ids) != response_text:
             raise DataError(ex.location, "response tokens do not decode back to the response text "
                             f"({tokenizer.decode(response_ids)[:60]!r} vs {response_text[:60]!r}); the tokenizer "
-                            "normalises text, so the prompt/response boundary would not be exact", "response")
+                            "normalises text, so the prompt/response boundary would not be exact", "response",
+                            kind="template")
         out.append(r)
     return out
 

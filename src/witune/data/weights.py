@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from witune.data.errors import ConfigError
 from witune.data.example import ROLES
+from witune.errors import ConfigError
 
 # "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
 TOKEN_ROLES = (*ROLES, "template")
@@ -27,7 +27,7 @@ class RoleWeights:
     >>> RoleWeights(0.0, 0.0)
     Traceback (most recent call last):
     ...
-    witune.data.errors.ConfigError: prompt and response weights are both zero: no token would be trained ...
+    witune.errors.ConfigError: prompt and response weights are both zero: no token would be trained ...
     """
 
     prompt: float = 0.0
@@ -51,11 +51,6 @@ class RoleWeights:
         if role in self.roles:
             return float(self.roles[role])
         return float(self.response if is_response else self.prompt)
-
-    @classmethod
-    def from_plw(cls, plw: float) -> "RoleWeights":
-        """The PLW paper's parameterisation: prompt-loss weight in [0, 1], response at 1."""
-        return cls(prompt=plw, response=1.0)
 
 
 def check_weight_range(named: Mapping[str, float | None], allow_above_one: bool, hint: str) -> list[str]:

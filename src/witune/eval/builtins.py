@@ -9,8 +9,8 @@
 | `witune:robustness` | `arc_challenge` or `piqa` [`:rate=R:shots=K:seeds=N:only=P+Q`] | clean / perturbed accuracy, drop |
 
 Every evaluator takes the loaded model and tokenizer plus an `EvalOptions` and returns metric rows
-{task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators so other parts of witune
-(for example the per-role NLL of `witune score`) can register theirs.
+{task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators; other parts of witune (or
+a user's code) add theirs with `register_evaluator(name, fn)`, which refuses to replace an existing name.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from witune.eval import generation as gen
 from witune.eval.judge import JudgePrompt, LocalJudge, OpenAIJudge, load_reference_outputs, pairwise_win_rate
 from witune.eval.local_tasks import default_data_dir
+from witune.eval.rows import MetricRow, metric_row
 
 
 @dataclass
@@ -38,11 +39,7 @@ class EvalOptions:
     judge_allow_http: bool = False  # plain http to a non-loopback judge (the key would travel unencrypted)
 
 
-Evaluator = Callable[[object, object, str | None, EvalOptions], list[dict]]
-
-
-def _row(task: str, metric: str, value: float, stderr: float | None, higher: bool = True) -> dict:
-    return {"task": task, "metric": metric, "value": float(value), "stderr": stderr, "higher_is_better": higher}
+Evaluator = Callable[[object, object, str | None, EvalOptions], list[MetricRow]]
 
 
 def _alpaca_eval_file(name: str = "text_davinci_003_model_outputs.json") -> Path:
@@ -60,12 +57,12 @@ def _prompts(tok, path: str | None, limit: int | None) -> list[str]:
     return [p for p, _ in gen.training_prompts(_examples(path, "generation_length", limit), tok)]
 
 
-def generation_length(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+def generation_length(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     """Mean length in tokens of greedy generations (PLW paper: length on the AlpacaEval 1 set)."""
     prompts = _prompts(tok, arg, opt.limit)
     outs = gen.generate_greedy(model, tok, prompts, opt.max_new_tokens, opt.batch_size)
     mean, se = gen.mean_and_stderr([g.num_tokens for g in outs])
-    return [_row("witune:generation_length", "mean_tokens", mean, se, higher=False)]
+    return [metric_row("witune:generation_length", "mean_tokens", mean, se, higher=False)]
 
 
 def _examples(arg: str | None, what: str, limit: int | None = None):
@@ -76,25 +73,25 @@ def _examples(arg: str | None, what: str, limit: int | None = None):
     return load_examples(arg, limit=limit).examples
 
 
-def generation_task(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+def generation_task(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     """Exact match and corpus BLEU of greedy generations against each example's reference response."""
     pairs = gen.training_prompts(_examples(arg, "generation", opt.limit), tok)
     outs = gen.generate_greedy(model, tok, [p for p, _ in pairs], opt.max_new_tokens, opt.batch_size)
     preds, refs = [g.text for g in outs], [c for _, c in pairs]
     em, se = gen.exact_match(preds, refs)
-    return [_row("witune:generation", "exact_match", em, se), _row("witune:generation", "bleu",
-                                                                    gen.corpus_bleu(preds, refs), None)]
+    return [metric_row("witune:generation", "exact_match", em, se),
+            metric_row("witune:generation", "bleu", gen.corpus_bleu(preds, refs), None)]
 
 
-def memorization(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+def memorization(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     """PLW paper: corpus BLEU of generations for sampled unique training prompts vs. training completions."""
     pairs = gen.training_prompts(_examples(arg, "memorization"), tok)
     n = opt.limit if opt.limit is not None else 10_000
     bleu, used = gen.memorization_bleu(model, tok, pairs, n=n, seed=opt.seed, max_new_tokens=opt.max_new_tokens,
                                        batch_size=opt.batch_size)
     # Memorisation is a diagnostic (over-fitting), so a higher BLEU is not "better".
-    return [_row("witune:memorization", "bleu", bleu, None, higher=False),
-            _row("witune:memorization", "n_prompts", used, None)]
+    return [metric_row("witune:memorization", "bleu", bleu, None, higher=False),
+            metric_row("witune:memorization", "n_prompts", used, None)]
 
 
 def make_judge(opt: EvalOptions):
@@ -106,7 +103,7 @@ def make_judge(opt: EvalOptions):
     return LocalJudge.from_pretrained(opt.judge)
 
 
-def winrate(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+def winrate(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     """Pairwise judge win rate of the model's outputs against a reference's (AlpacaEval style, both orders)."""
     refs = load_reference_outputs(arg or _alpaca_eval_file())[: opt.limit]
     prompts = [gen.format_prompt(tok, r["instruction"]) for r in refs]
@@ -116,8 +113,9 @@ def winrate(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
     prompt = JudgePrompt.from_mt_bench(mt) if mt and mt.is_file() else JudgePrompt()
     wr = pairwise_win_rate(make_judge(opt), [r["instruction"] for r in refs], [g.text for g in outs],
                            [r["output"] for r in refs], prompt)
-    return [_row("witune:winrate", "win_rate", wr.win_rate, wr.stderr),
-            _row("witune:winrate", "mean_tokens", *gen.mean_and_stderr([g.num_tokens for g in outs]), higher=False)]
+    return [metric_row("witune:winrate", "win_rate", wr.win_rate, wr.stderr),
+            metric_row("witune:winrate", "mean_tokens", *gen.mean_and_stderr([g.num_tokens for g in outs]),
+                       higher=False)]
 
 
 BUILTINS: dict[str, Evaluator] = {
@@ -128,10 +126,20 @@ BUILTINS: dict[str, Evaluator] = {
 }
 
 
-def _robustness(model, tok, arg: str | None, opt: EvalOptions) -> list[dict]:
+def register_evaluator(name: str, evaluator: Evaluator) -> None:
+    """Make `witune:<name>` run ``evaluator(model, tokenizer, argument, options)``. A name is registered once:
+    silently replacing a built-in would change what a sweep's recorded task name means."""
+    if not name or any(c in name for c in ":=,") or name != name.strip():
+        raise ValueError(f"evaluator name {name!r}: non-empty, without spaces around it and without ':', '=' or ','")
+    if name in BUILTINS:
+        raise ValueError(f"evaluator witune:{name} is already registered")
+    BUILTINS[name] = evaluator
+
+
+def _robustness(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     from witune.eval.robustness import robustness  # imported on use: the perturbation code is only needed here
 
     return robustness(model, tok, arg, opt)
 
 
-BUILTINS["robustness"] = _robustness
+register_evaluator("robustness", _robustness)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from witune.eval.local_tasks import STANDARD_SHOTS, write_local_tasks
+from witune.eval.rows import MetricRow
 
 
 def _require_lm_eval():
@@ -31,12 +32,12 @@ def make_lm(model_path: str, device: str = "cpu", batch_size: int = 4, dtype: st
     return HFLM(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype, **kwargs)
 
 
-def results_to_rows(results: dict) -> list[dict]:
+def results_to_rows(results: dict) -> list[MetricRow]:
     """Flatten `simple_evaluate` output into rows {task, metric, value, stderr, higher_is_better}.
 
     The harness keys metrics as "<metric>,<filter>"; the default filter "none" is dropped from the name.
     """
-    rows = []
+    rows: list[MetricRow] = []
     hib = results.get("higher_is_better", {})
     for task, metrics in results.get("results", {}).items():
         for key, value in metrics.items():
@@ -64,13 +65,13 @@ def run_harness(
     batch_size: int = 4,
     device: str = "cpu",
     seed: int = 0,
-) -> list[dict]:
+) -> list[MetricRow]:
     """Evaluate `model` (a local folder / hub name, or an `HFLM`) on harness tasks; return metric rows."""
     _require_lm_eval()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    rows: list[dict] = []
+    rows: list[MetricRow] = []
     with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
         local = [t for t in tasks if t.startswith("witune_")]
         if local:  # validated before the model is loaded

@@ -7,8 +7,8 @@ temporary folder, never the repository): PIQA (labels live in a separate .lst fi
 are dict keys, which Arrow would turn into one column per answer).
 
 Prompts follow the harness's own tasks (arc_challenge, piqa, winogrande, truthfulqa_mc1/2, mmlu, bbh
-cot_fewshot, ifeval) so scores are comparable. Shot presets are the PLW paper's (seed 004, Table 2: ARC 25,
-PIQA 0, TruthfulQA-MC2 0 with 6 built-in QA shots, WinoGrande 5) and the Open LLM Leaderboard's for the rest
+cot_fewshot, ifeval) so scores are comparable. Shot presets are the PLW paper's ("Instruction Fine-Tuning:
+Does Prompt Loss Matter?", Table 2: ARC 25, PIQA 0, TruthfulQA-MC2 0 with 6 built-in QA shots, WinoGrande 5) and the Open LLM Leaderboard's for the rest
 (MMLU 5; BBH 3 chain-of-thought exemplars in the prompt; IFEval 0).
 """
 
@@ -72,14 +72,14 @@ ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_bette
 
 
 def default_data_dir() -> Path | None:
-    """The evaluation files: $WITUNE_EVAL_DATA, else ../shared/data/eval next to the checkout or the cwd."""
-    candidates = [os.environ.get("WITUNE_EVAL_DATA"),
-                  Path.cwd().parent / "shared" / "data" / "eval",
-                  Path(__file__).resolve().parents[3].parent / "shared" / "data" / "eval"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
+    """The evaluation files: $WITUNE_EVAL_DATA (an explicit folder), else ``eval`` in the shared data folder
+    (`witune.shared_data.find_shared_data`: $WITUNE_SHARED_DATA or ../shared/data)."""
+    from witune.shared_data import find_shared_data
+
+    explicit = os.environ.get("WITUNE_EVAL_DATA")
+    if explicit and Path(explicit).is_dir():
+        return Path(explicit)
+    return find_shared_data("eval")
 
 
 def truthfulqa_mc2_results(doc: dict, results: list) -> dict:
@@ -229,11 +229,3 @@ def write_local_tasks(out_dir: str | Path, data_dir: str | Path | None = None) -
             atomic_write_text(out / f"{name}.yaml", text)
             names.append(name)
     return names
-
-
-def local_task_names(data_dir: str | Path | None = None) -> list[str]:
-    """The local task/group names available for the data folder (without writing anything)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return write_local_tasks(tmp, data_dir)

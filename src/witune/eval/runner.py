@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from witune.eval.builtins import BUILTINS, EvalOptions
+from witune.eval.rows import MetricRow
 
 PREFIX = "witune:"
 
@@ -39,7 +40,7 @@ def evaluate(
     options: EvalOptions | None = None,
     device: str = "cpu",
     data_dir: str | None = None,
-) -> list[dict]:
+) -> list[MetricRow]:
     """Run every task on the model at `model_path` and return all metric rows.
 
     Harness tasks (local `witune_*` names and standard names) run in one harness session; built-ins
@@ -51,7 +52,7 @@ def evaluate(
         opt.limit = limit
     builtin = [(n, *parse_task(n)) for n in names if n.startswith(PREFIX)]  # validate before any work
     harness = [n for n in names if not n.startswith(PREFIX)]
-    rows: list[dict] = []
+    rows: list[MetricRow] = []
     if harness:
         from witune.eval.harness import run_harness
 

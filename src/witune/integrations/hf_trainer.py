@@ -149,9 +149,9 @@ class WeightedLossMixin:
 def _default_collator(processing_class: Any, padding_free: bool = False) -> Any:
     from witune.integrations.collate import WeightedCollator
 
-    pad = getattr(processing_class, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(processing_class, "eos_token_id", None)
+    from witune.models.load import pad_token_id
+
+    pad = pad_token_id(processing_class)
     if pad is None:
         raise ValueError("pass a data_collator or a processing_class (tokenizer) with a pad or eos token")
     return WeightedCollator(pad_token_id=pad, padding_free=padding_free)

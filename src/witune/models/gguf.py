@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 
 MARKER = "witune_source.json"  # written last inside a finished conversion; names where it came from
 

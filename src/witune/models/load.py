@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.models.gguf import cached_gguf_folder
 from witune.models.smollm import smollm2_path
 
@@ -107,3 +107,13 @@ def _looks_like_path(text: str) -> bool:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def pad_token_id(tokenizer: Any) -> int | None:
+    """The id to pad batches with: the tokenizer's pad token, else its eos token (many causal LMs ship no pad
+    token, and padded positions are masked out of attention and loss, so any real id serves), else None."""
+    for name in ("pad_token_id", "eos_token_id"):
+        pid = getattr(tokenizer, name, None)
+        if pid is not None:
+            return int(pid)
+    return None

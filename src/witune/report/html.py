@@ -139,7 +139,7 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
             + "\n".join(sections) + CHECK + "</body></html>")
 
 
-def write_report(a: Analysis, path: str | Path, title: str = "witune sweep report") -> Path:
+def write_html_report(a: Analysis, path: str | Path, title: str = "witune sweep report") -> Path:
     """Write the report to ``path`` (parent folders created) and return the path."""
     from witune.atomic import atomic_write_text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from witune.analysis.summary import Analysis
+from witune.analysis.wit import REGIONS
 
 
 def _w(x: float) -> str:
@@ -29,7 +30,7 @@ def wit_reading(a: Analysis) -> str:
     mean = tuned.groupby(["model", "dataset", "prompt_weight", "response_weight"])["gain"].mean()
     best = mean.groupby(level=[0, 1]).max()
     counts = {r["region"]: r for _, r in a.optimum_counts.iterrows()}
-    nz = counts["optimal λp > 0 (prompt loss helps)"]
+    nz = counts[REGIONS["prompt_helps"]]
     return (f"The best cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
             f"model × dataset panels (largest {100 * best.max():.1f}%). In {nz['count']} of {nz['of']} "
             f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best prompt weight is "

@@ -1,7 +1,9 @@
 """Data-set statistics (Rg, per-field lengths, prompt characteristics), weight recommendation, prompt inversion
-and cleaning. Sources: the PLW paper (shared/seeds/004) and the WIT paper (shared/seeds/000)."""
+and cleaning. Sources: the PLW paper (Huerta-Enochian & Ko, "Instruction Fine-Tuning: Does Prompt Loss Matter?")
+and the WIT paper (Chatterjee, Renduchintala et al., "On the Effect of Instruction Tuning Loss on Generalization",
+TACL)."""
 
-from witune.stats.clean import Cleaning, Removal, clean, is_placeholder, write_report
+from witune.stats.clean import Cleaning, Removal, clean, is_placeholder, write_removals
 from witune.stats.dataset import DatasetStats, compute_stats
 from witune.stats.invert import (INSTRUCTION_NO_INPUT, INSTRUCTION_WITH_INPUT, Inversion, invert, invert_record,
                                  inverted_instruction)
@@ -13,5 +15,5 @@ __all__ = [
     "CRITICAL_PLW_SHORT", "INSTRUCTION_NO_INPUT", "INSTRUCTION_WITH_INPUT", "TABLE4", "AlpacaRecord", "Cleaning",
     "DatasetStats", "Inversion", "RatioStats", "Recommendation", "Removal", "SampleLengths", "Summary", "clean",
     "compute_stats", "count_tokens", "invert", "invert_record", "inverted_instruction", "is_placeholder",
-    "plw_curve", "ratio_stats", "read_alpaca", "recommend", "sample_lengths", "table4", "write_records", "write_report",
+    "plw_curve", "ratio_stats", "read_alpaca", "recommend", "sample_lengths", "table4", "write_records", "write_removals",
 ]

@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import ConfigError, DataError
-from witune.data.formats import detect_format, to_examples
-from witune.data.readers import read_records
+from witune.data.readers import convert_records
+from witune.errors import ConfigError
 
 # Outputs that stand for "nothing" (AlpacaDataCleaned lists "empty outputs" and "N/A outputs" among the
 # original Alpaca's defects, PLW paper Sec. 4.3). Compared after lower-casing and stripping spaces and dots.
@@ -76,24 +75,19 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
     kept: list[Any] = []
     removed: list[Removal] = []
     seen: dict[str, str] = {}  # canonical JSON -> location of its first occurrence
-    fmt = None
     sizes: list[tuple[int, Any, str]] = []  # (index in kept, location, all text) for the overlong check
     unparsed: dict[int, int] = {}  # line number -> index in `removed` of lines that were not valid records
     total = 0
-    for loc, rec in read_records(path):
+    for r in convert_records(path):
         total += 1
+        loc, rec, fmt, examples = r.location, r.record, r.format, r.examples
         where = str(loc)
-        try:
-            if isinstance(rec, DataError):
-                raise rec
-            fmt = fmt or detect_format(rec, loc)
-            examples = to_examples(rec, fmt, loc)
-        except DataError as e:
-            reason = "empty output" if "empty response" in e.reason else "invalid"
-            record = None if isinstance(rec, DataError) else rec
-            if record is None and loc.unit == "line":
+        if r.error is not None:
+            e = r.error
+            reason = "empty output" if e.kind == "empty_response" else "invalid"
+            if rec is None and loc.unit == "line":
                 unparsed[loc.index] = len(removed)
-            removed.append(Removal(where, loc.index, reason, e.field or "", e.reason, record))
+            removed.append(Removal(where, loc.index, reason, e.field or "", e.reason, rec))
             continue
         bad = next(((ex, ex.response_text) for ex in examples if is_placeholder(ex.response_text)), None)
         if bad is not None:
@@ -142,7 +136,7 @@ def _lines(path: Path, wanted: set[int]) -> list[tuple[int, str]]:
     return found
 
 
-def write_report(cleaning: Cleaning, path: str | Path) -> Path:
+def write_removals(cleaning: Cleaning, path: str | Path) -> Path:
     """One JSON line per removed record: location, reason, field, detail, and the record itself (`record`, or
     `raw` for a line that was not valid JSON). Written atomically, like the cleaned file."""
     from witune.atomic import atomic_open

@@ -1,4 +1,5 @@
-"""Token lengths per field and per role, and the generation ratio Rg (PLW paper, seed 004, Sec. 2.1 and Table 1).
+"""Token lengths per field and per role, and the generation ratio Rg (PLW paper: Huerta-Enochian & Ko,
+"Instruction Fine-Tuning: Does Prompt Loss Matter?", Sec. 2.1 and Table 1).
 
 Counting convention (the PLW paper's Table 1): every field is tokenized *on its own*, without any prompt template
 and without special tokens. The prompt of a sample is instruction + input (the paper: "we use the term prompt to

@@ -1,4 +1,5 @@
-"""The WIT paper's prompt characteristics (seed 000, "Some Hints for Future Research"): lexical diversity of the
+"""The WIT paper's prompt characteristics (Chatterjee, Renduchintala et al., "On the Effect of Instruction Tuning
+Loss on Generalization", TACL; its blog post's "Some Hints for Future Research"): lexical diversity of the
 prompts (n-gram diversity), their syntactic complexity (mean dependency-parse depth) and the model's average
 next-token log-probability of prompt tokens.
 
@@ -92,11 +93,14 @@ def prompt_logprob(prompts: Sequence[str], model, tokenizer, batch_size: int = 8
     import torch
     from tqdm import tqdm
 
+    from witune.models.load import pad_token_id
+    from witune.models.logprob import next_token_logprobs
+
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     ids = [bos + x[:max_tokens] for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     ids = [x for x in ids if len(x) >= 2]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(tokenizer) or 0  # padded positions are masked: any id serves
     device = next(model.parameters()).device
     total, count = 0.0, 0
     model.eval()
@@ -111,7 +115,7 @@ def prompt_logprob(prompts: Sequence[str], model, tokenizer, batch_size: int = 8
         x, mask = x.to(device), mask.to(device)
         with torch.no_grad():
             logits = model(input_ids=x, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, x[:, 1:, None]).squeeze(-1)
+        logp = next_token_logprobs(logits, x)
         valid = mask[:, 1:].bool()
         total += logp[valid].sum().item()
         count += int(valid.sum())

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import DataError, Location
 from witune.data.example import Example
-from witune.data.formats import detect_format, to_examples
-from witune.data.readers import read_records
+from witune.data.readers import convert_records
+from witune.errors import DataError, Location
 
 
 @dataclass
@@ -26,13 +25,16 @@ def read_alpaca(path: str | Path) -> list[AlpacaRecord]:
     """Every record of an Alpaca (instruction/input/output) file; Self-Instruct records (instruction + instances)
     are flattened to one Alpaca record per instance. Any other format is a DataError naming the file."""
     out: list[AlpacaRecord] = []
-    for loc, rec in read_records(path):
-        if isinstance(rec, DataError):
-            raise rec
-        fmt = detect_format(rec, loc)
+    for r in convert_records(path, detect_each=True):  # Alpaca and Self-Instruct records may share a file
+        loc, rec, fmt = r.location, r.record, r.format
+        if r.record is None or fmt is None:  # unreadable, or of no known format
+            assert r.error is not None
+            raise r.error
         if fmt not in ("alpaca", "self_instruct"):
             raise DataError(loc, f"this command needs Alpaca records (instruction/input/output), this file has {fmt}")
-        for ex in to_examples(rec, fmt, loc):
+        if r.error is not None:
+            raise r.error
+        for ex in r.examples:
             flat = dict(rec) if fmt == "alpaca" else {}
             flat.update(instruction=ex.fields["instruction"], input=ex.fields["input"], output=ex.fields["output"])
             out.append(AlpacaRecord(loc, flat, ex))

@@ -5,11 +5,11 @@
     frame = db.results_frame(cfg.output_dir)   # what `witune analyze` reads
 
 Modules: `config` (SweepConfig, presets), `grid` (points with stable ids), `db` (the database),
-`runner` (one point), `local` / `ray_backend` (where points run), `sweep` (the loop), `status` (the table).
+`runner` (one point), `local` / `ray_backend` (where points run), `orchestrate` (the loop over points), `status` (the table).
 """
 
 from witune.sweep.config import PRESETS, SweepConfig, load_sweep_config
 from witune.sweep.grid import Point, expand
-from witune.sweep.sweep import SweepSummary, run_sweep
+from witune.sweep.orchestrate import SweepSummary, run_sweep
 
 __all__ = ["PRESETS", "Point", "SweepConfig", "SweepSummary", "expand", "load_sweep_config", "run_sweep"]

@@ -24,18 +24,21 @@ from typing import Any
 
 DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
-# Per-run diagnostics that the analysis reads as columns, not as benchmark scores: (task prefix, metric) -> column.
-DIAGNOSTICS = {("weight_distance", "l2"): "weight_distance", ("witune:memorization", "bleu"): "memorization_bleu",
-               ("witune:generation_length", "mean_tokens"): "generation_length",
-               ("witune:robustness", "clean_acc"): "robustness_clean_acc",
-               ("witune:robustness", "drop"): "robustness_drop",
-               ("witune:robustness", "worst_acc"): "robustness_worst_acc",
-               ("dpo_pairs", "reward_margin"): "dpo_reward_margin"}
+# Where per-run diagnostics come from: (task prefix, metric) -> the results column the analysis reads them as
+# (not as benchmark scores). The column names are `witune.analysis.dynamics.DIAGNOSTICS`; named apart from it
+# because this maps evaluation rows to columns, that lists columns.
+DIAGNOSTIC_COLUMNS = {("weight_distance", "l2"): "weight_distance",
+                      ("witune:memorization", "bleu"): "memorization_bleu",
+                      ("witune:generation_length", "mean_tokens"): "generation_length",
+                      ("witune:robustness", "clean_acc"): "robustness_clean_acc",
+                      ("witune:robustness", "drop"): "robustness_drop",
+                      ("witune:robustness", "worst_acc"): "robustness_worst_acc",
+                      ("dpo_pairs", "reward_margin"): "dpo_reward_margin"}
 # Per-run properties of the training data, also columns: Rg (ratio of means, tokenizer of the model trained).
 DATA_COLUMNS = {("witune:data_rg", "ratio_of_means"): "rg"}
-RUN_COLUMNS = {**DIAGNOSTICS, **DATA_COLUMNS}
+RUN_COLUMNS = {**DIAGNOSTIC_COLUMNS, **DATA_COLUMNS}
 _NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
-# Tasks that are diagnostics only: their metrics outside DIAGNOSTICS stay in the database, out of the table.
+# Tasks that are diagnostics only: their metrics outside DIAGNOSTIC_COLUMNS stay in the database, out of the table.
 _DIAGNOSTIC_TASKS = ("witune:robustness", "dpo_pairs")
 # Rows of a sweep's second stage (DPO after SFT) carry this task prefix; unprefixed rows are stage "sft".
 STAGE_PREFIX = "dpo:"
@@ -88,7 +91,7 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
 
 
 def _unusable(path: Path, err: sqlite3.Error):
-    from witune.data.errors import ConfigError
+    from witune.errors import ConfigError
 
     return ConfigError(f"{path}: not a usable witune sweep database ({err})")
 
@@ -197,7 +200,7 @@ def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]
 def _require(folder: str | Path) -> Path:
     p = db_path(folder)
     if not p.is_file():
-        from witune.data.errors import ConfigError
+        from witune.errors import ConfigError
 
         raise ConfigError(f"{folder}: not a sweep folder (no {DB_NAME} in it)")
     return p

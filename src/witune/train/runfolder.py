@@ -20,7 +20,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.train.config import TrainConfig, config_dict, load_config
 
 # What a run writes into its folder (all that --overwrite removes; anything else there is left alone).

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.train.config import TrainConfig
 
 
@@ -20,7 +20,9 @@ def load_tokenizer(cfg: TrainConfig) -> Any:
 
 
 def pad_id(tokenizer: Any) -> int:
-    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from witune.models.load import pad_token_id
+
+    pid = pad_token_id(tokenizer)
     if pid is None:
         raise ConfigError("the tokenizer has neither a pad nor an eos token; set one in its tokenizer_config.json")
     return int(pid)

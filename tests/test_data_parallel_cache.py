@@ -62,12 +62,12 @@ def test_workers_and_cache_equal_single_process(tokenizer, tmp_path, truncation)
 def test_cache_is_read_not_recomputed(tokenizer, tmp_path, monkeypatch):
     exs = examples(20)
     prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=tmp_path)
-    import witune.data.cache as cache_mod
+    import witune.data.parallel as parallel_mod
 
     def boom(*a, **k):
         raise AssertionError("recomputed despite a cache entry")
 
-    monkeypatch.setattr(cache_mod, "tokenize_examples", boom)
+    monkeypatch.setattr(parallel_mod, "tokenize_examples", boom)
     assert len(prepare_examples(exs, tokenizer, WEIGHTS, cache_dir=tmp_path).rows) == 20
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from witune.atomic import atomic_write_text
-from witune.data.errors import ConfigError
+from witune.errors import ConfigError
 from witune.sweep import db
 from witune.sweep.config import SweepConfig
 from witune.sweep.grid import expand

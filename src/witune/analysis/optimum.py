@@ -1,0 +1,46 @@
+"""The user's own optimum from a sweep (`witune recommend --from SWEEP`): the PLW fit of one dataset and, on a WIT
+grid, its best (lambda_p, lambda_r) cell. Lives in the analysis (it fits); `witune.stats.recommend` only
+consumes the resulting `SweepOptimum`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from witune.analysis import aggregate
+from witune.analysis import plw as plw_view
+from witune.errors import ConfigError
+from witune.stats.recommend import SweepOptimum
+
+
+def sweep_optimum(df: pd.DataFrame, dataset: str | None = None, n_boot: int = 200, seed: int = 0,
+                  path: str = "<results>") -> SweepOptimum:
+    """Fit the user's sweep results (the checked table of a sweep folder or results CSV) and return one dataset's
+    optimum, for `witune recommend --from SWEEP`.
+
+    ``dataset`` picks the sweep dataset (by its label: the file stem); None works when the sweep has one.
+    ``path`` names the sweep in error messages.
+    """
+    names = sorted(df["dataset"].dropna().unique())
+    if dataset is None:
+        if len(names) != 1:
+            raise ConfigError(f"{path}: the sweep has datasets {names}; name one with --sweep-dataset")
+        dataset = names[0]
+    if dataset not in names:
+        raise ConfigError(f"{path}: no dataset {dataset!r} in the sweep (it has {names}); use --sweep-dataset")
+    part = df[df["dataset"] == dataset]
+    rel = aggregate.add_relative(part)
+    fits = plw_view.fit_all(rel, n_boot=n_boot, seed=seed)
+    if not fits:
+        raise ConfigError(f"{path}: dataset {dataset!r} has fewer than 3 PLW values at response weight 1; "
+                          "nothing to fit")
+    f = fits[0]
+    out = SweepOptimum(dataset, f.critical_plw, f.ci_low, f.ci_high, f.p_lrt, f.significant, f.n,
+                       f"{f.method} (Python engine, witune.analysis.plw)")
+    tuned = part[part["prompt_weight"].notna()]
+    if tuned["response_weight"].nunique() > 1:  # a WIT grid: the best (lambda_p, lambda_r) cell
+        best = aggregate.best_configs(aggregate.aggregates(rel))
+        if len(best):
+            out.best_lambda_p = float(np.asarray(best["prompt_weight"])[0])
+            out.best_lambda_r = float(np.asarray(best["response_weight"])[0])
+    return out

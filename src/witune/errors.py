@@ -1,0 +1,58 @@
+"""witune's error types, the bottom layer every package imports.
+
+`DataError` is for bad input records: every message names the file, the line or record, and the field, and
+`kind` says what class of problem it is (so callers such as `witune clean` branch on `kind`, never on the
+message text). `ConfigError` is for configurations that cannot work. The CLI prints either in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# What is wrong with a record. "invalid" is the catch-all; the others are the classes callers act on.
+ErrorKind = Literal["invalid", "malformed", "not_found", "missing_field", "wrong_type", "empty_response",
+                    "no_trainable", "template"]
+ERROR_KINDS: tuple[ErrorKind, ...] = ("invalid", "malformed", "not_found", "missing_field", "wrong_type",
+                                      "empty_response", "no_trainable", "template")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a record came from: a file (or dataset name) and a 1-based line (JSONL, CSV) or record index."""
+
+    source: str
+    index: int
+    unit: str = "record"  # "line" for JSONL/CSV, "record" for JSON arrays, Parquet rows and datasets
+
+    def __str__(self) -> str:
+        return f"{self.source}, {self.unit} {self.index}"
+
+
+class DataError(ValueError):
+    """A record that cannot be used as it is. Carries its location, the offending field and the error kind."""
+
+    def __init__(self, location: Location | None, message: str, field: str | None = None, *,
+                 kind: ErrorKind = "invalid"):
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown DataError kind {kind!r}; one of {ERROR_KINDS}")
+        self.location = location
+        self.field = field
+        self.reason = message
+        self.kind: ErrorKind = kind
+        where = str(location) if location is not None else "<input>"
+        fld = f", field '{field}'" if field else ""
+        super().__init__(f"{where}{fld}: {message}")
+
+    def __reduce__(self):
+        # The default pickles `self.args` (the formatted message) and calls __init__ with it, which fails: send
+        # the constructor's own arguments instead, so errors cross process boundaries (worker tokenisers).
+        return (_rebuild_data_error, (self.location, self.reason, self.field, self.kind))
+
+
+def _rebuild_data_error(location: Location | None, message: str, field: str | None, kind: ErrorKind) -> DataError:
+    return DataError(location, message, field, kind=kind)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work (for example both loss weights zero)."""
