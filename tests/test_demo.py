@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from witune.data import load_examples
-from witune.train import demo, synthetic
+from witune.train import synthetic
+from witune.workflows import demo
 
 
 def test_synthetic_answers_are_checkable():

@@ -4,15 +4,13 @@
   every window of 5 consecutive logged steps (sliding by one step), averaged per run ("mean RSD").
   The paper says "RSD over all five-step windows"; the sample std (ddof=1) matches R's ``sd``,
   which the paper's analysis used.
-* Weight distance: L2 norm of (tuned - base) over all parameters (:func:`l2_distance`).
+* Weight distance: L2 norm of (tuned - base) over all parameters (`witune.models.distance.l2_distance`, measured by the sweep).
 * Memorisation: corpus BLEU of generations for training prompts against the training completions,
   with the paper's sacreBLEU signature (13a tokenisation, exp smoothing): computed by `witune.eval.generation`.
 * Generation length on an evaluation set, as reported per run.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,18 +38,6 @@ def mean_rsd(losses: pd.DataFrame, window: int = WINDOW) -> pd.DataFrame:
         rows.append({"run_id": run_id, "mean_rsd": float(rsd.mean()) if rsd.size else float("nan"),
                      "n_windows": int(rsd.size)})
     return pd.DataFrame(rows, columns=["run_id", "mean_rsd", "n_windows"])
-
-
-def l2_distance(tuned: Mapping[str, object], base: Mapping[str, object]) -> float:
-    """L2 distance between two state dicts (tensors or arrays) over the parameters they share."""
-    total = 0.0
-    for name, value in tuned.items():
-        if name in base:
-            a = np.asarray(value.detach().float().cpu() if hasattr(value, "detach") else value, dtype=float)
-            b_val = base[name]
-            b = np.asarray(b_val.detach().float().cpu() if hasattr(b_val, "detach") else b_val, dtype=float)
-            total += float(np.sum((a - b) ** 2))
-    return float(np.sqrt(total))
 
 
 def run_diagnostics(runs: pd.DataFrame, losses: pd.DataFrame | None) -> pd.DataFrame:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from witune.train.demo import run_demo, summary_rows
+    from witune.workflows.demo import run_demo, summary_rows
 
     console = Console()
     console.print(f"[bold]witune demo[/]: {args.model}, conventional (λp=0) vs weighted (λp=0.1), output in {args.output_dir}")

@@ -100,15 +100,6 @@ def _last_error(log_file: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
-def weight_distance(base_model: str, tuned_dir: Path) -> float:
-    """L2 norm of (tuned - base) over all parameters the two models share (tied weights counted once)."""
-    from witune.analysis.dynamics import l2_distance
-    from witune.models import load_model
-
-    base = dict(load_model(base_model).named_parameters())
-    return l2_distance(dict(load_model(str(tuned_dir)).named_parameters()), base)
-
-
 def data_rg(train: dict, tokenizer_dir: Path) -> float:
     """Rg (ratio of means: completion tokens / prompt tokens) of the data this point trained on, counted with the
     tokenizer of the trained model (``witune.stats``, as `witune stats` reports it), over the records trained on."""
@@ -157,6 +148,8 @@ def execute_point(point: Point, out: Path) -> PointResult:
     ev = point.eval
     full_model = int(point.train.get("lora_r", 0)) == 0 or bool(point.train.get("merge_lora", True))
     if ev.get("weight_distance", True) and full_model:  # an unmerged adapter folder is not a full model
+        from witune.models.distance import weight_distance
+
         try:
             dist = weight_distance(point.train["model"], model_dir)
             result.rows.append({"task": "weight_distance", "metric": "l2", "value": dist, "stderr": None,

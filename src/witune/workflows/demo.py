@@ -181,7 +181,7 @@ def write_report(result: DemoResult) -> str:
     import pandas as pd
 
     from witune.analysis.summary import analyze
-    from witune.sweep.runner import weight_distance
+    from witune.models.distance import weight_distance
     from witune.train.metrics import read_metrics
 
     rows: list[dict[str, Any]] = []

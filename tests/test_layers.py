@@ -1,0 +1,113 @@
+"""Imports point down: every witune module imports only its own layer or the layers below it.
+
+Parsed with `ast` (function-level imports included), so an upward import hidden inside a function
+is found too. Layer order (bottom first), as ARCHITECTURE.md states it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "witune"
+
+# One list per layer, bottom first; a package may import its own layer and every layer below.
+LAYERS: list[set[str]] = [
+    {"errors", "shared_data", "atomic", "yaml_io", "plotting", "py"},
+    {"loss"},
+    {"data"},
+    {"models"},
+    {"stats", "train", "eval", "integrations", "dpo"},
+    {"sweep"},
+    {"analysis"},
+    {"report"},
+    {"workflows"},
+    {"cli"},
+]
+
+# Same-layer imports are allowed except these (a stage's statistics must not read its analyses, and
+# the data-set statistics stay independent of training / evaluation).
+FORBIDDEN_SAME_LAYER: set[tuple[str, str]] = {
+    ("stats", "train"),
+    ("stats", "eval"),
+    ("stats", "dpo"),
+    ("stats", "integrations"),
+}
+
+
+def _layer(package: str) -> int:
+    for index, names in enumerate(LAYERS):
+        if package in names:
+            return index
+    raise AssertionError(f"package {package!r} has no layer in tests/test_layers.py")
+
+
+def _package_of(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return parts[0]
+
+
+def _imported_witune_packages(path: Path, source: str | None = None) -> list[tuple[int, str]]:
+    text = path.read_text(encoding="utf-8") if source is None else source
+    tree = ast.parse(text, filename=str(path))
+    module_parts = path.relative_to(SRC).with_suffix("").parts
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "witune" and len(parts) > 1:
+                    found.append((node.lineno, parts[1]))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                # Relative import: resolve against this module's package.
+                base = list(module_parts[:-1])
+                base = base[: len(base) - (node.level - 1)]
+                target = base + (node.module.split(".") if node.module else [])
+                if target:
+                    found.append((node.lineno, target[0]))
+                else:
+                    found.extend((node.lineno, alias.name) for alias in node.names)
+            elif node.module:
+                parts = node.module.split(".")
+                if parts[0] == "witune":
+                    if len(parts) > 1:
+                        found.append((node.lineno, parts[1]))
+                    else:
+                        found.extend((node.lineno, alias.name) for alias in node.names)
+    return found
+
+
+def _violations(extra: dict[Path, str] | None = None) -> list[str]:
+    problems: list[str] = []
+    extra = extra or {}
+    for path in [*sorted(SRC.rglob("*.py")), *extra]:
+        if path.parent == SRC and path.name == "__init__.py":
+            continue  # the top-level package only names the version
+        own = _package_of(path)
+        own_layer = _layer(own)
+        for lineno, target in _imported_witune_packages(path, extra.get(path)):
+            if target == own or target == "__version__":
+                continue
+            target_layer = _layer(target)
+            where = f"{path.relative_to(SRC.parent)}:{lineno}"
+            if target_layer > own_layer:
+                problems.append(f"{where}: {own} imports {target} (a higher layer)")
+            elif target_layer == own_layer and (own, target) in FORBIDDEN_SAME_LAYER:
+                problems.append(f"{where}: {own} imports {target} (same layer, not allowed)")
+    return problems
+
+
+def test_every_import_points_down() -> None:
+    problems = _violations()
+    assert not problems, "imports that point up:\n" + "\n".join(problems)
+
+
+def test_checker_sees_function_level_imports() -> None:
+    # The checker must find an import hidden inside a function, or the test above proves nothing.
+    module = SRC / "loss" / "weighted.py"
+    tree_imports = _imported_witune_packages(module)
+    assert all(_layer(target) <= _layer("loss") for _, target in tree_imports)
+    probe = SRC / "loss" / "_layers_probe.py"  # never written: its text is handed to the checker
+    problems = _violations({probe: "def f():\n    from witune.analysis import results\n"})
+    assert any("loss imports analysis" in p for p in problems)
