@@ -87,7 +87,7 @@ def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> 
 
 def role_weights(args: argparse.Namespace):
     from witune.data import RoleWeights
-    from witune.data.weights import check_weight_range
+    from witune.data.weights import check_weight_range, weight_pair
 
     roles = {}
     for item in args.role_weight:
@@ -102,9 +102,7 @@ def role_weights(args: argparse.Namespace):
     named.update({f"--role-weight {r}": w for r, w in roles.items()})
     for warning in check_weight_range(named, args.allow_weight_above_one, "add --allow-weight-above-one"):
         print_error(warning, "warning")
-    if args.plw is not None:
-        return RoleWeights(args.plw, 1.0, roles)
-    return RoleWeights(args.prompt_weight, args.response_weight, roles)
+    return RoleWeights(*weight_pair(args.prompt_weight, args.response_weight, args.plw), roles)
 
 
 def load_rows(args: argparse.Namespace, tokenizer, weights):

@@ -53,6 +53,18 @@ class RoleWeights:
         return float(self.response if is_response else self.prompt)
 
 
+def weight_pair(prompt_weight: float, response_weight: float, plw: float | None = None) -> tuple[float, float]:
+    """(lambda_p, lambda_r) of a setting: a PLW, when given, overrides both (PLW paper: prompt weight = PLW,
+    response weight = 1). The one place that maps a PLW to the pair.
+
+    >>> weight_pair(0.0, 1.0, plw=0.1), weight_pair(0.2, 0.5)
+    ((0.1, 1.0), (0.2, 0.5))
+    """
+    if plw is not None:
+        return plw, 1.0
+    return prompt_weight, response_weight
+
+
 def check_weight_range(named: Mapping[str, float | None], allow_above_one: bool, hint: str) -> list[str]:
     """Loss weights outside the papers' range [0, 1] are refused unless explicitly allowed (`hint` says how).
 

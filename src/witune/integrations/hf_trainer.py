@@ -30,9 +30,9 @@ import torch
 from transformers import Trainer
 
 from witune.loss import (
-    NORMALIZATIONS,
     LossSums,
     normalizer_counts,
+    normalizer_from_counts,
     safe_divide,
     weighted_nll,
 )
@@ -102,7 +102,7 @@ class WeightedLossMixin:
         counts = torch.as_tensor(counts, dtype=torch.float64).to(device)
         if world > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
-        return counts[NORMALIZATIONS.index(norm)]
+        return normalizer_from_counts(counts, norm)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

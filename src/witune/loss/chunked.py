@@ -29,14 +29,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from witune.loss.weighted import IGNORE_INDEX, LossSums
+from witune.loss.weighted import _CHUNK_ELEMENTS, IGNORE_INDEX, LossSums
 
-# Logits per chunk: 2^25 fp32 elements = 128 MiB (261 rows at a 128,256 vocabulary). A (V x H) head does not
-# fit in cache at any chunk size, so each chunk streams W through three matmuls; thin chunks make those
+# Logits per chunk: `_CHUNK_ELEMENTS` (owned by loss.weighted: one budget for both paths) = 2^25 fp32
+# elements = 128 MiB (261 rows at a 128,256 vocabulary). A (V x H) head does not fit in cache at any chunk size, so each chunk streams W through three matmuls; thin chunks make those
 # matmuls inefficient (2 cores, 128k x 576 head: 131-row chunks ran the three matmuls at ~25 GFLOP/s, 256-512
 # rows at ~35-38, the whole 2,048 rows at ~26; measured under load, ratios only). 261 rows keeps the chunk's
 # memory (128 MiB, reused for every chunk) well under the fp32 dL/dW (282 MiB) that the optimizer needs anyway.
-_CHUNK_ELEMENTS = 1 << 25
 BACKENDS = ("auto", "torch", "liger", "cce")
 _MAX_FUSED_GROUPS = 8  # beyond this many distinct weight values the per-weight fused calls stop paying off
 

@@ -99,6 +99,16 @@ def normalizer_counts(labels: Tensor, weights: Tensor, ignore_index: int = IGNOR
     return torch.stack([(w != 0).sum().to(torch.float64), w.sum(), valid.sum().to(torch.float64)])
 
 
+def normalizer_from_counts(counts: Tensor, normalization: str | float) -> Tensor:
+    """Z of a step from its `normalizer_counts`: a name from NORMALIZATIONS picks its count, a number is Z itself
+    (float64, on the counts' device). The one mapping from a normaliser name to a count of a whole step."""
+    if isinstance(normalization, str):
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS} or a number")
+        return counts[NORMALIZATIONS.index(normalization)]
+    return torch.tensor(normalization, dtype=torch.float64, device=counts.device)
+
+
 def weighted_nll(
     logits: Tensor,
     labels: Tensor,

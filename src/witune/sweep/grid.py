@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from witune.data.errors import ConfigError
+from witune.data.weights import weight_pair
 from witune.sweep.config import SweepConfig
 from witune.train.config import TrainConfig, config_dict, load_config
 
@@ -103,8 +104,7 @@ def expand(cfg: SweepConfig) -> list[Point]:
         if run_id in seen:  # two axis values that resolve to the same training (e.g. plw 1 and weights [1, 1])
             continue
         seen.add(run_id)
-        prompt, response = (resolved.plw, 1.0) if resolved.plw is not None else (resolved.prompt_weight,
-                                                                                   resolved.response_weight)
+        prompt, response = weight_pair(resolved.prompt_weight, resolved.response_weight, resolved.plw)
         labels = {"model": _label(resolved.model), "dataset": _label(resolved.data), "prompt_weight": prompt,
                   "response_weight": response, "normalization": resolved.normalization, "seed": resolved.seed}
         points.append(Point(run_id, train, labels, evals, dpo))

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from witune.data.errors import ConfigError
-from witune.data.weights import check_weight_range
+from witune.data.weights import check_weight_range, weight_pair
 from witune.yaml_io import key_lines, load_yaml_file, load_yaml_text
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -232,9 +232,7 @@ class TrainConfig:
         """The `RoleWeights` these loss settings mean (PLW overrides prompt/response)."""
         from witune.data import RoleWeights
 
-        if self.plw is not None:
-            return RoleWeights(self.plw, 1.0, dict(self.role_weights))
-        return RoleWeights(self.prompt_weight, self.response_weight, dict(self.role_weights))
+        return RoleWeights(*weight_pair(self.prompt_weight, self.response_weight, self.plw), dict(self.role_weights))
 
 
 def _key_error(key: str, message: str) -> ConfigError:

@@ -26,12 +26,12 @@ import torch
 
 from witune.data.collate import packed_collate, pad_collate
 from witune.data.errors import ConfigError
-from witune.loss import IGNORE_INDEX, NORMALIZATIONS, LossSums, normalizer_counts, safe_divide, weighted_nll
+from witune.loss import IGNORE_INDEX, LossSums, normalizer_counts, normalizer_from_counts, safe_divide, weighted_nll
 from witune.loss.chunked import weighted_nll_from_hidden
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
-from witune.train.metrics import SUM_KEYS, MetricsLog, postfix, progress_bar, step_metrics
+from witune.train.metrics import SUM_KEYS, MetricsLog, logged_sums, postfix, progress_bar, step_metrics
 from witune.train import runfolder, setup
 
 @dataclass
@@ -186,7 +186,7 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
     counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
-    z = counts[NORMALIZATIONS.index(norm)] if isinstance(norm, str) else torch.tensor(norm, dtype=torch.float64, device=acc.device)
+    z = normalizer_from_counts(counts, norm)
     # accelerate divides the loss by grad_accum in backward (DeepSpeed too): multiply it back in.
     scale = acc.num_processes * grad_accum
     model.train()
@@ -203,7 +203,7 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
                     grad_norm = float(norm_value) if norm_value is not None else grad_norm  # DeepSpeed clips itself
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        logged += torch.stack([getattr(sums, k).detach().to(torch.float64) for k in SUM_KEYS])
+        logged += logged_sums(sums)
         tokens += float(batch["attention_mask"].sum()) if "attention_mask" in batch else float((batch["labels"] != IGNORE_INDEX).sum())
     reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
     return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm

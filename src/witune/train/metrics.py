@@ -7,13 +7,24 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
+if TYPE_CHECKING:
+    from witune.loss import LossSums
+
 # Order of the quantities that are summed over micro-batches and processes for logging.
 SUM_KEYS = ("weighted_sum", "prompt_nll", "prompt_tokens", "response_nll", "response_tokens", "response_weighted")
+
+
+def logged_sums(sums: "LossSums") -> torch.Tensor:
+    """One micro-batch's SUM_KEYS as a float64 vector, in SUM_KEYS order (fields named, not looked up by string,
+    so a renamed `LossSums` field is a type error rather than a run-time AttributeError)."""
+    fields = (sums.weighted_sum, sums.prompt_nll, sums.prompt_tokens, sums.response_nll, sums.response_tokens,
+              sums.response_weighted)
+    return torch.stack([x.detach().to(torch.float64) for x in fields])
 
 
 @dataclass
