@@ -1,4 +1,5 @@
-"""Prompt inversion exactly as the PLW paper (seed 004, Sec. 4.3) built AlpacaDataShort, Tiny and Medium.
+"""Prompt inversion exactly as the PLW paper (Huerta-Enochian & Ko, "Instruction Fine-Tuning: Does Prompt Loss
+Matter?", Sec. 4.3) built AlpacaDataShort, Tiny and Medium.
 
 "For instances with empty input, we used 'Predict the prompt that generated the following AI output.' as the new
 instruction field. For instances with non-empty input, we used 'Predict the prompt that generated the below AI

@@ -1,15 +1,17 @@
 """Recommend prompt/response loss weights from a data set's Rg and prompt characteristics, with sources.
 
 Sources (texts in shared/seeds/):
-- PLW paper (seed 004), Appendix B, Table 4: optimal PLW per Rg from the GAM ratio-PLW interaction for "All",
-  "MC" (multiple-choice) and "Gen" (TruthfulQA-Gen, AlpacaEval 1, PandaLM) benchmarks. A ``*`` marks rows where
+- PLW paper (Huerta-Enochian & Ko, "Instruction Fine-Tuning: Does Prompt Loss Matter?"), Appendix B, Table 4:
+  optimal PLW per Rg from the GAM ratio-PLW interaction for "All", "MC" (multiple-choice) and "Gen"
+  (TruthfulQA-Gen, AlpacaEval 1, PandaLM) benchmarks. A ``*`` marks rows where
   "the difference between the maximum and minimum predicted values at this ratio is less than 5% of the score
   range", i.e. the weight barely matters there.
 - PLW paper, Sec. 5.2: regression critical value PLW = 0.242 for short-completion data (AlpacaDataShort, Rg 0.082);
   Sec. 6: "PLW = 0.155 for small completion-prompt length ratios (Rg <= 1) and up to PLW = 0.278 for Rg = 1.5".
   (0.278 at Rg 1.5 is Table 4's MC column; its All column says 0.183 there. witune follows the table, column by
   column.)
-- WIT paper (seed 000/001, "Key Observations" and "Some Hints for Future Research"): the best lambda_p is
+- WIT paper (Chatterjee, Renduchintala et al., "On the Effect of Instruction Tuning Loss on Generalization",
+  TACL; its blog post's "Key Observations" and "Some Hints for Future Research"): the best lambda_p is
   low-to-moderate (0-0.6) in 61 of 75 (model, data, benchmark) combinations; the mean optimal lambda_p ranges from
   0.20 (Llama-3-3B) to 0.42 (Gemma-2-2B) over models and from 0.17 (BBH) to 0.48 (IFEval) over benchmarks.
   lambda_r = 1 is optimal in only 18 of 75 combinations, 0.4-1 in 55 of 75 (73%); conversation benchmarks
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 
 from witune.errors import ConfigError
 
-# (Rg, {column: (optimal PLW, starred)}), copied from the PLW paper's Table 4 (seed 004, Appendix B).
+# (Rg, {column: (optimal PLW, starred)}), copied from the PLW paper's Table 4 ("Does Prompt Loss Matter?", Appendix B).
 TABLE4: list[tuple[float, dict[str, tuple[float, bool]]]] = [
     (0.5, {"all": (0.155, False), "mc": (0.155, False), "gen": (0.292, True)}),
     (1.0, {"all": (0.155, False), "mc": (0.183, False), "gen": (0.321, True)}),
@@ -69,9 +71,9 @@ WIT_LAMBDA_P_CENTRE = 0.31
 WIT_LAMBDA_R_BY_COLUMN = {"all": 0.7, "mc": 0.7, "gen": 0.8}
 # Largest |d PLW / d Rg| of the curves (gen column, 7.5 -> 8.0: 0.654 over 0.5): the continuity bound tested.
 MAX_SLOPE = 1.31
-SRC_T4 = "PLW paper (seed 004), Table 4 (App. B)"
-SRC_REG = "PLW paper (seed 004), Sec. 5.2 regression"
-SRC_WIT = "WIT paper (seed 000), Key Observations / Key Trends"
+SRC_T4 = "PLW paper (Does Prompt Loss Matter?), Table 4 (App. B)"
+SRC_REG = "PLW paper (Does Prompt Loss Matter?), Sec. 5.2 regression"
+SRC_WIT = "WIT paper (On the Effect of Instruction Tuning Loss on Generalization), Key Observations / Key Trends"
 SRC_SWEEP = "your sweep"
 KEEP_MASKING = "keep masking (PLW 0): the weight does not matter here"
 

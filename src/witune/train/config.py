@@ -29,7 +29,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Normaliser: "nonzero" (sum of w_t * nll_t over the step, divided by the number of tokens with w_t != 0),
     # stated here so that it is printed with the preset. Why: the PLW paper does not say how its weighted loss
     # was normalised (its text names no denominator), so witune uses the one definition the papers do give,
-    # the WIT paper's L_WIT (seed 000, "normalizes by the count of tokens with non-zero weight"). With it, PLW 0
+    # the WIT paper's L_WIT ("On the Effect of Instruction Tuning Loss on Generalization": it "normalizes by the
+    # count of tokens with non-zero weight"). With it, PLW 0
     # is exactly Hugging Face's masked mean (conventional instruction tuning, the Alpaca code the PLW paper ran),
     # and PLW 1 is exactly the unmasked mean (continual pre-training), so both ends of the PLW axis are the
     # standard losses. In between, prompt tokens count fully in the denominator even at a small PLW, so the
