@@ -110,7 +110,9 @@ def generate_greedy(
     """
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from witune.models import pad_token_id
+
+    pad_id = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     out: list[Generation] = []
     try:

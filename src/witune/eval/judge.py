@@ -124,16 +124,21 @@ class LocalJudge:
         conts = [self.tokenizer(f"[[{v}]]", add_special_tokens=False)["input_ids"] for v in self.options]
         seqs = [prompt + c for c in conts]
         width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id or 0
+        from witune.models import pad_token_id
+        from witune.models.logprob import next_token_logprobs
+
+        # Right padding: causal attention never lets a pad change a real position, so any id serves.
+        pad = pad_token_id(self.tokenizer)
+        pad = 0 if pad is None else pad
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
         device = next(self.model.parameters()).device
-        logp = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+        ids = ids.to(device)
+        logp = next_token_logprobs(self.model(input_ids=ids, attention_mask=mask.to(device)).logits, ids)
         out = {}
         for row, (v, c) in enumerate(zip(self.options, conts)):
-            # token at position p is predicted by the logits at p - 1
-            pos = torch.arange(len(prompt), len(prompt) + len(c), device=device)
-            out[v] = float(logp[row, pos - 1, torch.tensor(c, device=device)].sum())
+            # logp[:, t] scores the token at position t + 1: the verdict's tokens start at len(prompt)
+            out[v] = float(logp[row, len(prompt) - 1:len(prompt) - 1 + len(c)].sum())
         return out
 
     def verdict(self, messages: list[dict[str, str]]) -> str:

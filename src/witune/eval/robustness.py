@@ -48,7 +48,11 @@ class HFScorer:
     def _logps(self, seqs: list[list[int]], spans: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Per sequence: log-softmax of the positions in its span [a, b) only (never the whole
         batch x length x vocab tensor: that is gigabytes for a 50k vocabulary). Right-padded batches."""
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        from witune.models import pad_token_id
+
+        # Right padding: causal attention never lets a pad change a real position, so any id serves.
+        pad = pad_token_id(self.tok)
+        pad = 0 if pad is None else pad
         out = []
         for s in range(0, len(seqs), self.batch_size):
             chunk = seqs[s:s + self.batch_size]
