@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "witune"
 
 # One list per layer, bottom first; a package may import its own layer and every layer below.
 LAYERS: list[set[str]] = [
-    {"errors", "shared_data", "atomic", "yaml_io", "plotting", "py"},
+    {"errors", "shared_data", "atomic", "yaml_io", "plotting", "results_schema"},
     {"loss"},
     {"data"},
     {"models"},

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from witune.analysis.results import REQUIRED
+from witune.results_schema import PER_RUN_DIAGNOSTICS, REQUIRED
 
 LEVELS = ["dataset", "benchmark", "model"]
-_PER_RUN = {"weight_distance", "memorization_bleu", "generation_length", "relative", "gain", "n_subtasks"}
+_PER_RUN = {*PER_RUN_DIAGNOSTICS, "relative", "gain", "n_subtasks"}
 
 
 def features_from_results(df: pd.DataFrame) -> pd.DataFrame:

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from witune.plotting import plot_text
+from witune.results_schema import DIAGNOSTICS
 
 WINDOW = 5
-DIAGNOSTICS = ["mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
 
 
 def window_rsd(loss: np.ndarray, window: int = WINDOW) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Load sweep results as one tidy table from a CSV file, or validate a table handed over by the caller.
 
-Schema (one row per run x benchmark x metric)::
+Schema (one row per run x benchmark x metric; the columns are owned by ``witune.results_schema``)::
 
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed,
     benchmark, metric, score, higher_is_better
@@ -22,11 +22,8 @@ import numpy as np
 import pandas as pd
 
 from witune.errors import DataError, Location
+from witune.results_schema import DESIGN_COLUMNS, PER_RUN_DIAGNOSTICS, REQUIRED
 
-REQUIRED = [
-    "run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization",
-    "seed", "benchmark", "metric", "score", "higher_is_better",
-]
 NUMERIC = ["prompt_weight", "response_weight", "score"]
 LOSS_COLUMNS = ["run_id", "step", "loss"]
 FEATURE_COLUMNS = ["level", "name", "feature", "value"]
@@ -160,6 +157,6 @@ def is_base(df: pd.DataFrame) -> pd.Series:
 
 def run_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run with its design columns and per-run diagnostics (first value per run)."""
-    cols = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed"]
-    extra = [c for c in ["rg", "weight_distance", "memorization_bleu", "generation_length"] if c in df.columns]
+    cols = DESIGN_COLUMNS
+    extra = [c for c in ["rg", *PER_RUN_DIAGNOSTICS] if c in df.columns]
     return df.groupby("run_id", sort=False)[cols[1:] + extra].first().reset_index()

@@ -146,7 +146,7 @@ def to_json(a: Analysis) -> dict:
 
 def diagnostic_columns(a: Analysis) -> list[str]:
     """Per-run diagnostic columns of ``a.runs``: the sweep's diagnostic columns, loss RSD, diagnostic rows."""
-    fixed = ["mean_rsd", "weight_distance", "memorization_bleu", "generation_length"]
+    fixed = list(dynamics.DIAGNOSTICS)
     extra = [] if a.diagnostics is None else [c for c in a.diagnostics.columns if c != "run_id"]
     return [c for c in fixed + extra if c in a.runs.columns and a.runs[c].notna().any()]
 

@@ -22,23 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from witune.results_schema import REQUIRED, RUN_COLUMNS
+
 DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
-# Where per-run diagnostics come from: (task prefix, metric) -> the results column the analysis reads them as
-# (not as benchmark scores). The column names are `witune.analysis.dynamics.DIAGNOSTICS`; named apart from it
-# because this maps evaluation rows to columns, that lists columns.
-DIAGNOSTIC_COLUMNS = {("weight_distance", "l2"): "weight_distance",
-                      ("witune:memorization", "bleu"): "memorization_bleu",
-                      ("witune:generation_length", "mean_tokens"): "generation_length",
-                      ("witune:robustness", "clean_acc"): "robustness_clean_acc",
-                      ("witune:robustness", "drop"): "robustness_drop",
-                      ("witune:robustness", "worst_acc"): "robustness_worst_acc",
-                      ("dpo_pairs", "reward_margin"): "dpo_reward_margin"}
-# Per-run properties of the training data, also columns: Rg (ratio of means, tokenizer of the model trained).
-DATA_COLUMNS = {("witune:data_rg", "ratio_of_means"): "rg"}
-RUN_COLUMNS = {**DIAGNOSTIC_COLUMNS, **DATA_COLUMNS}
 _NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
-# Tasks that are diagnostics only: their metrics outside DIAGNOSTIC_COLUMNS stay in the database, out of the table.
+# Tasks that are diagnostics only: their metrics outside DIAGNOSTIC_COLUMNS (results_schema) stay out of the table.
 _DIAGNOSTIC_TASKS = ("witune:robustness", "dpo_pairs")
 # Rows of a sweep's second stage (DPO after SFT) carry this task prefix; unprefixed rows are stage "sft".
 STAGE_PREFIX = "dpo:"
@@ -238,9 +227,7 @@ def results_frame(folder: str | Path, stage: str = "sft"):
                      "normalization": labels.get("normalization", ""), "seed": labels.get("seed"),
                      "benchmark": _benchmark(m["task"]), "metric": m["metric"], "score": m["value"],
                      "higher_is_better": bool(m["higher_is_better"])})
-    columns = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed",
-               "benchmark", "metric", "score", "higher_is_better"]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=REQUIRED)
     for col in sorted(set(RUN_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     frame["stage"] = stage
