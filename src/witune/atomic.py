@@ -79,8 +79,13 @@ def glob_escape(name: str) -> str:
 
 def _fsync_dir(folder: Path) -> None:
     """Make a rename durable (a power cut right after it must not bring the old name back)."""
+    _fsync_path(folder)
+
+
+def _fsync_path(path: str | Path) -> None:
+    """fsync a file or folder; best effort: a file system that cannot (or a vanished file) is not an error."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -219,16 +224,7 @@ def _fsync_tree(folder: Path) -> None:
     new name pointing at empty files)."""
     for root, _, files in os.walk(folder):
         for name in files:
-            try:
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            _fsync_path(os.path.join(root, name))
         _fsync_dir(Path(root))
 
 

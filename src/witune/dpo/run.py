@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import shutil
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from witune.data.errors import ConfigError
 from witune.dpo.config import DPOConfig, to_yaml
 from witune.atomic import atomic_dir, atomic_write_text
-from witune.train.checkpoint import _fsync_dir, checkpoint_dirs, latest_checkpoint
+from witune.train.checkpoint import latest_checkpoint, publish_checkpoint
 from witune.train.runfolder import check_run_folder, clear_run
 
 STAGING = ".trainer"
@@ -72,14 +71,7 @@ def _callbacks(out: Path, keep: int, start_time: float):
             src = out / STAGING / f"checkpoint-{state.global_step}"
             root = out / "checkpoints"
             root.mkdir(exist_ok=True)
-            dst = root / f"step-{state.global_step}"
-            if dst.exists():  # the same step written again after a resume
-                shutil.rmtree(dst)
-            os.rename(src, dst)
-            _fsync_dir(root)
-            if keep > 0:
-                for _, old in checkpoint_dirs(root)[:-keep]:
-                    shutil.rmtree(old, ignore_errors=True)
+            publish_checkpoint(src, root / f"step-{state.global_step}", keep)
 
     return [WitCallback()]
 

@@ -8,15 +8,13 @@ DPO runs in its own `--resume` subprocess, and a `.trained` marker lets an inter
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from witune.sweep.db import STAGE_PREFIX
 from witune.sweep.grid import Point
-from witune.sweep.runner import TRAINED_MARKER, PointError, _child_env, _last_error, _one_line, die_with_parent, eval_tasks
+from witune.sweep.runner import TRAINED_MARKER, PointError, _last_error, _one_line, eval_tasks, run_logged
 
 
 def train_dpo(point: Point, out: Path) -> Path:
@@ -32,12 +30,7 @@ def train_dpo(point: Point, out: Path) -> Path:
     cfg_file = out / "dpo.yaml"
     cfg_file.write_text(to_yaml(cfg))
     log_file = out / "dpo.log"
-    cmd = [sys.executable, "-m", "witune.cli.dpo", str(cfg_file), "--resume"]
-    with open(log_file, "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
-        log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
-                               preexec_fn=die_with_parent if os.name == "posix" else None)
+    code = run_logged([sys.executable, "-m", "witune.cli.dpo", str(cfg_file), "--resume"], log_file)
     if code != 0:
         raise PointError(f"DPO exited with code {code}: {_last_error(log_file)} (log: {log_file})")
     (dpo_dir / TRAINED_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))

@@ -58,6 +58,16 @@ def die_with_parent() -> None:
         pass
 
 
+def run_logged(cmd: list[str], log_file: Path) -> int:
+    """Run a witune command in a child process (dying with this one), its output appended to `log_file` after a
+    `=== time command` line: one per attempt, so that `_last_error` reads the newest attempt only. The exit code."""
+    with open(log_file, "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+        log.flush()
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
+                               preexec_fn=die_with_parent if os.name == "posix" else None)
+
+
 def train_point(point: Point, out: Path) -> None:
     """Train (or continue training) the point in `out`; raises PointError with the trainer's own message."""
     from witune.train.config import to_yaml
@@ -69,12 +79,7 @@ def train_point(point: Point, out: Path) -> None:
     atomic_write_text(cfg_file, to_yaml(cfg))
     log_file = out / "train.log"
     # `python -m witune.cli.train` is the same command as `witune train` (and what `accelerate launch` runs).
-    cmd = [sys.executable, "-m", "witune.cli.train", str(cfg_file), "--resume"]
-    with open(log_file, "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
-        log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
-                               preexec_fn=die_with_parent if os.name == "posix" else None)
+    code = run_logged([sys.executable, "-m", "witune.cli.train", str(cfg_file), "--resume"], log_file)
     if code != 0:
         raise PointError(f"training exited with code {code}: {_last_error(log_file)} (log: {log_file})")
     atomic_write_text(out / TRAINED_MARKER, time.strftime("%Y-%m-%d %H:%M:%S\n"))

@@ -55,15 +55,22 @@ def save_checkpoint(accelerator: Any, root: str | Path, step: int, state: dict[s
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json_synced(tmp / STATE_FILE, state)
-        if final.exists():  # a re-run of the same step after a resume: replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-        if keep > 0:
-            for _, old in checkpoint_dirs(root)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+        publish_checkpoint(tmp, final, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def publish_checkpoint(tmp: Path, final: Path, keep: int = 0) -> None:
+    """Rename a finished checkpoint folder into place (`final`, e.g. checkpoints/step-N), make the rename durable,
+    and keep the newest `keep` checkpoints beside it (0: all). Used by `witune train` and `witune dpo`."""
+    root = final.parent
+    if final.exists():  # a re-run of the same step after a resume: replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    if keep > 0:
+        for _, old in checkpoint_dirs(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
