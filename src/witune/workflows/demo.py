@@ -17,7 +17,6 @@ on which a 135M model is well above chance (SmolLM2-135M ~0.6-0.7 vs chance 0.5;
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,12 +67,12 @@ class DemoResult:
 
 
 def find_shared_data() -> Path | None:
-    """The shared data folder: $WITUNE_SHARED_DATA, ./../shared/data, or ../shared/data next to the repository."""
-    candidates = [os.environ.get("WITUNE_SHARED_DATA"), Path.cwd() / ".." / "shared" / "data",
-                  Path(__file__).resolve().parents[3] / ".." / "shared" / "data"]
-    for c in candidates:
-        if c and (Path(c) / SHARED_FILE).is_file():
-            return Path(c).resolve()
+    """The first of `witune.shared_data`'s candidate folders that holds the demo's file (resolved), else None."""
+    from witune.shared_data import shared_data_candidates
+
+    for c in shared_data_candidates():
+        if (c / SHARED_FILE).is_file():
+            return c.resolve()
     return None
 
 
