@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def l2_distance(tuned: Mapping[str, object], base: Mapping[str, object]) -> float:
+def l2_distance(tuned: Mapping[str, Any], base: Mapping[str, Any]) -> float:
     """L2 distance between two state dicts (tensors or arrays) over the parameters they share."""
     total = 0.0
     for name, value in tuned.items():
