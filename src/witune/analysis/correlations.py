@@ -15,7 +15,8 @@ from scipy import stats
 from witune.analysis.results import REQUIRED
 
 LEVELS = ["dataset", "benchmark", "model"]
-_PER_RUN = {"weight_distance", "memorization_bleu", "generation_length", "relative", "gain", "n_subtasks"}
+_PER_RUN = {"weight_distance", "memorization_bleu", "generation_length", "relative", "gain", "n_subtasks",
+            "stderr"}
 
 
 def features_from_results(df: pd.DataFrame) -> pd.DataFrame:
