@@ -115,7 +115,7 @@ def test_analyze_recommendation_and_cli_json_follow_the_guard(tmp_path, capsys):
 
     path = tmp_path / "results.csv"
     noisy.to_csv(path, index=False)
-    assert main(["analyze", str(path), "--json", "--engine", "python"]) == 0
+    assert main(["analyze", str(path), "--json", "--engine", "python", "--bootstrap", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "evidence" in out["best_configs"][0] and "keep conventional tuning (0, 1)" in out["recommendation"][0]
 
@@ -175,3 +175,15 @@ def test_demo_report_does_not_recommend_weighting_within_noise(tmp_path, tiny_mo
     assert "train with λp" not in page
     assert "keep conventional tuning (0, 1)" in page
     assert "within noise" in page
+
+
+def test_recommend_from_sweep_keeps_conventional_tuning_within_noise(tmp_path):
+    from witune.stats.recommend import sweep_optimum
+
+    rng = np.random.default_rng(21)
+    half = sweep(rng).assign(response_weight=0.5)  # a WIT grid: lambda_r swept too, every cell pure noise
+    half["run_id"] = half["run_id"] + "-r0.5"
+    pd.concat([sweep(rng), half], ignore_index=True).to_csv(tmp_path / "sweep.csv", index=False)
+    s = sweep_optimum(str(tmp_path / "sweep.csv"), n_boot=0)
+    assert (s.best_lambda_p, s.best_lambda_r) == (0.0, 1.0)
+    assert s.best_evidence.startswith("keep conventional tuning (0, 1)")

@@ -159,6 +159,7 @@ class SweepOptimum:
     method: str  # the model that fitted it
     best_lambda_p: float | None = None  # best (lambda_p, lambda_r) by relative aggregate, when lambda_r was swept
     best_lambda_r: float | None = None
+    best_evidence: str = ""  # the noise guard's verdict on that cell (witune.analysis.noise)
 
 
 @dataclass
@@ -269,8 +270,9 @@ def apply_sweep(rec: Recommendation, s: SweepOptimum) -> Recommendation:
                                + ("" if math.isfinite(s.critical_plw) else ", and no interior maximum"), label))
     if s.best_lambda_p is not None and s.best_lambda_r is not None:
         rec.lambda_p, rec.lambda_r = s.best_lambda_p, s.best_lambda_r
-        rec.reasons.insert(1, (f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): the best "
-                               "configuration of your sweep by relative aggregate (no interval: one best cell)", label))
+        rec.reasons.insert(1, (f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): "
+                               + (s.best_evidence or "the best configuration of your sweep by relative aggregate")
+                               + " (no interval: one best cell)", label))
     elif rec.weight_matters:
         rec.lambda_p = rec.plw * rec.lambda_r
     return rec
@@ -283,7 +285,7 @@ def sweep_optimum(path: str, dataset: str | None = None, n_boot: int = 200, seed
     """
     import numpy as np
 
-    from witune.analysis import aggregate
+    from witune.analysis import aggregate, benchmarks, noise
     from witune.analysis import plw as plw_view
     from witune.analysis.results import load_results
 
@@ -296,7 +298,8 @@ def sweep_optimum(path: str, dataset: str | None = None, n_boot: int = 200, seed
     if dataset not in names:
         raise ConfigError(f"{path}: no dataset {dataset!r} in the sweep (it has {names}); use --sweep-dataset")
     part = df[df["dataset"] == dataset]
-    rel = aggregate.add_relative(part)
+    # as `witune analyze` does: diagnostics never vote, and each benchmark votes once on its primary metric
+    rel = aggregate.add_relative(benchmarks.one_vote(benchmarks.split_roles(part)[0])[0])
     fits = plw_view.fit_all(rel, n_boot=n_boot, seed=seed)
     if not fits:
         raise ConfigError(f"{path}: dataset {dataset!r} has fewer than 3 PLW values at response weight 1; "
@@ -306,8 +309,16 @@ def sweep_optimum(path: str, dataset: str | None = None, n_boot: int = 200, seed
                        f"{f.method} (Python engine, witune.analysis.plw)")
     tuned = part[part["prompt_weight"].notna()]
     if tuned["response_weight"].nunique() > 1:  # a WIT grid: the best (lambda_p, lambda_r) cell
-        best = aggregate.best_configs(aggregate.aggregates(rel))
+        agg = aggregate.aggregates(rel)
+        best = noise.guard(rel, agg, aggregate.best_configs(agg))
         if len(best):
-            out.best_lambda_p = float(np.asarray(best["prompt_weight"])[0])
-            out.best_lambda_r = float(np.asarray(best["response_weight"])[0])
+            row = best.iloc[0]
+            if bool(row["distinguishable"]) or row["reference"] != "(0, 1)":
+                out.best_lambda_p, out.best_lambda_r = float(row["prompt_weight"]), float(row["response_weight"])
+                out.best_evidence = f"the best configuration of your sweep by relative aggregate, {row['evidence']}"
+            else:  # the best cell's lead over (0, 1) is noise (or unmeasured): keep conventional tuning
+                out.best_lambda_p, out.best_lambda_r = 0.0, 1.0
+                out.best_evidence = (f"keep conventional tuning (0, 1): no configuration beat it beyond noise "
+                                     f"(best measured ({row['prompt_weight']:g}, {row['response_weight']:g}): "
+                                     f"{row['evidence']})")
     return out
