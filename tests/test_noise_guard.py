@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,7 +172,7 @@ def test_demo_report_does_not_recommend_weighting_within_noise(tmp_path, tiny_mo
         r.benchmark_items[name] = items
         r.benchmarks[name] = [{"task": "witune_arc_challenge", "metric": "acc", "value": sum(items) / 50,
                                "stderr": None, "higher_is_better": True}]
-    page = open(demo.write_report(r), encoding="utf-8").read()
+    page = Path(demo.write_report(r)).read_text(encoding="utf-8")
     assert "train with λp" not in page
     assert "keep conventional tuning (0, 1)" in page
     assert "within noise" in page

@@ -84,7 +84,7 @@ def guard(rel: pd.DataFrame, agg: pd.DataFrame, best: pd.DataFrame) -> pd.DataFr
 
 
 def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
-    key = lambda r: (r["prompt_weight"], r["response_weight"], r["normalization"])  # noqa: E731
+    key = lambda r: (r["prompt_weight"], r["response_weight"], r["normalization"])
     if bool(np.isclose(b["prompt_weight"], 0) and np.isclose(b["response_weight"], 1)):
         return "(0, 1)", False, math.nan, "is conventional tuning (0, 1)"
     its = panel[_is_it(panel)]
@@ -99,7 +99,7 @@ def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
         ref = others.sort_values("relative", ascending=False).iloc[0]
         label = f"runner-up ({_w(ref['prompt_weight'])}, {_w(ref['response_weight'])})"
     mine = cells[(cells["model"] == b["model"]) & (cells["dataset"] == b["dataset"])]
-    pick = lambda r: mine[[key(x) == key(r) for _, x in mine.iterrows()]]  # noqa: E731
+    pick = lambda r: mine[[key(x) == key(r) for _, x in mine.iterrows()]]
     both = pick(b).merge(pick(ref), on=TASK, suffixes=("_b", "_r"))
     sign = np.where(both["higher_is_better_b"].astype(bool), 1.0, -1.0)
     both["diff"] = sign * (both["score_b"] - both["score_r"])
@@ -119,13 +119,13 @@ def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
     against = have[have["z"] < -2]
     if len(against):
         w = against.sort_values("z").iloc[0]
-        return (label, False, z_star, f"worse by {abs(w['diff']):.3g} ({abs(w['z']):.1f} SE) on {w['benchmark']}: "
-                f"not better than {label}{tail}")
+        text = f"worse by {abs(w['diff']):.3g} ({abs(w['z']):.1f} SE) on {w['benchmark']}: not better than {label}"
+        return label, False, z_star, text + tail
     wins = have[have["z"] > z_star]
     if wins.empty:
         top = have.sort_values("z", ascending=False).iloc[0]
-        return (label, False, z_star, f"{WITHIN} (largest lead {top['diff']:+.3g}, {top['z']:.1f} SE on "
-                f"{top['benchmark']}; needs > {z_star:.2g} SE){tail}")
+        text = f"{WITHIN} (largest lead {top['diff']:+.3g}, {top['z']:.1f} SE on {top['benchmark']}; "
+        return label, False, z_star, text + f"needs > {z_star:.2g} SE){tail}"
     parts = [f"better by {w['diff']:.3g} ({w['z']:.1f} SE) on {w['benchmark']}"
              for _, w in wins.sort_values("z", ascending=False).iterrows()]
     return label, True, z_star, "; ".join(parts) + f" (vs {label}, threshold {z_star:.2g} SE){tail}"

@@ -283,8 +283,6 @@ def sweep_optimum(path: str, dataset: str | None = None, n_boot: int = 200, seed
 
     ``dataset`` picks the sweep dataset (by its label: the file stem); None works when the sweep has one.
     """
-    import numpy as np
-
     from witune.analysis import aggregate, benchmarks, noise
     from witune.analysis import plw as plw_view
     from witune.analysis.results import load_results
