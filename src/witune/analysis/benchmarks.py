@@ -152,10 +152,15 @@ def one_vote(df: pd.DataFrame, primary: dict[str, str] | None = None) -> tuple[p
         part = part[~part["run_id"].isin(own["run_id"])]  # runs without that row: mean of their subtasks
         if part.empty:
             continue
-        keys = [c for c in part.columns if c not in ("benchmark", "score", "higher_is_better")]
+        keys = [c for c in part.columns if c not in ("benchmark", "score", "higher_is_better", "stderr")]
         mean = (part.groupby(["run_id", "metric"], sort=False)
                 .agg(score=("score", "mean"), higher_is_better=("higher_is_better", "first"),
                      n_subtasks=("score", "size")).reset_index())
+        if "stderr" in part.columns:  # SE of a mean of independent subtask scores; NaN if any is unknown
+            se2 = part.assign(_se2=part["stderr"] ** 2).groupby(["run_id", "metric"], sort=False)["_se2"]
+            mean = mean.merge(np.sqrt(se2.sum(min_count=1).where(se2.count() == se2.size()))
+                              .rename("stderr").reset_index(), on=["run_id", "metric"])
+            mean["stderr"] = mean["stderr"] / mean["n_subtasks"]
         first = part.drop_duplicates("run_id")[[c for c in keys if c not in ("metric",)]]
         parts.append(first.merge(mean, on="run_id").assign(benchmark=group))
     if not parts:

@@ -15,7 +15,7 @@ from scipy import stats
 from witune.results_schema import PER_RUN_DIAGNOSTICS, REQUIRED
 
 LEVELS = ["dataset", "benchmark", "model"]
-_PER_RUN = {*PER_RUN_DIAGNOSTICS, "relative", "gain", "n_subtasks"}
+_PER_RUN = {*PER_RUN_DIAGNOSTICS, "relative", "gain", "n_subtasks", "stderr"}
 
 
 def features_from_results(df: pd.DataFrame) -> pd.DataFrame:

@@ -4,10 +4,9 @@ consumes the resulting `SweepOptimum`."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from witune.analysis import aggregate
+from witune.analysis import aggregate, benchmarks, noise
 from witune.analysis import plw as plw_view
 from witune.errors import ConfigError
 from witune.stats.recommend import SweepOptimum
@@ -29,7 +28,8 @@ def sweep_optimum(df: pd.DataFrame, dataset: str | None = None, n_boot: int = 20
     if dataset not in names:
         raise ConfigError(f"{path}: no dataset {dataset!r} in the sweep (it has {names}); use --sweep-dataset")
     part = df[df["dataset"] == dataset]
-    rel = aggregate.add_relative(part)
+    # as `witune analyze` does: diagnostics never vote, and each benchmark votes once on its primary metric
+    rel = aggregate.add_relative(benchmarks.one_vote(benchmarks.split_roles(part)[0])[0])
     fits = plw_view.fit_all(rel, n_boot=n_boot, seed=seed)
     if not fits:
         raise ConfigError(f"{path}: dataset {dataset!r} has fewer than 3 PLW values at response weight 1; "
@@ -39,8 +39,16 @@ def sweep_optimum(df: pd.DataFrame, dataset: str | None = None, n_boot: int = 20
                        f"{f.method} (Python engine, witune.analysis.plw)")
     tuned = part[part["prompt_weight"].notna()]
     if tuned["response_weight"].nunique() > 1:  # a WIT grid: the best (lambda_p, lambda_r) cell
-        best = aggregate.best_configs(aggregate.aggregates(rel))
+        agg = aggregate.aggregates(rel)
+        best = noise.guard(rel, agg, aggregate.best_configs(agg))
         if len(best):
-            out.best_lambda_p = float(np.asarray(best["prompt_weight"])[0])
-            out.best_lambda_r = float(np.asarray(best["response_weight"])[0])
+            row = best.iloc[0]
+            if bool(row["distinguishable"]) or row["reference"] != "(0, 1)":
+                out.best_lambda_p, out.best_lambda_r = float(row["prompt_weight"]), float(row["response_weight"])
+                out.best_evidence = f"the best configuration of your sweep by relative aggregate, {row['evidence']}"
+            else:  # the best cell's lead over (0, 1) is noise (or unmeasured): keep conventional tuning
+                out.best_lambda_p, out.best_lambda_r = 0.0, 1.0
+                out.best_evidence = (f"keep conventional tuning (0, 1): no configuration beat it beyond noise "
+                                     f"(best measured ({row['prompt_weight']:g}, {row['response_weight']:g}): "
+                                     f"{row['evidence']})")
     return out

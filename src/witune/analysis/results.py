@@ -4,7 +4,10 @@ Schema (one row per run x benchmark x metric; the columns are owned by ``witune.
 
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed,
     benchmark, metric, score, higher_is_better
-    [rg, weight_distance, memorization_bleu, generation_length, <numeric features>]
+    [stderr, rg, weight_distance, memorization_bleu, generation_length, <numeric features>]
+
+``stderr`` (optional) is the score's standard error from its evaluation (lm-eval's, witune:score's); empty
+where unknown. With the seed spread it feeds the noise guard on the best configuration (``noise``).
 
 Base-model rows (no fine-tuning) have NaN weights. Conventional instruction tuning is (0, 1).
 Training losses (for the loss-RSD diagnostic) live in a second table ``run_id, step, loss``.
@@ -122,6 +125,13 @@ def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFram
     for col in ["prompt_weight", "response_weight"]:
         _to_numeric(df, col, source, allow_nan=True)  # NaN weights mark the base model
     _to_numeric(df, "score", source, allow_nan=False)
+    if "stderr" in df.columns:
+        _to_numeric(df, "stderr", source, allow_nan=True)
+        negative = df["stderr"] < 0
+        if negative.any():
+            i = int(np.flatnonzero(negative.to_numpy())[0])
+            raise DataError(Location(source, _line(i), "line"), f"a standard error cannot be negative: "
+                            f"{df['stderr'].iloc[i]!r}", field="stderr")
     flags = df["higher_is_better"].map(_to_bool)
     if flags.isna().any():
         i = int(np.flatnonzero(flags.isna().to_numpy())[0])

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from witune.analysis import benchmarks, correlations, dynamics, gam, plw, stages, wit
+from witune.analysis import benchmarks, correlations, dynamics, gam, noise, plw, stages, wit
 from witune.analysis.aggregate import add_relative, aggregates, best_configs
 from witune.analysis.results import is_base, run_table
 
@@ -42,7 +42,10 @@ class Analysis:
     def models_used(self) -> list[dict]:
         """Which engine and model fitted what: printed by the CLI, the JSON and the report."""
         out = [{"analysis": "relative aggregate, WIT gains, optima",
-                "model": "no model: one primary score per benchmark, min-max within dataset x benchmark"}]
+                "model": "no model: one primary score per benchmark, min-max within dataset x benchmark"},
+               {"analysis": "best configuration vs (0, 1) (noise guard)",
+                "model": "raw-score difference per benchmark / SE (seed spread or evaluation stderr), "
+                         "Bonferroni over configurations x benchmarks"}]
         for f in self.fits:
             out.append({"analysis": f"PLW quadratic fit ({f.dataset})", "model": f.model})
         if self.gam is not None:
@@ -99,7 +102,9 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
         feats = pd.concat([feats, features], ignore_index=True)
     corr = correlations.correlate(opt, feats)
     agg = aggregates(rel)
-    return Analysis(results=rel, runs=runs, aggregates=agg, best=best_configs(agg),
+    # The best configuration's lead over (0, 1) on raw scores against their standard errors (noise.RULE)
+    best = noise.guard(rel, agg, best_configs(agg))
+    return Analysis(results=rel, runs=runs, aggregates=agg, best=best,
                     gains=gains, optima=opt, optimum_counts=wit.optimum_counts(opt), fits=fits, gam=gam_res,
                     correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes,
                     subtasks=subtasks, diagnostics=diag_wide, roles=roles, primary=chosen, engine=engine,

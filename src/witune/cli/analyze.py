@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
     from rich.markup import escape
 
+    from witune.analysis.noise import RULE
     from witune.analysis.summary import diagnostic_columns, to_json
+    from witune.report.readings import recommendation
 
     try:
         a = analyze_with_progress(args, quiet=args.json)
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print_error(exc)
         return 2
     if args.json:
-        json.dump(to_json(a), sys.stdout, indent=1)
+        json.dump({**to_json(a), "noise_rule": RULE, "recommendation": recommendation(a)}, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         con = _console()
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"One vote per benchmark, on its primary metric: {escape(votes)}")
         con.print(_rich_table("Best configuration per model x dataset (relative aggregate of scores; "
                               "diagnostics excluded)", a.best))
+        con.print(escape(RULE))
         con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
         fits = pd.DataFrame([{"dataset": f.dataset, "engine": f.engine, "n": f.n, "wp": f.b1, "se(wp)": f.se_b1,
                               "wp^2": f.b2, "se(wp^2)": f.se_b2, "p(wp)": f.p_wp, "p(wp^2)": f.p_wp2,
@@ -147,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         if a.robustness is not None:
             con.print(_rich_table("Prompt robustness (diagnostic: accuracy drop under perturbed prompts)",
                                   a.robustness))
+        for line in recommendation(a):
+            con.print(f"[bold]recommendation:[/] {escape(line)}")
         for note in a.notes:
             con.print(f"[yellow]note:[/] {escaped(note)}")
     if args.plots:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from witune.analysis.noise import NO_ESTIMATE, RULE
 from witune.analysis.summary import Analysis
 from witune.analysis.wit import REGIONS
 
@@ -17,10 +18,13 @@ def aggregate_reading(a: Analysis) -> str:
     for _, row in a.best.iterrows():
         parts.append(f"for {row['model']} on {row['dataset']} the best configuration is "
                      f"(λp, λr) = ({_w(row['prompt_weight'])}, {_w(row['response_weight'])}) "
-                     f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task)")
+                     f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task); "
+                     f"against {row.get('reference') or 'the others'} on raw scores: {row.get('evidence', 'not checked')}")
     return ("Each benchmark's primary score is min-max normalised within each dataset × benchmark, so every "
             "benchmark counts once whatever its number of subtasks (diagnostics such as prompt NLL are left out); "
-            + "; ".join(parts) + ".") if parts else "No fine-tuned runs to compare."
+            + "; ".join(parts) + ". Min-max scaling stretches any difference, noise included, to the full "
+            "[0, 1] range, so the best relative aggregate alone is no evidence. " + RULE) if parts else \
+        "No fine-tuned runs to compare."
 
 
 def wit_reading(a: Analysis) -> str:
@@ -96,12 +100,25 @@ def dynamics_reading(a: Analysis) -> str:
 
 
 def recommendation(a: Analysis) -> list[str]:
-    """One sentence per model x dataset: the best measured configuration, plus the PLW fit's advice."""
+    """One sentence per model x dataset. Another configuration than conventional tuning (0, 1) is recommended
+    only when the noise guard (``witune.analysis.noise``) found it better beyond noise; otherwise keep (0, 1)."""
     fits = {f.dataset: f for f in a.fits}
     out = []
     for _, row in a.best.iterrows():
-        text = (f"{row['model']} on {row['dataset']}: train with λp = {_w(row['prompt_weight'])}, "
-                f"λr = {_w(row['response_weight'])} (best relative aggregate in this sweep")
+        head = f"{row['model']} on {row['dataset']}: "
+        cell = f"λp = {_w(row['prompt_weight'])}, λr = {_w(row['response_weight'])}"
+        evidence = row.get("evidence", NO_ESTIMATE)
+        reference = row.get("reference", "")
+        if bool(row.get("distinguishable", False)):
+            text = head + f"train with {cell} ({evidence}"
+        elif evidence == "is conventional tuning (0, 1)":
+            text = head + "keep conventional tuning (0, 1) (best relative aggregate in this sweep"
+        elif reference == "(0, 1)":
+            text = (head + "keep conventional tuning (0, 1): no configuration beat it beyond noise (best measured "
+                    f"{cell}: {evidence}")
+        else:  # no (0, 1) run: nothing to keep, but the ranking is no evidence either
+            text = (head + f"no configuration is distinguishable from the runner-up, so this sweep supports "
+                    f"no recommendation (best measured {cell}: {evidence}; the sweep has no (0, 1) run")
         fit = fits.get(row["dataset"])
         if fit is not None and fit.significant:
             text += f"; the PLW fit puts the optimum at PLW ≈ {fit.critical_plw:.3g} with λr = 1"

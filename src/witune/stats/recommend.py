@@ -161,6 +161,7 @@ class SweepOptimum:
     method: str  # the model that fitted it
     best_lambda_p: float | None = None  # best (lambda_p, lambda_r) by relative aggregate, when lambda_r was swept
     best_lambda_r: float | None = None
+    best_evidence: str = ""  # the noise guard's verdict on that cell (witune.analysis.noise)
 
 
 @dataclass
@@ -271,8 +272,9 @@ def apply_sweep(rec: Recommendation, s: SweepOptimum) -> Recommendation:
                                + ("" if math.isfinite(s.critical_plw) else ", and no interior maximum"), label))
     if s.best_lambda_p is not None and s.best_lambda_r is not None:
         rec.lambda_p, rec.lambda_r = s.best_lambda_p, s.best_lambda_r
-        rec.reasons.insert(1, (f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): the best "
-                               "configuration of your sweep by relative aggregate (no interval: one best cell)", label))
+        rec.reasons.insert(1, (f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): "
+                               + (s.best_evidence or "the best configuration of your sweep by relative aggregate")
+                               + " (no interval: one best cell)", label))
     elif rec.weight_matters:
         rec.lambda_p = rec.plw * rec.lambda_r
     return rec

@@ -199,7 +199,7 @@ def results_frame(folder: str | Path, stage: str = "sft"):
     """Finished runs as the analysis table: one row per run x benchmark x metric, with the columns
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed, benchmark, metric, score,
     higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length and the
-    training data's ``rg`` (NaN where not measured). Diagnostics are columns, not benchmark rows, so they never
+    training data's ``rg`` (NaN where not measured), and each score's ``stderr`` (NaN where the evaluation gave none). Diagnostics are columns, not benchmark rows, so they never
     enter an aggregate. `stage`: "sft" (the trained point) or "dpo" (the point's DPO stage, when the sweep chains
     one); a `stage` column says which."""
     import pandas as pd
@@ -226,8 +226,9 @@ def results_frame(folder: str | Path, stage: str = "sft"):
                      "prompt_weight": labels.get("prompt_weight"), "response_weight": labels.get("response_weight"),
                      "normalization": labels.get("normalization", ""), "seed": labels.get("seed"),
                      "benchmark": _benchmark(m["task"]), "metric": m["metric"], "score": m["value"],
-                     "higher_is_better": bool(m["higher_is_better"])})
-    frame = pd.DataFrame(rows, columns=REQUIRED)
+                     "higher_is_better": bool(m["higher_is_better"]),
+                     "stderr": math.nan if m.get("stderr") is None else m["stderr"]})
+    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr"])
     for col in sorted(set(RUN_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     frame["stage"] = stage

@@ -177,6 +177,9 @@ def plot_losses(result: DemoResult, path: Path) -> Path:
 def write_report(result: DemoResult) -> str:
     """The demo's models as a small sweep (base, conventional, weighted) scored on held-out per-role NLL,
     analysed and rendered by `witune.report` exactly like any sweep: `output_dir/report.html`."""
+    import math
+    import statistics
+
     import pandas as pd
 
     from witune.analysis.summary import analyze
@@ -189,20 +192,28 @@ def write_report(result: DemoResult) -> str:
     def add(run_id: str, wp: float, wr: float, prompt_nll: float, response_nll: float, **extra: Any) -> None:
         # Only the response NLL is an outcome; the prompt NLL is what the weighted run was trained to lower, so it
         # is a diagnostic, shown in the headline section and kept out of every aggregate.
+        # Its standard error (sd of the per-record NLLs / sqrt(n)) lets the report's noise guard say "within noise".
+        items = [x for x in result.response_nll_items.get(run_id, []) if math.isfinite(x)]
+        se = statistics.stdev(items) / math.sqrt(len(items)) if len(items) >= 2 else math.nan
         for metric, value in (("response_nll", response_nll),):
             rows.append({"run_id": run_id, "model": result.model, "dataset": Path(result.data).name,
                          "prompt_weight": wp, "response_weight": wr, "normalization": "nonzero", "seed": 0,
                          "benchmark": "heldout", "metric": metric, "score": value, "higher_is_better": False,
-                         **extra})
+                         "stderr": se, **extra})
 
     def add_benchmark(run_id: str, wp: float, wr: float, **extra: Any) -> None:
+        # lm-eval gives no stderr with bootstrap_iters=0: the binomial SE of the per-item accuracies stands in
+        items = result.benchmark_items.get(run_id, [])
+        p = sum(items) / len(items) if items else math.nan
+        binomial = math.sqrt(p * (1 - p) / len(items)) if len(items) >= 2 else math.nan
         for r in result.benchmarks.get(run_id, []):
             if r["metric"] != "acc":  # one benchmark, one vote: the headline metric only (acc_norm left out)
                 continue
             rows.append({"run_id": run_id, "model": result.model, "dataset": Path(result.data).name,
                          "prompt_weight": wp, "response_weight": wr, "normalization": "nonzero", "seed": 0,
                          "benchmark": r["task"].removeprefix("witune_"), "metric": r["metric"], "score": r["value"],
-                         "higher_is_better": bool(r.get("higher_is_better", True)), **extra})
+                         "higher_is_better": bool(r.get("higher_is_better", True)),
+                         "stderr": binomial if r.get("stderr") is None else float(r["stderr"]), **extra})
 
     add("base", float("nan"), float("nan"), result.base_prompt_nll, result.base_response_nll)
     add_benchmark("base", float("nan"), float("nan"))
