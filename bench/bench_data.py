@@ -61,11 +61,17 @@ def main() -> int:
     tok = load_tokenizer(str(smollm2_path()))
     examples = load_examples(args.file).examples[: args.limit]
     weights = RoleWeights(prompt=0.0, response=1.0)
-    records = [{"prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
-                "completion": [{"role": "assistant", "content": ex.messages[-1].content}]} for ex in examples]
+    records = [
+        {
+            "prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
+            "completion": [{"role": "assistant", "content": ex.messages[-1].content}],
+        }
+        for ex in examples
+    ]
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg = SFTConfig(output_dir=out_dir, completion_only_loss=True, dataset_num_proc=None, report_to=[],
-                        use_cpu=True, bf16=False)
+        cfg = SFTConfig(
+            output_dir=out_dir, completion_only_loss=True, dataset_num_proc=None, report_to=[], use_cpu=True, bf16=False
+        )
     # The attributes _prepare_dataset reads from the trainer: no model needs to be built to time it.
     shim = SimpleNamespace(_tokenizer=tok, chat_template=None, completion_only_loss=True)
     cache_dir = tempfile.mkdtemp(prefix="witune-bench-cache-")
@@ -92,6 +98,7 @@ def main() -> int:
             t0 = time.perf_counter()
             counts[name] = fn()
             return {"seconds": time.perf_counter() - t0}
+
         return run
 
     runs = interleaved({name: timed(name, fn) for name, fn in variants.items()}, args.repeats)
@@ -99,22 +106,48 @@ def main() -> int:
     base = statistics.median(r["seconds"] for r in runs["trl"])
     for name, rs in runs.items():
         sec = spread([r["seconds"] for r in rs])
-        rows.append({"variant": name, "seconds": sec, "samples_per_s": len(examples) / sec["median"],
-                     "speedup_vs_trl": base / sec["median"], "rows": counts[name], **load_summary(rs), "runs": rs})
-    table = Table(title=f"data preparation, {Path(args.file).name} first {len(examples)}, SmolLM2 tokenizer, "
-                        f"{args.repeats} interleaved repeats")
+        rows.append(
+            {
+                "variant": name,
+                "seconds": sec,
+                "samples_per_s": len(examples) / sec["median"],
+                "speedup_vs_trl": base / sec["median"],
+                "rows": counts[name],
+                **load_summary(rs),
+                "runs": rs,
+            }
+        )
+    table = Table(
+        title=f"data preparation, {Path(args.file).name} first {len(examples)}, SmolLM2 tokenizer, "
+        f"{args.repeats} interleaved repeats"
+    )
     for col in ("variant", "seconds min/med/max", "samples/s", "x TRL", "rows", "load 1-min"):
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in rows:
-        table.add_row(r["variant"], fmt_spread(r["seconds"]), f"{r['samples_per_s']:.0f}",
-                      f"{r['speedup_vs_trl']:.2f}", str(r["rows"]), load_cell(r))
+        table.add_row(
+            r["variant"],
+            fmt_spread(r["seconds"]),
+            f"{r['samples_per_s']:.0f}",
+            f"{r['speedup_vs_trl']:.2f}",
+            str(r["rows"]),
+            load_cell(r),
+        )
     Console(width=200).print(table)
     import tokenizers
     import trl as trl_mod
 
-    write_results(args.out, {"file": args.file, "examples": len(examples), "workers": args.workers,
-                             "repeats": args.repeats, "trl": trl_mod.__version__,
-                             "tokenizers": tokenizers.__version__}, rows)
+    write_results(
+        args.out,
+        {
+            "file": args.file,
+            "examples": len(examples),
+            "workers": args.workers,
+            "repeats": args.repeats,
+            "trl": trl_mod.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        rows,
+    )
     return 0
 
 

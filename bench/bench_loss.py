@@ -50,8 +50,14 @@ VOCAB = 128_256
 HIDDEN = 576
 CASES = {
     "logits": ["masked_ce", "weighted_simple", "witune_weighted_nll"],
-    "hidden": ["linear_masked_ce", "linear_witune_weighted_nll", "trl_chunked_nll", "trl_chunked_sft",
-               "witune_from_hidden", "witune_from_hidden_lp0"],
+    "hidden": [
+        "linear_masked_ce",
+        "linear_witune_weighted_nll",
+        "trl_chunked_nll",
+        "trl_chunked_sft",
+        "witune_from_hidden",
+        "witune_from_hidden_lp0",
+    ],
 }
 BASELINE = {"logits": "masked_ce", "hidden": "linear_masked_ce"}
 
@@ -140,35 +146,71 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    plan = [(g, c, n) for n in args.tokens for g in args.groups for c in CASES[g]
-            if not args.cases or c in args.cases or c == BASELINE[g]]
-    variants = {f"{g}|{c}|{n}": (lambda c=c, n=n: in_subprocess(
-        [__file__, "--one", c, str(n), "--lambda-p", str(args.lambda_p), "--prompt-frac", str(args.prompt_frac)]))
-        for g, c, n in plan}
+    plan = [
+        (g, c, n)
+        for n in args.tokens
+        for g in args.groups
+        for c in CASES[g]
+        if not args.cases or c in args.cases or c == BASELINE[g]
+    ]
+    variants = {
+        f"{g}|{c}|{n}": (
+            lambda c=c, n=n: in_subprocess(
+                [__file__, "--one", c, str(n), "--lambda-p", str(args.lambda_p), "--prompt-frac", str(args.prompt_frac)]
+            )
+        )
+        for g, c, n in plan
+    }
     raw = interleaved(variants, args.repeats)
 
     rows = []
     for key, runs in raw.items():
         g, c, n = key.split("|")
-        rows.append({"group": g, "case": c, "tokens": int(n), "repeats": len(runs),
-                     "seconds": spread([r["seconds"] for r in runs]),
-                     "median_peak_mib": statistics.median(r["peak_extra_bytes"] for r in runs) / 2**20,
-                     "valid_peak": all(r["valid_peak"] for r in runs), **load_summary(runs), "runs": runs})
+        rows.append(
+            {
+                "group": g,
+                "case": c,
+                "tokens": int(n),
+                "repeats": len(runs),
+                "seconds": spread([r["seconds"] for r in runs]),
+                "median_peak_mib": statistics.median(r["peak_extra_bytes"] for r in runs) / 2**20,
+                "valid_peak": all(r["valid_peak"] for r in runs),
+                **load_summary(runs),
+                "runs": runs,
+            }
+        )
     base = {(r["group"], r["tokens"]): r for r in rows if r["case"] == BASELINE[r["group"]]}
-    table = Table(title=f"weighted loss, vocab {VOCAB:,}, forward+backward, CPU, {args.repeats} interleaved repeats "
-                        f"(lambda_p {args.lambda_p} on the first {args.prompt_frac:.2f})")
+    table = Table(
+        title=f"weighted loss, vocab {VOCAB:,}, forward+backward, CPU, {args.repeats} interleaved repeats "
+        f"(lambda_p {args.lambda_p} on the first {args.prompt_frac:.2f})"
+    )
     for col in ("case", "tokens", "time s min/med/max", "time / base", "peak MiB", "peak / base", "load 1-min"):
         table.add_column(col, justify="left" if col == "case" else "right", no_wrap=True)
     for r in rows:
         b = base[(r["group"], r["tokens"])]
         r["time_ratio"] = r["seconds"]["median"] / b["seconds"]["median"]
         r["peak_ratio"] = r["median_peak_mib"] / b["median_peak_mib"] if b["median_peak_mib"] else float("nan")
-        table.add_row(r["case"], str(r["tokens"]), fmt_spread(r["seconds"]), f"{r['time_ratio']:.2f}",
-                      f"{r['median_peak_mib']:.0f}" + ("" if r["valid_peak"] else "?"), f"{r['peak_ratio']:.2f}",
-                      load_cell(r))
+        table.add_row(
+            r["case"],
+            str(r["tokens"]),
+            fmt_spread(r["seconds"]),
+            f"{r['time_ratio']:.2f}",
+            f"{r['median_peak_mib']:.0f}" + ("" if r["valid_peak"] else "?"),
+            f"{r['peak_ratio']:.2f}",
+            load_cell(r),
+        )
     Console(width=200).print(table)
-    write_results(args.out, {"vocab": VOCAB, "hidden": HIDDEN, "lambda_p": args.lambda_p,
-                             "prompt_frac": args.prompt_frac, "repeats": args.repeats}, rows)
+    write_results(
+        args.out,
+        {
+            "vocab": VOCAB,
+            "hidden": HIDDEN,
+            "lambda_p": args.lambda_p,
+            "prompt_frac": args.prompt_frac,
+            "repeats": args.repeats,
+        },
+        rows,
+    )
     return 0
 
 

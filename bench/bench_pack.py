@@ -69,8 +69,15 @@ def main() -> int:
     model.train()
     pad = pad_id(tok)
     examples = load_examples(args.file).examples[: args.limit]
-    rows = tokenize_examples(examples, tok, RoleWeights(0.0, 1.0), template="chat", max_length=args.max_length,
-                             truncation="left", on_error="skip").rows
+    rows = tokenize_examples(
+        examples,
+        tok,
+        RoleWeights(0.0, 1.0),
+        template="chat",
+        max_length=args.max_length,
+        truncation="left",
+        on_error="skip",
+    ).rows
     rows = random.Random(args.seed).sample(rows, len(rows))
     bins = pack(rows, args.max_length)
     stream = Rendered([], [], [], [], rows[0].location)
@@ -80,16 +87,19 @@ def main() -> int:
         stream.roles += r.roles
         stream.response += r.response
     length = len(stream) // len(bins)  # equal rows, as many as packed has (a remainder < len(bins) is dropped)
-    equal = [Rendered(*(getattr(stream, f)[i * length:(i + 1) * length] for f in ("input_ids", "weights", "roles",
-                                                                                  "response")), stream.location)
-             for i in range(len(bins))]
+    equal = [
+        Rendered(
+            *(getattr(stream, f)[i * length : (i + 1) * length] for f in ("input_ids", "weights", "roles", "response")),
+            stream.location,
+        )
+        for i in range(len(bins))
+    ]
     layouts = {
-        "padded": [pad_collate(rows[i:i + args.batch], pad) for i in range(0, len(rows), args.batch)],
-        "packed": [packed_collate(bins[i:i + args.pack_batch], pad) for i in range(0, len(bins), args.pack_batch)],
-        "ceiling": [pad_collate(equal[i:i + args.pack_batch], pad) for i in range(0, len(equal), args.pack_batch)],
+        "padded": [pad_collate(rows[i : i + args.batch], pad) for i in range(0, len(rows), args.batch)],
+        "packed": [packed_collate(bins[i : i + args.pack_batch], pad) for i in range(0, len(bins), args.pack_batch)],
+        "ceiling": [pad_collate(equal[i : i + args.pack_batch], pad) for i in range(0, len(equal), args.pack_batch)],
     }
-    real = {"padded": sum(len(r) for r in rows), "packed": sum(len(r) for r in rows),
-            "ceiling": length * len(equal)}
+    real = {"padded": sum(len(r) for r in rows), "packed": sum(len(r) for r in rows), "ceiling": length * len(equal)}
 
     def step(batch) -> None:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
@@ -104,6 +114,7 @@ def main() -> int:
                 step(batch)
             seconds = time.perf_counter() - t0
             return {"seconds": seconds, "tokens_per_s": real[name] / seconds}
+
         return run
 
     step(layouts["padded"][0])  # warm-up: first-call costs (thread pools, allocator) fall on no timed run
@@ -112,27 +123,65 @@ def main() -> int:
     rows_out = []
     for name, rs in runs.items():
         slots = sum(b["input_ids"].numel() for b in layouts[name])
-        rows_out.append({"variant": name, "micro_batches": len(layouts[name]), "real_tokens": real[name],
-                         "slots": slots, "padding_fraction": 1 - real[name] / slots,
-                         "tokens_per_s": spread([r["tokens_per_s"] for r in rs]), **load_summary(rs), "runs": rs})
+        rows_out.append(
+            {
+                "variant": name,
+                "micro_batches": len(layouts[name]),
+                "real_tokens": real[name],
+                "slots": slots,
+                "padding_fraction": 1 - real[name] / slots,
+                "tokens_per_s": spread([r["tokens_per_s"] for r in rs]),
+                **load_summary(rs),
+                "runs": rs,
+            }
+        )
     med = {r["variant"]: r["tokens_per_s"]["median"] for r in rows_out}
-    table = Table(title=f"packing, SmolLM2-135M fp32 forward+backward, CPU, {Path(args.file).name} first "
-                        f"{len(rows)} samples, max_length {args.max_length}, {args.repeats} interleaved repeats")
-    for col in ("variant", "micro-batches", "real tokens", "padding", "tokens/s min/med/max", "x padded",
-                "/ ceiling", "load 1-min"):
+    table = Table(
+        title=f"packing, SmolLM2-135M fp32 forward+backward, CPU, {Path(args.file).name} first "
+        f"{len(rows)} samples, max_length {args.max_length}, {args.repeats} interleaved repeats"
+    )
+    for col in (
+        "variant",
+        "micro-batches",
+        "real tokens",
+        "padding",
+        "tokens/s min/med/max",
+        "x padded",
+        "/ ceiling",
+        "load 1-min",
+    ):
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in rows_out:
         r["x_padded"] = med[r["variant"]] / med["padded"]
         r["of_ceiling"] = med[r["variant"]] / med["ceiling"]
-        table.add_row(r["variant"], str(r["micro_batches"]), str(r["real_tokens"]), f"{r['padding_fraction']:.0%}",
-                      fmt_spread(r["tokens_per_s"], 0), f"{r['x_padded']:.2f}", f"{r['of_ceiling']:.2f}",
-                      load_cell(r))
+        table.add_row(
+            r["variant"],
+            str(r["micro_batches"]),
+            str(r["real_tokens"]),
+            f"{r['padding_fraction']:.0%}",
+            fmt_spread(r["tokens_per_s"], 0),
+            f"{r['x_padded']:.2f}",
+            f"{r['of_ceiling']:.2f}",
+            load_cell(r),
+        )
     Console(width=200).print(table)
     verdict = "met" if med["packed"] >= GOAL * med["ceiling"] else "not met"
     print(f"goal packed >= {GOAL} x ceiling: {verdict} ({med['packed'] / med['ceiling']:.2f})")
-    write_results(args.out, {"file": args.file, "samples": len(rows), "batch": args.batch,
-                             "pack_batch": args.pack_batch, "max_length": args.max_length, "repeats": args.repeats,
-                             "seed": args.seed, "goal_of_ceiling": GOAL, "goal_met": verdict == "met"}, rows_out)
+    write_results(
+        args.out,
+        {
+            "file": args.file,
+            "samples": len(rows),
+            "batch": args.batch,
+            "pack_batch": args.pack_batch,
+            "max_length": args.max_length,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "goal_of_ceiling": GOAL,
+            "goal_met": verdict == "met",
+        },
+        rows_out,
+    )
     return 0
 
 

@@ -61,8 +61,13 @@ def run_trl(args) -> dict:
     path = str(smollm2_path())
     tok, model = load_tokenizer(path), load_model(path, dtype=torch.float32)
     examples = load_examples(args.file).examples[: args.limit]
-    records = [{"prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
-                "completion": [{"role": "assistant", "content": ex.messages[-1].content}]} for ex in examples]
+    records = [
+        {
+            "prompt": [{"role": m.role, "content": m.content} for m in ex.messages[:-1]],
+            "completion": [{"role": "assistant", "content": ex.messages[-1].content}],
+        }
+        for ex in examples
+    ]
     stats = {"seconds": 0.0, "tokens": 0, "steps": 0, "step_tokens_per_s": []}
     batch_tokens: list[int] = []  # per collated batch, in order
     step_seconds: list[float] = []
@@ -76,33 +81,68 @@ def run_trl(args) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         # TRL's defaults except what must match witune's run: no loss, padding or learning-rate settings.
-        cfg = SFTConfig(output_dir=out, per_device_train_batch_size=args.batch, num_train_epochs=1,
-                        max_length=args.max_length, report_to=[], use_cpu=True, bf16=False, save_strategy="no",
-                        logging_steps=1000, seed=42)
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(records),
-                             processing_class=tok, callbacks=[Timer()])
+        cfg = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=args.batch,
+            num_train_epochs=1,
+            max_length=args.max_length,
+            report_to=[],
+            use_cpu=True,
+            bf16=False,
+            save_strategy="no",
+            logging_steps=1000,
+            seed=42,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=cfg,
+            train_dataset=datasets.Dataset.from_list(records),
+            processing_class=tok,
+            callbacks=[Timer()],
+        )
         collate = trainer.data_collator
 
         def counting(features):
             batch = collate(features)
-            batch_tokens.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel())
+            batch_tokens.append(
+                int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            )
             return batch
 
         trainer.data_collator = counting
         trainer.train()
     # The loader collates one batch ahead of the step that uses it, so tokens are matched to steps by order
     # (batch i is step i: no gradient accumulation), not by what was counted when a step ended.
-    stats.update(seconds=sum(step_seconds), tokens=sum(batch_tokens), steps=len(step_seconds),
-                 step_tokens_per_s=[t / s for t, s in zip(batch_tokens, step_seconds)])
+    stats.update(
+        seconds=sum(step_seconds),
+        tokens=sum(batch_tokens),
+        steps=len(step_seconds),
+        step_tokens_per_s=[t / s for t, s in zip(batch_tokens, step_seconds)],
+    )
     return stats
 
 
 def run_witune(args, chunked: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        sets = {"model": "smollm2", "data": args.file, "limit": args.limit, "template": "chat",
-                "max_length": args.max_length, "truncation": "left", "skip_bad": "true", "chunked_loss": str(chunked).lower(), "prompt_weight": 0,
-                "response_weight": 1, "epochs": 1, "per_device_batch_size": args.batch, "learning_rate": 2e-5,
-                "precision": "fp32", "output_dir": out, "progress": "false", "save_every": 0}
+        sets = {
+            "model": "smollm2",
+            "data": args.file,
+            "limit": args.limit,
+            "template": "chat",
+            "max_length": args.max_length,
+            "truncation": "left",
+            "skip_bad": "true",
+            "chunked_loss": str(chunked).lower(),
+            "prompt_weight": 0,
+            "response_weight": 1,
+            "epochs": 1,
+            "per_device_batch_size": args.batch,
+            "learning_rate": 2e-5,
+            "precision": "fp32",
+            "output_dir": out,
+            "progress": "false",
+            "save_every": 0,
+        }
         cmd = [sys.executable, "-m", "witune.cli.main", "train"]
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
@@ -111,8 +151,11 @@ def run_witune(args, chunked: bool) -> dict:
             raise SystemExit(f"witune train failed ({res.returncode}):\n{res.stderr[-3000:]}")
         steps = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     # metrics.jsonl has per-step tokens/s (tokens and seconds inside the optimizer step) and cumulative time
-    return {"step_tokens_per_s": [s["tokens_per_s"] for s in steps], "steps": len(steps),
-            "elapsed_s": steps[-1]["elapsed_s"] if steps else 0.0}
+    return {
+        "step_tokens_per_s": [s["tokens_per_s"] for s in steps],
+        "steps": len(steps),
+        "elapsed_s": steps[-1]["elapsed_s"] if steps else 0.0,
+    }
 
 
 def run_one(args) -> dict:
@@ -140,26 +183,53 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    passthrough = ["--file", args.file, "--limit", str(args.limit), "--batch", str(args.batch),
-                   "--max-length", str(args.max_length)]
-    runs = interleaved({v: (lambda v=v: in_subprocess([__file__, "--one", v, *passthrough])) for v in args.variants},
-                       args.repeats)
-    rows = [{"variant": v, "tokens_per_s": spread([x["tokens_per_s"] for x in rs]), "steps": rs[0]["steps"],
-             **load_summary(rs), "runs": rs} for v, rs in runs.items()]
+    passthrough = [
+        "--file",
+        args.file,
+        "--limit",
+        str(args.limit),
+        "--batch",
+        str(args.batch),
+        "--max-length",
+        str(args.max_length),
+    ]
+    runs = interleaved(
+        {v: (lambda v=v: in_subprocess([__file__, "--one", v, *passthrough])) for v in args.variants}, args.repeats
+    )
+    rows = [
+        {
+            "variant": v,
+            "tokens_per_s": spread([x["tokens_per_s"] for x in rs]),
+            "steps": rs[0]["steps"],
+            **load_summary(rs),
+            "runs": rs,
+        }
+        for v, rs in runs.items()
+    ]
     base = next((r["tokens_per_s"]["median"] for r in rows if r["variant"] == "trl"), None)
-    table = Table(title=f"training SmolLM2-135M, CPU fp32, {Path(args.file).name} first {args.limit}, batch "
-                        f"{args.batch}, max_length {args.max_length}, {args.repeats} interleaved repeats")
+    table = Table(
+        title=f"training SmolLM2-135M, CPU fp32, {Path(args.file).name} first {args.limit}, batch "
+        f"{args.batch}, max_length {args.max_length}, {args.repeats} interleaved repeats"
+    )
     for col in ("variant", "steps", "tokens/s min/med/max", "x TRL", "load 1-min"):
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in rows:
         r["ratio_vs_trl"] = r["tokens_per_s"]["median"] / base if base else None
-        table.add_row(r["variant"], str(r["steps"]), fmt_spread(r["tokens_per_s"], 0),
-                      f"{r['ratio_vs_trl']:.2f}" if base else "-", load_cell(r))
+        table.add_row(
+            r["variant"],
+            str(r["steps"]),
+            fmt_spread(r["tokens_per_s"], 0),
+            f"{r['ratio_vs_trl']:.2f}" if base else "-",
+            load_cell(r),
+        )
     Console(width=200).print(table)
     import trl
 
-    write_results(args.out, {**{k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "repeats")},
-                             "trl": trl.__version__}, rows)
+    write_results(
+        args.out,
+        {**{k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "repeats")}, "trl": trl.__version__},
+        rows,
+    )
     return 0
 
 

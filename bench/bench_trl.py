@@ -48,8 +48,9 @@ def run_one(variant: str, args) -> dict:
     path = str(smollm2_path())
     tok, model = load_tokenizer(path), load_model(path, dtype=torch.float32)
     records = json.loads(Path(args.file).read_text())[: args.limit]
-    ds = datasets.Dataset.from_list([{"prompt": alpaca_prompt(r["instruction"], r["input"]), "completion": r["output"]}
-                                     for r in records])
+    ds = datasets.Dataset.from_list(
+        [{"prompt": alpaca_prompt(r["instruction"], r["input"]), "completion": r["output"]} for r in records]
+    )
     step_seconds: list[float] = []
     batch_tokens: list[int] = []
     t0: list[float] = []
@@ -62,9 +63,21 @@ def run_one(variant: str, args) -> dict:
             step_seconds.append(time.perf_counter() - t0.pop())
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = SFTConfig(output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps,
-                        max_length=args.max_length, learning_rate=2e-5, report_to=[], use_cpu=True, bf16=False,
-                        save_strategy="no", logging_steps=1000, seed=42, dataloader_num_workers=0, disable_tqdm=True)
+        cfg = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=args.batch,
+            max_steps=args.steps,
+            max_length=args.max_length,
+            learning_rate=2e-5,
+            report_to=[],
+            use_cpu=True,
+            bf16=False,
+            save_strategy="no",
+            logging_steps=1000,
+            seed=42,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
         common = dict(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
         if variant == "trl":
             trainer = SFTTrainer(**common)
@@ -80,9 +93,14 @@ def run_one(variant: str, args) -> dict:
         trainer.data_collator = counting
         trainer.train()
     per_step = [t / s for t, s in zip(batch_tokens, step_seconds)]
-    return {"variant": variant, "steps": len(step_seconds), "tokens": sum(batch_tokens[: len(step_seconds)]),
-            "step_tokens_per_s": per_step, "tokens_per_s": statistics.median(per_step[1:] or per_step),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "variant": variant,
+        "steps": len(step_seconds),
+        "tokens": sum(batch_tokens[: len(step_seconds)]),
+        "step_tokens_per_s": per_step,
+        "tokens_per_s": statistics.median(per_step[1:] or per_step),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> int:
@@ -104,10 +122,24 @@ def main() -> int:
     for repeat in range(args.repeats):
         # interleaved, and the order reversed every other repeat (ABBA): a steadily rising or falling load then
         # does not always favour the variant that runs second
-        for variant in (args.variants if repeat % 2 == 0 else args.variants[::-1]):
+        for variant in args.variants if repeat % 2 == 0 else args.variants[::-1]:
             load_before = os.getloadavg()
-            cmd = [sys.executable, __file__, "--one", variant, "--file", args.file, "--limit", str(args.limit),
-                   "--batch", str(args.batch), "--max-length", str(args.max_length), "--steps", str(args.steps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                variant,
+                "--file",
+                args.file,
+                "--limit",
+                str(args.limit),
+                "--batch",
+                str(args.batch),
+                "--max-length",
+                str(args.max_length),
+                "--steps",
+                str(args.steps),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 sys.stderr.write(proc.stderr[-3000:])
@@ -115,21 +147,37 @@ def main() -> int:
             row = json.loads(next(ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")))
             row.update(repeat=repeat, loadavg_before=load_before, loadavg_after=os.getloadavg())
             runs.append(row)
-            print(f"{variant:12s} repeat {repeat}: {row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB, "
-                  f"load {load_before[0]:.1f} -> {row['loadavg_after'][0]:.1f}", flush=True)
+            print(
+                f"{variant:12s} repeat {repeat}: {row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB, "
+                f"load {load_before[0]:.1f} -> {row['loadavg_after'][0]:.1f}",
+                flush=True,
+            )
     rows = []
-    base = statistics.median(r["tokens_per_s"] for r in runs if r["variant"] == "trl") if "trl" in args.variants else None
+    base = (
+        statistics.median(r["tokens_per_s"] for r in runs if r["variant"] == "trl") if "trl" in args.variants else None
+    )
     base_mem = max((r["peak_rss_mb"] for r in runs if r["variant"] == "trl"), default=None)
     for variant in args.variants:
         mine = [r for r in runs if r["variant"] == variant]
         tps = statistics.median(r["tokens_per_s"] for r in mine)
         mem = max(r["peak_rss_mb"] for r in mine)
-        rows.append({"variant": variant, "tokens_per_s": tps, "x_trl": tps / base if base else None,
-                     "peak_rss_mb": mem, "rss_vs_trl_mb": mem - base_mem if base_mem else None, "runs": mine})
+        rows.append(
+            {
+                "variant": variant,
+                "tokens_per_s": tps,
+                "x_trl": tps / base if base else None,
+                "peak_rss_mb": mem,
+                "rss_vs_trl_mb": mem - base_mem if base_mem else None,
+                "runs": mine,
+            }
+        )
         print(f"{variant:12s} {tps:8.1f} tokens/s  x TRL {rows[-1]['x_trl']:.3f}  peak RSS {mem:.0f} MB")
     meta = {k: getattr(args, k) for k in ("file", "limit", "batch", "max_length", "steps", "repeats")}
-    meta.update(model="SmolLM2-135M-Instruct", engine="TRL SFTTrainer (transformers Trainer), CPU, fp32",
-                cpu_count=os.cpu_count())
+    meta.update(
+        model="SmolLM2-135M-Instruct",
+        engine="TRL SFTTrainer (transformers Trainer), CPU, fp32",
+        cpu_count=os.cpu_count(),
+    )
     write_results(args.out, meta, rows)
     return 0
 

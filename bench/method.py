@@ -35,8 +35,12 @@ def timed_run(fn: Callable[[], dict]) -> dict:
     before = os.getloadavg()
     out = fn()
     after = os.getloadavg()
-    return {**out, "load_before": list(before), "load_after": list(after),
-            "loaded": max(before[0], after[0]) > LOADED_ABOVE}
+    return {
+        **out,
+        "load_before": list(before),
+        "load_after": list(after),
+        "loaded": max(before[0], after[0]) > LOADED_ABOVE,
+    }
 
 
 def interleaved(variants: dict[str, Callable[[], dict]], repeats: int, log: bool = True) -> dict[str, list[dict]]:
@@ -47,8 +51,11 @@ def interleaved(variants: dict[str, Callable[[], dict]], repeats: int, log: bool
             runs[name].append(timed_run(fn))
             if log:
                 last = runs[name][-1]
-                shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in last.items()
-                         if not isinstance(v, (list, dict))}
+                shown = {
+                    k: (round(v, 3) if isinstance(v, float) else v)
+                    for k, v in last.items()
+                    if not isinstance(v, (list, dict))
+                }
                 print(f"repeat {r + 1}/{repeats} {name}: {shown}", flush=True)
     return runs
 
@@ -84,16 +91,32 @@ def fmt_spread(s: dict, digits: int = 2) -> str:
 def machine() -> dict:
     import torch
 
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "loaded_above": LOADED_ABOVE}
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loaded_above": LOADED_ABOVE,
+    }
 
 
 def write_results(out: str | Path, meta: dict, rows: list[dict]) -> None:
     """JSON {meta, rows} to `out`, via a temporary name and a rename (a killed run leaves no half file)."""
-    meta = {**machine(), **meta, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "any_loaded": any(r.get("loaded") for r in rows)}
+    meta = {
+        **machine(),
+        **meta,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "any_loaded": any(r.get("loaded") for r in rows),
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {out}" + ("   (* = taken under load: 1-min load average above "
-                            f"{LOADED_ABOVE}; re-run on an idle machine)" if meta["any_loaded"] else ""))
+    print(
+        f"wrote {out}"
+        + (
+            f"   (* = taken under load: 1-min load average above {LOADED_ABOVE}; re-run on an idle machine)"
+            if meta["any_loaded"]
+            else ""
+        )
+    )

@@ -24,14 +24,17 @@ p.add_argument("--model", default=None, help="a model folder or hub name (defaul
 a = p.parse_args()
 model_dir = a.model or make_tiny_model(Path(tempfile.mkdtemp()))
 tok, model = load_tokenizer(model_dir), load_model(model_dir)
-rows = tokenize_examples(load_examples(a.data, limit=32).examples, tok, RoleWeights(prompt=0.1, response=1.0),
-                         max_length=256).rows
+rows = tokenize_examples(
+    load_examples(a.data, limit=32).examples, tok, RoleWeights(prompt=0.1, response=1.0), max_length=256
+).rows
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
 # --- the loop: 4 optimizer steps of 4 micro-batches of 2 samples ---
 for step in range(4):
     micro = [pad_collate(rows[step * 8 + i : step * 8 + i + 2], tok.pad_token_id) for i in range(0, 8, 2)]
-    z = sum(normalizer_counts(b["labels"], b["weights"]) for b in micro)[0]  # [0] = nonzero (WIT); all-reduce it under DDP
+    z = sum(normalizer_counts(b["labels"], b["weights"]) for b in micro)[
+        0
+    ]  # [0] = nonzero (WIT); all-reduce it under DDP
     step_loss = 0.0
     for b in micro:
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits

@@ -14,6 +14,8 @@ def shared_file(name: str, folder: str = "train") -> Path:
     """A real file from the shared data folder; the test is skipped, with the reason, when it is absent."""
     path = SHARED_DATA / folder / name
     if not path.is_file():
-        pytest.skip(f"shared data file {path} is absent (tests use the real files in ../shared/data; "
-                    "set WITUNE_SHARED_DATA to point elsewhere)")
+        pytest.skip(
+            f"shared data file {path} is absent (tests use the real files in ../shared/data; "
+            "set WITUNE_SHARED_DATA to point elsewhere)"
+        )
     return path

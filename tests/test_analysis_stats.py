@@ -18,8 +18,8 @@ def test_critical_plw_from_paper_coefficients():
     # PLW paper, Table 3 / section 5.2: wp 5.590, wp^2 -4.284 -> vertex wp 0.652 -> PLW 0.242.
     assert round(plw.critical_plw(5.590, -4.284), 3) == 0.242
     assert np.isclose(plw.to_wp(0.1), 0.5, atol=1e-4)  # the paper's choice of power: f(0.1) = 0.5
-    assert np.isnan(plw.critical_plw(1.0, 0.5))        # convex: no maximum
-    assert plw.critical_plw(5.0, -1.0) == 1.0           # vertex beyond 1: maximum on [0, 1] is at 1
+    assert np.isnan(plw.critical_plw(1.0, 0.5))  # convex: no maximum
+    assert plw.critical_plw(5.0, -1.0) == 1.0  # vertex beyond 1: maximum on [0, 1] is at 1
 
 
 @pytest.mark.parametrize("random_state", [0, 3])
@@ -48,7 +48,7 @@ def test_relative_aggregate_matches_independent_computation():
     df, _ = make_sweep(SyntheticSweep(models=["m"], prompt_weights=[0, 0.1, 1.0], response_weights=[0.5, 1.0]))
     rel = add_relative(df)
     # Independent: loop over groups by hand; lower-is-better flipped; base rows on the tuned scale.
-    for (dataset, bench), part in df.groupby(["dataset", "benchmark"]):
+    for _, part in df.groupby(["dataset", "benchmark"]):
         tuned = part[part["prompt_weight"].notna()]
         lo, hi = tuned["score"].min(), tuned["score"].max()
         for i, row in part.iterrows():
@@ -83,8 +83,9 @@ def test_heatmap_best_cell_and_markers():
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
-    design = SyntheticSweep(models=["m"], prompt_weights=[0.0, 0.1, 0.5, 1.0], response_weights=[0.4, 0.8, 1.0],
-                            opt_response=0.8, noise=0.0)
+    design = SyntheticSweep(
+        models=["m"], prompt_weights=[0.0, 0.1, 0.5, 1.0], response_weights=[0.4, 0.8, 1.0], opt_response=0.8, noise=0.0
+    )
     df, _ = make_sweep(design)
     gains = wit.relative_gains(df)
     grid = wit.gain_grid(gains, "m", "short")
@@ -101,9 +102,15 @@ def test_heatmap_best_cell_and_markers():
 
 
 def test_optimum_counts_and_correlations():
-    design = SyntheticSweep(models=["a", "b"], datasets={"d1": 0.1, "d2": 2.0, "d3": 6.0},
-                            prompt_weights=[0.0, 0.01, 0.1, 0.25, 0.5, 1.0], response_weights=[1.0],
-                            opt_wp=0.3, opt_wp_per_rg=0.1, noise=0.0)
+    design = SyntheticSweep(
+        models=["a", "b"],
+        datasets={"d1": 0.1, "d2": 2.0, "d3": 6.0},
+        prompt_weights=[0.0, 0.01, 0.1, 0.25, 0.5, 1.0],
+        response_weights=[1.0],
+        opt_wp=0.3,
+        opt_wp_per_rg=0.1,
+        noise=0.0,
+    )
     df, _ = make_sweep(design)
     opt = wit.optima(df)
     assert len(opt) == 2 * 3 * 5
@@ -120,8 +127,13 @@ def test_optimum_counts_and_correlations():
 
 
 def test_gam_recovers_optimum_for_short_completions():
-    design = SyntheticSweep(models=["a", "b"], datasets={"tiny": 0.05, "short": 0.1, "med": 1.0, "long": 3.0},
-                            opt_wp=0.5, opt_wp_per_rg=0.05, noise=0.005)
+    design = SyntheticSweep(
+        models=["a", "b"],
+        datasets={"tiny": 0.05, "short": 0.1, "med": 1.0, "long": 3.0},
+        opt_wp=0.5,
+        opt_wp_per_rg=0.05,
+        noise=0.005,
+    )
     df, _ = make_sweep(design)
     res = fit_gam(plw.plw_rows(add_relative(df)))
     low = res.table.iloc[0]

@@ -25,19 +25,35 @@ CONFIGS = {"A": (0.0, 1.0), "B": (0.1, 1.0), "C": (1.0, 1.0)}
 
 def _row(run: str, bench: str, metric: str, score: float, higher: bool = True) -> dict:
     lp, lr = CONFIGS[run]
-    return {"run_id": run, "model": "m", "dataset": "d", "prompt_weight": lp, "response_weight": lr,
-            "normalization": "nonzero", "seed": 0, "benchmark": bench, "metric": metric, "score": score,
-            "higher_is_better": higher}
+    return {
+        "run_id": run,
+        "model": "m",
+        "dataset": "d",
+        "prompt_weight": lp,
+        "response_weight": lr,
+        "normalization": "nonzero",
+        "seed": 0,
+        "benchmark": bench,
+        "metric": metric,
+        "score": score,
+        "higher_is_better": higher,
+    }
 
 
 def test_role_table_scores_and_diagnostics():
-    cases = {("heldout", "prompt_nll"): "diagnostic", ("heldout", "response_nll"): "score",
-             ("witune:score", "prompt_nll_per_token"): "diagnostic",
-             ("witune:score", "response_nll_per_token"): "score",
-             ("witune:generation_length", "mean_tokens"): "diagnostic",
-             ("witune:memorization", "bleu"): "diagnostic", ("weight_distance", "l2"): "diagnostic",
-             ("witune:winrate", "mean_tokens"): "diagnostic", ("witune:winrate", "win_rate"): "score",
-             ("witune_arc_challenge", "acc_norm"): "score", ("mmlu_anatomy", "acc"): "score"}
+    cases = {
+        ("heldout", "prompt_nll"): "diagnostic",
+        ("heldout", "response_nll"): "score",
+        ("witune:score", "prompt_nll_per_token"): "diagnostic",
+        ("witune:score", "response_nll_per_token"): "score",
+        ("witune:generation_length", "mean_tokens"): "diagnostic",
+        ("witune:memorization", "bleu"): "diagnostic",
+        ("weight_distance", "l2"): "diagnostic",
+        ("witune:winrate", "mean_tokens"): "diagnostic",
+        ("witune:winrate", "win_rate"): "score",
+        ("witune_arc_challenge", "acc_norm"): "score",
+        ("mmlu_anatomy", "acc"): "score",
+    }
     df = pd.DataFrame([{"benchmark": b, "metric": m} for b, m in cases])
     roles = benchmarks.role_table(df).set_index(["benchmark", "metric"])["role"]
     assert roles.to_dict() == cases
@@ -48,8 +64,12 @@ def test_run_best_only_on_prompt_nll_is_not_best():
     # held-out response NLL and on ARC; A is best on both scores.
     rows = []
     for run, p_nll, r_nll, arc in [("A", 3.0, 1.50, 0.40), ("B", 2.5, 1.55, 0.35), ("C", 0.5, 1.70, 0.30)]:
-        rows += [_row(run, "heldout", "prompt_nll", p_nll, False), _row(run, "heldout", "response_nll", r_nll, False),
-                 _row(run, "arc_challenge", "acc_norm", arc), _row(run, "arc_challenge", "acc", arc + 0.2)]
+        rows += [
+            _row(run, "heldout", "prompt_nll", p_nll, False),
+            _row(run, "heldout", "response_nll", r_nll, False),
+            _row(run, "arc_challenge", "acc_norm", arc),
+            _row(run, "arc_challenge", "acc", arc + 0.2),
+        ]
     a = analyze(pd.DataFrame(rows))
     assert a.best.iloc[0]["prompt_weight"] == 0.0  # A, not C
     assert not (a.results["metric"] == "prompt_nll").any()
@@ -71,8 +91,11 @@ def test_fifty_subtasks_cannot_outvote_one_benchmark(with_group_row):
         rows += [_row(run, f"witune_mmlu_subject{i}", "acc", mmlu + 0.001 * i) for i in range(50)]
         if with_group_row:  # lm-eval's own size-weighted group score wins over our plain mean
             rows.append(_row(run, "witune_mmlu", "acc", mmlu))
-        rows += [_row(run, "witune_arc_challenge", "acc_norm", other), _row(run, "witune_arc_challenge", "acc", 0.2),
-                 _row(run, "witune_piqa", "acc_norm", other)]
+        rows += [
+            _row(run, "witune_arc_challenge", "acc_norm", other),
+            _row(run, "witune_arc_challenge", "acc", 0.2),
+            _row(run, "witune_piqa", "acc_norm", other),
+        ]
     a = analyze(pd.DataFrame(rows))
     assert sorted(a.results["benchmark"].unique()) == ["arc_challenge", "mmlu", "piqa"]
     assert len(a.results) == 2 * 3
@@ -89,11 +112,22 @@ def test_fifty_subtasks_cannot_outvote_one_benchmark(with_group_row):
 def test_primary_metric_defaults_and_override():
     rows = []
     for run in ["A", "B"]:
-        rows += [_row(run, "witune_ifeval", m, 0.5) for m in ("prompt_level_strict_acc", "inst_level_strict_acc",
-                                                              "prompt_level_loose_acc", "inst_level_loose_acc")]
-        rows += [_row(run, "witune_truthfulqa_mc1", "acc", 0.2), _row(run, "witune_truthfulqa_mc2", "acc", 0.4),
-                 _row(run, "witune_bbh_navigate", "exact_match (get-answer)", 0.1),
-                 _row(run, "custom", "f1", 0.3), _row(run, "custom", "bleu", 9.0)]
+        rows += [
+            _row(run, "witune_ifeval", m, 0.5)
+            for m in (
+                "prompt_level_strict_acc",
+                "inst_level_strict_acc",
+                "prompt_level_loose_acc",
+                "inst_level_loose_acc",
+            )
+        ]
+        rows += [
+            _row(run, "witune_truthfulqa_mc1", "acc", 0.2),
+            _row(run, "witune_truthfulqa_mc2", "acc", 0.4),
+            _row(run, "witune_bbh_navigate", "exact_match (get-answer)", 0.1),
+            _row(run, "custom", "f1", 0.3),
+            _row(run, "custom", "bleu", 9.0),
+        ]
     bench, _ = benchmarks.one_vote(pd.DataFrame(rows))
     got = bench[bench["run_id"] == "A"].set_index("benchmark")
     assert got.loc["ifeval", "metric"] == "prompt_level_loose_acc"
@@ -108,9 +142,14 @@ def test_primary_metric_defaults_and_override():
 
 
 def test_correlations_count_distinct_datasets():
-    design = SyntheticSweep(models=["a", "b"], datasets={"d1": 0.1, "d2": 2.0, "d3": 6.0, "d4": 9.0},
-                            prompt_weights=[0.0, 0.01, 0.1, 0.25, 0.5, 1.0], opt_wp=0.3, opt_wp_per_rg=0.05,
-                            noise=0.0)
+    design = SyntheticSweep(
+        models=["a", "b"],
+        datasets={"d1": 0.1, "d2": 2.0, "d3": 6.0, "d4": 9.0},
+        prompt_weights=[0.0, 0.01, 0.1, 0.25, 0.5, 1.0],
+        opt_wp=0.3,
+        opt_wp_per_rg=0.05,
+        noise=0.0,
+    )
     df, _ = make_sweep(design)
     opt = wit.optima(df)
     corr = correlations.correlate(opt, correlations.features_from_results(df)).iloc[0]
@@ -122,8 +161,13 @@ def test_correlations_count_distinct_datasets():
 
 
 def _flat_design(random_state: int) -> SyntheticSweep:
-    return SyntheticSweep(models=["a", "b"], datasets={"short": 0.1, "mid": 1.0, "long": 3.0},
-                          no_effect=["long"], noise=0.01, random_state=random_state)
+    return SyntheticSweep(
+        models=["a", "b"],
+        datasets={"short": 0.1, "mid": 1.0, "long": 3.0},
+        no_effect=["long"],
+        noise=0.01,
+        random_state=random_state,
+    )
 
 
 def _at(table: pd.DataFrame, rg: float) -> pd.Series:
@@ -195,8 +239,9 @@ def test_engine_resolution_without_r(monkeypatch, tmp_path):
 def test_r_analysis_and_report_name_the_engine():
     from witune.report.html import render
 
-    design = SyntheticSweep(models=["a"], benchmarks=["arc", "piqa", "wino"], with_base=False,
-                            prompt_weights=[0.0, 0.01, 0.1, 0.5, 1.0])
+    design = SyntheticSweep(
+        models=["a"], benchmarks=["arc", "piqa", "wino"], with_base=False, prompt_weights=[0.0, 0.01, 0.1, 0.5, 1.0]
+    )
     a = analyze(make_sweep(design)[0], engine="r")
     assert a.engine == "r" and a.fits[0].engine == "r"
     data = to_json(a)

@@ -61,6 +61,7 @@ def _sweep(tmp_path: Path, good: Path, text: str) -> Path:
 
 # --- tracebacks where a line is due ---------------------------------------------------------------------
 
+
 def test_tracebacks_become_one_line(tmp_path, good, tiny_model_dir, capsys):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
@@ -94,21 +95,38 @@ def test_config_tracebacks_name_file_line_and_key(tmp_path, good, capsys):
     refused(["train", beta, "--print-config"], capsys, str(beta), "line 3", "adam_beta1")
     log = _config(tmp_path, good, "log_every: 0\n")
     refused(["train", log, "--print-config"], capsys, str(log), "line 2", "log_every")
-    refused(["train", "--set", f"data={good}", "--set", "learning_rate=0", "--print-config"], capsys,
-            "--set learning_rate")
+    refused(
+        ["train", "--set", f"data={good}", "--set", "learning_rate=0", "--print-config"], capsys, "--set learning_rate"
+    )
 
 
 def test_analyze_input_files_checked(tmp_path, capsys):
     from witune.analysis.synthetic import SyntheticSweep, make_sweep
 
-    results, _ = make_sweep(SyntheticSweep(models=["m"], datasets={"d": 0.1}, benchmarks=["arc"],
-                                           prompt_weights=[0.0, 0.1, 1.0], response_weights=[1.0], steps=3))
+    results, _ = make_sweep(
+        SyntheticSweep(
+            models=["m"],
+            datasets={"d": 0.1},
+            benchmarks=["arc"],
+            prompt_weights=[0.0, 0.1, 1.0],
+            response_weights=[1.0],
+            steps=3,
+        )
+    )
     csv_path = tmp_path / "results.csv"
     results.to_csv(csv_path, index=False)
-    refused(["analyze", csv_path, "--bootstrap", "0", "--losses", tmp_path / "nolosses.csv"], capsys,
-            "nolosses.csv", "no such file")
-    refused(["analyze", csv_path, "--bootstrap", "0", "--features", tmp_path / "nofeatures.csv"], capsys,
-            "nofeatures.csv", "no such file")
+    refused(
+        ["analyze", csv_path, "--bootstrap", "0", "--losses", tmp_path / "nolosses.csv"],
+        capsys,
+        "nolosses.csv",
+        "no such file",
+    )
+    refused(
+        ["analyze", csv_path, "--bootstrap", "0", "--features", tmp_path / "nofeatures.csv"],
+        capsys,
+        "nofeatures.csv",
+        "no such file",
+    )
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "sweep.db").write_bytes(b"this is not an SQLite file" * 100)
@@ -118,8 +136,21 @@ def test_analyze_input_files_checked(tmp_path, capsys):
 def test_corrupt_sweep_db_refused_before_eval_runs(tmp_path, good, tiny_model_dir, capsys):
     db = tmp_path / "sweep.db"
     db.write_bytes(b"garbage" * 1000)
-    code, out, err = run_cli(["eval", tiny_model_dir, "--tasks", f"witune:generation_length={good}",
-                              "--max-new-tokens", "2", "--db", db, "--run-id", "r1"], capsys)
+    code, out, err = run_cli(
+        [
+            "eval",
+            tiny_model_dir,
+            "--tasks",
+            f"witune:generation_length={good}",
+            "--max-new-tokens",
+            "2",
+            "--db",
+            db,
+            "--run-id",
+            "r1",
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err and str(db) in err and "not a usable" in err
     assert "mean_tokens" not in out  # stopped before evaluating, not after
 
@@ -127,12 +158,20 @@ def test_corrupt_sweep_db_refused_before_eval_runs(tmp_path, good, tiny_model_di
 def test_dollar_in_names_does_not_break_figures(tmp_path, capsys):
     from witune.analysis.synthetic import SyntheticSweep, make_sweep
 
-    results, _ = make_sweep(SyntheticSweep(models=["m$^$"], datasets={"cost$_$": 0.1, "long": 4.0},
-                                                benchmarks=["arc", "piqa"], prompt_weights=[0.0, 0.1, 1.0],
-                                                response_weights=[0.5, 1.0], steps=5))
+    results, _ = make_sweep(
+        SyntheticSweep(
+            models=["m$^$"],
+            datasets={"cost$_$": 0.1, "long": 4.0},
+            benchmarks=["arc", "piqa"],
+            prompt_weights=[0.0, 0.1, 1.0],
+            response_weights=[0.5, 1.0],
+            steps=5,
+        )
+    )
     results.to_csv(tmp_path / "r.csv", index=False)
-    code, _, err = run_cli(["analyze", tmp_path / "r.csv", "--bootstrap", "0", "--plots", tmp_path / "png",
-                            "--json"], capsys)
+    code, _, err = run_cli(
+        ["analyze", tmp_path / "r.csv", "--bootstrap", "0", "--plots", tmp_path / "png", "--json"], capsys
+    )
     assert code == 0, err
     assert (tmp_path / "png" / "plw_fit.png").stat().st_size > 0
     code, _, err = run_cli(["report", tmp_path / "r.csv", "--bootstrap", "0", "-o", tmp_path / "r.html"], capsys)
@@ -154,26 +193,38 @@ def test_long_csv_field_is_read(tmp_path, tiny_model_dir, capsys):
 
 # --- silent wrong results -------------------------------------------------------------------------------
 
+
 def test_silent_wrong_results_refused(tmp_path, good, tiny_model_dir, capsys):
     dup = tmp_path / "dup.jsonl"
     dup.write_text(json.dumps(RECORD) + "\n" + '{"instruction": "a", "output": "b", "output": "c"}\n')
     refused(["inspect", dup, "--model", tiny_model_dir], capsys, "dup.jsonl", "line 2", "'output'", "duplicate")
     dup_json = tmp_path / "dup.json"
-    dup_json.write_text('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "a",\n'
-                        '   "input": "", "input": "x", "output": "b"}\n]\n')
+    dup_json.write_text(
+        '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "a",\n'
+        '   "input": "", "input": "x", "output": "b"}\n]\n'
+    )
     refused(["inspect", dup_json, "--model", tiny_model_dir], capsys, "dup.json", "line 3", "'input'")
 
     cfg = _config(tmp_path, good, "prompt_weight: 0.1\nmax_steps: 2\nprompt_weight: 0.9\n")
     refused(["train", cfg, "--print-config"], capsys, str(cfg), "line 4", "duplicate key 'prompt_weight'")
     cfg = _config(tmp_path, good, "prompt_weight: 1.5\n")
     refused(["train", cfg, "--print-config"], capsys, str(cfg), "prompt_weight", "allow_weight_above_one")
-    refused(["inspect", good, "--model", tiny_model_dir, "--prompt-weight", "5"], capsys, "--prompt-weight",
-            "--allow-weight-above-one")
+    refused(
+        ["inspect", good, "--model", tiny_model_dir, "--prompt-weight", "5"],
+        capsys,
+        "--prompt-weight",
+        "--allow-weight-above-one",
+    )
     refused(["score", good, "--model", tiny_model_dir, "--plw", "3"], capsys, "--plw")
 
-    for text, needle in [("plw: [.nan]\n", "'plw'"), ("plw: [.inf]\n", "'plw'"), ("seeds: [1.5, 1.7]\n", "'seeds'"),
-                         ("eval_batch_size: 0\n", "'eval_batch_size'"), ("plw: [0.1, 3]\n", "'plw'"),
-                         ("plw: [0.1]\nplw: [0.2]\n", "duplicate key 'plw'")]:
+    for text, needle in [
+        ("plw: [.nan]\n", "'plw'"),
+        ("plw: [.inf]\n", "'plw'"),
+        ("seeds: [1.5, 1.7]\n", "'seeds'"),
+        ("eval_batch_size: 0\n", "'eval_batch_size'"),
+        ("plw: [0.1, 3]\n", "'plw'"),
+        ("plw: [0.1]\nplw: [0.2]\n", "duplicate key 'plw'"),
+    ]:
         refused(["sweep", _sweep(tmp_path, good, text), "--dry-run"], capsys, "sweep.yaml", needle)
 
     refused(["clean", good, "-o", tmp_path / "clean.jsonl", "--max-chars", "-1"], capsys, "--max-chars")
@@ -182,8 +233,9 @@ def test_silent_wrong_results_refused(tmp_path, good, tiny_model_dir, capsys):
 
 def test_weights_above_one_need_the_flag_and_warn(tmp_path, good, tiny_model_dir, capsys):
     out = tmp_path / "rows.jsonl"
-    code, _, err = run_cli(["inspect", good, "--model", tiny_model_dir, "--plw", "3", "--allow-weight-above-one",
-                            "--json", out], capsys)
+    code, _, err = run_cli(
+        ["inspect", good, "--model", tiny_model_dir, "--plw", "3", "--allow-weight-above-one", "--json", out], capsys
+    )
     assert code == 0 and "warning" in err and "--plw is 3" in err
     assert 3.0 in json.loads(out.read_text())["weights"]
     cfg = _config(tmp_path, good, "prompt_weight: 1.5\nallow_weight_above_one: true\n")
@@ -196,20 +248,37 @@ def test_analyze_refuses_duplicates_empty_and_bad_features(tmp_path, capsys):
 
     from witune.analysis.synthetic import SyntheticSweep, make_sweep
 
-    results, _ = make_sweep(SyntheticSweep(models=["m"], datasets={"d": 0.1}, benchmarks=["arc"],
-                                           prompt_weights=[0.0, 0.1, 1.0], response_weights=[1.0], steps=3))
+    results, _ = make_sweep(
+        SyntheticSweep(
+            models=["m"],
+            datasets={"d": 0.1},
+            benchmarks=["arc"],
+            prompt_weights=[0.0, 0.1, 1.0],
+            response_weights=[1.0],
+            steps=3,
+        )
+    )
     doubled = pd.concat([results, results.iloc[[1]]], ignore_index=True)
     doubled.to_csv(tmp_path / "dup.csv", index=False)
     # line 3 is row 1 (after the header); its copy is the last line
-    refused(["analyze", tmp_path / "dup.csv", "--bootstrap", "0"], capsys, "dup.csv",
-            f"line {len(doubled) + 1}", "already given on line 3")
+    refused(
+        ["analyze", tmp_path / "dup.csv", "--bootstrap", "0"],
+        capsys,
+        "dup.csv",
+        f"line {len(doubled) + 1}",
+        "already given on line 3",
+    )
     results.iloc[:0].to_csv(tmp_path / "header.csv", index=False)
     refused(["analyze", tmp_path / "header.csv", "--bootstrap", "0"], capsys, "header.csv", "no data rows")
     results.to_csv(tmp_path / "ok.csv", index=False)
     refused(["analyze", tmp_path / "ok.csv", "--bootstrap", "-1"], capsys, "--bootstrap")
     pd.DataFrame({"level": ["dataset"], "name": ["d"], "val": [1.0]}).to_csv(tmp_path / "f.csv", index=False)
-    refused(["analyze", tmp_path / "ok.csv", "--bootstrap", "0", "--features", tmp_path / "f.csv"], capsys,
-            "f.csv", "missing column(s) ['feature', 'value']")
+    refused(
+        ["analyze", tmp_path / "ok.csv", "--bootstrap", "0", "--features", tmp_path / "f.csv"],
+        capsys,
+        "f.csv",
+        "missing column(s) ['feature', 'value']",
+    )
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
@@ -232,6 +301,7 @@ def test_utf8_bom_is_accepted(tmp_path, tiny_model_dir, capsys, suffix):
 
 
 # --- bounded work on overlong records -------------------------------------------------------------------
+
 
 def _whole(examples, tokenizer, weights):
     """The untruncated path: every sample tokenized whole (truncated afterwards by the caller)."""
@@ -268,8 +338,10 @@ def test_overlong_records_tokenize_only_what_is_kept_with_identical_ids(shared_d
             assert chars is not None
             assert overlong.cut_segments(render_segments(big, tokenizer), chars, "left")[1] == ["prompt", "response"]
             for policy in ("left", "right", "drop"):
-                got = tokenize_examples(examples, tokenizer, weights, max_length=max_length, truncation=policy,
-                                        on_error="skip").rows
+                got = tokenize_examples(
+                    examples, tokenizer, weights, max_length=max_length, truncation=policy, on_error="skip"
+                ).rows
                 want = [r for r in (truncate(w, max_length, policy) for w in whole) if r and r.trainable_tokens]
-                assert [(r.input_ids, r.weights, r.roles, r.response) for r in got] == \
-                       [(r.input_ids, r.weights, r.roles, r.response) for r in want], (max_length, policy)
+                assert [(r.input_ids, r.weights, r.roles, r.response) for r in got] == [
+                    (r.input_ids, r.weights, r.roles, r.response) for r in want
+                ], (max_length, policy)

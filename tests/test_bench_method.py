@@ -13,11 +13,15 @@ _spec.loader.exec_module(method)
 
 def test_repeats_interleave_variants_and_record_load(monkeypatch):
     order = []
-    loads = iter([(0.5, 0, 0), (0.6, 0, 0), (0.7, 0, 0), (2.0, 0, 0), (0.1, 0, 0), (0.1, 0, 0), (0.1, 0, 0),
-                  (0.1, 0, 0)])
+    loads = iter(
+        [(0.5, 0, 0), (0.6, 0, 0), (0.7, 0, 0), (2.0, 0, 0), (0.1, 0, 0), (0.1, 0, 0), (0.1, 0, 0), (0.1, 0, 0)]
+    )
     monkeypatch.setattr(method.os, "getloadavg", lambda: next(loads))
-    runs = method.interleaved({"a": lambda: order.append("a") or {"x": 1.0},
-                               "b": lambda: order.append("b") or {"x": 2.0}}, repeats=2, log=False)
+    runs = method.interleaved(
+        {"a": lambda: order.append("a") or {"x": 1.0}, "b": lambda: order.append("b") or {"x": 2.0}},
+        repeats=2,
+        log=False,
+    )
     assert order == ["a", "b", "a", "b"]
     assert [r["load_before"][0] for r in runs["a"]] == [0.5, 0.1]
     assert [r["loaded"] for r in runs["b"]] == [True, False]  # 2.0 > LOADED_ABOVE after b's first run

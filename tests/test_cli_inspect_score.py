@@ -24,8 +24,12 @@ def alpaca_file(tmp_path):
 
 def test_inspect_json_gives_ids_weights_roles(alpaca_file, tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
     out = tmp_path / "inspect.jsonl"
-    assert main(["inspect", str(alpaca_file), "--model", str(tiny_model_dir), "--prompt-weight", "0.2",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            ["inspect", str(alpaca_file), "--model", str(tiny_model_dir), "--prompt-weight", "0.2", "--json", str(out)]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3
     for rec, row in zip(RECORDS, rows):
@@ -33,7 +37,7 @@ def test_inspect_json_gives_ids_weights_roles(alpaca_file, tiny_model_dir, tiny_
         resp = [t for t, r in zip(row["input_ids"], row["roles"]) if r == "assistant/response"]
         assert tiny_tokenizer.decode(resp) == rec["output"] + tiny_tokenizer.eos_token
         assert {w for w, r in zip(row["weights"], row["roles"]) if r == "assistant/response"} == {1.0}
-        assert set(row["weights"][1:len(row["weights"]) - len(resp)]) == {0.2}
+        assert set(row["weights"][1 : len(row["weights"]) - len(resp)]) == {0.2}
 
 
 def test_inspect_prints_coloured_tokens(alpaca_file, tiny_model_dir, capsys):
@@ -44,8 +48,23 @@ def test_inspect_prints_coloured_tokens(alpaca_file, tiny_model_dir, capsys):
 
 def test_score_matches_per_sample_reference(alpaca_file, tiny_model_dir, tiny_model, tiny_tokenizer, tmp_path):
     out = tmp_path / "score.json"
-    assert main(["score", str(alpaca_file), "--model", str(tiny_model_dir), "--prompt-weight", "0.2",
-                 "--batch-size", "2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(alpaca_file),
+                "--model",
+                str(tiny_model_dir),
+                "--prompt-weight",
+                "0.2",
+                "--batch-size",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())
     # Independent reference: one sample at a time, full-precision CE, WIT normaliser by definition.
     from witune.data import RoleWeights, load_examples, render
@@ -77,7 +96,9 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_model_dir, capsys):
     assert "Traceback" not in err
     assert main(["inspect", str(bad), "--model", str(tiny_model_dir), "--skip-bad", "--json", str(tmp_path / "o")]) == 0
     assert "1 bad records skipped" in " ".join(capsys.readouterr().err.split())
-    assert main(["score", str(bad), "--model", str(tiny_model_dir), "--prompt-weight", "0", "--response-weight", "0"]) == 2
+    assert (
+        main(["score", str(bad), "--model", str(tiny_model_dir), "--prompt-weight", "0", "--response-weight", "0"]) == 2
+    )
     assert "both zero" in capsys.readouterr().err
 
 
@@ -87,10 +108,42 @@ def test_inspect_and_score_every_shared_training_file(shared_data, smollm2_dir, 
     assert files, "no training files"
     for f in files:
         out = tmp_path / f"{f.stem}.json"
-        assert main(["inspect", str(f), "--model", str(smollm2_dir), "--limit", "16", "--max-length", "512",
-                     "--json", str(tmp_path / f"{f.stem}.inspect.jsonl")]) == 0, f
-        assert main(["score", str(f), "--model", str(smollm2_dir), "--limit", "4", "--max-length", "256",
-                     "--prompt-weight", "0.1", "--json", str(out)]) == 0, f
+        assert (
+            main(
+                [
+                    "inspect",
+                    str(f),
+                    "--model",
+                    str(smollm2_dir),
+                    "--limit",
+                    "16",
+                    "--max-length",
+                    "512",
+                    "--json",
+                    str(tmp_path / f"{f.stem}.inspect.jsonl"),
+                ]
+            )
+            == 0
+        ), f
+        assert (
+            main(
+                [
+                    "score",
+                    str(f),
+                    "--model",
+                    str(smollm2_dir),
+                    "--limit",
+                    "4",
+                    "--max-length",
+                    "256",
+                    "--prompt-weight",
+                    "0.1",
+                    "--json",
+                    str(out),
+                ]
+            )
+            == 0
+        ), f
         got = json.loads(out.read_text())
         # A real pretrained instruct model: response perplexity well below vocabulary-sized chance.
         assert 1.0 < got["response_perplexity"] < 1000, (f, got)

@@ -35,17 +35,31 @@ def test_example_configs_exist():
 
 def test_presets():
     alpaca = load_config(overrides={"data": "x"}, preset="alpaca")
-    assert (alpaca.learning_rate, alpaca.epochs, alpaca.global_batch_size, alpaca.lr_scheduler, alpaca.warmup_ratio,
-            alpaca.max_length) == (2e-5, 3, 128, "cosine", 0.03, 512)
+    assert (
+        alpaca.learning_rate,
+        alpaca.epochs,
+        alpaca.global_batch_size,
+        alpaca.lr_scheduler,
+        alpaca.warmup_ratio,
+        alpaca.max_length,
+    ) == (2e-5, 3, 128, "cosine", 0.03, 512)
     # The preset names its normaliser (and the example config says which and why); an override still wins.
     assert PRESETS["alpaca"]["normalization"] == alpaca.normalization == "nonzero"
-    assert load_config(overrides={"data": "x", "normalization": "weight_sum"}, preset="alpaca").normalization == \
-        "weight_sum"
+    assert (
+        load_config(overrides={"data": "x", "normalization": "weight_sum"}, preset="alpaca").normalization
+        == "weight_sum"
+    )
     example = (Path(__file__).resolve().parents[1] / "configs" / "alpaca.yaml").read_text()
     assert "normalization: nonzero" in example and "does not state its normaliser" in example
     wit = load_config(overrides={"data": "x", "preset": "wit"})
-    assert (wit.learning_rate, wit.epochs, wit.optimizer, wit.weight_decay, wit.lr_scheduler, wit.warmup_ratio) == \
-        (2e-5, 1, "adamw", 0.1, "cosine", 0.01)
+    assert (wit.learning_rate, wit.epochs, wit.optimizer, wit.weight_decay, wit.lr_scheduler, wit.warmup_ratio) == (
+        2e-5,
+        1,
+        "adamw",
+        0.1,
+        "cosine",
+        0.01,
+    )
     # later sources win over the preset
     assert load_config(overrides={"data": "x", "epochs": 2}, preset="wit").epochs == 2
     with pytest.raises(ConfigError, match="unknown preset"):
@@ -74,15 +88,18 @@ def test_unknown_key_lists_valid_keys(tmp_path):
         load_config(overrides=["data=x", "nope=1"])
 
 
-@pytest.mark.parametrize("item, match", [
-    ("epochs=two", "key 'epochs' expects int"),
-    ("pack=maybe", "key 'pack' expects bool"),
-    ("learning_rate=fast", "key 'learning_rate' expects float"),
-    ("optimizer=lion", "'optimizer' must be one of"),
-    ("normalization=mean", "'normalization' must be one of"),
-    ("per_device_batch_size=0", "per_device_batch_size"),
-    ("epochs", "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ("epochs=two", "key 'epochs' expects int"),
+        ("pack=maybe", "key 'pack' expects bool"),
+        ("learning_rate=fast", "key 'learning_rate' expects float"),
+        ("optimizer=lion", "'optimizer' must be one of"),
+        ("normalization=mean", "'normalization' must be one of"),
+        ("per_device_batch_size=0", "per_device_batch_size"),
+        ("epochs", "KEY=VALUE"),
+    ],
+)
 def test_bad_values(item, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides=["data=x", item])
@@ -117,7 +134,7 @@ def test_cli_print_config_and_help(capsys):
 
     assert main(["train", "--print-config", "--preset", "wit", "--set", "prompt_weight=0.2"]) == 0
     out = capsys.readouterr().out
-    assert load_config(overrides=yaml.safe_load(out)) .prompt_weight == 0.2
+    assert load_config(overrides=yaml.safe_load(out)).prompt_weight == 0.2
     assert main(["train", "--set", "data=x", "--set", "bogus=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -125,17 +142,40 @@ def test_cli_print_config_and_help(capsys):
     assert "lambda_p: loss weight of prompt tokens" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key,value", [
-    ("adam_beta1", 2), ("adam_beta1", -0.1), ("adam_beta2", 1.0), ("adam_epsilon", 0), ("learning_rate", 0),
-    ("learning_rate", ".nan"), ("log_every", 0), ("max_steps", -1), ("weight_decay", -0.1), ("max_grad_norm", -1),
-    ("lora_r", -1), ("lora_dropout", 1.0), ("save_every", -1), ("save_total_limit", -1), ("data_workers", 0),
-    ("global_batch_size", -8), ("limit", 0), ("format", "bogus"), ("template", "nope"), ("truncation", "middle"),
-    ("prompt_weight", 1.5), ("response_weight", 2), ("plw", 3), ("role_weights", "{system: 2}"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("adam_beta1", 2),
+        ("adam_beta1", -0.1),
+        ("adam_beta2", 1.0),
+        ("adam_epsilon", 0),
+        ("learning_rate", 0),
+        ("learning_rate", ".nan"),
+        ("log_every", 0),
+        ("max_steps", -1),
+        ("weight_decay", -0.1),
+        ("max_grad_norm", -1),
+        ("lora_r", -1),
+        ("lora_dropout", 1.0),
+        ("save_every", -1),
+        ("save_total_limit", -1),
+        ("data_workers", 0),
+        ("global_batch_size", -8),
+        ("limit", 0),
+        ("format", "bogus"),
+        ("template", "nope"),
+        ("truncation", "middle"),
+        ("prompt_weight", 1.5),
+        ("response_weight", 2),
+        ("plw", 3),
+        ("role_weights", "{system: 2}"),
+    ],
+)
 def test_out_of_range_fields_refused_at_load_naming_file_line_and_key(tmp_path, key, value):
     p = tmp_path / "c.yaml"
-    p.write_text(f"data: x.jsonl\nmax_steps: 3\n{key}: {value}\n" if key != "max_steps" else
-                 f"data: x.jsonl\n{key}: {value}\n")
+    p.write_text(
+        f"data: x.jsonl\nmax_steps: 3\n{key}: {value}\n" if key != "max_steps" else f"data: x.jsonl\n{key}: {value}\n"
+    )
     line = 3 if key != "max_steps" else 2
     with pytest.raises(ConfigError) as err:
         load_config(p)

@@ -1,6 +1,5 @@
 """Scalable data preparation: worker processes and the content-hash cache give exactly the single-process rows."""
 
-
 import pytest
 
 from witune.data import DataError, Example, Location, Message, RoleWeights, tokenize_examples
@@ -24,7 +23,10 @@ def tokenizer():
 def examples(n: int, bad_at: int | None = None) -> list[Example]:
     out = []
     for i in range(n):
-        msgs = [Message("user", f"question {i} " + "word " * (i % 17)), Message("assistant", f"answer {i} " * (1 + i % 5))]
+        msgs = [
+            Message("user", f"question {i} " + "word " * (i % 17)),
+            Message("assistant", f"answer {i} " * (1 + i % 5)),
+        ]
         if i % 3 == 0:
             msgs.insert(0, Message("system", "be brief"))
         if i == bad_at:
@@ -35,8 +37,9 @@ def examples(n: int, bad_at: int | None = None) -> list[Example]:
 
 
 def same(a, b):
-    assert [(r.input_ids, r.weights, r.roles, r.response, r.location) for r in a.rows] == \
-           [(r.input_ids, r.weights, r.roles, r.response, r.location) for r in b.rows]
+    assert [(r.input_ids, r.weights, r.roles, r.response, r.location) for r in a.rows] == [
+        (r.input_ids, r.weights, r.roles, r.response, r.location) for r in b.rows
+    ]
     assert (a.truncated, a.dropped_too_long) == (b.truncated, b.dropped_too_long)
     assert [str(e) for e in a.skipped + a.zero_trainable] == [str(e) for e in b.skipped + b.zero_trainable]
 
@@ -119,8 +122,16 @@ def test_planted_pickle_in_the_cache_is_never_loaded(tokenizer, tmp_path):
     import numpy as np
 
     exs = examples(12)
-    key = cache_key(exs, tokenizer, WEIGHTS, template="auto", max_length=None, truncation="left",
-                    final_turn_only=False, on_error="raise")
+    key = cache_key(
+        exs,
+        tokenizer,
+        WEIGHTS,
+        template="auto",
+        max_length=None,
+        truncation="left",
+        final_turn_only=False,
+        on_error="raise",
+    )
     cache = tmp_path / "cache"
     cache.mkdir()
     markers = [tmp_path / f"pwned-{i}" for i in range(3)]
@@ -149,5 +160,7 @@ def test_real_file_parallel_equals_single(tmp_path, smollm2_dir):
     tok = load_tokenizer(str(smollm2_dir))
     exs = load_examples(path).examples[:200]
     opts = dict(template="chat", max_length=512, on_error="skip")
-    same(prepare_examples(exs, tok, WEIGHTS, workers=2, cache_dir=tmp_path, **opts),
-         tokenize_examples(exs, tok, WEIGHTS, **opts))
+    same(
+        prepare_examples(exs, tok, WEIGHTS, workers=2, cache_dir=tmp_path, **opts),
+        tokenize_examples(exs, tok, WEIGHTS, **opts),
+    )

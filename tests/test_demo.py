@@ -55,8 +55,16 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
 
     model = make_tiny_model(tmp_path / "tiny")
     monkeypatch.setattr(demo, "find_shared_data", lambda: None)  # exercise the synthetic path
-    result = demo.run_demo(tmp_path / "demo", model=str(model), n_train=8, n_eval=4, max_length=64, batch_size=4,
-                           learning_rate=1e-3, progress=False)
+    result = demo.run_demo(
+        tmp_path / "demo",
+        model=str(model),
+        n_train=8,
+        n_eval=4,
+        max_length=64,
+        batch_size=4,
+        learning_rate=1e-3,
+        progress=False,
+    )
     assert result.data_kind == "synthetic" and result.n_eval == 4
     assert [s.name for s in result.settings] == ["conventional", "weighted"]
     for s in result.settings:
@@ -69,8 +77,7 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     from witune.eval.score import score
 
     tok = AutoTokenizer.from_pretrained(model)
-    rows = tokenize_examples(load_examples(result.data).examples[8:12], tok, RoleWeights(1.0, 1.0),
-                             max_length=64).rows
+    rows = tokenize_examples(load_examples(result.data).examples[8:12], tok, RoleWeights(1.0, 1.0), max_length=64).rows
     tuned = AutoModelForCausalLM.from_pretrained(result.settings[0].model_dir)
     from witune.train.setup import pad_id
 
@@ -89,8 +96,24 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     rows = demo.summary_rows(result)
     assert [r["model"] for r in rows] == ["base (untrained)", "conventional", "weighted"]
     # the command: same run, printed as a table with where everything went
-    assert main(["demo", "--model", str(model), "--output-dir", str(tmp_path / "cli"), "--n-train", "4", "--n-eval", "2",
-                 "--max-length", "64"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--model",
+                str(model),
+                "--output-dir",
+                str(tmp_path / "cli"),
+                "--n-train",
+                "4",
+                "--n-eval",
+                "2",
+                "--max-length",
+                "64",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "conventional" in out and "weighted" in out and "synthetic" in out
     assert (tmp_path / "cli" / "demo_summary.json").is_file()
@@ -108,8 +131,24 @@ def test_demo_cli_smollm2_small(tmp_path, capsys):
         smollm2_gguf_file()
     except Exception as e:  # noqa: BLE001 - the offline model package is optional
         pytest.skip(f"SmolLM2 is not available offline: {e}")
-    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--n-train", "8", "--n-eval", "4", "--max-length", "128",
-                 "--benchmark-limit", "40"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--output-dir",
+                str(tmp_path / "demo"),
+                "--n-train",
+                "8",
+                "--n-eval",
+                "4",
+                "--max-length",
+                "128",
+                "--benchmark-limit",
+                "40",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "conventional" in out and "weighted" in out and "total time" in out
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
@@ -133,8 +172,10 @@ def test_paired_difference_and_verdict():
 
 def test_headline_uses_response_nll_and_benchmark_not_prompt_nll():
     r = demo.DemoResult("o", "m", "d.jsonl", "real", 4, 3, 2.0, 3.0)
-    r.settings = [demo.SettingResult("conventional", 0.0, 1.0, "", "", 1, 1.0, 2.0, 1.50, 1.0),
-                  demo.SettingResult("weighted", 0.1, 1.0, "", "", 1, 1.0, 1.0, 1.51, 1.0)]
+    r.settings = [
+        demo.SettingResult("conventional", 0.0, 1.0, "", "", 1, 1.0, 2.0, 1.50, 1.0),
+        demo.SettingResult("weighted", 0.1, 1.0, "", "", 1, 1.0, 1.0, 1.51, 1.0),
+    ]
     # prompt NLL halves (the tautological "gain"); response NLL and accuracy do not move beyond noise
     r.response_nll_items = {"conventional": [1.4, 1.5, 1.6], "weighted": [1.45, 1.48, 1.60]}
     r.benchmark_items = {"conventional": [1.0, 0.0, 1.0, 1.0], "weighted": [1.0, 1.0, 1.0, 0.0]}

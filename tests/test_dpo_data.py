@@ -25,28 +25,50 @@ def test_plain_conversational_and_implicit_prompt_shapes(tmp_path):
     plain = load_preferences(_write(tmp_path, [{"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"}], "a.jsonl"))
     assert not plain.conversational and plain.records == [{"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"}]
     # UltraFeedback-binarized layout: a string prompt repeated as the first turn of both conversations.
-    uf = {"prompt": "Name a colour.", "chosen": [USER, {"role": "assistant", "content": "Blue."}],
-          "rejected": [USER, {"role": "assistant", "content": "Seven."}]}
-    conv = load_preferences(_write(tmp_path, [uf, {"prompt": [USER], "chosen": "Red.", "rejected": "No."}],
-                                   "b.jsonl"))
+    uf = {
+        "prompt": "Name a colour.",
+        "chosen": [USER, {"role": "assistant", "content": "Blue."}],
+        "rejected": [USER, {"role": "assistant", "content": "Seven."}],
+    }
+    conv = load_preferences(_write(tmp_path, [uf, {"prompt": [USER], "chosen": "Red.", "rejected": "No."}], "b.jsonl"))
     assert conv.conversational
-    assert conv.records[0] == {"prompt": [USER], "chosen": [{"role": "assistant", "content": "Blue."}],
-                               "rejected": [{"role": "assistant", "content": "Seven."}]}
+    assert conv.records[0] == {
+        "prompt": [USER],
+        "chosen": [{"role": "assistant", "content": "Blue."}],
+        "rejected": [{"role": "assistant", "content": "Seven."}],
+    }
     assert conv.records[1]["prompt"] == [USER] and conv.records[1]["chosen"][0]["content"] == "Red."
 
 
-@pytest.mark.parametrize("record, field, words", [
-    ({"prompt": "Q", "rejected": "b"}, "chosen", "is missing"),
-    ({"chosen": "a", "rejected": "b"}, "prompt", "need a prompt"),
-    ({"prompt": "Q", "chosen": 3, "rejected": "b"}, "chosen", "expected a string"),
-    ({"prompt": "Q", "chosen": "  ", "rejected": "b"}, "chosen", "is empty"),
-    ({"prompt": "Q", "chosen": "same", "rejected": "same"}, "chosen", "no preference"),
-    ({"prompt": [USER], "chosen": [{"role": "bot", "content": "x"}], "rejected": "y"}, "chosen[0].role", "role must be"),
-    ({"prompt": [USER], "chosen": [{"role": "assistant", "content": 1}], "rejected": "y"}, "chosen[0].content", "string"),
-    ({"chosen": [USER, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "other"},
-      {"role": "assistant", "content": "b"}]}, "prompt", "share no prompt"),
-    ('{"prompt": "Q", "chosen": ', None, "malformed JSON"),
-])
+@pytest.mark.parametrize(
+    "record, field, words",
+    [
+        ({"prompt": "Q", "rejected": "b"}, "chosen", "is missing"),
+        ({"chosen": "a", "rejected": "b"}, "prompt", "need a prompt"),
+        ({"prompt": "Q", "chosen": 3, "rejected": "b"}, "chosen", "expected a string"),
+        ({"prompt": "Q", "chosen": "  ", "rejected": "b"}, "chosen", "is empty"),
+        ({"prompt": "Q", "chosen": "same", "rejected": "same"}, "chosen", "no preference"),
+        (
+            {"prompt": [USER], "chosen": [{"role": "bot", "content": "x"}], "rejected": "y"},
+            "chosen[0].role",
+            "role must be",
+        ),
+        (
+            {"prompt": [USER], "chosen": [{"role": "assistant", "content": 1}], "rejected": "y"},
+            "chosen[0].content",
+            "string",
+        ),
+        (
+            {
+                "chosen": [USER, {"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "user", "content": "other"}, {"role": "assistant", "content": "b"}],
+            },
+            "prompt",
+            "share no prompt",
+        ),
+        ('{"prompt": "Q", "chosen": ', None, "malformed JSON"),
+    ],
+)
 def test_bad_record_is_one_line_naming_file_line_and_field(tmp_path, record, field, words):
     good = {"prompt": "Q: 1+1?", "chosen": " 2", "rejected": " 3"}
     path = _write(tmp_path, [good, record])
@@ -61,17 +83,31 @@ def test_bad_record_is_one_line_naming_file_line_and_field(tmp_path, record, fie
 
 
 def test_mixed_shapes_are_an_error_at_the_first_record_that_differs(tmp_path):
-    path = _write(tmp_path, [{"prompt": "Q", "chosen": "a", "rejected": "b"},
-                             {"prompt": [USER], "chosen": "a", "rejected": "b"}])
+    path = _write(
+        tmp_path, [{"prompt": "Q", "chosen": "a", "rejected": "b"}, {"prompt": [USER], "chosen": "a", "rejected": "b"}]
+    )
     with pytest.raises(DataError, match=r"line 2, field 'prompt': mixes shapes"):
         load_preferences(path)
 
 
 def test_cli_prints_one_error_line_for_a_bad_record(tmp_path, tiny_model_dir):
     path = _write(tmp_path, [{"prompt": "Q", "chosen": "a", "rejected": "b"}, {"prompt": "Q", "chosen": "a"}])
-    r = subprocess.run([sys.executable, "-m", "witune.cli.main", "dpo", "--set", f"model={tiny_model_dir}",
-                        "--set", f"data={path}", "--set", f"output_dir={tmp_path / 'out'}"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "witune.cli.main",
+            "dpo",
+            "--set",
+            f"model={tiny_model_dir}",
+            "--set",
+            f"data={path}",
+            "--set",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("error:") and f"{path}, line 2, field 'rejected': is missing" in lines[-1]
@@ -92,15 +128,17 @@ def test_config_conventions(tmp_path):
 
 
 def test_import_witune_needs_no_trl():
-    code = ("import sys, importlib.abc\n"
-            "class Block(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path, target=None):\n"
-            "        if name == 'trl' or name.startswith('trl.'): raise ImportError('blocked')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import witune, witune.dpo, witune.cli.main\n"
-            "witune.cli.main.build_parser()\n"
-            "from witune.dpo.run import require_trl\n"
-            "try:\n    require_trl()\nexcept Exception as e:\n    print(e)\n")
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'trl' or name.startswith('trl.'): raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import witune, witune.dpo, witune.cli.main\n"
+        "witune.cli.main.build_parser()\n"
+        "from witune.dpo.run import require_trl\n"
+        "try:\n    require_trl()\nexcept Exception as e:\n    print(e)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'pip install "witune[trl]"' in r.stdout

@@ -22,29 +22,61 @@ STEPS = 8
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def _pairs(path: Path) -> Path:
     with open(path, "w") as f:
         for i in range(12):
-            f.write(json.dumps({"prompt": f"Question {i}: what is {i} plus one?", "chosen": f" It is {i + 1}.",
-                                "rejected": f" I do not know what {i} is."}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": f"Question {i}: what is {i} plus one?",
+                        "chosen": f" It is {i + 1}.",
+                        "rejected": f" I do not know what {i} is.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def _cmd(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    sets = dict(model=model, data=data, output_dir=out, max_steps=STEPS, per_device_batch_size=2, learning_rate=1e-3,
-                lr_scheduler="constant", warmup_ratio=0.0, save_every=1, save_total_limit=2, progress=False, seed=3)
-    return [sys.executable, "-m", "witune.cli.dpo", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")], *extra]
+    sets = dict(
+        model=model,
+        data=data,
+        output_dir=out,
+        max_steps=STEPS,
+        per_device_batch_size=2,
+        learning_rate=1e-3,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        save_every=1,
+        save_total_limit=2,
+        progress=False,
+        seed=3,
+    )
+    return [
+        sys.executable,
+        "-m",
+        "witune.cli.dpo",
+        *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
+        *extra,
+    ]
 
 
 def test_sigkill_then_resume_continues_the_same_run(tiny_model_dir, tmp_path):
     data = _pairs(tmp_path / "pairs.jsonl")
     killed, ref = tmp_path / "killed", tmp_path / "ref"
-    proc = subprocess.Popen(_cmd(tiny_model_dir, data, killed), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(tiny_model_dir, data, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 600
     while not (killed / "checkpoints" / "step-3").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
@@ -81,19 +113,40 @@ def test_dpo_on_smollm2_lowers_loss_and_raises_held_out_margin(smollm2_dir, shar
     from witune.dpo.run import run_dpo
 
     # Self-play pairs from real records: the data's answer is chosen, SmolLM2's own greedy answer rejected.
-    pairs = make_pairs(str(shared_data / "train" / "alpaca_seed_tasks.jsonl"), str(smollm2_dir),
-                       tmp_path / "pairs.jsonl", limit=24, max_new_tokens=32, progress=False)
+    pairs = make_pairs(
+        str(shared_data / "train" / "alpaca_seed_tasks.jsonl"),
+        str(smollm2_dir),
+        tmp_path / "pairs.jsonl",
+        limit=24,
+        max_new_tokens=32,
+        progress=False,
+    )
     assert pairs.written >= 16
     assert len(load_preferences(pairs.path).records) == pairs.written
-    cfg = load_dpo_config(None, {"model": str(smollm2_dir), "data": str(pairs.path), "output_dir": str(tmp_path / "dpo"),
-                                 "max_steps": 6, "per_device_batch_size": 2, "learning_rate": 5e-6, "beta": 0.1,
-                                 "lr_scheduler": "constant", "warmup_ratio": 0.0, "eval_fraction": 0.25,
-                                 "max_length": 256, "progress": False})
+    cfg = load_dpo_config(
+        None,
+        {
+            "model": str(smollm2_dir),
+            "data": str(pairs.path),
+            "output_dir": str(tmp_path / "dpo"),
+            "max_steps": 6,
+            "per_device_batch_size": 2,
+            "learning_rate": 5e-6,
+            "beta": 0.1,
+            "lr_scheduler": "constant",
+            "warmup_ratio": 0.0,
+            "eval_fraction": 0.25,
+            "max_length": 256,
+            "progress": False,
+        },
+    )
     r = run_dpo(cfg)
     before, after = r.eval["before"], r.eval["after"]
-    print(f"SmolLM2-135M-Instruct, TRL DPOTrainer, {pairs.written} self-play pairs: held-out DPO loss "
-          f"{before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, reward margin "
-          f"{before['eval_rewards/margins']:.4f} -> {after['eval_rewards/margins']:.4f}")
+    print(
+        f"SmolLM2-135M-Instruct, TRL DPOTrainer, {pairs.written} self-play pairs: held-out DPO loss "
+        f"{before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, reward margin "
+        f"{before['eval_rewards/margins']:.4f} -> {after['eval_rewards/margins']:.4f}"
+    )
     assert before["eval_loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference before any step
     assert after["eval_loss"] < before["eval_loss"] - 0.01
     assert after["eval_rewards/margins"] > before["eval_rewards/margins"] + 0.05
@@ -109,8 +162,16 @@ def test_a_finished_run_folder_is_protected(tiny_model_dir, tmp_path):
     out = tmp_path / "old-run"
     (out / "checkpoints" / "step-4").mkdir(parents=True)
     (out / "config.yaml").write_text("prompt_weight: 0.1\n")
-    cfg = load_dpo_config(None, {"model": str(tiny_model_dir), "data": str(_pairs(tmp_path / "pairs.jsonl")),
-                                 "output_dir": str(out), "max_steps": 1, "progress": False})
+    cfg = load_dpo_config(
+        None,
+        {
+            "model": str(tiny_model_dir),
+            "data": str(_pairs(tmp_path / "pairs.jsonl")),
+            "output_dir": str(out),
+            "max_steps": 1,
+            "progress": False,
+        },
+    )
     with pytest.raises(ConfigError, match="not empty"):
         run_dpo(cfg)
     assert (out / "checkpoints" / "step-4").is_dir() and (out / "config.yaml").read_text() == "prompt_weight: 0.1\n"

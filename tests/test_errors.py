@@ -9,11 +9,14 @@ from witune.errors import ERROR_KINDS, DataError, Location
 
 
 def test_data_error_pickles_with_all_its_parts():
-    err = DataError(Location("d.jsonl", 7, "line"), "empty response: nothing to train on", "output",
-                    kind="empty_response")
+    err = DataError(
+        Location("d.jsonl", 7, "line"), "empty response: nothing to train on", "output", kind="empty_response"
+    )
     back = pickle.loads(pickle.dumps(err))
-    assert type(back) is DataError and str(back) == str(err) == "d.jsonl, line 7, field 'output': " \
-        "empty response: nothing to train on"
+    assert (
+        type(back) is DataError
+        and str(back) == str(err) == "d.jsonl, line 7, field 'output': empty response: nothing to train on"
+    )
     assert (back.location, back.reason, back.field, back.kind) == (err.location, err.reason, err.field, err.kind)
     assert pickle.loads(pickle.dumps(DataError(None, "no location"))).kind == "invalid"
 
@@ -23,9 +26,11 @@ def test_kind_is_checked_and_set_where_records_are_converted():
         DataError(None, "x", kind="typo")  # type: ignore[arg-type]
     loc = Location("d.jsonl", 1, "line")
     kinds = {}
-    for name, rec in {"empty_response": {"instruction": "q", "input": "", "output": "  "},
-                      "missing_field": {"instruction": "q", "input": ""},
-                      "wrong_type": {"instruction": "q", "input": "", "output": 3}}.items():
+    for name, rec in {
+        "empty_response": {"instruction": "q", "input": "", "output": "  "},
+        "missing_field": {"instruction": "q", "input": ""},
+        "wrong_type": {"instruction": "q", "input": "", "output": 3},
+    }.items():
         with pytest.raises(DataError) as info:
             to_examples(rec, "alpaca", loc)
         kinds[name] = info.value.kind

@@ -51,8 +51,14 @@ def test_sampling_is_seeded_and_unique():
 
 
 def _examples(n):
-    return [Example(messages=(Message("user", f"Say number {i}."), Message("assistant", f"Number {i} here.")),
-                    format="messages", location=Location("mem.jsonl", i + 1, "line")) for i in range(n)]
+    return [
+        Example(
+            messages=(Message("user", f"Say number {i}."), Message("assistant", f"Number {i} here.")),
+            format="messages",
+            location=Location("mem.jsonl", i + 1, "line"),
+        )
+        for i in range(n)
+    ]
 
 
 def test_memorization_bleu_against_training_completions(tiny):
@@ -68,22 +74,41 @@ def test_memorization_bleu_against_training_completions(tiny):
 def test_evaluate_builtins_and_cli(tiny, tmp_path, capsys):
     path, _, _ = tiny
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"Say number {i}.", "input": "",
-                                        "output": f"Number {i} here."}) + "\n" for i in range(5)))
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": f"Say number {i}.", "input": "", "output": f"Number {i} here."}) + "\n"
+            for i in range(5)
+        )
+    )
     from witune.cli import eval as cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     out = tmp_path / "res.json"
-    args = parser.parse_args(["eval", path, "--tasks", f"witune:memorization={data},witune:generation={data},"
-                              f"witune:generation_length={data}", "--limit", "3", "--max-new-tokens", "6",
-                              "--json", str(out)])
+    args = parser.parse_args(
+        [
+            "eval",
+            path,
+            "--tasks",
+            f"witune:memorization={data},witune:generation={data},witune:generation_length={data}",
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--json",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
     rows = json.loads(out.read_text())["results"]
     got = {(r["task"].split("=")[0], r["metric"]) for r in rows}
-    assert got == {("witune:memorization", "bleu"), ("witune:memorization", "n_prompts"),
-                   ("witune:generation", "exact_match"), ("witune:generation", "bleu"),
-                   ("witune:generation_length", "mean_tokens")}
+    assert got == {
+        ("witune:memorization", "bleu"),
+        ("witune:memorization", "n_prompts"),
+        ("witune:generation", "exact_match"),
+        ("witune:generation", "bleu"),
+        ("witune:generation_length", "mean_tokens"),
+    }
     length = next(r for r in rows if r["metric"] == "mean_tokens")
     assert 0 <= length["value"] <= 6 and length["higher_is_better"] is False
     assert "witune eval" in capsys.readouterr().out  # the rich table title
@@ -113,8 +138,12 @@ def test_prompts_use_the_template_the_model_was_trained_with(tmp_path, template)
     assert tok.chat_template  # the tiny tokenizer has one: it must NOT be used for an alpaca/plain-trained model
     assert gen.trained_template(model) == ("alpaca" if template == "auto" else template)
     prompt = gen.format_prompt(tok, "Name a colour.")
-    ex = Example((Message("user", "Name a colour."), Message("assistant", "x")), "alpaca" if template != "plain"
-                 else "messages", Location("<p>", 1), {"instruction": "Name a colour.", "input": ""})
+    ex = Example(
+        (Message("user", "Name a colour."), Message("assistant", "x")),
+        "alpaca" if template != "plain" else "messages",
+        Location("<p>", 1),
+        {"instruction": "Name a colour.", "input": ""},
+    )
     from witune.data import render_segments
 
     segs = render_segments(ex, tok, "plain" if template == "plain" else "alpaca", final_turn_only=True)
@@ -135,6 +164,7 @@ def test_prompts_without_a_training_config_use_the_chat_template(tiny):
     path, _, tok = tiny
     assert gen.trained_template(path) is None
     prompt = gen.format_prompt(tok, "Hi")
-    assert prompt == tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                             add_generation_prompt=True)
+    assert prompt == tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert gen.format_prompt(tok, "Hi", template="alpaca").endswith("### Response:\n")

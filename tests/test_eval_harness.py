@@ -31,8 +31,17 @@ def offline(monkeypatch):
 @needs_data
 def test_local_task_yamls_cover_every_benchmark_and_preset(tmp_path):
     names = write_local_tasks(tmp_path, DATA)
-    for n in ("witune_arc_challenge", "witune_piqa", "witune_winogrande", "witune_truthfulqa_mc2",
-              "witune_mmlu", "witune_mmlu_anatomy", "witune_bbh", "witune_bbh_navigate", "witune_ifeval"):
+    for n in (
+        "witune_arc_challenge",
+        "witune_piqa",
+        "witune_winogrande",
+        "witune_truthfulqa_mc2",
+        "witune_mmlu",
+        "witune_mmlu_anatomy",
+        "witune_bbh",
+        "witune_bbh_navigate",
+        "witune_ifeval",
+    ):
         assert n in names
     assert len([n for n in names if n.startswith("witune_mmlu_")]) == 57
     import yaml
@@ -41,8 +50,16 @@ def test_local_task_yamls_cover_every_benchmark_and_preset(tmp_path):
         return yaml.load((tmp_path / f"{name}.yaml").read_text(), Loader=yaml.BaseLoader)["num_fewshot"]
 
     # PLW paper Table 2 presets (ARC 25, PIQA 0, TruthfulQA-MC2 0 + built-in primer, WinoGrande 5); MMLU 5.
-    assert [shots(n) for n in ("witune_arc_challenge", "witune_piqa", "witune_truthfulqa_mc2",
-                               "witune_winogrande", "witune_mmlu_anatomy")] == ["25", "0", "0", "5", "5"]
+    assert [
+        shots(n)
+        for n in (
+            "witune_arc_challenge",
+            "witune_piqa",
+            "witune_truthfulqa_mc2",
+            "witune_winogrande",
+            "witune_mmlu_anatomy",
+        )
+    ] == ["25", "0", "0", "5", "5"]
     # PIQA labels were joined from valid-labels.lst, in order.
     piqa = [json.loads(line) for line in (tmp_path / "piqa_valid.jsonl").read_text().splitlines()]
     labels = (DATA / "piqa" / "valid-labels.lst").read_text().split()

@@ -8,8 +8,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from witune.eval.judge import (JudgePrompt, LocalJudge, OpenAIJudge, load_reference_outputs, pairwise_win_rate,
-                               parse_verdict)
+from witune.eval.judge import (
+    JudgePrompt,
+    LocalJudge,
+    OpenAIJudge,
+    load_reference_outputs,
+    pairwise_win_rate,
+    parse_verdict,
+)
 from witune.eval.local_tasks import default_data_dir
 
 DATA = default_data_dir()
@@ -64,8 +70,9 @@ def test_local_judge_on_alpaca_eval_and_mt_bench_prompt(judge):
     lp = judge.verdict_logprobs(msgs)
     assert set(lp) == {"A", "B", "C"} and all(v < 0 for v in lp.values())
     assert judge.verdict(msgs) == max(lp, key=lp.get)
-    wr = pairwise_win_rate(judge, [r["instruction"] for r in refs], ["Short answer."] * 3,
-                           [r["output"] for r in refs], prompt)
+    wr = pairwise_win_rate(
+        judge, [r["instruction"] for r in refs], ["Short answer."] * 3, [r["output"] for r in refs], prompt
+    )
     assert wr.n == 3 and 0.0 <= wr.win_rate <= 1.0 and wr.wins + wr.ties + wr.losses == 6
 
 
@@ -154,7 +161,9 @@ def test_judge_does_not_follow_redirects_with_its_key():
     first = _server(Redirecting)
     try:
         for code in (301, 302, 303, 307, 308):
-            judge = OpenAIJudge(f"http://127.0.0.1:{first.server_port}/r/{code}/v1", "m", api_key="sk-secret", timeout=5)
+            judge = OpenAIJudge(
+                f"http://127.0.0.1:{first.server_port}/r/{code}/v1", "m", api_key="sk-secret", timeout=5
+            )
             with pytest.raises(RuntimeError, match="redirect"):
                 judge.complete([{"role": "user", "content": "hi"}])
         assert seen == []  # nothing (and so no key) ever reached the redirect target

@@ -15,8 +15,7 @@ def restore_builtins():
 
 def test_registered_evaluator_is_a_task_and_names_are_not_replaced(restore_builtins):
     def rows(model, tok, arg, opt):
-        return [{"task": "witune:echo", "metric": "arg", "value": float(arg), "stderr": None,
-                 "higher_is_better": True}]
+        return [{"task": "witune:echo", "metric": "arg", "value": float(arg), "stderr": None, "higher_is_better": True}]
 
     with pytest.raises(ValueError, match="unknown built-in"):
         parse_task("witune:echo=3")

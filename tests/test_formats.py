@@ -23,8 +23,10 @@ ALPACA = [
 
 
 def test_alpaca_json_and_jsonl(tmp_path):
-    for p in (write(tmp_path, "a.json", json.dumps(ALPACA)),
-              write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in ALPACA) + "\n")):
+    for p in (
+        write(tmp_path, "a.json", json.dumps(ALPACA)),
+        write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in ALPACA) + "\n"),
+    ):
         res = load_examples(p)
         assert res.format == "alpaca" and len(res.examples) == 2
         ex = res.examples[0]
@@ -36,7 +38,9 @@ def test_alpaca_json_and_jsonl(tmp_path):
 def test_csv_and_parquet(tmp_path):
     import pandas as pd
 
-    df = pd.DataFrame([{"prompt": "2+2=", "completion": " 4"}, {"prompt": "Capital of France?", "completion": " Paris"}])
+    df = pd.DataFrame(
+        [{"prompt": "2+2=", "completion": " 4"}, {"prompt": "Capital of France?", "completion": " Paris"}]
+    )
     csv, pq = tmp_path / "d.csv", tmp_path / "d.parquet"
     df.to_csv(csv, index=False)
     df.to_parquet(pq)
@@ -60,11 +64,24 @@ def test_saved_dataset_folder_and_data_file_folder(tmp_path):
 
 
 def test_sharegpt_and_self_instruct(tmp_path):
-    share = [{"id": "x", "conversations": [{"from": "human", "value": "Who are you?"}, {"from": "gpt", "value": "A bot."},
-                                           {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye!"}]}]
+    share = [
+        {
+            "id": "x",
+            "conversations": [
+                {"from": "human", "value": "Who are you?"},
+                {"from": "gpt", "value": "A bot."},
+                {"from": "human", "value": "Bye"},
+                {"from": "gpt", "value": "Bye!"},
+            ],
+        }
+    ]
     ex = load_examples(write(tmp_path, "s.json", json.dumps(share))).examples[0]
     assert [m.role for m in ex.messages] == ["user", "assistant", "user", "assistant"]
-    seed = {"id": "s", "instruction": "Do it", "instances": [{"input": "", "output": "done"}, {"input": "x", "output": "y"}]}
+    seed = {
+        "id": "s",
+        "instruction": "Do it",
+        "instances": [{"input": "", "output": "done"}, {"input": "x", "output": "y"}],
+    }
     res = load_examples(write(tmp_path, "seed.jsonl", json.dumps(seed) + "\n"))
     assert res.format == "self_instruct" and [e.response_text for e in res.examples] == ["done", "y"]
 
@@ -75,16 +92,27 @@ def test_alpaca_history_becomes_conversation(tmp_path):
     assert [m.content for m in ex.messages] == ["First?", "First answer.", "And now?", "Now this."]
 
 
-@pytest.mark.parametrize("content, field, message", [
-    ('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n', None, "line 2: malformed JSON"),
-    ('{"instruction": "a", "input": "", "output": "b"}\n{"instruction": "a", "input": ""}\n', "output", "line 2, field 'output': missing field"),
-    ('{"instruction": "a", "output": 3}\n', "output", "line 1, field 'output': expected a string, got int"),
-    ('{"instruction": "a", "output": "   "}\n', "output", "line 1, field 'output': empty response"),
-    ('{"messages": [{"role": "user", "content": "hi"}]}\n', "messages", "line 1, field 'messages': conversation has no assistant turn"),
-    ('{"messages": [{"role": "robot", "content": "hi"}]}\n', "messages[0].role", "unknown role 'robot'"),
-    ('{"text": "just text"}\n', None, "unknown record format (keys: text)"),
-    ('{"messages": [], "prompt": "p", "completion": "c"}\n', None, "ambiguous record"),
-])
+@pytest.mark.parametrize(
+    "content, field, message",
+    [
+        ('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n', None, "line 2: malformed JSON"),
+        (
+            '{"instruction": "a", "input": "", "output": "b"}\n{"instruction": "a", "input": ""}\n',
+            "output",
+            "line 2, field 'output': missing field",
+        ),
+        ('{"instruction": "a", "output": 3}\n', "output", "line 1, field 'output': expected a string, got int"),
+        ('{"instruction": "a", "output": "   "}\n', "output", "line 1, field 'output': empty response"),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}]}\n',
+            "messages",
+            "line 1, field 'messages': conversation has no assistant turn",
+        ),
+        ('{"messages": [{"role": "robot", "content": "hi"}]}\n', "messages[0].role", "unknown role 'robot'"),
+        ('{"text": "just text"}\n', None, "unknown record format (keys: text)"),
+        ('{"messages": [], "prompt": "p", "completion": "c"}\n', None, "ambiguous record"),
+    ],
+)
 def test_bad_records_name_file_line_and_field(tmp_path, content, field, message):
     p = write(tmp_path, "bad.jsonl", content)
     with pytest.raises(DataError) as err:
@@ -94,10 +122,14 @@ def test_bad_records_name_file_line_and_field(tmp_path, content, field, message)
 
 
 def test_invalid_utf8_names_the_line(tmp_path):
-    p = write(tmp_path, "bad.jsonl", b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "b"}\n', "wb")
+    p = write(
+        tmp_path, "bad.jsonl", b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "b"}\n', "wb"
+    )
     with pytest.raises(DataError, match=r"bad.jsonl, line 2: invalid UTF-8"):
         load_examples(p)
-    q = write(tmp_path, "bad.json", b'[\n{"prompt": "a", "completion": "b"},\n{"prompt": "\xff", "completion": "b"}]', "wb")
+    q = write(
+        tmp_path, "bad.json", b'[\n{"prompt": "a", "completion": "b"},\n{"prompt": "\xff", "completion": "b"}]', "wb"
+    )
     with pytest.raises(DataError, match=r"bad.json, line 3: invalid UTF-8"):
         load_examples(q)
 

@@ -34,13 +34,30 @@ def seed_file() -> Path:
     return shared_file("alpaca_seed_tasks.jsonl")  # 175 real tasks of very different prompt/response lengths
 
 
-def _witune_step(model_dir: Path, data: Path, out: Path, prompt: float, norm: str = "nonzero", n: int = N,
-                 max_length: int = MAX_LEN):
-    cfg = load_config(overrides=dict(model=str(model_dir), data=str(data), limit=n, max_length=max_length,
-                                     prompt_weight=prompt, response_weight=1.0, normalization=norm, optimizer="sgd",
-                                     learning_rate=1.0, warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0,
-                                     max_steps=1, per_device_batch_size=n, seed=3, progress=False,
-                                     output_dir=str(out)))
+def _witune_step(
+    model_dir: Path, data: Path, out: Path, prompt: float, norm: str = "nonzero", n: int = N, max_length: int = MAX_LEN
+):
+    cfg = load_config(
+        overrides=dict(
+            model=str(model_dir),
+            data=str(data),
+            limit=n,
+            max_length=max_length,
+            prompt_weight=prompt,
+            response_weight=1.0,
+            normalization=norm,
+            optimizer="sgd",
+            learning_rate=1.0,
+            warmup_ratio=0.0,
+            lr_scheduler="constant",
+            max_grad_norm=0.0,
+            max_steps=1,
+            per_device_batch_size=n,
+            seed=3,
+            progress=False,
+            output_dir=str(out),
+        )
+    )
     result = train(cfg)
     return result.final_loss, load_file(str(result.model_dir / "model.safetensors"))
 
@@ -49,10 +66,25 @@ def _args(out: Path, bs: int, acc: int, cls=None, **kw):
     from transformers import TrainingArguments
 
     cls = cls or TrainingArguments
-    return cls(output_dir=str(out), per_device_train_batch_size=bs, gradient_accumulation_steps=acc, max_steps=1,
-               learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0,
-               weight_decay=0.0, report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, seed=3,
-               disable_tqdm=True, **kw)
+    return cls(
+        output_dir=str(out),
+        per_device_train_batch_size=bs,
+        gradient_accumulation_steps=acc,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=0.0,
+        weight_decay=0.0,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        seed=3,
+        disable_tqdm=True,
+        **kw,
+    )
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -69,8 +101,9 @@ def _trainer_step(model_dir, ds, tok, out, bs, acc, norm="nonzero", cls=None, **
 
     cls = cls or WeightedTrainer
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    trainer = cls(model=model, args=_args(out, bs, acc), train_dataset=ds, processing_class=tok, normalization=norm,
-                  **kw)
+    trainer = cls(
+        model=model, args=_args(out, bs, acc), train_dataset=ds, processing_class=tok, normalization=norm, **kw
+    )
     return trainer.train().training_loss, _params(model)
 
 
@@ -104,8 +137,9 @@ def init(tiny_model_dir):
 
 def test_dataset_is_witune_rendering(seed_file, tok, ds):
     """Token for token and weight for weight what witune renders; labels -100 exactly where the weight is 0."""
-    rows = tokenize_examples(load_examples(seed_file, limit=N).examples, tok, RoleWeights(0.3, 1.0),
-                             max_length=MAX_LEN).rows
+    rows = tokenize_examples(
+        load_examples(seed_file, limit=N).examples, tok, RoleWeights(0.3, 1.0), max_length=MAX_LEN
+    ).rows
     assert len(ds) == N and [len(r) for r in rows] == [len(x) for x in ds["input_ids"]]
     for r, x in zip(rows, ds):
         assert x["input_ids"] == r.input_ids and x["loss_weights"] == pytest.approx(r.weights)
@@ -162,14 +196,16 @@ def test_naive_micro_batch_mean_differs(tiny_model_dir, tok, ds, init, tmp_path)
 
 # ---- TRL ------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def pc_dataset(tok):
     """Real GSM8K records as TRL prompt/completion data (Alpaca prompt), lengths varying."""
     import datasets
 
     records = json.loads(shared_file("gsm8k_train_alpaca.json").read_text())[:N]
-    return datasets.Dataset.from_list([{"prompt": alpaca_prompt(r["instruction"], r["input"]),
-                                        "completion": r["output"]} for r in records])
+    return datasets.Dataset.from_list(
+        [{"prompt": alpaca_prompt(r["instruction"], r["input"]), "completion": r["output"]} for r in records]
+    )
 
 
 def _sft(model_dir, ds, out, cls=None, bs=N, acc=1, **kw):
@@ -180,8 +216,9 @@ def _sft(model_dir, ds, out, cls=None, bs=N, acc=1, **kw):
     weight_kw = {k: kw.pop(k) for k in ("prompt_weight", "response_weight", "normalization") if k in kw}
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     args = _args(out, bs, acc, cls=SFTConfig, **{"max_length": 1024, "bf16": False, **kw})  # TRL defaults to bf16
-    trainer = (cls or SFTTrainer)(model=model, args=args, train_dataset=ds,
-                                  processing_class=load_tokenizer(model_dir), **weight_kw)
+    trainer = (cls or SFTTrainer)(
+        model=model, args=args, train_dataset=ds, processing_class=load_tokenizer(model_dir), **weight_kw
+    )
     return trainer, model
 
 
@@ -211,8 +248,9 @@ def test_trl_packed_equals_padded(tiny_model_dir, pc_dataset, init, tmp_path):
 
     results = []
     for name, kw in [("padded", {}), ("packed", {"packing": True})]:
-        trainer, model = _sft(tiny_model_dir, pc_dataset, tmp_path / name, cls=WeightedSFTTrainer, prompt_weight=0.3,
-                              **kw)
+        trainer, model = _sft(
+            tiny_model_dir, pc_dataset, tmp_path / name, cls=WeightedSFTTrainer, prompt_weight=0.3, **kw
+        )
         if kw:
             assert len(trainer.train_dataset) < N and "seq_lengths" in trainer.train_dataset.column_names
         results.append((trainer.train().training_loss, _params(model)))
@@ -260,8 +298,16 @@ def test_two_process_trainer_invariance(tiny_model_dir, seed_file, tok, ds, init
     out.mkdir()
     spec = dict(model=str(tiny_model_dir), data=str(seed_file), max_length=MAX_LEN, n=N, out=str(out), norm=norm)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           json.dumps(spec)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        json.dumps(spec),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loss = float(next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("RESULT")))
@@ -276,8 +322,9 @@ def test_bad_settings_are_one_clear_error(tiny_model_dir, tok, ds, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     with pytest.raises(ValueError, match="normalization 'tokens' is not available"):
-        WeightedTrainer(model=model, args=_args(tmp_path, 2, 1), train_dataset=ds, processing_class=tok,
-                        normalization="tokens")
+        WeightedTrainer(
+            model=model, args=_args(tmp_path, 2, 1), train_dataset=ds, processing_class=tok, normalization="tokens"
+        )
     with pytest.raises(ConfigError, match="both zero"):
         weighted_dataset([{"prompt": "a", "completion": "b"}], tok, 0.0, 0.0)
     with pytest.raises(ValueError, match="must stay aligned"):
@@ -285,7 +332,9 @@ def test_bad_settings_are_one_clear_error(tiny_model_dir, tok, ds, tmp_path):
 
 
 def test_witune_loss_does_not_import_trl_or_trainer():
-    code = "import sys, witune, witune.loss; print(sorted(m for m in ('trl', 'witune.integrations') if m in sys.modules))"
+    code = (
+        "import sys, witune, witune.loss; print(sorted(m for m in ('trl', 'witune.integrations') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -306,12 +355,19 @@ def test_smollm2_trainer_step_and_trl_at_0_1(smollm2_dir, seed_file, tmp_path):
     from witune.integrations.trl import WeightedSFTTrainer
 
     records = json.loads(shared_file("gsm8k_train_alpaca.json").read_text())[:4]
-    chat = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["instruction"]}],
-                                        "completion": [{"role": "assistant", "content": r["output"]}]}
-                                       for r in records])
+    chat = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["instruction"]}],
+                "completion": [{"role": "assistant", "content": r["output"]}],
+            }
+            for r in records
+        ]
+    )
     stock, m1 = _sft(smollm2_dir, chat, tmp_path / "s", bs=4, max_length=256)
-    weighted, m2 = _sft(smollm2_dir, chat, tmp_path / "w", cls=WeightedSFTTrainer, bs=4, max_length=256,
-                        prompt_weight=0.0)
+    weighted, m2 = _sft(
+        smollm2_dir, chat, tmp_path / "w", cls=WeightedSFTTrainer, bs=4, max_length=256, prompt_weight=0.0
+    )
     rows_a, rows_b = [stock.train_dataset[i] for i in range(4)], [weighted.train_dataset[i] for i in range(4)]
     assert [r["labels"] for r in rows_a] == [r["labels"] for r in rows_b]
     m1.train(), m2.train()
@@ -327,8 +383,13 @@ def test_evaluate_gives_the_weighted_loss(tiny_model_dir, tok, ds, tmp_path):
     from witune.integrations import causal_lm_loss_sums
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
-    trainer = WeightedTrainer(model=model, args=_args(tmp_path, 2, 1, per_device_eval_batch_size=N), eval_dataset=ds,
-                              processing_class=tok, normalization="weight_sum")
+    trainer = WeightedTrainer(
+        model=model,
+        args=_args(tmp_path, 2, 1, per_device_eval_batch_size=N),
+        eval_dataset=ds,
+        processing_class=tok,
+        normalization="weight_sum",
+    )
     got = trainer.evaluate()["eval_loss"]
     batch = WeightedCollator(tok.pad_token_id)([ds[i] for i in range(N)])
     with torch.no_grad():

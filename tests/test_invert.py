@@ -35,7 +35,9 @@ def test_instruction_strings_are_the_papers():
         pytest.skip("PLW paper text (shared/seeds/004_*.txt) is absent")
     text = re.sub(r"\s+", " ", seeds[0].read_text())
     assert f"“{INSTRUCTION_NO_INPUT}”" in text
-    assert INSTRUCTION_WITH_INPUT.startswith("Predict the prompt that generated the below AI output given the following")
+    assert INSTRUCTION_WITH_INPUT.startswith(
+        "Predict the prompt that generated the below AI output given the following"
+    )
     # The paper's second string is split by a page break after "following"; its tail reads:
     assert "context. Context: <original_input>”" in text
     assert INSTRUCTION_WITH_INPUT.endswith(" context. Context: ")
@@ -76,7 +78,9 @@ def test_target_rg_is_reached_deterministically(tiny_tokenizer, tmp_path, target
     reached = ratio_of_means(tiny_tokenizer, result.records)  # recomputed from the written records
     assert reached == pytest.approx(result.rg_after["ratio_of_means"])
     assert abs(reached - target) < 0.02 * target
-    assert result.rg_before["ratio_of_means"] == pytest.approx(ratio_of_means(tiny_tokenizer, [r.record for r in records]))
+    assert result.rg_before["ratio_of_means"] == pytest.approx(
+        ratio_of_means(tiny_tokenizer, [r.record for r in records])
+    )
     other = invert(records, tiny_tokenizer, target_rg=target, seed=4)
     assert other.inverted != result.inverted  # the seed picks which samples
 
@@ -124,8 +128,9 @@ def test_cli_unreachable_target_exits_nonzero_with_the_minimum(tiny_model_dir, t
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     out = tmp_path / "out.jsonl"
-    args = parser.parse_args(["invert", str(src), "-o", str(out), "--target-rg", "0.05",
-                              "--model", str(tiny_model_dir)])
+    args = parser.parse_args(
+        ["invert", str(src), "-o", str(out), "--target-rg", "0.05", "--model", str(tiny_model_dir)]
+    )
     assert args.func(args) == 1
     err = capsys.readouterr().err
     from transformers import AutoTokenizer

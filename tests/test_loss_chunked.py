@@ -44,8 +44,12 @@ def test_value_and_gradients_match_reference(shape, dtype, bias):
     hidden, weight, b, labels, response = make(n, h, v, dtype, seed=n, bias=bias)
     w = torch.where(response, 1.0, 0.3)
     w[: n // 3] = 0.0  # zero weights on valid positions: skipped rows
-    ours = value_and_grads(lambda x, W, B: weighted_nll_from_hidden(
-        x, W, labels, w, lm_head_bias=B, chunk_size=rows).weighted_sum, hidden, weight, b)
+    ours = value_and_grads(
+        lambda x, W, B: weighted_nll_from_hidden(x, W, labels, w, lm_head_bias=B, chunk_size=rows).weighted_sum,
+        hidden,
+        weight,
+        b,
+    )
     ref = value_and_grads(lambda x, W, B: reference(x, W, B, labels, w), hidden, weight, b)
     for a, r in zip(ours, ref):
         torch.testing.assert_close(a, r, **TOL[dtype])
@@ -58,8 +62,17 @@ def test_batched_shape_and_role_diagnostics_equal_weighted_nll():
     w = torch.where(response, 1.0, 0.1)
     ours = weighted_nll_from_hidden(hidden, weight, labels, w, response, chunk_size=4)
     ref = weighted_nll(hidden @ weight.T, labels, w, response)
-    for name in ("weighted_sum", "nonzero", "weight_sum", "tokens", "prompt_nll", "prompt_tokens",
-                 "response_nll", "response_tokens", "response_weighted"):
+    for name in (
+        "weighted_sum",
+        "nonzero",
+        "weight_sum",
+        "tokens",
+        "prompt_nll",
+        "prompt_tokens",
+        "response_nll",
+        "response_tokens",
+        "response_weighted",
+    ):
         torch.testing.assert_close(getattr(ours, name), getattr(ref, name), msg=name)
 
 
@@ -144,8 +157,12 @@ def test_contiguous_and_gathered_active_rows_match_reference(layout, dtype, bias
         w[: n // 3] = 0.0  # lambda_p = 0 on a leading prompt: one contiguous run of active rows
     elif layout == "scattered":
         w[::4] = 0.0
-    ours = value_and_grads(lambda x, W, B: weighted_nll_from_hidden(
-        x, W, labels, w, lm_head_bias=B, chunk_size=5).weighted_sum, hidden, weight, b)
+    ours = value_and_grads(
+        lambda x, W, B: weighted_nll_from_hidden(x, W, labels, w, lm_head_bias=B, chunk_size=5).weighted_sum,
+        hidden,
+        weight,
+        b,
+    )
     ref = value_and_grads(lambda x, W, B: reference(x, W, B, labels, w), hidden, weight, b)
     for a, r in zip(ours, ref):
         torch.testing.assert_close(a, r, **TOL[dtype])

@@ -26,18 +26,25 @@ CHAT = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "What is the capital of France?"},
     {"role": "assistant", "content": "Paris."},
-    {"role": "tool", "content": "{\"ok\": true}"},
+    {"role": "tool", "content": '{"ok": true}'},
 ]
 
 
 # --- the tiny model -------------------------------------------------------------------------------------------
 
+
 def test_tiny_model_loads_and_round_trips(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     cfg = model.config
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
-            cfg.intermediate_size, cfg.max_position_embeddings) == (32, 2, 4, 2, 64, 1024)
+    assert (
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.intermediate_size,
+        cfg.max_position_embeddings,
+    ) == (32, 2, 4, 2, 64, 1024)
     assert cfg.tie_word_embeddings is False
     assert cfg.vocab_size == len(tok) == 512
 
@@ -66,7 +73,7 @@ def test_chat_template_renders_chatml(tiny_tokenizer) -> None:
         "<|im_start|>system\nBe brief.<|im_end|>\n"
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
         "<|im_start|>assistant\nParis.<|im_end|>\n"
-        "<|im_start|>tool\n{\"ok\": true}<|im_end|>\n"
+        '<|im_start|>tool\n{"ok": true}<|im_end|>\n'
     )
     # Like SmolLM2: a default system turn when the chat has none, and the generation prompt on request.
     prompt = tiny_tokenizer.apply_chat_template(CHAT[1:2], tokenize=False, add_generation_prompt=True)
@@ -104,19 +111,23 @@ def test_vocab_too_small_is_a_clear_error(tmp_path: Path) -> None:
 
 # --- resolve / load -------------------------------------------------------------------------------------------
 
+
 def test_resolve_local_folder_and_hub_name(tiny_model_dir: Path) -> None:
     assert resolve_model_path(tiny_model_dir) == str(tiny_model_dir)
     assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert resolve_model_path("gpt2") == "gpt2"
 
 
-@pytest.mark.parametrize("name, message", [
-    ("/no/such/model", "no such folder"),
-    ("./missing-model", "no such folder"),
-    ("a/b/c", "no such folder"),
-    ("missing.gguf", "GGUF file not found"),
-    ("  ", "empty"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("/no/such/model", "no such folder"),
+        ("./missing-model", "no such folder"),
+        ("a/b/c", "no such folder"),
+        ("missing.gguf", "GGUF file not found"),
+        ("  ", "empty"),
+    ],
+)
 def test_resolve_errors_name_the_model(name: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         resolve_model_path(name)
@@ -159,6 +170,7 @@ def test_load_model_dtype_and_attention(tiny_model_dir: Path) -> None:
 
 # --- GGUF conversion ------------------------------------------------------------------------------------------
 
+
 def write_tiny_gguf(hf_dir: Path, out_file: Path) -> Path:
     """Write the tiny HF model as an F32 GGUF file the way llama.cpp's converter does (names, q/k permutation)."""
     import gguf
@@ -191,11 +203,22 @@ def write_tiny_gguf(hf_dir: Path, out_file: Path) -> Path:
     def permute(x: np.ndarray, heads: int) -> np.ndarray:  # llama.cpp's rotary layout for q and k
         return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
-    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
-    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-           "lm_head.weight": "output.weight"}
+    parts = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
+    top = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
     for key, tensor in load_file(hf_dir / "model.safetensors").items():
         x = tensor.float().numpy()
         if key in top:
@@ -228,7 +251,8 @@ def test_gguf_converts_exactly_and_is_cached(tiny_gguf: Path, tiny_model_dir: Pa
     assert torch.equal(original(ids).logits, converted(ids).logits)
     tok = load_tokenizer(out)
     assert tok.apply_chat_template(CHAT, tokenize=False) == load_tokenizer(tiny_model_dir).apply_chat_template(
-        CHAT, tokenize=False)
+        CHAT, tokenize=False
+    )
 
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert cached_gguf_folder(tiny_gguf, cache_dir=tmp_path) == out
@@ -236,8 +260,9 @@ def test_gguf_converts_exactly_and_is_cached(tiny_gguf: Path, tiny_model_dir: Pa
     assert [p.name for p in tmp_path.iterdir()] == [out.name], "no temporary folders left behind"
 
 
-def test_gguf_path_resolves_through_witune_cache(tiny_gguf: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gguf_path_resolves_through_witune_cache(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WITUNE_CACHE", str(tmp_path))
     resolved = Path(resolve_model_path(str(tiny_gguf)))
     assert resolved.parent == tmp_path and resolved.name.startswith("tiny-")
@@ -261,6 +286,7 @@ def test_smollm2_missing_package_names_pip_command(monkeypatch: pytest.MonkeyPat
 
 # --- SmolLM2-135M ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_smollm2_converted_folder_generates(smollm2_dir: Path) -> None:
     config = json.loads((smollm2_dir / "config.json").read_text())
@@ -274,8 +300,12 @@ def test_smollm2_converted_folder_generates(smollm2_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     assert getattr(model, "hf_quantizer", None) is None
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
-    inputs = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
-    answer = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer

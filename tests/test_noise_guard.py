@@ -22,8 +22,11 @@ from witune.analysis.results import validate_results
 from witune.data.errors import DataError
 
 PW = [0.0, 0.01, 0.05, 0.1, 0.5, 1.0]
-BENCH = [("arc_challenge", "acc_norm", 0.45, True), ("mmlu", "acc", 0.40, True),
-         ("heldout", "response_nll", 2.00, False)]
+BENCH = [
+    ("arc_challenge", "acc_norm", 0.45, True),
+    ("mmlu", "acc", 0.40, True),
+    ("heldout", "response_nll", 2.00, False),
+]
 SE = 0.01
 
 
@@ -34,14 +37,27 @@ def sweep(rng: np.random.Generator, gain_sd: float = 0.0, seeds: int = 1, stderr
     for wp in PW:
         for seed in range(seeds):
             for bench, metric, truth, higher in BENCH:
-                mu = truth + (gain_sd * math.sqrt(2) * SE * math.sqrt(seeds) if wp == 0.1 and bench == "arc_challenge"
-                              else 0.0)
+                mu = truth + (
+                    gain_sd * math.sqrt(2) * SE * math.sqrt(seeds) if wp == 0.1 and bench == "arc_challenge" else 0.0
+                )
                 # with seeds, each run's noise is SE * sqrt(seeds) so that the mean over seeds has SE
                 sd = SE * math.sqrt(seeds)
-                rows.append({"run_id": f"wp{wp}-s{seed}", "model": "m", "dataset": "d", "prompt_weight": wp,
-                             "response_weight": 1.0, "normalization": "", "seed": seed, "benchmark": bench,
-                             "metric": metric, "score": mu + rng.normal(0, sd), "higher_is_better": higher,
-                             "stderr": sd if stderr else np.nan})
+                rows.append(
+                    {
+                        "run_id": f"wp{wp}-s{seed}",
+                        "model": "m",
+                        "dataset": "d",
+                        "prompt_weight": wp,
+                        "response_weight": 1.0,
+                        "normalization": "",
+                        "seed": seed,
+                        "benchmark": bench,
+                        "metric": metric,
+                        "score": mu + rng.normal(0, sd),
+                        "higher_is_better": higher,
+                        "stderr": sd if stderr else np.nan,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -135,9 +151,23 @@ def test_csv_stderr_is_optional_numeric_and_never_negative():
 
 
 def test_subtask_mean_carries_the_se_of_a_mean():
-    rows = [{"run_id": "r", "model": "m", "dataset": "d", "prompt_weight": 0.0, "response_weight": 1.0,
-             "normalization": "", "seed": 0, "benchmark": f"mmlu_{k}", "metric": "acc", "score": 0.5,
-             "higher_is_better": True, "stderr": se} for k, se in [("a", 0.03), ("b", 0.04)]]
+    rows = [
+        {
+            "run_id": "r",
+            "model": "m",
+            "dataset": "d",
+            "prompt_weight": 0.0,
+            "response_weight": 1.0,
+            "normalization": "",
+            "seed": 0,
+            "benchmark": f"mmlu_{k}",
+            "metric": "acc",
+            "score": 0.5,
+            "higher_is_better": True,
+            "stderr": se,
+        }
+        for k, se in [("a", 0.03), ("b", 0.04)]
+    ]
     bench, _ = one_vote(pd.DataFrame(rows))
     assert bench["stderr"].iloc[0] == pytest.approx(0.05 / 2)  # sqrt(0.03² + 0.04²) / 2
     rows[1]["stderr"] = np.nan
@@ -148,9 +178,14 @@ def test_subtask_mean_carries_the_se_of_a_mean():
 def test_sweep_db_results_frame_carries_stderr(tmp_path):
     from witune.sweep import db
 
-    db.write_eval_rows(db.db_path(tmp_path), "r1", [
-        {"task": "arc_challenge", "metric": "acc", "value": 0.5, "stderr": 0.02, "higher_is_better": True},
-        {"task": "arc_challenge", "metric": "acc_norm", "value": 0.6, "higher_is_better": True}])
+    db.write_eval_rows(
+        db.db_path(tmp_path),
+        "r1",
+        [
+            {"task": "arc_challenge", "metric": "acc", "value": 0.5, "stderr": 0.02, "higher_is_better": True},
+            {"task": "arc_challenge", "metric": "acc_norm", "value": 0.6, "higher_is_better": True},
+        ],
+    )
     frame = db.results_frame(tmp_path).set_index("metric")
     assert frame.loc["acc", "stderr"] == pytest.approx(0.02)
     assert math.isnan(frame.loc["acc_norm", "stderr"])
@@ -164,14 +199,20 @@ def test_demo_report_does_not_recommend_weighting_within_noise(tmp_path, tiny_mo
     metrics.write_text("".join(json.dumps({"step": s, "loss": 2.0 - 0.01 * s}) + "\n" for s in range(1, 11)))
     r = demo.DemoResult(str(tmp_path), str(tiny_model_dir), "d.jsonl", "real", 64, 40, 2.5, 2.2)
     for name, wp, nll in [("conventional", 0.0, 2.100), ("weighted", 0.1, 2.096)]:  # 0.004 apart: noise
-        r.settings.append(demo.SettingResult(name, wp, 1.0, str(tiny_model_dir), str(metrics), 10, 1.9, 2.4, nll,
-                                             1.0))
+        r.settings.append(demo.SettingResult(name, wp, 1.0, str(tiny_model_dir), str(metrics), 10, 1.9, 2.4, nll, 1.0))
     for name in ["base", "conventional", "weighted"]:
         r.response_nll_items[name] = list(2.1 + rng.normal(0, 0.3, 40))
         items = [float(x) for x in rng.random(50) < 0.26]
         r.benchmark_items[name] = items
-        r.benchmarks[name] = [{"task": "witune_arc_challenge", "metric": "acc", "value": sum(items) / 50,
-                               "stderr": None, "higher_is_better": True}]
+        r.benchmarks[name] = [
+            {
+                "task": "witune_arc_challenge",
+                "metric": "acc",
+                "value": sum(items) / 50,
+                "stderr": None,
+                "higher_is_better": True,
+            }
+        ]
     page = Path(demo.write_report(r)).read_text(encoding="utf-8")
     assert "train with λp" not in page
     assert "keep conventional tuning (0, 1)" in page

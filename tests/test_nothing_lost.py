@@ -26,8 +26,11 @@ OLD = [{"instruction": "old", "input": "", "output": "kept"}]
 
 def _tree(folder: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under `folder` (hidden ones included)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _write_old(path: Path) -> bytes:
@@ -36,6 +39,7 @@ def _write_old(path: Path) -> bytes:
 
 
 # --- writers: a failure midway keeps the old file ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["out.json", "out.jsonl"])
 def test_records_writer_failing_midway_keeps_old_file(tmp_path, name):
@@ -127,8 +131,16 @@ _DISK_FULL = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kind, name", [("records", "out.jsonl"), ("records", "out.json"), ("text", "report.html"),
-                                        ("bytes", "entry.npz"), ("figure", "plot.png")])
+@pytest.mark.parametrize(
+    "kind, name",
+    [
+        ("records", "out.jsonl"),
+        ("records", "out.json"),
+        ("text", "report.html"),
+        ("bytes", "entry.npz"),
+        ("figure", "plot.png"),
+    ],
+)
 def test_full_disk_keeps_old_file_and_says_so_in_one_line(tmp_path, kind, name):
     path = tmp_path / name
     path.write_bytes(b"old content\n")
@@ -209,6 +221,7 @@ def test_atomic_open_refuses_append_mode(tmp_path):
 
 # --- -o onto an input, existing outputs, clean's removed records ----------------------------------------------
 
+
 def _data(tmp_path: Path) -> Path:
     src = tmp_path / "data.jsonl"
     lines = [json.dumps({"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."}) for i in range(3)]
@@ -256,7 +269,10 @@ def test_clean_side_file_holds_the_removed_records(tmp_path):
     by_line = {r["index"]: r for r in report}
     assert set(by_line) == {2, 3, 4}
     assert by_line[2]["reason"] == "placeholder output" and by_line[2]["record"] == {
-        "instruction": "Say nothing.", "input": "", "output": "N/A"}
+        "instruction": "Say nothing.",
+        "input": "",
+        "output": "N/A",
+    }
     assert by_line[3]["reason"] == "duplicate" and by_line[3]["record"]["output"] == "Answer 0."
     assert by_line[4]["reason"] == "invalid" and by_line[4]["raw"] == '{"instruction": "broken", '
     assert all(r["location"] == f"{src}, line {r['index']}" for r in report)
@@ -267,20 +283,37 @@ def test_clean_side_file_holds_the_removed_records(tmp_path):
 
 # --- protected run folders ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def run_setup(tmp_path, tiny_model_dir):
     data = tmp_path / "train.jsonl"
     words = "a small dog reads the question and writes a clear answer step by step".split()
-    data.write_text("".join(json.dumps({"instruction": " ".join(words[: 2 + i % 9]), "input": "",
-                                        "output": " ".join(words[i % 5:])}) + "\n" for i in range(8)))
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": " ".join(words[: 2 + i % 9]), "input": "", "output": " ".join(words[i % 5 :])})
+            + "\n"
+            for i in range(8)
+        )
+    )
     return tiny_model_dir, data
 
 
 def _cfg(model: Path, data: Path, out: Path, **kw):
     from witune.train import load_config
 
-    values = dict(model=str(model), data=str(data), output_dir=str(out), per_device_batch_size=2, max_steps=2,
-                  learning_rate=1e-3, warmup_ratio=0.25, prompt_weight=0.1, save_every=2, progress=False, seed=3)
+    values = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(out),
+        per_device_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-3,
+        warmup_ratio=0.25,
+        prompt_weight=0.1,
+        save_every=2,
+        progress=False,
+        seed=3,
+    )
     values.update(kw)
     return load_config(overrides=values)
 
@@ -307,8 +340,22 @@ def test_finished_run_is_protected(run_setup, tmp_path, capsys):
     train(_cfg(model, data, out, prompt_weight=0.5, save_every=0), overwrite=True)
     assert not (out / "checkpoints").exists()
     assert "prompt_weight: 0.5" in (out / "config.yaml").read_text()
-    assert main(["train", "--set", f"model={model}", "--set", f"data={data}", "--set", f"output_dir={out}",
-                 "--set", "progress=false"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--set",
+                f"model={model}",
+                "--set",
+                f"data={data}",
+                "--set",
+                f"output_dir={out}",
+                "--set",
+                "progress=false",
+            ]
+        )
+        == 2
+    )
     assert "not empty" in capsys.readouterr().err
 
 
@@ -400,8 +447,19 @@ def test_full_disk_during_model_save_leaves_the_old_model(run_setup, tmp_path):
     train(_cfg(model, data, out))
     before = _tree(out / "model")
     limit = (out / "model" / "model.safetensors").stat().st_size // 2  # every other file is smaller
-    sets = dict(model=model, data=data, output_dir=out, per_device_batch_size=2, max_steps=3, learning_rate=1e-3,
-                warmup_ratio=0.25, prompt_weight=0.1, save_every=0, progress=False, seed=3)
+    sets = dict(
+        model=model,
+        data=data,
+        output_dir=out,
+        per_device_batch_size=2,
+        max_steps=3,
+        learning_rate=1e-3,
+        warmup_ratio=0.25,
+        prompt_weight=0.1,
+        save_every=0,
+        progress=False,
+        seed=3,
+    )
     args = ["train", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")], "--resume"]
     run = subprocess.run([sys.executable, "-c", _TRAIN_DISK_FULL, str(limit), *args], capture_output=True, text=True)
     assert run.returncode == 2, run.stderr[-2000:]

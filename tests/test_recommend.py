@@ -6,9 +6,9 @@ import json
 import pytest
 from shared import shared_file
 
-from witune.stats import CRITICAL_PLW_SHORT, TABLE4, plw_curve, recommend, table4
 from witune.analysis.optimum import sweep_optimum
 from witune.analysis.results import load_results
+from witune.stats import CRITICAL_PLW_SHORT, TABLE4, plw_curve, recommend, table4
 from witune.stats.recommend import KEEP_MASKING, MAX_SLOPE, WIT_LAMBDA_P_CENTRE
 
 
@@ -141,8 +141,19 @@ def test_recommend_cli_from_sweep_picks_the_data_by_name(tiny_model_dir, tmp_pat
     data.write_text(json.dumps(recs))
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(["recommend", str(data), "--model", str(tiny_model_dir), "--from",
-                              str(tmp_path / "sweep.csv"), "--n-boot", "20", "--json"])
+    args = parser.parse_args(
+        [
+            "recommend",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--from",
+            str(tmp_path / "sweep.csv"),
+            "--n-boot",
+            "20",
+            "--json",
+        ]
+    )
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["source"] == "your sweep" and out["weight_matters"]

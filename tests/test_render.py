@@ -3,8 +3,20 @@
 import pytest
 import torch
 
-from witune.data import (ConfigError, DataError, Example, Location, Message, RoleWeights, alpaca_prompt, pack,
-                         packed_collate, pad_collate, render, tokenize_examples)
+from witune.data import (
+    ConfigError,
+    DataError,
+    Example,
+    Location,
+    Message,
+    RoleWeights,
+    alpaca_prompt,
+    pack,
+    packed_collate,
+    pad_collate,
+    render,
+    tokenize_examples,
+)
 from witune.loss import IGNORE_INDEX, weighted_nll
 
 LOC = Location("mem.jsonl", 1, "line")
@@ -45,7 +57,8 @@ def test_chat_template_boundaries_roles_and_final_turn_only(tiny_tokenizer):
     ex = chat("Be brief.", "Who are you?", "A small model.", "And your name?", "Tiny.")
     row = render(ex, tok, RoleWeights(0.1, 1.0))
     assert tok.decode(row.input_ids) == tok.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in ex.messages], tokenize=False)
+        [{"role": m.role, "content": m.content} for m in ex.messages], tokenize=False
+    )
     assert response_text(tok, row) == "A small model.<|im_end|>Tiny.<|im_end|>"
     assert {r for r, resp in zip(row.roles, row.response) if resp} == {"assistant"}
     assert {w for w, resp in zip(row.weights, row.response) if resp} == {1.0}
@@ -62,8 +75,12 @@ def test_chat_template_boundaries_roles_and_final_turn_only(tiny_tokenizer):
 
 def test_plain_template_and_prompt_completion(tiny_tokenizer):
     tok = tiny_tokenizer
-    ex = Example((Message("user", "2+2="), Message("assistant", " 4")), "prompt_completion", LOC,
-                 {"prompt": "2+2=", "completion": " 4"})
+    ex = Example(
+        (Message("user", "2+2="), Message("assistant", " 4")),
+        "prompt_completion",
+        LOC,
+        {"prompt": "2+2=", "completion": " 4"},
+    )
     row = render(ex, tok, RoleWeights(1.0, 1.0))
     assert tok.decode(row.input_ids) == "2+2= 4" + tok.eos_token
     assert response_text(tok, row) == " 4" + tok.eos_token
@@ -86,7 +103,7 @@ def test_truncation_policies(tiny_tokenizer):
     left = tokenize_examples([ex], tok, RoleWeights(0.5, 1.0), max_length=n_resp + 5, truncation="left")
     row = left.rows[0]
     assert len(row) == n_resp + 5 and left.truncated == 1
-    assert row.input_ids == full.input_ids[-(n_resp + 5):] and row.weights[0] == 0.0
+    assert row.input_ids == full.input_ids[-(n_resp + 5) :] and row.weights[0] == 0.0
     right = tokenize_examples([ex], tok, RoleWeights(0.5, 1.0), max_length=10, truncation="right")
     assert right.rows[0].input_ids == full.input_ids[:10]
     drop = tokenize_examples([ex], tok, RoleWeights(0.5, 1.0), max_length=10, truncation="drop")
@@ -97,8 +114,9 @@ def test_truncated_to_zero_trainable_tokens(tiny_tokenizer):
     ex = alpaca(inp="context " * 30)
     with pytest.raises(DataError, match=r"mem.jsonl, line 1: truncated to zero trainable tokens"):
         tokenize_examples([ex], tiny_tokenizer, RoleWeights(0.0, 1.0), max_length=8, truncation="right")
-    res = tokenize_examples([ex, alpaca()], tiny_tokenizer, RoleWeights(0.0, 1.0), max_length=8,
-                            truncation="right", on_error="skip")
+    res = tokenize_examples(
+        [ex, alpaca()], tiny_tokenizer, RoleWeights(0.0, 1.0), max_length=8, truncation="right", on_error="skip"
+    )
     assert len(res.zero_trainable) == 2 - len(res.rows) and "zero trainable" in res.summary()
 
 
@@ -109,7 +127,7 @@ def test_pad_collate_shifts_labels_once(tiny_tokenizer):
         n = len(r)
         assert b["labels"][i, : n - 1].tolist() == r.input_ids[1:]
         assert b["weights"][i, : n - 1].tolist() == pytest.approx(r.weights[1:])
-        assert (b["labels"][i, n - 1:] == IGNORE_INDEX).all() and (b["weights"][i, n - 1:] == 0).all()
+        assert (b["labels"][i, n - 1 :] == IGNORE_INDEX).all() and (b["weights"][i, n - 1 :] == 0).all()
         assert b["attention_mask"][i].sum() == n
 
 

@@ -13,9 +13,14 @@ from witune.analysis.synthetic import SyntheticSweep, make_sweep
 from witune.cli import analyze as analyze_cli
 from witune.cli import report as report_cli
 
-DESIGN = SyntheticSweep(models=["a", "b"], datasets={"short": 0.1, "long": 4.0},
-                        benchmarks=["arc", "piqa", "ppl"], prompt_weights=[0.0, 0.01, 0.1, 0.5, 1.0],
-                        response_weights=[0.5, 1.0], steps=20)
+DESIGN = SyntheticSweep(
+    models=["a", "b"],
+    datasets={"short": 0.1, "long": 4.0},
+    benchmarks=["arc", "piqa", "ppl"],
+    prompt_weights=[0.0, 0.01, 0.1, 0.5, 1.0],
+    response_weights=[0.5, 1.0],
+    steps=20,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,16 +43,38 @@ def sweep_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report_path(sweep_csv):
     out = sweep_csv / "out" / "report.html"
-    args = _parser().parse_args(["report", str(sweep_csv / "results.csv"), "-o", str(out),
-                                 "--losses", str(sweep_csv / "losses.csv"), "--bootstrap", "0",
-                                 "--engine", "python"])  # the R engine's report: test_analysis_trust
+    args = _parser().parse_args(
+        [
+            "report",
+            str(sweep_csv / "results.csv"),
+            "-o",
+            str(out),
+            "--losses",
+            str(sweep_csv / "losses.csv"),
+            "--bootstrap",
+            "0",
+            "--engine",
+            "python",
+        ]
+    )  # the R engine's report: test_analysis_trust
     assert args.func(args) == 0
     return out
 
 
 def test_analyze_json(sweep_csv, capsys):
-    args = _parser().parse_args(["analyze", str(sweep_csv / "results.csv"), "--json", "--bootstrap", "0",
-                                 "--losses", str(sweep_csv / "losses.csv"), "--engine", "python"])
+    args = _parser().parse_args(
+        [
+            "analyze",
+            str(sweep_csv / "results.csv"),
+            "--json",
+            "--bootstrap",
+            "0",
+            "--losses",
+            str(sweep_csv / "losses.csv"),
+            "--engine",
+            "python",
+        ]
+    )
     assert args.func(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["engine"] == "python"
@@ -72,28 +99,57 @@ def test_analyze_bad_csv_is_one_line_error(tmp_path):
 def test_report_is_self_contained(report_path):
     text = report_path.read_text(encoding="utf-8")
     assert text.count('src="data:image/png;base64,') >= 4  # aggregates, heatmaps, PLW fit, GAM, dynamics
-    for forbidden in ["http://", "https://", "<link", "src=\"http"]:
+    for forbidden in ["http://", "https://", "<link", 'src="http']:
         assert forbidden not in text
-    for heading in ["Sweep design", "Runs", "WIT view", "PLW view", "Recommendation", "Training dynamics",
-                    "Which engine and model fitted what", "Scores and diagnostics"]:
+    for heading in [
+        "Sweep design",
+        "Runs",
+        "WIT view",
+        "PLW view",
+        "Recommendation",
+        "Training dynamics",
+        "Which engine and model fitted what",
+        "Scores and diagnostics",
+    ]:
         assert heading in text
     assert "engine: python" in text and "not comparable with the paper" in text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(report_path, tmp_path):
-    base = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=10000"]
-    dom = subprocess.run(base + [f"--user-data-dir={tmp_path / 'u1'}", "--dump-dom", report_path.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    base = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        base + [f"--user-data-dir={tmp_path / 'u1'}", "--dump-dom", report_path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     # The inline script marks the page once loaded: every image decoded, no JavaScript error.
     assert 'data-done="1"' in dom
     assert 'data-broken="0"' in dom and 'data-errors="0"' in dom
     assert 'data-images="0"' not in dom
     shot = tmp_path / "shot.png"
-    subprocess.run(base + [f"--user-data-dir={tmp_path / 'u2'}", f"--screenshot={shot}",
-                           "--window-size=1200,1800", report_path.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        base
+        + [
+            f"--user-data-dir={tmp_path / 'u2'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1800",
+            report_path.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     from PIL import Image
 
     img = Image.open(shot).convert("L")

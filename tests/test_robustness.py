@@ -56,8 +56,11 @@ def test_planted_clean_only_model_shows_the_drop(arc):
 def test_rate_zero_typos_give_the_clean_score(arc):
     items = arc[: 2 + 30]
     planted = CleanOnlyScorer(items[2:], items[:2])
-    m = _by_metric(robustness_rows(planted, items, RobustnessSettings(shots=2, seeds=3, rate=0.0,
-                                                                     perturbations=("typos",)), seed=5))
+    m = _by_metric(
+        robustness_rows(
+            planted, items, RobustnessSettings(shots=2, seeds=3, rate=0.0, perturbations=("typos",)), seed=5
+        )
+    )
     assert m["typos_mean_acc"] == m["clean_acc"] == 1.0 and m["typos_drop"] == 0.0
 
 

@@ -7,8 +7,8 @@ import math
 import statistics
 
 import pytest
-from shared import shared_file
 import torch
+from shared import shared_file
 
 from witune.data import load_examples
 from witune.stats import compute_stats
@@ -46,9 +46,16 @@ def test_multi_turn_roles(tiny_tokenizer):
     assert records, "the LIMA file has multi-turn records"
     examples = [ex for ex in load_examples(path).examples if len(ex.messages) > 2][:10]
     stats = compute_stats(examples, tiny_tokenizer, max_samples=10)
-    user = [sum(n_tokens(tiny_tokenizer, u) for u, _ in r["history"]) + n_tokens(tiny_tokenizer, r["instruction"]) + n_tokens(tiny_tokenizer, r["input"])
-            for r in records]
-    assistant = [sum(n_tokens(tiny_tokenizer, a) for _, a in r["history"]) + n_tokens(tiny_tokenizer, r["output"]) for r in records]
+    user = [
+        sum(n_tokens(tiny_tokenizer, u) for u, _ in r["history"])
+        + n_tokens(tiny_tokenizer, r["instruction"])
+        + n_tokens(tiny_tokenizer, r["input"])
+        for r in records
+    ]
+    assistant = [
+        sum(n_tokens(tiny_tokenizer, a) for _, a in r["history"]) + n_tokens(tiny_tokenizer, r["output"])
+        for r in records
+    ]
     assert stats.roles["user"].total == sum(user) == stats.prompt.total
     assert stats.roles["assistant"].total == sum(assistant) == stats.completion.total
 
@@ -96,8 +103,22 @@ def test_stats_cli_json_and_plots(tiny_model_dir, tmp_path):
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     out = tmp_path / "stats.json"
-    args = parser.parse_args(["stats", str(path), "--model", str(tiny_model_dir), "--limit", "200", "--logprob-samples", "8",
-                              "--json", str(out), "--plot", str(tmp_path / "plots")])
+    args = parser.parse_args(
+        [
+            "stats",
+            str(path),
+            "--model",
+            str(tiny_model_dir),
+            "--limit",
+            "200",
+            "--logprob-samples",
+            "8",
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "plots"),
+        ]
+    )
     assert args.func(args) == 0
     data = json.loads(out.read_text())
     assert data["samples"] == 200

@@ -33,15 +33,26 @@ def test_presets_expand_to_the_papers_grids(tmp_path):
 def test_ids_are_stable_and_depend_only_on_what_is_trained(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("{}\n")
-    a = expand(sweep_config_from_dict({"set": {"data": str(data)}, "plw": [0.1, 0.5], "seeds": [1, 2],
-                                       "output_dir": "x"}))
+    a = expand(
+        sweep_config_from_dict({"set": {"data": str(data)}, "plw": [0.1, 0.5], "seeds": [1, 2], "output_dir": "x"})
+    )
     # Same grid, axes written in another order, other folder and eval settings, data given relatively.
-    b = expand(sweep_config_from_dict({"seeds": [2, 1], "plw": [0.5, 0.1], "output_dir": "y",
-                                       "eval_tasks": ["witune_piqa"], "set": {"data": str(data)}}))
+    b = expand(
+        sweep_config_from_dict(
+            {
+                "seeds": [2, 1],
+                "plw": [0.5, 0.1],
+                "output_dir": "y",
+                "eval_tasks": ["witune_piqa"],
+                "set": {"data": str(data)},
+            }
+        )
+    )
     assert len(a) == 4 and sorted(p.run_id for p in a) == sorted(p.run_id for p in b)
     # A changed training key changes every id.
-    c = expand(sweep_config_from_dict({"set": {"data": str(data), "learning_rate": 1e-4}, "plw": [0.1, 0.5],
-                                       "seeds": [1, 2]}))
+    c = expand(
+        sweep_config_from_dict({"set": {"data": str(data), "learning_rate": 1e-4}, "plw": [0.1, 0.5], "seeds": [1, 2]})
+    )
     assert not {p.run_id for p in a} & {p.run_id for p in c}
     # Existing files become absolute paths: the workers do not depend on the current folder.
     assert all(p.train["data"] == str(data.resolve()) for p in a)
@@ -52,7 +63,9 @@ def test_ids_are_stable_and_depend_only_on_what_is_trained(tmp_path):
 
 def test_base_file_is_read_relative_to_the_sweep_file(tmp_path):
     (tmp_path / "base.yaml").write_text("data: train.jsonl\nmax_steps: 7\noutput_dir: elsewhere\nplw: 0.3\n")
-    path = _write(tmp_path, {"base": "base.yaml", "weights": [[0.0, 1.0], [0.2, 0.8]], "datasets": ["a.json", "b.json"]})
+    path = _write(
+        tmp_path, {"base": "base.yaml", "weights": [[0.0, 1.0], [0.2, 0.8]], "datasets": ["a.json", "b.json"]}
+    )
     cfg = load_sweep_config(path)
     assert cfg.output_dir.endswith("sweep")  # default: sweeps/<file stem>
     points = expand(cfg)
@@ -61,18 +74,23 @@ def test_base_file_is_read_relative_to_the_sweep_file(tmp_path):
     assert all(p.train["max_steps"] == 7 and "output_dir" not in p.train for p in points)
     # The weight axis replaces the base config's plw.
     assert {(p.train["prompt_weight"], p.train["response_weight"], p.train["plw"]) for p in points} == {
-        (0.0, 1.0, None), (0.2, 0.8, None)}
+        (0.0, 1.0, None),
+        (0.2, 0.8, None),
+    }
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"set": {"data": "d.json"}, "preset": "nope"}, "preset"),
-    ({"set": {"data": "d.json"}, "learning_rate": 1}, "unknown key"),
-    ({"preset": "plw-paper"}, "no training data"),
-    ({"set": {"data": "d.json"}, "weights": [[0, 0]]}, "not both 0"),
-    ({"set": {"data": "d.json"}, "workers": 0}, "workers"),
-    ({"set": {"data": "d.json", "output_dir": "o"}}, "output_dir"),
-    ({"base": "missing.yaml"}, "missing.yaml"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"set": {"data": "d.json"}, "preset": "nope"}, "preset"),
+        ({"set": {"data": "d.json"}, "learning_rate": 1}, "unknown key"),
+        ({"preset": "plw-paper"}, "no training data"),
+        ({"set": {"data": "d.json"}, "weights": [[0, 0]]}, "not both 0"),
+        ({"set": {"data": "d.json"}, "workers": 0}, "workers"),
+        ({"set": {"data": "d.json", "output_dir": "o"}}, "output_dir"),
+        ({"base": "missing.yaml"}, "missing.yaml"),
+    ],
+)
 def test_bad_sweep_configs_name_the_file_and_key(tmp_path, content, message):
     path = _write(tmp_path, content)
     with pytest.raises(ConfigError, match=message) as info:
@@ -98,12 +116,24 @@ def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_sch
     db.add_points(tmp_path, points)
     db.add_points(tmp_path, points)  # registering again (a resume) adds nothing
     assert [r["status"] for r in db.runs(tmp_path)] == ["pending"] * 3
-    rows = [{"task": "witune_piqa", "metric": "acc", "value": 0.5, "stderr": 0.1, "higher_is_better": True},
-            {"task": "witune:generation_length", "metric": "mean_tokens", "value": 12.0, "stderr": None,
-             "higher_is_better": False},
-            {"task": "weight_distance", "metric": "l2", "value": 0.25, "stderr": None, "higher_is_better": False},
-            {"task": "witune:memorization=/x/d.jsonl", "metric": "bleu", "value": float("nan"), "stderr": None,
-             "higher_is_better": False}]
+    rows = [
+        {"task": "witune_piqa", "metric": "acc", "value": 0.5, "stderr": 0.1, "higher_is_better": True},
+        {
+            "task": "witune:generation_length",
+            "metric": "mean_tokens",
+            "value": 12.0,
+            "stderr": None,
+            "higher_is_better": False,
+        },
+        {"task": "weight_distance", "metric": "l2", "value": 0.25, "stderr": None, "higher_is_better": False},
+        {
+            "task": "witune:memorization=/x/d.jsonl",
+            "metric": "bleu",
+            "value": float("nan"),
+            "stderr": None,
+            "higher_is_better": False,
+        },
+    ]
     for p in points[:2]:
         db.mark_running(tmp_path, p.run_id)
         db.finish_run(tmp_path, p.run_id, rows, [(1, 3.0), (2, 2.5)])
@@ -145,8 +175,12 @@ def test_status_table_lists_every_point(tmp_path):
     points = _points(2)
     db.add_points(tmp_path, points)
     db.mark_running(tmp_path, points[0].run_id)
-    db.finish_run(tmp_path, points[0].run_id, [{"task": "witune_piqa", "metric": "acc", "value": 0.625,
-                                                "stderr": None, "higher_is_better": True}], [])
+    db.finish_run(
+        tmp_path,
+        points[0].run_id,
+        [{"task": "witune_piqa", "metric": "acc", "value": 0.625, "stderr": None, "higher_is_better": True}],
+        [],
+    )
     console = Console(record=True, width=200)
     console.print(status_table(tmp_path))
     text = console.export_text()

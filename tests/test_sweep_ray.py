@@ -12,13 +12,31 @@ from witune.sweep.config import sweep_config_from_dict
 
 
 def _config(tmp: Path, model: Path, shared: Path, datasets: list[str], plw: list[float], **extra):
-    return sweep_config_from_dict({
-        "set": {"model": str(model), "limit": 8, "max_length": 64, "max_steps": 2, "per_device_batch_size": 2,
-                "learning_rate": 1e-3, "warmup_ratio": 0.0, "save_every": 1, "save_total_limit": 1},
-        "datasets": datasets, "plw": plw,
-        "eval_tasks": ["witune_piqa", "witune:generation_length"], "eval_limit": 2, "eval_num_fewshot": 0,
-        "eval_max_new_tokens": 4, "eval_batch_size": 2, "eval_data_dir": str(shared / "eval"),
-        "output_dir": str(tmp / "sweep"), **extra})
+    return sweep_config_from_dict(
+        {
+            "set": {
+                "model": str(model),
+                "limit": 8,
+                "max_length": 64,
+                "max_steps": 2,
+                "per_device_batch_size": 2,
+                "learning_rate": 1e-3,
+                "warmup_ratio": 0.0,
+                "save_every": 1,
+                "save_total_limit": 1,
+            },
+            "datasets": datasets,
+            "plw": plw,
+            "eval_tasks": ["witune_piqa", "witune:generation_length"],
+            "eval_limit": 2,
+            "eval_num_fewshot": 0,
+            "eval_max_new_tokens": 4,
+            "eval_batch_size": 2,
+            "eval_data_dir": str(shared / "eval"),
+            "output_dir": str(tmp / "sweep"),
+            **extra,
+        }
+    )
 
 
 @pytest.mark.slow
@@ -50,16 +68,25 @@ def test_smollm2_sweep_of_four_points(tmp_path, smollm2_dir, shared_data, monkey
     import time
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cfg = _config(tmp_path, smollm2_dir, shared_data, [str(shared_data / "train" / "alpaca_seed_tasks.jsonl")],
-                  [0.0, 0.01, 0.1, 1.0], workers=2)
+    cfg = _config(
+        tmp_path,
+        smollm2_dir,
+        shared_data,
+        [str(shared_data / "train" / "alpaca_seed_tasks.jsonl")],
+        [0.0, 0.01, 0.1, 1.0],
+        workers=2,
+    )
     cfg.set["max_length"] = 128
     t0 = time.monotonic()
     summary = run_sweep(cfg, progress=False)
     print(f"SmolLM2 4-point sweep: {time.monotonic() - t0:.0f} s")
     assert (summary.done, summary.failed) == (4, 0)
     frame = db.results_frame(cfg.output_dir)
-    print(frame[["run_id", "prompt_weight", "benchmark", "metric", "score", "weight_distance",
-                 "generation_length"]].to_string())
+    print(
+        frame[
+            ["run_id", "prompt_weight", "benchmark", "metric", "score", "weight_distance", "generation_length"]
+        ].to_string()
+    )
     assert len(frame[frame.metric == "acc"]) == 4 and (frame["weight_distance"] > 0).all()
     # A second run of the same sweep with --resume has nothing left to do.
     again = run_sweep(cfg, resume=True, progress=False)

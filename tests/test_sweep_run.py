@@ -21,21 +21,41 @@ PLWS = [0.0, 0.01, 0.1, 1.0]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "220"}  # rich: wide tables when not a tty
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "COLUMNS": "220",
+    }  # rich: wide tables when not a tty
 
 
 def _sweep_config(tmp: Path, model: Path, shared: Path, backend: str = "local") -> Path:
     train_file = shared / "train" / "alpaca_seed_tasks.jsonl"
     cfg = {
-        "set": {"model": str(model), "limit": 8, "max_length": 64, "max_steps": 3, "per_device_batch_size": 2,
-                "learning_rate": 1e-3, "warmup_ratio": 0.0, "save_every": 1, "save_total_limit": 1},
+        "set": {
+            "model": str(model),
+            "limit": 8,
+            "max_length": 64,
+            "max_steps": 3,
+            "per_device_batch_size": 2,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.0,
+            "save_every": 1,
+            "save_total_limit": 1,
+        },
         "datasets": [str(train_file), str(tmp / "missing.jsonl")],
         "plw": PLWS,
         "eval_tasks": ["witune_piqa", "witune:generation_length"],
-        "eval_limit": 2, "eval_num_fewshot": 0, "eval_max_new_tokens": 4, "eval_batch_size": 2,
+        "eval_limit": 2,
+        "eval_num_fewshot": 0,
+        "eval_max_new_tokens": 4,
+        "eval_batch_size": 2,
         "eval_data_dir": str(shared / "eval"),
-        "workers": 2, "backend": backend, "output_dir": str(tmp / "sweep"),
+        "workers": 2,
+        "backend": backend,
+        "output_dir": str(tmp / "sweep"),
     }
     path = tmp / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -63,8 +83,12 @@ def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_di
         done = [r for r in runs.values() if r["status"] == "done"]
         running = [r for r in runs.values() if r["status"] == "running"]
         # Ideal moment: a point done and another one mid-training (has a checkpoint, no final model yet).
-        mid = [r for r in running if latest_checkpoint(folder / "runs" / r["run_id"] / "checkpoints")
-               and not (folder / "runs" / r["run_id"] / "model").exists()]
+        mid = [
+            r
+            for r in running
+            if latest_checkpoint(folder / "runs" / r["run_id"] / "checkpoints")
+            and not (folder / "runs" / r["run_id"] / "model").exists()
+        ]
         if done and mid:
             killed_mid_training = mid[0]["run_id"]
             break
@@ -129,8 +153,13 @@ def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_di
     losses = db.losses_frame(folder)
     assert sorted(losses.groupby("run_id")["step"].apply(list).tolist()) == [[1, 2, 3]] * 4
 
-    status = subprocess.run([sys.executable, "-m", "witune.cli.sweep", "status", str(folder)], env=_env(),
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "witune.cli.sweep", "status", str(folder)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0 and "4 done" in status.stdout and "4 failed" in status.stdout
     print(status.stdout)
 

@@ -22,15 +22,33 @@ def setup_dir(tmp_path_factory) -> Path:
     words = "the teacher explains the main idea of a short story to every user before lunch".split()
     with open(root / "chat.jsonl", "w") as f:
         for i in range(10):
-            f.write(json.dumps({"messages": [
-                {"role": "user", "content": " ".join(words[i % 4 : 6 + i])},
-                {"role": "assistant", "content": " ".join(words[: 3 + i % 7])}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": " ".join(words[i % 4 : 6 + i])},
+                            {"role": "assistant", "content": " ".join(words[: 3 + i % 7])},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return root
 
 
 def _sets(root: Path, out: Path, **kw) -> list[str]:
-    values = dict(model=root / "model", data=root / "chat.jsonl", output_dir=out, per_device_batch_size=2,
-                  grad_accum=2, learning_rate=1e-3, prompt_weight=0.1, max_steps=3, save_every=2, progress=False)
+    values = dict(
+        model=root / "model",
+        data=root / "chat.jsonl",
+        output_dir=out,
+        per_device_batch_size=2,
+        grad_accum=2,
+        learning_rate=1e-3,
+        prompt_weight=0.1,
+        max_steps=3,
+        save_every=2,
+        progress=False,
+    )
     values.update(kw)
     return ["train"] + [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
 
@@ -41,7 +59,13 @@ def test_train_outputs_and_resume(setup_dir, tmp_path):
     out = tmp_path / "run"
     assert main(_sets(setup_dir, out)) == 0
     model_dir = out / "model"
-    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         assert (model_dir / name).is_file(), name
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -78,9 +102,19 @@ def test_bad_data_is_one_line_error(setup_dir, tmp_path, capsys):
 def test_lora_merged_with_checkpointing(setup_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    cfg = load_config(overrides=dict(model=str(setup_dir / "model"), data=str(setup_dir / "chat.jsonl"), max_steps=2,
-                                     per_device_batch_size=2, lora_r=4, learning_rate=1e-2, gradient_checkpointing=True,
-                                     output_dir=str(tmp_path / "lora"), progress=False))
+    cfg = load_config(
+        overrides=dict(
+            model=str(setup_dir / "model"),
+            data=str(setup_dir / "chat.jsonl"),
+            max_steps=2,
+            per_device_batch_size=2,
+            lora_r=4,
+            learning_rate=1e-2,
+            gradient_checkpointing=True,
+            output_dir=str(tmp_path / "lora"),
+            progress=False,
+        )
+    )
     result = train(cfg)
     merged = load_file(str(result.model_dir / "model.safetensors"))
     assert not any("lora" in k for k in merged)
@@ -91,9 +125,18 @@ def test_lora_merged_with_checkpointing(setup_dir, tmp_path):
 
 
 def test_lora_adapter_only(setup_dir, tmp_path):
-    cfg = load_config(overrides=dict(model=str(setup_dir / "model"), data=str(setup_dir / "chat.jsonl"), max_steps=1,
-                                     per_device_batch_size=2, lora_r=4, merge_lora=False,
-                                     output_dir=str(tmp_path / "adapter"), progress=False))
+    cfg = load_config(
+        overrides=dict(
+            model=str(setup_dir / "model"),
+            data=str(setup_dir / "chat.jsonl"),
+            max_steps=1,
+            per_device_batch_size=2,
+            lora_r=4,
+            merge_lora=False,
+            output_dir=str(tmp_path / "adapter"),
+            progress=False,
+        )
+    )
     result = train(cfg)
     assert (result.model_dir / "adapter_config.json").is_file()
     assert "LoRA adapter" in (result.model_dir / "README_witune.md").read_text()
@@ -104,9 +147,19 @@ def test_packing_gives_the_same_first_step_loss(setup_dir, tmp_path):
     must give the same loss before any update, since attention never crosses samples."""
     losses = {}
     for pack in (False, True):
-        cfg = load_config(overrides=dict(model=str(setup_dir / "model"), data=str(setup_dir / "chat.jsonl"),
-                                         max_steps=1, per_device_batch_size=10, pack=pack, max_length=128,
-                                         prompt_weight=0.1, output_dir=str(tmp_path / f"p{pack}"), progress=False))
+        cfg = load_config(
+            overrides=dict(
+                model=str(setup_dir / "model"),
+                data=str(setup_dir / "chat.jsonl"),
+                max_steps=1,
+                per_device_batch_size=10,
+                pack=pack,
+                max_length=128,
+                prompt_weight=0.1,
+                output_dir=str(tmp_path / f"p{pack}"),
+                progress=False,
+            )
+        )
         result = train(cfg)
         losses[pack] = result.final_loss
         samples = read_metrics(result.metrics_path)[0]["samples"]  # rows in the step: packed rows hold several
@@ -115,7 +168,15 @@ def test_packing_gives_the_same_first_step_loss(setup_dir, tmp_path):
 
 
 def test_bf16_runs(setup_dir, tmp_path):
-    cfg = load_config(overrides=dict(model=str(setup_dir / "model"), data=str(setup_dir / "chat.jsonl"), max_steps=1,
-                                     per_device_batch_size=2, precision="bf16", output_dir=str(tmp_path / "bf16"),
-                                     progress=False))
+    cfg = load_config(
+        overrides=dict(
+            model=str(setup_dir / "model"),
+            data=str(setup_dir / "chat.jsonl"),
+            max_steps=1,
+            per_device_batch_size=2,
+            precision="bf16",
+            output_dir=str(tmp_path / "bf16"),
+            progress=False,
+        )
+    )
     assert torch.isfinite(torch.tensor(train(cfg).final_loss))

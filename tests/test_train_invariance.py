@@ -46,9 +46,23 @@ def setup_dir(tmp_path_factory) -> Path:
 
 
 def _overrides(root: Path, out: Path, norm: str, **kw) -> dict:
-    base = dict(model=str(root / "model"), data=str(root / "data.jsonl"), template="plain", prompt_weight=0.3,
-                response_weight=1.0, normalization=norm, optimizer="sgd", learning_rate=LR, warmup_ratio=0.0,
-                lr_scheduler="constant", max_grad_norm=0.0, max_steps=1, seed=3, progress=False, output_dir=str(out))
+    base = dict(
+        model=str(root / "model"),
+        data=str(root / "data.jsonl"),
+        template="plain",
+        prompt_weight=0.3,
+        response_weight=1.0,
+        normalization=norm,
+        optimizer="sgd",
+        learning_rate=LR,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        max_grad_norm=0.0,
+        max_steps=1,
+        seed=3,
+        progress=False,
+        output_dir=str(out),
+    )
     base.update(kw)
     return base
 
@@ -74,8 +88,9 @@ def test_data_lengths_differ(setup_dir):
     from witune.train.setup import load_tokenizer
 
     cfg = load_config(overrides=_overrides(setup_dir, setup_dir / "x", "nonzero"))
-    rows = tokenize_examples(load_examples(cfg.data).examples, load_tokenizer(cfg), RoleWeights(0.3, 1.0),
-                             template="plain").rows
+    rows = tokenize_examples(
+        load_examples(cfg.data).examples, load_tokenizer(cfg), RoleWeights(0.3, 1.0), template="plain"
+    ).rows
     lengths = [len(r) for r in rows]
     assert len(rows) == 8 and min(lengths) <= 8 and max(lengths) >= 80, lengths
 
@@ -104,8 +119,9 @@ def test_accumulation_invariance(setup_dir, tmp_path, norm):
 def test_chunked_loss_takes_the_same_step(setup_dir, tmp_path):
     """The loss from hidden states in chunks (no logits tensor) takes the same step as the loss from logits."""
     out = tmp_path / "chunked"
-    cfg = load_config(overrides=_overrides(setup_dir, out, "nonzero", per_device_batch_size=2, grad_accum=4,
-                                           chunked_loss=True))
+    cfg = load_config(
+        overrides=_overrides(setup_dir, out, "nonzero", per_device_batch_size=2, grad_accum=4, chunked_loss=True)
+    )
     result = train(cfg)
     chunked = (result.final_loss, load_file(str(result.model_dir / "model.safetensors")))
     _assert_same_step(setup_dir, chunked, _run(setup_dir, tmp_path, "nonzero", 8, 1))
@@ -131,8 +147,9 @@ def test_naive_micro_batch_mean_differs(setup_dir):
         losses = []
         for mb in micro:
             b = pad_collate([rows[i] for i in mb], tok.pad_token_id)
-            s = weighted_nll(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                             b["labels"], b["weights"])
+            s = weighted_nll(
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"], b["weights"]
+            )
             loss = s.loss("nonzero") / len(micro) if naive else s.weighted_sum / z
             loss.backward()
             losses.append(loss.item())
@@ -165,12 +182,23 @@ def test_two_process_invariance(setup_dir, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), json.dumps(spec)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        json.dumps(spec),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {ln.split()[1]: (float(ln.split()[2]), Path(ln.split()[3])) for ln in proc.stdout.splitlines()
-               if ln.startswith("RESULT")}
+    results = {
+        ln.split()[1]: (float(ln.split()[2]), Path(ln.split()[3]))
+        for ln in proc.stdout.splitlines()
+        if ln.startswith("RESULT")
+    }
     assert sorted(results) == norms
     for norm in norms:
         loss, model_dir = results[norm]

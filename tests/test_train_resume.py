@@ -28,15 +28,32 @@ def setup_dir(tmp_path_factory) -> Path:
     words = "a small dog reads the question and writes a clear answer step by step".split()
     with open(root / "data.jsonl", "w") as f:
         for i in range(12):
-            f.write(json.dumps({"instruction": " ".join(words[: 2 + i % 9]), "input": "",
-                                "output": " ".join(words[i % 5 :])}) + "\n")
+            f.write(
+                json.dumps(
+                    {"instruction": " ".join(words[: 2 + i % 9]), "input": "", "output": " ".join(words[i % 5 :])}
+                )
+                + "\n"
+            )
     return root
 
 
 def _cmd(root: Path, out: Path, *extra: str) -> list[str]:
-    sets = dict(model=root / "model", data=root / "data.jsonl", output_dir=out, max_steps=STEPS, per_device_batch_size=2,
-                grad_accum=2, learning_rate=1e-3, warmup_ratio=0.2, prompt_weight=0.1, save_every=1,
-                save_total_limit=2, deterministic=True, progress=False, seed=7)
+    sets = dict(
+        model=root / "model",
+        data=root / "data.jsonl",
+        output_dir=out,
+        max_steps=STEPS,
+        per_device_batch_size=2,
+        grad_accum=2,
+        learning_rate=1e-3,
+        warmup_ratio=0.2,
+        prompt_weight=0.1,
+        save_every=1,
+        save_total_limit=2,
+        deterministic=True,
+        progress=False,
+        seed=7,
+    )
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     return [sys.executable, "-m", "witune.cli.train", *args, *extra]
 

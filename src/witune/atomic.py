@@ -59,7 +59,7 @@ def clean_stale(path: str | Path) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     for p in path.parent.glob(f".{glob_escape(path.name)}.*"):
-        parts = p.name[len(path.name) + 2:].split(".")
+        parts = p.name[len(path.name) + 2 :].split(".")
         if len(parts) < 3 or parts[-1] not in ("tmp", "old") or not parts[0].isdigit():
             continue
         pid = int(parts[0])
@@ -101,8 +101,9 @@ def _error(path: Path, e: OSError) -> OutputError:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
-                ) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
+) -> Iterator[IO[Any]]:
     """Open a temporary file next to `path`; on a normal exit flush, fsync and rename it to `path`. On an
     exception (or a kill) `path` keeps its old content and the temporary is removed (a kill's by the next write)."""
     if mode not in ("w", "wb", "wt", "x", "xb"):
@@ -237,8 +238,9 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(path: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
-                 what: str = "output") -> Path:
+def check_output(
+    path: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False, what: str = "output"
+) -> Path:
     """Refuse, before any work starts, an output that is one of the inputs (same resolved path or same inode,
     e.g. a hard link) or that exists already (unless `force`), or that is a folder. One line naming the path."""
     out = Path(path)

@@ -11,10 +11,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 # What is wrong with a record. "invalid" is the catch-all; the others are the classes callers act on.
-ErrorKind = Literal["invalid", "malformed", "not_found", "missing_field", "wrong_type", "empty_response",
-                    "no_trainable", "template"]
-ERROR_KINDS: tuple[ErrorKind, ...] = ("invalid", "malformed", "not_found", "missing_field", "wrong_type",
-                                      "empty_response", "no_trainable", "template")
+ErrorKind = Literal[
+    "invalid", "malformed", "not_found", "missing_field", "wrong_type", "empty_response", "no_trainable", "template"
+]
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "invalid",
+    "malformed",
+    "not_found",
+    "missing_field",
+    "wrong_type",
+    "empty_response",
+    "no_trainable",
+    "template",
+)
 
 
 @dataclass(frozen=True)
@@ -32,8 +41,9 @@ class Location:
 class DataError(ValueError):
     """A record that cannot be used as it is. Carries its location, the offending field and the error kind."""
 
-    def __init__(self, location: Location | None, message: str, field: str | None = None, *,
-                 kind: ErrorKind = "invalid"):
+    def __init__(
+        self, location: Location | None, message: str, field: str | None = None, *, kind: ErrorKind = "invalid"
+    ):
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown DataError kind {kind!r}; one of {ERROR_KINDS}")
         self.location = location

@@ -17,13 +17,15 @@ REQUIRED = [*DESIGN_COLUMNS, "benchmark", "metric", "score", "higher_is_better"]
 
 # Where per-run diagnostics come from: (task prefix, metric) of an evaluation row -> the results column the
 # analysis reads them as (not as benchmark scores, so they never enter an aggregate).
-DIAGNOSTIC_COLUMNS = {("weight_distance", "l2"): "weight_distance",
-                      ("witune:memorization", "bleu"): "memorization_bleu",
-                      ("witune:generation_length", "mean_tokens"): "generation_length",
-                      ("witune:robustness", "clean_acc"): "robustness_clean_acc",
-                      ("witune:robustness", "drop"): "robustness_drop",
-                      ("witune:robustness", "worst_acc"): "robustness_worst_acc",
-                      ("dpo_pairs", "reward_margin"): "dpo_reward_margin"}
+DIAGNOSTIC_COLUMNS = {
+    ("weight_distance", "l2"): "weight_distance",
+    ("witune:memorization", "bleu"): "memorization_bleu",
+    ("witune:generation_length", "mean_tokens"): "generation_length",
+    ("witune:robustness", "clean_acc"): "robustness_clean_acc",
+    ("witune:robustness", "drop"): "robustness_drop",
+    ("witune:robustness", "worst_acc"): "robustness_worst_acc",
+    ("dpo_pairs", "reward_margin"): "dpo_reward_margin",
+}
 # Per-run properties of the training data, also columns: Rg (ratio of means, tokenizer of the model trained).
 DATA_COLUMNS = {("witune:data_rg", "ratio_of_means"): "rg"}
 RUN_COLUMNS = {**DIAGNOSTIC_COLUMNS, **DATA_COLUMNS}

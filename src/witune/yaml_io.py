@@ -28,7 +28,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if first is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first given on line {first})", key_node.start_mark)
+                    None, None, f"duplicate key '{key}' (first given on line {first})", key_node.start_mark
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
@@ -59,8 +60,9 @@ def load_yaml_file(path: str | Path) -> Any:
         text = raw.decode("utf-8-sig")  # a BOM written by a Windows editor is fine
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ConfigError(f"{p}, line {line}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r}); "
-                          "save the config as UTF-8") from None
+        raise ConfigError(
+            f"{p}, line {line}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r}); save the config as UTF-8"
+        ) from None
     return load_yaml_text(text, str(p))
 
 

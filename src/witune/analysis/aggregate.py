@@ -49,8 +49,12 @@ def aggregates(df: pd.DataFrame) -> pd.DataFrame:
     data = df if "relative" in df.columns else add_relative(df)
     data = data.assign(_higher=data["score"].where(data["higher_is_better"].astype(bool)))
     grouped = data.groupby(CONFIG, dropna=False)
-    out = grouped.agg(simple=("_higher", "mean"), relative=("relative", "mean"),
-                      n_scores=("score", "size"), n_seeds=("seed", "nunique")).reset_index()
+    out = grouped.agg(
+        simple=("_higher", "mean"),
+        relative=("relative", "mean"),
+        n_scores=("score", "size"),
+        n_seeds=("seed", "nunique"),
+    ).reset_index()
     return out.sort_values(["model", "dataset", "prompt_weight", "response_weight"]).reset_index(drop=True)
 
 

@@ -105,15 +105,21 @@ def role_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for b, m in pairs.itertuples(index=False):
         why = diagnostic_reason(b, m)
-        rows.append({"benchmark": b, "metric": m, "group": group_of(b),
-                     "role": "diagnostic" if why else "score", "why": why or ""})
+        rows.append(
+            {
+                "benchmark": b,
+                "metric": m,
+                "group": group_of(b),
+                "role": "diagnostic" if why else "score",
+                "why": why or "",
+            }
+        )
     return pd.DataFrame(rows, columns=["benchmark", "metric", "group", "role", "why"])
 
 
 def split_roles(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(score rows, diagnostic rows) of a results table."""
-    diag = np.array([diagnostic_reason(b, m) is not None for b, m in zip(df["benchmark"], df["metric"])],
-                    dtype=bool)
+    diag = np.array([diagnostic_reason(b, m) is not None for b, m in zip(df["benchmark"], df["metric"])], dtype=bool)
     return df[~diag].copy(), df[diag].copy()
 
 
@@ -153,13 +159,17 @@ def one_vote(df: pd.DataFrame, primary: dict[str, str] | None = None) -> tuple[p
         if part.empty:
             continue
         keys = [c for c in part.columns if c not in ("benchmark", "score", "higher_is_better", "stderr")]
-        mean = (part.groupby(["run_id", "metric"], sort=False)
-                .agg(score=("score", "mean"), higher_is_better=("higher_is_better", "first"),
-                     n_subtasks=("score", "size")).reset_index())
+        mean = (
+            part.groupby(["run_id", "metric"], sort=False)
+            .agg(score=("score", "mean"), higher_is_better=("higher_is_better", "first"), n_subtasks=("score", "size"))
+            .reset_index()
+        )
         if "stderr" in part.columns:  # SE of a mean of independent subtask scores; NaN if any is unknown
             se2 = part.assign(_se2=part["stderr"] ** 2).groupby(["run_id", "metric"], sort=False)["_se2"]
-            mean = mean.merge(np.sqrt(se2.sum(min_count=1).where(se2.count() == se2.size()))
-                              .rename("stderr").reset_index(), on=["run_id", "metric"])
+            mean = mean.merge(
+                np.sqrt(se2.sum(min_count=1).where(se2.count() == se2.size())).rename("stderr").reset_index(),
+                on=["run_id", "metric"],
+            )
             mean["stderr"] = mean["stderr"] / mean["n_subtasks"]
         first = part.drop_duplicates("run_id")[[c for c in keys if c not in ("metric",)]]
         parts.append(first.merge(mean, on="run_id").assign(benchmark=group))

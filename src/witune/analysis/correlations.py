@@ -27,8 +27,7 @@ def features_from_results(df: pd.DataFrame) -> pd.DataFrame:
         for level in LEVELS:
             per = df.groupby(level)[col]
             if per.nunique(dropna=True).max() <= 1 and per.first().notna().all():
-                rows += [{"level": level, "name": n, "feature": col, "value": float(v)}
-                         for n, v in per.first().items()]
+                rows += [{"level": level, "name": n, "feature": col, "value": float(v)} for n, v in per.first().items()]
                 break  # a feature belongs to the coarsest level it is constant in, in LEVELS order
     return pd.DataFrame(rows, columns=["level", "name", "feature", "value"])
 
@@ -55,9 +54,18 @@ def correlate(optima: pd.DataFrame, features: pd.DataFrame, target: str = "promp
         if len(x) <= EXACT_N:
             p_rho = _exact_spearman_p(x, y, float(rho))
         tau, p_tau = stats.kendalltau(x, y)
-        out.append({"level": level, "feature": feature, "n": len(x),
-                    "n_combinations": int(per_unit["size"].sum()), "spearman": float(rho),
-                    "p_spearman": float(p_rho), "kendall_tau": float(tau), "p_kendall": float(p_tau)})
+        out.append(
+            {
+                "level": level,
+                "feature": feature,
+                "n": len(x),
+                "n_combinations": int(per_unit["size"].sum()),
+                "spearman": float(rho),
+                "p_spearman": float(p_rho),
+                "kendall_tau": float(tau),
+                "p_kendall": float(p_tau),
+            }
+        )
     cols = ["level", "feature", "n", "n_combinations", "spearman", "p_spearman", "kendall_tau", "p_kendall"]
     return pd.DataFrame(out, columns=cols)
 
@@ -84,6 +92,12 @@ def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float) -> float:
 
 def mean_optimum_by(optima: pd.DataFrame, target: str = "prompt_weight") -> pd.DataFrame:
     """Average optimal weight per dataset, per benchmark and per model (the paper's 0.17 BBH ... 0.48 IFEval)."""
-    parts = [optima.groupby(level)[target].agg(["mean", "count"]).reset_index()
-             .rename(columns={level: "name"}).assign(level=level) for level in LEVELS]
+    parts = [
+        optima.groupby(level)[target]
+        .agg(["mean", "count"])
+        .reset_index()
+        .rename(columns={level: "name"})
+        .assign(level=level)
+        for level in LEVELS
+    ]
     return pd.concat(parts, ignore_index=True)[["level", "name", "mean", "count"]]

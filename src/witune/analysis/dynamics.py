@@ -35,8 +35,9 @@ def mean_rsd(losses: pd.DataFrame, window: int = WINDOW) -> pd.DataFrame:
     rows = []
     for run_id, part in losses.groupby("run_id", sort=False):
         rsd = window_rsd(part.sort_values("step")["loss"].to_numpy(), window)
-        rows.append({"run_id": run_id, "mean_rsd": float(rsd.mean()) if rsd.size else float("nan"),
-                     "n_windows": int(rsd.size)})
+        rows.append(
+            {"run_id": run_id, "mean_rsd": float(rsd.mean()) if rsd.size else float("nan"), "n_windows": int(rsd.size)}
+        )
     return pd.DataFrame(rows, columns=["run_id", "mean_rsd", "n_windows"])
 
 
@@ -69,8 +70,13 @@ def dynamics_figure(diag: pd.DataFrame):
     for ax, col in zip(axes.flat, cols):
         for (model, dataset), part in data.groupby(["model", "dataset"]):
             mean = part.groupby("prompt_weight")[col].mean()
-            ax.plot(np.power(mean.index.to_numpy(float), P), mean.to_numpy(), marker="o", ms=3,
-                    label=plot_text(f"{model} / {dataset}"))
+            ax.plot(
+                np.power(mean.index.to_numpy(float), P),
+                mean.to_numpy(),
+                marker="o",
+                ms=3,
+                label=plot_text(f"{model} / {dataset}"),
+            )
         ax.set_xticks(np.power(np.asarray(ticks, float), P), [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
         ax.set_xlabel("prompt weight (wp scale)")
         ax.set_title(col.replace("_", " "), fontsize=9)

@@ -24,8 +24,13 @@ def aggregate_figure(agg: pd.DataFrame):
     for ax, col, title in zip(axes, ["simple", "relative"], ["simple aggregate", "relative aggregate"]):
         for (model, dataset), part in data.groupby(["model", "dataset"]):
             part = part.groupby("prompt_weight")[col].mean()
-            ax.plot(to_wp(part.index.to_numpy(float)), part.to_numpy(), marker="o", ms=3,
-                    label=plot_text(f"{model} / {dataset}"))
+            ax.plot(
+                to_wp(part.index.to_numpy(float)),
+                part.to_numpy(),
+                marker="o",
+                ms=3,
+                label=plot_text(f"{model} / {dataset}"),
+            )
         ax.set_xticks(to_wp(np.asarray(ticks, float)), [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
         ax.set_xlabel("prompt loss weight (wp = PLW^0.30103 scale)")
         ax.set_title(title, fontsize=9)

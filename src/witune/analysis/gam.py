@@ -32,18 +32,18 @@ from scipy import stats
 
 from witune.analysis.plw import from_wp, to_wp
 
-FLAT = 0.05     # the paper's descriptive threshold (share of the score range)
-ALPHA = 0.05    # level of the Wald test behind `flat`
+FLAT = 0.05  # the paper's descriptive threshold (share of the score range)
+ALPHA = 0.05  # level of the Wald test behind `flat`
 
 
 @dataclass
 class GamResult:
     """The optimal-PLW-per-Rg table and the smooth on a (PLW, Rg) grid for plotting."""
 
-    table: pd.DataFrame          # rg, optimal_plw, effect_range, p_flat, flat, paper_flat
-    wp_grid: np.ndarray          # x axis of `surface`, on the wp scale (both engines)
+    table: pd.DataFrame  # rg, optimal_plw, effect_range, p_flat, flat, paper_flat
+    wp_grid: np.ndarray  # x axis of `surface`, on the wp scale (both engines)
     rg_grid: np.ndarray
-    surface: np.ndarray          # smooth value (score scale), shape (len(rg_grid), len(wp_grid))
+    surface: np.ndarray  # smooth value (score scale), shape (len(rg_grid), len(wp_grid))
     n: int
     engine: str = "python"
     model: str = "pygam LinearGAM(te(wp, Rg) + f(benchmark)), Gaussian, identity link, score scale"
@@ -83,15 +83,23 @@ def wald_flat(contrast: np.ndarray, coef: np.ndarray, cov: np.ndarray) -> float:
     return float(stats.chi2.sf(stat, df=int(keep.sum())))
 
 
-def summarise(rgs: np.ndarray, wp: np.ndarray, surface: np.ndarray, p_flat: list[float],
-              score_range: float) -> pd.DataFrame:
+def summarise(
+    rgs: np.ndarray, wp: np.ndarray, surface: np.ndarray, p_flat: list[float], score_range: float
+) -> pd.DataFrame:
     """The Table 4 rows: optimum along PLW at each Rg, its spread, the test and both flags."""
     rows = []
     for rg, effect, p in zip(rgs, surface, p_flat):
         spread = float(np.ptp(effect))
-        rows.append({"rg": float(rg), "optimal_plw": float(from_wp(wp[int(np.argmax(effect))])),
-                     "effect_range": spread, "p_flat": float(p), "flat": bool(p >= ALPHA),
-                     "paper_flat": bool(spread < FLAT * score_range)})
+        rows.append(
+            {
+                "rg": float(rg),
+                "optimal_plw": float(from_wp(wp[int(np.argmax(effect))])),
+                "effect_range": spread,
+                "p_flat": float(p),
+                "flat": bool(p >= ALPHA),
+                "paper_flat": bool(spread < FLAT * score_range),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -125,8 +133,15 @@ def fit_gam(rows: pd.DataFrame, n_splines: tuple[int, int] = (6, 5)) -> GamResul
         p_flat.append(wald_flat(basis - basis.mean(axis=0), coef, cov))
     surface = np.asarray(surface)
     table = summarise(rgs, wp, surface, p_flat, float(np.ptp(y)))
-    return GamResult(table, wp, rgs, surface, len(data), "python",
-                     label + "), Gaussian, identity link, score scale, smoothing by GCV")
+    return GamResult(
+        table,
+        wp,
+        rgs,
+        surface,
+        len(data),
+        "python",
+        label + "), Gaussian, identity link, score scale, smoothing by GCV",
+    )
 
 
 def gam_figure(res: GamResult):

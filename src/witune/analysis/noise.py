@@ -37,11 +37,13 @@ from witune.analysis.results import is_base
 
 NO_ESTIMATE = "no noise estimate (one seed, no standard errors): the ranking is not evidence"
 WITHIN = "within noise"
-RULE = ("Noise guard: the best configuration is compared with conventional tuning (0, 1) (else the runner-up) "
-        "on each benchmark's raw primary score; SE from the seed-to-seed spread (>= 2 seeds) or the "
-        "evaluation's standard errors. It counts as better only when at least one benchmark favours it by more "
-        "than z* SE (z* = 2, Bonferroni-raised for picking the best of K configurations on m benchmarks) and no "
-        "benchmark goes against it by more than 2 SE; otherwise \"within noise\".")
+RULE = (
+    "Noise guard: the best configuration is compared with conventional tuning (0, 1) (else the runner-up) "
+    "on each benchmark's raw primary score; SE from the seed-to-seed spread (>= 2 seeds) or the "
+    "evaluation's standard errors. It counts as better only when at least one benchmark favours it by more "
+    "than z* SE (z* = 2, Bonferroni-raised for picking the best of K configurations on m benchmarks) and no "
+    'benchmark goes against it by more than 2 SE; otherwise "within noise".'
+)
 
 
 def cell_scores(rel: pd.DataFrame) -> pd.DataFrame:
@@ -51,9 +53,14 @@ def cell_scores(rel: pd.DataFrame) -> pd.DataFrame:
         df = df.assign(stderr=np.nan)
     df = df.assign(_se2=df["stderr"] ** 2)
     g = df.groupby(CONFIG + TASK, dropna=False)
-    out = g.agg(score=("score", "mean"), sd=("score", "std"), n=("score", "size"),
-                n_seeds=("seed", "nunique"), se2_sum=("_se2", lambda s: s.sum(min_count=len(s))),
-                higher_is_better=("higher_is_better", "first")).reset_index()
+    out = g.agg(
+        score=("score", "mean"),
+        sd=("score", "std"),
+        n=("score", "size"),
+        n_seeds=("seed", "nunique"),
+        se2_sum=("_se2", lambda s: s.sum(min_count=len(s))),
+        higher_is_better=("higher_is_better", "first"),
+    ).reset_index()
     seed_se = out["sd"] / np.sqrt(out["n"])
     eval_se = np.sqrt(out["se2_sum"]) / out["n"]  # NaN when any run lacks a stderr
     out["se"] = np.where(out["n_seeds"] >= 2, seed_se, eval_se)
@@ -62,8 +69,7 @@ def cell_scores(rel: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_it(frame: pd.DataFrame) -> pd.Series:
-    return pd.Series(np.isclose(frame["prompt_weight"], 0) & np.isclose(frame["response_weight"], 1),
-                     index=frame.index)
+    return pd.Series(np.isclose(frame["prompt_weight"], 0) & np.isclose(frame["response_weight"], 1), index=frame.index)
 
 
 def _w(x: float) -> str:
@@ -84,7 +90,9 @@ def guard(rel: pd.DataFrame, agg: pd.DataFrame, best: pd.DataFrame) -> pd.DataFr
 
 
 def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
-    key = lambda r: (r["prompt_weight"], r["response_weight"], r["normalization"])
+    def key(r: pd.Series) -> tuple:
+        return (r["prompt_weight"], r["response_weight"], r["normalization"])
+
     if bool(np.isclose(b["prompt_weight"], 0) and np.isclose(b["response_weight"], 1)):
         return "(0, 1)", False, math.nan, "is conventional tuning (0, 1)"
     its = panel[_is_it(panel)]
@@ -99,7 +107,10 @@ def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
         ref = others.sort_values("relative", ascending=False).iloc[0]
         label = f"runner-up ({_w(ref['prompt_weight'])}, {_w(ref['response_weight'])})"
     mine = cells[(cells["model"] == b["model"]) & (cells["dataset"] == b["dataset"])]
-    pick = lambda r: mine[[key(x) == key(r) for _, x in mine.iterrows()]]
+
+    def pick(r: pd.Series) -> pd.DataFrame:
+        return mine[[key(x) == key(r) for _, x in mine.iterrows()]]
+
     both = pick(b).merge(pick(ref), on=TASK, suffixes=("_b", "_r"))
     sign = np.where(both["higher_is_better_b"].astype(bool), 1.0, -1.0)
     both["diff"] = sign * (both["score_b"] - both["score_r"])
@@ -111,8 +122,9 @@ def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
     z_star = max(2.0, float(norm.isf(0.025 / (n_candidates * len(have)))))
     with np.errstate(divide="ignore", invalid="ignore"):
         # SE 0 (identical seeds, a saturated accuracy): any non-zero difference is certain, none is no lead
-        z = np.where(have["se"] > 0, have["diff"] / have["se"],
-                     np.where(have["diff"] == 0, 0.0, np.sign(have["diff"]) * np.inf))
+        z = np.where(
+            have["se"] > 0, have["diff"] / have["se"], np.where(have["diff"] == 0, 0.0, np.sign(have["diff"]) * np.inf)
+        )
     have = have.assign(z=z)
     skipped = len(both) - len(have)
     tail = f" ({skipped} benchmark(s) without SE not counted)" if skipped else ""
@@ -126,6 +138,8 @@ def _compare(b: pd.Series, panel: pd.DataFrame, cells: pd.DataFrame) -> tuple:
         top = have.sort_values("z", ascending=False).iloc[0]
         text = f"{WITHIN} (largest lead {top['diff']:+.3g}, {top['z']:.1f} SE on {top['benchmark']}; "
         return label, False, z_star, text + f"needs > {z_star:.2g} SE){tail}"
-    parts = [f"better by {w['diff']:.3g} ({w['z']:.1f} SE) on {w['benchmark']}"
-             for _, w in wins.sort_values("z", ascending=False).iterrows()]
+    parts = [
+        f"better by {w['diff']:.3g} ({w['z']:.1f} SE) on {w['benchmark']}"
+        for _, w in wins.sort_values("z", ascending=False).iterrows()
+    ]
     return label, True, z_star, "; ".join(parts) + f" (vs {label}, threshold {z_star:.2g} SE){tail}"

@@ -12,8 +12,9 @@ from witune.errors import ConfigError
 from witune.stats.recommend import SweepOptimum
 
 
-def sweep_optimum(df: pd.DataFrame, dataset: str | None = None, n_boot: int = 200, seed: int = 0,
-                  path: str = "<results>") -> SweepOptimum:
+def sweep_optimum(
+    df: pd.DataFrame, dataset: str | None = None, n_boot: int = 200, seed: int = 0, path: str = "<results>"
+) -> SweepOptimum:
     """Fit the user's sweep results (the checked table of a sweep folder or results CSV) and return one dataset's
     optimum, for `witune recommend --from SWEEP`.
 
@@ -32,11 +33,20 @@ def sweep_optimum(df: pd.DataFrame, dataset: str | None = None, n_boot: int = 20
     rel = aggregate.add_relative(benchmarks.one_vote(benchmarks.split_roles(part)[0])[0])
     fits = plw_view.fit_all(rel, n_boot=n_boot, seed=seed)
     if not fits:
-        raise ConfigError(f"{path}: dataset {dataset!r} has fewer than 3 PLW values at response weight 1; "
-                          "nothing to fit")
+        raise ConfigError(
+            f"{path}: dataset {dataset!r} has fewer than 3 PLW values at response weight 1; nothing to fit"
+        )
     f = fits[0]
-    out = SweepOptimum(dataset, f.critical_plw, f.ci_low, f.ci_high, f.p_lrt, f.significant, f.n,
-                       f"{f.method} (Python engine, witune.analysis.plw)")
+    out = SweepOptimum(
+        dataset,
+        f.critical_plw,
+        f.ci_low,
+        f.ci_high,
+        f.p_lrt,
+        f.significant,
+        f.n,
+        f"{f.method} (Python engine, witune.analysis.plw)",
+    )
     tuned = part[part["prompt_weight"].notna()]
     if tuned["response_weight"].nunique() > 1:  # a WIT grid: the best (lambda_p, lambda_r) cell
         agg = aggregate.aggregates(rel)
@@ -48,7 +58,9 @@ def sweep_optimum(df: pd.DataFrame, dataset: str | None = None, n_boot: int = 20
                 out.best_evidence = f"the best configuration of your sweep by relative aggregate, {row['evidence']}"
             else:  # the best cell's lead over (0, 1) is noise (or unmeasured): keep conventional tuning
                 out.best_lambda_p, out.best_lambda_r = 0.0, 1.0
-                out.best_evidence = (f"keep conventional tuning (0, 1): no configuration beat it beyond noise "
-                                     f"(best measured ({row['prompt_weight']:g}, {row['response_weight']:g}): "
-                                     f"{row['evidence']})")
+                out.best_evidence = (
+                    f"keep conventional tuning (0, 1): no configuration beat it beyond noise "
+                    f"(best measured ({row['prompt_weight']:g}, {row['response_weight']:g}): "
+                    f"{row['evidence']})"
+                )
     return out

@@ -78,7 +78,7 @@ class QuadFit:
     b2: float
     p_wp: float
     p_wp2: float
-    p_lrt: float           # likelihood-ratio test of (wp, wp^2) together against no PLW effect
+    p_lrt: float  # likelihood-ratio test of (wp, wp^2) together against no PLW effect
     critical_plw: float
     ci_low: float = float("nan")
     ci_high: float = float("nan")
@@ -94,8 +94,10 @@ class QuadFit:
         """Engine, model, family and link, as printed next to every number of this fit."""
         if self.engine == "r":
             return f"[r] {self.method}"
-        return (f"[python] statsmodels {self.method}, Gaussian, identity link (approximation: coefficients "
-                "and p-values not comparable with the paper's Table 3)")
+        return (
+            f"[python] statsmodels {self.method}, Gaussian, identity link (approximation: coefficients "
+            "and p-values not comparable with the paper's Table 3)"
+        )
 
     @property
     def significant(self) -> bool:
@@ -121,8 +123,7 @@ def _fit(data: pd.DataFrame, reml: bool, fixed: str = "relative ~ wp + I(wp**2)"
         return model.fit(reml=reml, method=["lbfgs", "powell"]), "MixedLM"
 
 
-def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int = 0,
-                  progress=None) -> QuadFit:
+def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int = 0, progress=None) -> QuadFit:
     """Fit one dataset's PLW rows (with a ``relative`` column); optionally a benchmark-cluster bootstrap.
 
     The bootstrap is two-stage (hierarchical): it resamples whole benchmarks with replacement (a copy
@@ -137,10 +138,20 @@ def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int =
     full, _ = _fit(data, reml=False)
     null, _ = _fit(data, reml=False, fixed="relative ~ 1")
     lrt = 2.0 * (full.llf - null.llf)
-    fit = QuadFit(dataset=dataset, n=len(data), intercept=b0, b1=b1, b2=b2,
-                  p_wp=float(res.pvalues["wp"]), p_wp2=float(res.pvalues["I(wp ** 2)"]),
-                  p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)), critical_plw=critical_plw(b1, b2),
-                  method=method, se_b1=float(res.bse["wp"]), se_b2=float(res.bse["I(wp ** 2)"]))
+    fit = QuadFit(
+        dataset=dataset,
+        n=len(data),
+        intercept=b0,
+        b1=b1,
+        b2=b2,
+        p_wp=float(res.pvalues["wp"]),
+        p_wp2=float(res.pvalues["I(wp ** 2)"]),
+        p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)),
+        critical_plw=critical_plw(b1, b2),
+        method=method,
+        se_b1=float(res.bse["wp"]),
+        se_b2=float(res.bse["I(wp ** 2)"]),
+    )
     if n_boot > 0:
         fit.ci_low, fit.ci_high, fit.n_boot = *_bootstrap(data, n_boot, seed, progress), n_boot
         if data["task"].nunique() < 5:
@@ -177,8 +188,9 @@ def _bootstrap(data: pd.DataFrame, n_boot: int, seed: int, progress=None) -> tup
     return float(lo), float(hi)
 
 
-def fit_all(df_rel: pd.DataFrame, n_boot: int = 0, seed: int = 0, progress=None,
-            engine: str = "python") -> list[QuadFit]:
+def fit_all(
+    df_rel: pd.DataFrame, n_boot: int = 0, seed: int = 0, progress=None, engine: str = "python"
+) -> list[QuadFit]:
     """Quadratic fits for every dataset that has at least 3 distinct PLW values.
 
     ``engine`` is ``python`` (Gaussian MixedLM, bootstrap interval) or ``r`` (the paper's beta GLMM,

@@ -115,8 +115,13 @@ def r_status() -> tuple[bool, str]:
     if rscript is None:
         return False, "Rscript not found (apt-get install r-base-core r-cran-glmmtmb r-cran-mgcv)"
     try:
-        proc = subprocess.run([rscript, "-e", "suppressMessages({library(glmmTMB); library(mgcv)})"],
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            [rscript, "-e", "suppressMessages({library(glmmTMB); library(mgcv)})"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"Rscript failed to start ({exc})"
     if proc.returncode != 0:
@@ -139,8 +144,13 @@ def resolve_engine(engine: str) -> str:
 
 def _run(script: str, folder: Path) -> None:
     (folder / "script.R").write_text(script, encoding="utf-8")
-    proc = subprocess.run(["Rscript", "--vanilla", str(folder / "script.R"), str(folder)],
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    proc = subprocess.run(
+        ["Rscript", "--vanilla", str(folder / "script.R"), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise RuntimeError(f"Rscript failed: {tail}")
@@ -155,17 +165,28 @@ def fit_glmms(rows: pd.DataFrame, datasets: list[str], response: str = "relative
     """The paper's beta GLMM for each dataset, all in one Rscript process (loading glmmTMB takes seconds)."""
     data = rows[rows["dataset"].isin(datasets)]
     index = {name: i for i, name in enumerate(datasets)}
-    frame = pd.DataFrame({"ds": data["dataset"].map(index), "y": data[response].astype(float).clip(0, 1),
-                          "wp": data["wp"].astype(float), "b": data["task"].astype(str),
-                          "m": data["model"].astype(str)})
+    frame = pd.DataFrame(
+        {
+            "ds": data["dataset"].map(index),
+            "y": data[response].astype(float).clip(0, 1),
+            "wp": data["wp"].astype(float),
+            "b": data["task"].astype(str),
+            "m": data["model"].astype(str),
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="witune-r-") as tmp:
         folder = Path(tmp)
         frame.to_csv(folder / "data.csv", index=False)
         _run(GLMM_R, folder)
-        out = [_glmm_fit(name, int((data["dataset"] == name).sum()),
-                         pd.read_csv(folder / f"coef_{index[name]}.csv").set_index("term"),
-                         pd.read_csv(folder / f"info_{index[name]}.csv", keep_default_na=False).iloc[0])
-               for name in datasets]
+        out = [
+            _glmm_fit(
+                name,
+                int((data["dataset"] == name).sum()),
+                pd.read_csv(folder / f"coef_{index[name]}.csv").set_index("term"),
+                pd.read_csv(folder / f"info_{index[name]}.csv", keep_default_na=False).iloc[0],
+            )
+            for name in datasets
+        ]
     return out
 
 
@@ -173,11 +194,21 @@ def _glmm_fit(dataset: str, n: int, coef: pd.DataFrame, info: pd.Series) -> Quad
     b0, b1, b2 = (float(coef.loc[k, "estimate"]) for k in ["Intercept", "wp", "wp2"])
     se1, se2 = float(coef.loc["wp", "se"]), float(coef.loc["wp2", "se"])
     lrt = 2.0 * (_num(info["llf"]) - _num(info["llf_null"]))  # NaN when either fit failed
-    fit = QuadFit(dataset=dataset, n=n, intercept=b0, b1=b1, b2=b2,
-                  p_wp=float(coef.loc["wp", "p"]), p_wp2=float(coef.loc["wp2", "p"]),
-                  p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)) if np.isfinite(lrt) else float("nan"),
-                  critical_plw=critical_plw(b1, b2), method=f"{GLMM_LABEL}: {info['formula']}", engine="r",
-                  se_b1=se1, se_b2=se2)
+    fit = QuadFit(
+        dataset=dataset,
+        n=n,
+        intercept=b0,
+        b1=b1,
+        b2=b2,
+        p_wp=float(coef.loc["wp", "p"]),
+        p_wp2=float(coef.loc["wp2", "p"]),
+        p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)) if np.isfinite(lrt) else float("nan"),
+        critical_plw=critical_plw(b1, b2),
+        method=f"{GLMM_LABEL}: {info['formula']}",
+        engine="r",
+        se_b1=se1,
+        se_b2=se2,
+    )
     fit.ci_low, fit.ci_high = _vertex_interval(b1, b2, se1**2, se2**2, _num(info["cov12"]))
     notes = [] if str(info["converged"]).upper() == "TRUE" else ["glmmTMB did not converge (no simpler model did)"]
     if str(info["simplified_from"]).strip():
@@ -214,8 +245,15 @@ def fit_gam(rows: pd.DataFrame) -> gam_mod.GamResult | None:
     wp = np.linspace(0.0, 1.0, 201)
     rgs = gam_mod.rg_grid(data["rg"].unique())
     grid = pd.DataFrame({"w": np.tile(from_wp(wp), len(rgs)), "r": np.repeat(rgs, len(wp))})
-    frame = pd.DataFrame({"y": data["y"], "w": data["plw"].astype(float), "r": data["rg"].astype(float),
-                          "b": data["task"].astype(str), "m": data["model"].astype(str)})
+    frame = pd.DataFrame(
+        {
+            "y": data["y"],
+            "w": data["plw"].astype(float),
+            "r": data["rg"].astype(float),
+            "b": data["task"].astype(str),
+            "m": data["model"].astype(str),
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="witune-r-") as tmp:
         folder = Path(tmp)
         frame.to_csv(folder / "data.csv", index=False)
@@ -227,11 +265,13 @@ def fit_gam(rows: pd.DataFrame) -> gam_mod.GamResult | None:
         info = pd.read_csv(folder / "info.csv").iloc[0]
     surface, p_flat = [], []
     for i in range(len(rgs)):
-        x = basis[i * len(wp):(i + 1) * len(wp)]
+        x = basis[i * len(wp) : (i + 1) * len(wp)]
         surface.append(x @ coef)
         p_flat.append(gam_mod.wald_flat(x - x.mean(axis=0), coef, cov))
     surface = np.asarray(surface)
     table = gam_mod.summarise(rgs, wp, surface, p_flat, float(np.ptp(data["y"])))
-    label = (f"R mgcv gam({info['formula']}), Gaussian, identity link, score scale, w = raw PLW "
-             f"(te edf {float(info['edf']):.2f}, p = {float(info['p']):.2g})")
+    label = (
+        f"R mgcv gam({info['formula']}), Gaussian, identity link, score scale, w = raw PLW "
+        f"(te edf {float(info['edf']):.2f}, p = {float(info['p']):.2g})"
+    )
     return gam_mod.GamResult(table, wp, rgs, surface, len(data), "r", label)

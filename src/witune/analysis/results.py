@@ -38,8 +38,11 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """Read results from a CSV file (a sweep folder is read by the CLI: ``witune.cli.common.read_sweep_folder``)."""
     path = Path(path)
     if path.is_dir():
-        raise DataError(Location(str(path), 0), "a sweep folder, not a results CSV: read it with "
-                        "witune.cli.common.read_sweep_folder (the analysis does not import the sweep)")
+        raise DataError(
+            Location(str(path), 0),
+            "a sweep folder, not a results CSV: read it with "
+            "witune.cli.common.read_sweep_folder (the analysis does not import the sweep)",
+        )
     if not path.exists():
         raise DataError(Location(str(path), 0), "no such file or folder")
     return validate_results(_read_csv(path), str(path))
@@ -120,8 +123,12 @@ def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFram
         second = int(np.flatnonzero(repeated.to_numpy())[0])
         key = df.loc[second, key_cols].tolist()
         first = int(np.flatnonzero((df[key_cols] == key).all(axis=1).to_numpy())[0])
-        raise DataError(Location(source, _line(second), "line"), f"duplicate row: run {key[0]!r}, benchmark "
-                        f"{key[1]!r}, metric {key[2]!r} already given on line {_line(first)}", field="run_id")
+        raise DataError(
+            Location(source, _line(second), "line"),
+            f"duplicate row: run {key[0]!r}, benchmark "
+            f"{key[1]!r}, metric {key[2]!r} already given on line {_line(first)}",
+            field="run_id",
+        )
     for col in ["prompt_weight", "response_weight"]:
         _to_numeric(df, col, source, allow_nan=True)  # NaN weights mark the base model
     _to_numeric(df, "score", source, allow_nan=False)
@@ -130,20 +137,28 @@ def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFram
         negative = df["stderr"] < 0
         if negative.any():
             i = int(np.flatnonzero(negative.to_numpy())[0])
-            raise DataError(Location(source, _line(i), "line"), f"a standard error cannot be negative: "
-                            f"{df['stderr'].iloc[i]!r}", field="stderr")
+            raise DataError(
+                Location(source, _line(i), "line"),
+                f"a standard error cannot be negative: {df['stderr'].iloc[i]!r}",
+                field="stderr",
+            )
     flags = df["higher_is_better"].map(_to_bool)
     if flags.isna().any():
         i = int(np.flatnonzero(flags.isna().to_numpy())[0])
-        raise DataError(Location(source, _line(i), "line"),
-                        f"expected true/false, got {df['higher_is_better'].iloc[i]!r}", field="higher_is_better")
+        raise DataError(
+            Location(source, _line(i), "line"),
+            f"expected true/false, got {df['higher_is_better'].iloc[i]!r}",
+            field="higher_is_better",
+        )
     df["higher_is_better"] = flags.astype(bool)
     half_base = df["prompt_weight"].isna() != df["response_weight"].isna()
     if half_base.any():
         i = int(np.flatnonzero(half_base.to_numpy())[0])
-        raise DataError(Location(source, _line(i), "line"),
-                        "prompt_weight and response_weight must both be set, or both empty (base model)",
-                        field="prompt_weight")
+        raise DataError(
+            Location(source, _line(i), "line"),
+            "prompt_weight and response_weight must both be set, or both empty (base model)",
+            field="prompt_weight",
+        )
     for col in ["run_id", "model", "dataset", "benchmark", "metric", "normalization"]:
         df[col] = df[col].astype(str)
     df["normalization"] = df["normalization"].replace("nan", "")

@@ -9,7 +9,6 @@ beside the scores, never averaged into them.
 
 from __future__ import annotations
 
-
 import pandas as pd
 
 from witune.analysis import wit
@@ -33,8 +32,14 @@ def stage_gains(sft: pd.DataFrame, dpo: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=WEIGHTS + ["gain_sft_pct", "gain_dpo_pct", "dpo_change"])
     out = pd.concat([a.rename("gain_sft_pct"), b.rename("gain_dpo_pct")], axis=1).reset_index()
     keys = WEIGHTS + ["benchmark", "metric"]
-    both = sft[sft["higher_is_better"]].groupby(keys)["score"].mean().rename("s").to_frame().join(
-        dpo[dpo["higher_is_better"]].groupby(keys)["score"].mean().rename("d"), how="inner")
+    both = (
+        sft[sft["higher_is_better"]]
+        .groupby(keys)["score"]
+        .mean()
+        .rename("s")
+        .to_frame()
+        .join(dpo[dpo["higher_is_better"]].groupby(keys)["score"].mean().rename("d"), how="inner")
+    )
     change = (both["d"] - both["s"]).groupby(WEIGHTS).mean().rename("dpo_change").reset_index()
     return out.merge(change, on=WEIGHTS, how="left").sort_values(WEIGHTS).reset_index(drop=True)
 

@@ -30,9 +30,9 @@ class Analysis:
     correlations: pd.DataFrame
     mean_optima: pd.DataFrame
     notes: list[str] = field(default_factory=list)
-    subtasks: pd.DataFrame | None = None       # every score row with its benchmark group (drill-down)
-    diagnostics: pd.DataFrame | None = None    # diagnostic rows (never in any aggregate), one column each
-    roles: pd.DataFrame | None = None          # which (benchmark, metric) are scores / diagnostics, and why
+    subtasks: pd.DataFrame | None = None  # every score row with its benchmark group (drill-down)
+    diagnostics: pd.DataFrame | None = None  # diagnostic rows (never in any aggregate), one column each
+    roles: pd.DataFrame | None = None  # which (benchmark, metric) are scores / diagnostics, and why
     primary: dict[str, str] = field(default_factory=dict)  # the metric each benchmark votes with
     engine: str = "python"
     stages: pd.DataFrame | None = None  # gains after SFT and after DPO (sweeps with a DPO stage)
@@ -41,11 +41,17 @@ class Analysis:
     @property
     def models_used(self) -> list[dict]:
         """Which engine and model fitted what: printed by the CLI, the JSON and the report."""
-        out = [{"analysis": "relative aggregate, WIT gains, optima",
-                "model": "no model: one primary score per benchmark, min-max within dataset x benchmark"},
-               {"analysis": "best configuration vs (0, 1) (noise guard)",
+        out = [
+            {
+                "analysis": "relative aggregate, WIT gains, optima",
+                "model": "no model: one primary score per benchmark, min-max within dataset x benchmark",
+            },
+            {
+                "analysis": "best configuration vs (0, 1) (noise guard)",
                 "model": "raw-score difference per benchmark / SE (seed spread or evaluation stderr), "
-                         "Bonferroni over configurations x benchmarks"}]
+                "Bonferroni over configurations x benchmarks",
+            },
+        ]
         for f in self.fits:
             out.append({"analysis": f"PLW quadratic fit ({f.dataset})", "model": f.model})
         if self.gam is not None:
@@ -53,9 +59,16 @@ class Analysis:
         return out
 
 
-def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.DataFrame | None = None,
-            n_boot: int = 0, seed: int = 0, progress=None, engine: str = "python",
-            primary: dict[str, str] | None = None) -> Analysis:
+def analyze(
+    df: pd.DataFrame,
+    losses: pd.DataFrame | None = None,
+    features: pd.DataFrame | None = None,
+    n_boot: int = 0,
+    seed: int = 0,
+    progress=None,
+    engine: str = "python",
+    primary: dict[str, str] | None = None,
+) -> Analysis:
     """All views of the issue: aggregates, WIT gains and optima, PLW fits and GAM, correlations, dynamics.
 
     Diagnostics (``benchmarks.ROLES``) are split off first and never reach an aggregate, gain, optimum or
@@ -73,8 +86,7 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
     bench, subtasks = benchmarks.one_vote(scores, primary)
     chosen = benchmarks.choose_primary(subtasks, primary)
     rel = add_relative(bench)
-    runs = run_table(rel).merge(rel.groupby("run_id")["relative"].mean().rename("relative_aggregate"),
-                                on="run_id")
+    runs = run_table(rel).merge(rel.groupby("run_id")["relative"].mean().rename("relative_aggregate"), on="run_id")
     runs = dynamics.run_diagnostics(runs, losses)
     diag_wide = benchmarks.diagnostics_wide(diag)
     if len(diag_wide.columns) > 1:
@@ -90,8 +102,10 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
     if "rg" in rel.columns:
         rows = plw.plw_rows(rel)
         if engine == "r" and rows["rg"].nunique() < 3:
-            notes.append("mgcv's te(w, r, k=3) needs at least 3 distinct Rg; the GAM was fitted with the "
-                         "Python engine (pygam) instead.")
+            notes.append(
+                "mgcv's te(w, r, k=3) needs at least 3 distinct Rg; the GAM was fitted with the "
+                "Python engine (pygam) instead."
+            )
             gam_res = gam.fit_gam(rows)
         else:
             gam_res = r_engine.fit_gam(rows) if engine == "r" else gam.fit_gam(rows)
@@ -104,11 +118,26 @@ def analyze(df: pd.DataFrame, losses: pd.DataFrame | None = None, features: pd.D
     agg = aggregates(rel)
     # The best configuration's lead over (0, 1) on raw scores against their standard errors (noise.RULE)
     best = noise.guard(rel, agg, best_configs(agg))
-    return Analysis(results=rel, runs=runs, aggregates=agg, best=best,
-                    gains=gains, optima=opt, optimum_counts=wit.optimum_counts(opt), fits=fits, gam=gam_res,
-                    correlations=corr, mean_optima=correlations.mean_optimum_by(opt), notes=notes,
-                    subtasks=subtasks, diagnostics=diag_wide, roles=roles, primary=chosen, engine=engine,
-                    robustness=stages.robustness_table(df))
+    return Analysis(
+        results=rel,
+        runs=runs,
+        aggregates=agg,
+        best=best,
+        gains=gains,
+        optima=opt,
+        optimum_counts=wit.optimum_counts(opt),
+        fits=fits,
+        gam=gam_res,
+        correlations=corr,
+        mean_optima=correlations.mean_optimum_by(opt),
+        notes=notes,
+        subtasks=subtasks,
+        diagnostics=diag_wide,
+        roles=roles,
+        primary=chosen,
+        engine=engine,
+        robustness=stages.robustness_table(df),
+    )
 
 
 def _clean(value):
@@ -136,8 +165,10 @@ def to_json(a: Analysis) -> dict:
         "best_configs": _records(a.best),
         "optima": _records(a.optima),
         "optimum_counts": _records(a.optimum_counts),
-        "plw_fits": [{k: _clean(v) for k, v in asdict(f).items()} | {"significant": f.significant,
-                                                                         "model": f.model} for f in a.fits],
+        "plw_fits": [
+            {k: _clean(v) for k, v in asdict(f).items()} | {"significant": f.significant, "model": f.model}
+            for f in a.fits
+        ],
         "gam_model": f"[{a.gam.engine}] {a.gam.model}" if a.gam is not None else None,
         "gam_optimal_plw": _records(a.gam.table) if a.gam is not None else None,
         "correlations": _records(a.correlations),

@@ -26,12 +26,12 @@ class SyntheticSweep:
     benchmarks: list[str] = field(default_factory=lambda: ["arc", "piqa", "wino", "tqa", "ppl"])
     prompt_weights: list[float] = field(default_factory=lambda: list(PAPER_PLWS))
     response_weights: list[float] = field(default_factory=lambda: [1.0])
-    opt_wp: float = 0.5          # planted vertex in wp; PLW = opt_wp ** (1 / 0.30103)
-    opt_wp_per_rg: float = 0.0   # the vertex moves by this much per unit of Rg
-    opt_response: float = 0.8    # planted best response weight (matters only with several values)
+    opt_wp: float = 0.5  # planted vertex in wp; PLW = opt_wp ** (1 / 0.30103)
+    opt_wp_per_rg: float = 0.0  # the vertex moves by this much per unit of Rg
+    opt_response: float = 0.8  # planted best response weight (matters only with several values)
     noise: float = 0.01
     seeds: int = 1
-    steps: int = 40              # training-loss steps per run
+    steps: int = 40  # training-loss steps per run
     with_base: bool = True
     random_state: int = 0
     no_effect: list[str] = field(default_factory=list)  # datasets where the PLW has no effect at all
@@ -63,20 +63,33 @@ def make_sweep(design: SyntheticSweep | None = None) -> tuple[pd.DataFrame, pd.D
                     base = np.isnan(lp)
                     wp = 0.0 if base else lp**P
                     for bench in d.benchmarks:
-                        effect = -0.5 if base else -(wp - wp_star) ** 2 - 0.3 * (lr - d.opt_response) ** 2
-                        value = (bench_base[bench] + model_shift[model]
-                                 + amp * bench_scale[bench] * effect + rng.normal(0, d.noise))
+                        effect = -0.5 if base else -((wp - wp_star) ** 2) - 0.3 * (lr - d.opt_response) ** 2
+                        value = (
+                            bench_base[bench]
+                            + model_shift[model]
+                            + amp * bench_scale[bench] * effect
+                            + rng.normal(0, d.noise)
+                        )
                         lower = bench == "ppl"  # one lower-is-better metric, to exercise the flip
-                        rows.append({
-                            "run_id": run_id, "model": model, "dataset": dataset,
-                            "prompt_weight": lp, "response_weight": lr, "normalization": "nonzero",
-                            "seed": seed, "benchmark": bench, "metric": "ppl" if lower else "acc",
-                            "score": 10.0 - 5 * value if lower else value, "higher_is_better": not lower,
-                            "rg": rg,
-                            "weight_distance": np.nan if base else 1.0 + abs(wp - wp_star) + rng.normal(0, .01),
-                            "memorization_bleu": np.nan if base else 80.0 * (1 - 0.5 * wp),
-                            "generation_length": np.nan if base else 50.0 + 100.0 * wp,
-                        })
+                        rows.append(
+                            {
+                                "run_id": run_id,
+                                "model": model,
+                                "dataset": dataset,
+                                "prompt_weight": lp,
+                                "response_weight": lr,
+                                "normalization": "nonzero",
+                                "seed": seed,
+                                "benchmark": bench,
+                                "metric": "ppl" if lower else "acc",
+                                "score": 10.0 - 5 * value if lower else value,
+                                "higher_is_better": not lower,
+                                "rg": rg,
+                                "weight_distance": np.nan if base else 1.0 + abs(wp - wp_star) + rng.normal(0, 0.01),
+                                "memorization_bleu": np.nan if base else 80.0 * (1 - 0.5 * wp),
+                                "generation_length": np.nan if base else 50.0 + 100.0 * wp,
+                            }
+                        )
                     if not base:
                         steps = np.arange(1, d.steps + 1)
                         jitter = 0.02 + 0.1 * wp * (1 - wp)  # loss noise peaks at mid PLW
@@ -89,8 +102,15 @@ def make_sweep(design: SyntheticSweep | None = None) -> tuple[pd.DataFrame, pd.D
 PAPER_BETA = {"intercept": -1.043, "wp": 5.590, "wp2": -4.284}
 
 
-def make_beta_sweep(benchmarks: int = 8, models: int = 2, reps: int = 3, phi: float = 40.0,
-                    slope_sd: float = 0.3, model_sd: float = 0.2, random_state: int = 0) -> pd.DataFrame:
+def make_beta_sweep(
+    benchmarks: int = 8,
+    models: int = 2,
+    reps: int = 3,
+    phi: float = 40.0,
+    slope_sd: float = 0.3,
+    model_sd: float = 0.2,
+    random_state: int = 0,
+) -> pd.DataFrame:
     """Responses drawn from the paper's beta GLMM, ``score ~ wp + wp^2 + (0 + wp + wp^2 | b) + (1 | m)``.
 
     logit(mu) = -1.043 + (5.590 + u_b) wp + (-4.284 + v_b) wp^2 + a_m, y ~ Beta(mu phi, (1 - mu) phi),
@@ -105,10 +125,15 @@ def make_beta_sweep(benchmarks: int = 8, models: int = 2, reps: int = 3, phi: fl
         for b in range(benchmarks):
             for plw in PAPER_PLWS:
                 wp = plw**P
-                eta = (PAPER_BETA["intercept"] + (PAPER_BETA["wp"] + u[b, 0]) * wp
-                       + (PAPER_BETA["wp2"] + u[b, 1]) * wp**2 + a[m])
+                eta = (
+                    PAPER_BETA["intercept"]
+                    + (PAPER_BETA["wp"] + u[b, 0]) * wp
+                    + (PAPER_BETA["wp2"] + u[b, 1]) * wp**2
+                    + a[m]
+                )
                 mu = 1.0 / (1.0 + np.exp(-eta))
                 for y in rng.beta(mu * phi, (1 - mu) * phi, reps):
-                    rows.append({"dataset": "short", "model": f"m{m}", "task": f"b{b}:acc", "plw": plw,
-                                 "wp": wp, "y": float(y)})
+                    rows.append(
+                        {"dataset": "short", "model": f"m{m}", "task": f"b{b}:acc", "plw": plw, "wp": wp, "y": float(y)}
+                    )
     return pd.DataFrame(rows)

@@ -21,8 +21,11 @@ KEY = ["model", "dataset", "normalization"]
 
 def _mean_over_seeds(df: pd.DataFrame) -> pd.DataFrame:
     cols = KEY + TASK + ["prompt_weight", "response_weight"]
-    return (df.groupby(cols, dropna=False)
-            .agg(score=("score", "mean"), higher_is_better=("higher_is_better", "first")).reset_index())
+    return (
+        df.groupby(cols, dropna=False)
+        .agg(score=("score", "mean"), higher_is_better=("higher_is_better", "first"))
+        .reset_index()
+    )
 
 
 def relative_gains(df: pd.DataFrame) -> pd.DataFrame:
@@ -109,7 +112,7 @@ def heatmap_figure(gains: pd.DataFrame):
         title = plot_text(f"{model} / {dataset}" + (f" / {norm}" if multi_norm else ""))
         grid = gain_grid(gains, model, dataset, norm if multi_norm else "")
         plot_heatmap(ax, grid, title, has_base=bool(gains["prompt_weight"].isna().any()))
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     # Two short lines: a single-panel figure is only ~4 inches wide.
     fig.suptitle("Mean relative gain over conventional\ntuning (0, 1), %; red circle = best", fontsize=10)
@@ -151,6 +154,8 @@ def optimum_counts(opt: pd.DataFrame) -> pd.DataFrame:
         REGIONS["is_it"]: np.isclose(lp, 0) & np.isclose(lr, 1),
     }
     n = len(opt)
-    rows = [{"region": k, "count": int(v.sum()), "of": n, "share": float(v.mean()) if n else float("nan")}
-            for k, v in checks.items()]
+    rows = [
+        {"region": k, "count": int(v.sum()), "of": n, "share": float(v.mean()) if n else float("nan")}
+        for k, v in checks.items()
+    ]
     return pd.DataFrame(rows)

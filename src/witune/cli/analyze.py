@@ -10,12 +10,15 @@ from witune.cli.common import escaped, int_at_least, print_error, read_dpo_stage
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, "
-                              "correlations and training dynamics of a sweep")
+    p = subparsers.add_parser(
+        "analyze",
+        help="aggregates, WIT heatmap optima, PLW mixed-model fit, GAM, correlations and training dynamics of a sweep",
+    )
     p.add_argument("sweep", help="sweep folder (with sweep.db) or results CSV")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
-    p.add_argument("--features", default=None,
-                   help="CSV of features (level, name, feature, value) for the optimum correlations")
+    p.add_argument(
+        "--features", default=None, help="CSV of features (level, name, feature, value) for the optimum correlations"
+    )
     add_model_options(p)
     p.add_argument("--plots", default=None, help="folder to write the figures to as PNG")
     p.add_argument("--json", action="store_true", help="print every table as JSON instead of rich tables")
@@ -24,14 +27,27 @@ def register(subparsers) -> None:
 
 def add_model_options(p) -> None:
     """Options shared by `witune analyze` and `witune report`: engine, primary metrics, bootstrap."""
-    p.add_argument("--engine", choices=["auto", "r", "python"], default="auto",
-                   help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
-                        "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "
-                        "glmmTMB and mgcv is installed, else python")
-    p.add_argument("--primary", action="append", default=[], metavar="BENCHMARK=METRIC",
-                   help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc")
-    p.add_argument("--bootstrap", type=int_at_least(0), default=200,
-                   help="bootstrap replicates for the critical-PLW interval (python engine)")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "r", "python"],
+        default="auto",
+        help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
+        "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "
+        "glmmTMB and mgcv is installed, else python",
+    )
+    p.add_argument(
+        "--primary",
+        action="append",
+        default=[],
+        metavar="BENCHMARK=METRIC",
+        help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int_at_least(0),
+        default=200,
+        help="bootstrap replicates for the critical-PLW interval (python engine)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -74,9 +90,16 @@ def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
     with Progress(disable=quiet, transient=True, console=_console(stderr=True)) as bar:
         datasets = results["dataset"].nunique()
         task = bar.add_task("fitting (bootstrap of the critical PLW)", total=max(1, args.bootstrap * datasets))
-        a = analyze(results, losses, features, n_boot=args.bootstrap, seed=args.seed,
-                    progress=lambda: bar.advance(task), engine=getattr(args, "engine", "auto"),
-                    primary=parse_primary(getattr(args, "primary", [])))
+        a = analyze(
+            results,
+            losses,
+            features,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            progress=lambda: bar.advance(task),
+            engine=getattr(args, "engine", "auto"),
+            primary=parse_primary(getattr(args, "primary", [])),
+        )
     dpo = read_dpo_stage(args.sweep)
     if dpo is not None:  # sweeps with a DPO stage: gains after SFT and after DPO
         from witune.analysis.stages import stage_gains
@@ -126,21 +149,39 @@ def run(args: argparse.Namespace) -> int:
         con.print(_rich_table("Which engine and model fitted what", pd.DataFrame(a.models_used)))
         votes = ", ".join(f"{b}={m}" for b, m in sorted(a.primary.items()))
         con.print(f"One vote per benchmark, on its primary metric: {escape(votes)}")
-        con.print(_rich_table("Best configuration per model x dataset (relative aggregate of scores; "
-                              "diagnostics excluded)", a.best))
+        con.print(
+            _rich_table(
+                "Best configuration per model x dataset (relative aggregate of scores; diagnostics excluded)", a.best
+            )
+        )
         con.print(escape(RULE))
         con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
-        fits = pd.DataFrame([{"dataset": f.dataset, "engine": f.engine, "n": f.n, "wp": f.b1, "se(wp)": f.se_b1,
-                              "wp^2": f.b2, "se(wp^2)": f.se_b2, "p(wp)": f.p_wp, "p(wp^2)": f.p_wp2,
-                              "p(LRT)": f.p_lrt, "critical PLW": f.critical_plw,
-                              "CI low": f.ci_low, "CI high": f.ci_high} for f in a.fits])
+        fits = pd.DataFrame(
+            [
+                {
+                    "dataset": f.dataset,
+                    "engine": f.engine,
+                    "n": f.n,
+                    "wp": f.b1,
+                    "se(wp)": f.se_b1,
+                    "wp^2": f.b2,
+                    "se(wp^2)": f.se_b2,
+                    "p(wp)": f.p_wp,
+                    "p(wp^2)": f.p_wp2,
+                    "p(LRT)": f.p_lrt,
+                    "critical PLW": f.critical_plw,
+                    "CI low": f.ci_low,
+                    "CI high": f.ci_high,
+                }
+                for f in a.fits
+            ]
+        )
         if len(fits):
             con.print(_rich_table(f"PLW quadratic mixed model: {a.fits[0].model}", fits))
         if a.gam is not None:
             con.print(_rich_table(f"Optimal PLW per Rg: [{a.gam.engine}] {a.gam.model}", a.gam.table))
         if len(a.correlations):
-            con.print(_rich_table("Correlations with the optimal prompt weight (n = distinct units)",
-                                  a.correlations))
+            con.print(_rich_table("Correlations with the optimal prompt weight (n = distinct units)", a.correlations))
         diag = diagnostic_columns(a)
         if diag:
             per = a.runs.groupby("prompt_weight")[diag].mean().reset_index()
@@ -148,8 +189,9 @@ def run(args: argparse.Namespace) -> int:
         if a.stages is not None and len(a.stages):
             con.print(_rich_table("Gain over conventional tuning (0, 1), % : after SFT and after DPO", a.stages))
         if a.robustness is not None:
-            con.print(_rich_table("Prompt robustness (diagnostic: accuracy drop under perturbed prompts)",
-                                  a.robustness))
+            con.print(
+                _rich_table("Prompt robustness (diagnostic: accuracy drop under perturbed prompts)", a.robustness)
+            )
         for line in recommendation(a):
             con.print(f"[bold]recommendation:[/] {escape(line)}")
         for note in a.notes:
@@ -172,11 +214,13 @@ def _write_plots(a, folder: str) -> None:
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    figs = {"aggregates": figures.aggregate_figure(a.aggregates),
-            "wit_heatmaps": wit.heatmap_figure(a.gains) if not a.gains.empty else None,
-            "plw_fit": figures.plw_fit_figure(a.results, a.fits),
-            "gam": gam_figure(a.gam) if a.gam is not None else None,
-            "dynamics": dynamics_figure(a.runs)}
+    figs = {
+        "aggregates": figures.aggregate_figure(a.aggregates),
+        "wit_heatmaps": wit.heatmap_figure(a.gains) if not a.gains.empty else None,
+        "plw_fit": figures.plw_fit_figure(a.results, a.fits),
+        "gam": gam_figure(a.gam) if a.gam is not None else None,
+        "dynamics": dynamics_figure(a.runs),
+    }
     for name, fig in figs.items():
         if fig is not None:
             atomic_savefig(fig, out / f"{name}.png", dpi=110)

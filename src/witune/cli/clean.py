@@ -11,13 +11,20 @@ from witune.cli.common import escaped, int_at_least
 
 
 def register(sub) -> None:
-    p = sub.add_parser("clean", help="remove invalid, empty, placeholder, duplicate and overlong records",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "clean",
+        help="remove invalid, empty, placeholder, duplicate and overlong records",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("data", help="data file (.json, .jsonl, .csv)")
     p.add_argument("-o", "--output", required=True, help="cleaned file (.json array or .jsonl, records unchanged)")
-    p.add_argument("--report", default=None,
-                   help="report file (JSON Lines: every removed record with its location and reason); "
-                        "default: OUT with .removed.jsonl")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="report file (JSON Lines: every removed record with its location and reason); "
+        "default: OUT with .removed.jsonl",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT and the report if they exist")
     p.add_argument("--model", default=None, help="tokenizer for the overlong check (default: count characters)")
     p.add_argument("--max-tokens", type=int_at_least(1), default=2048, help="overlong limit with --model")

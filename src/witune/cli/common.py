@@ -60,29 +60,65 @@ def weight_value(text: str) -> float:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet), dataset folder, or datasets hub name")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="record format")
-    p.add_argument("--template", default="auto", choices=list(TEMPLATES),
-                   help="auto (alpaca data -> alpaca, prompt/completion -> plain, chats -> chat), alpaca, chat, plain")
+    p.add_argument(
+        "--template",
+        default="auto",
+        choices=list(TEMPLATES),
+        help="auto (alpaca data -> alpaca, prompt/completion -> plain, chats -> chat), alpaca, chat, plain",
+    )
     p.add_argument("--max-length", type=int_at_least(2), default=None, help="truncate samples to this many tokens")
-    p.add_argument("--truncation", default="left", choices=list(TRUNCATIONS),
-                   help="left (cut the prompt's start, keep the response), right (cut the end), drop")
-    p.add_argument("--final-turn-only", action="store_true", help="train only the last assistant turn; earlier turns count as prompt")
-    p.add_argument("--skip-bad", action="store_true", help="skip bad records and report them instead of stopping at the first")
+    p.add_argument(
+        "--truncation",
+        default="left",
+        choices=list(TRUNCATIONS),
+        help="left (cut the prompt's start, keep the response), right (cut the end), drop",
+    )
+    p.add_argument(
+        "--final-turn-only",
+        action="store_true",
+        help="train only the last assistant turn; earlier turns count as prompt",
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip bad records and report them instead of stopping at the first"
+    )
     p.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N examples")
     p.add_argument("--split", default="train", help="split of a dataset folder or hub dataset")
 
 
 def add_model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="HF hub name, local folder, .gguf file, or 'smollm2' (offline SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--model",
+        required=required,
+        help="HF hub name, local folder, .gguf file, or 'smollm2' (offline SmolLM2-135M-Instruct)",
+    )
 
 
 def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> None:
-    p.add_argument("--prompt-weight", "--lambda-p", type=weight_value, default=prompt_default, help="lambda_p: weight of prompt tokens")
-    p.add_argument("--response-weight", "--lambda-r", type=weight_value, default=1.0, help="lambda_r: weight of response tokens")
-    p.add_argument("--plw", type=weight_value, default=None, help="prompt-loss weight (PLW paper): sets prompt weight, response 1")
-    p.add_argument("--role-weight", action="append", default=[], metavar="ROLE=W",
-                   help="weight for every token of a role (system, user, assistant, tool, template); repeatable")
-    p.add_argument("--allow-weight-above-one", action="store_true",
-                   help="accept weights above 1 (outside the papers' range [0, 1]); a warning is printed")
+    p.add_argument(
+        "--prompt-weight",
+        "--lambda-p",
+        type=weight_value,
+        default=prompt_default,
+        help="lambda_p: weight of prompt tokens",
+    )
+    p.add_argument(
+        "--response-weight", "--lambda-r", type=weight_value, default=1.0, help="lambda_r: weight of response tokens"
+    )
+    p.add_argument(
+        "--plw", type=weight_value, default=None, help="prompt-loss weight (PLW paper): sets prompt weight, response 1"
+    )
+    p.add_argument(
+        "--role-weight",
+        action="append",
+        default=[],
+        metavar="ROLE=W",
+        help="weight for every token of a role (system, user, assistant, tool, template); repeatable",
+    )
+    p.add_argument(
+        "--allow-weight-above-one",
+        action="store_true",
+        help="accept weights above 1 (outside the papers' range [0, 1]); a warning is printed",
+    )
 
 
 def role_weights(args: argparse.Namespace):
@@ -113,9 +149,17 @@ def load_rows(args: argparse.Namespace, tokenizer, weights):
 
     on_error = "skip" if args.skip_bad else "raise"
     loaded = load_examples(args.data, format=args.format, on_error=on_error, split=args.split, limit=args.limit)
-    data = tokenize_examples(loaded.examples, tokenizer, weights, template=args.template, max_length=args.max_length,
-                             truncation=args.truncation, final_turn_only=args.final_turn_only, on_error=on_error,
-                             progress=len(loaded.examples) > 2000)
+    data = tokenize_examples(
+        loaded.examples,
+        tokenizer,
+        weights,
+        template=args.template,
+        max_length=args.max_length,
+        truncation=args.truncation,
+        final_turn_only=args.final_turn_only,
+        on_error=on_error,
+        progress=len(loaded.examples) > 2000,
+    )
     err = Console(stderr=True)
     for e in loaded.skipped + data.skipped + data.zero_trainable:
         err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
@@ -140,8 +184,10 @@ def read_sweep_folder(folder: str | Path, stage: str = "sft") -> tuple[pd.DataFr
     from witune.analysis.results import validate_losses, validate_results
     from witune.sweep.db import losses_frame, results_frame
 
-    return (validate_results(results_frame(folder, stage=stage), str(folder)),
-            validate_losses(losses_frame(folder), str(folder)))
+    return (
+        validate_results(results_frame(folder, stage=stage), str(folder)),
+        validate_losses(losses_frame(folder), str(folder)),
+    )
 
 
 def read_results_table(path: str | Path) -> pd.DataFrame:

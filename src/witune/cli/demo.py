@@ -12,25 +12,42 @@ from witune.cli.common import int_at_least, positive_float
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="offline demo: fine-tune SmolLM2-135M at a conventional and a weighted setting",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "demo",
+        help="offline demo: fine-tune SmolLM2-135M at a conventional and a weighted setting",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_arguments(p)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs/demo", help="where models, metrics and the plot go")
     p.add_argument("--model", default="smollm2", help="model to fine-tune (HF name, folder, .gguf, or 'smollm2')")
-    p.add_argument("--data", default=None, help="instruction file (default: shared alpaca_seed_tasks.jsonl, else generated)")
+    p.add_argument(
+        "--data", default=None, help="instruction file (default: shared alpaca_seed_tasks.jsonl, else generated)"
+    )
     p.add_argument("--n-train", type=int_at_least(1), default=64, help="training records (one epoch)")
-    p.add_argument("--n-eval", type=int_at_least(1), default=40,
-                   help="held-out records scored after training (response NLL with a paired SE)")
+    p.add_argument(
+        "--n-eval",
+        type=int_at_least(1),
+        default=40,
+        help="held-out records scored after training (response NLL with a paired SE)",
+    )
     p.add_argument("--max-length", type=int_at_least(2), default=160, help="tokens per sample")
     p.add_argument("--batch-size", type=int_at_least(1), default=2, help="samples per optimizer step")
     p.add_argument("--learning-rate", type=positive_float, default=1e-4)
-    p.add_argument("--benchmark", default="witune_piqa",
-                   help="harness task run 0-shot on every model when ../shared/data/eval is present ('' to skip)")
-    p.add_argument("--benchmark-limit", type=int_at_least(1), default=200,
-                   help="items of the benchmark (paired SE of a difference ~0.02 at 200 items)")
+    p.add_argument(
+        "--benchmark",
+        default="witune_piqa",
+        help="harness task run 0-shot on every model when ../shared/data/eval is present ('' to skip)",
+    )
+    p.add_argument(
+        "--benchmark-limit",
+        type=int_at_least(1),
+        default=200,
+        help="items of the benchmark (paired SE of a difference ~0.02 at 200 items)",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,12 +58,25 @@ def run(args: argparse.Namespace) -> int:
     from witune.workflows.demo import run_demo, summary_rows
 
     console = Console()
-    console.print(f"[bold]witune demo[/]: {args.model}, conventional (λp=0) vs weighted (λp=0.1), output in {args.output_dir}")
-    result = run_demo(args.output_dir, model=args.model, data=args.data, n_train=args.n_train, n_eval=args.n_eval,
-                      max_length=args.max_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                      benchmark=args.benchmark or None, benchmark_limit=args.benchmark_limit)
-    table = Table(title=f"held-out NLL per token on {result.n_eval} records ({result.data_kind} data: {result.data})"
-                  + (", benchmark 0-shot" if result.benchmarks else ""))
+    console.print(
+        f"[bold]witune demo[/]: {args.model}, conventional (λp=0) vs weighted (λp=0.1), output in {args.output_dir}"
+    )
+    result = run_demo(
+        args.output_dir,
+        model=args.model,
+        data=args.data,
+        n_train=args.n_train,
+        n_eval=args.n_eval,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        benchmark=args.benchmark or None,
+        benchmark_limit=args.benchmark_limit,
+    )
+    table = Table(
+        title=f"held-out NLL per token on {result.n_eval} records ({result.data_kind} data: {result.data})"
+        + (", benchmark 0-shot" if result.benchmarks else "")
+    )
     rows = summary_rows(result)
     for col in rows[0]:
         table.add_column(col, justify="left" if col == "model" else "right")

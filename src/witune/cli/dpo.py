@@ -22,15 +22,29 @@ def _keys_help() -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("dpo", help="preference optimisation (DPO, via TRL) of a `witune train` model",
-                       description=__doc__, epilog=_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "dpo",
+        help="preference optimisation (DPO, via TRL) of a `witune train` model",
+        description=__doc__,
+        epilog=_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", nargs="?", help="YAML config file (--print-config writes an annotated one)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set beta=0.1")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set beta=0.1",
+    )
     p.add_argument("--preset", default=None, help="recipe applied before the config file: zephyr or quick")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run in a non-empty output_dir (checkpoints included) once data and model loaded")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty output_dir (checkpoints included) once data and model loaded",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as annotated YAML and exit")
     p.set_defaults(func=run)
 
@@ -50,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
     out = Console(stderr=True)
     out.print(f"[green]done[/]: {r.steps} steps in {r.seconds:.0f} s, final DPO loss {r.final_loss:.4f}")
     for stage, m in r.eval.items():
-        out.print(f"held-out pairs {stage}: loss {m.get('eval_loss', float('nan')):.4f}, reward margin "
-                  f"{m.get('eval_rewards/margins', float('nan')):.4f}, accuracy "
-                  f"{m.get('eval_rewards/accuracies', float('nan')):.3f}", highlight=False)
+        out.print(
+            f"held-out pairs {stage}: loss {m.get('eval_loss', float('nan')):.4f}, reward margin "
+            f"{m.get('eval_rewards/margins', float('nan')):.4f}, accuracy "
+            f"{m.get('eval_rewards/accuracies', float('nan')):.3f}",
+            highlight=False,
+        )
     out.print(f"model: {r.model_dir}\nmetrics: {r.metrics_path}", highlight=False)
     return 0
 

@@ -8,16 +8,22 @@ import argparse
 
 
 def register(sub) -> None:
-    p = sub.add_parser("dpo-pairs", help="self-play preference pairs (reference chosen, model answer rejected)",
-                       description=__doc__)
+    p = sub.add_parser(
+        "dpo-pairs", help="self-play preference pairs (reference chosen, model answer rejected)", description=__doc__
+    )
     p.add_argument("data", help="instruction data (any format `witune train` reads)")
-    p.add_argument("--model", required=True, help="the model whose answers are rejected: a `witune train` run "
-                   "folder, a model folder, or 'smollm2'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="the model whose answers are rejected: a `witune train` run folder, a model folder, or 'smollm2'",
+    )
     p.add_argument("-o", "--output", required=True, help="JSONL file to write (prompt, chosen, rejected)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N records")
     p.add_argument("--max-new-tokens", type=int, default=128, help="length cap of the model's answers")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--template", default="auto", help="prompt template, as in `witune train` (auto, alpaca, chat, plain)")
+    p.add_argument(
+        "--template", default="auto", help="prompt template, as in `witune train` (auto, alpaca, chat, plain)"
+    )
     p.add_argument("--format", default="auto", help="record format, as in `witune train`")
     p.set_defaults(func=run)
 
@@ -27,8 +33,19 @@ def run(args: argparse.Namespace) -> int:
 
     from witune.dpo.pairs import make_pairs
 
-    r = make_pairs(args.data, args.model, args.output, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                   batch_size=args.batch_size, template=args.template, format=args.format)
-    Console(stderr=True).print(f"[green]wrote[/] {r.written} pairs to {r.path} ({r.same} skipped: the model already "
-                               f"gave the reference; {r.empty} skipped: empty answer)", highlight=False)
+    r = make_pairs(
+        args.data,
+        args.model,
+        args.output,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        template=args.template,
+        format=args.format,
+    )
+    Console(stderr=True).print(
+        f"[green]wrote[/] {r.written} pairs to {r.path} ({r.same} skipped: the model already "
+        f"gave the reference; {r.empty} skipped: empty answer)",
+        highlight=False,
+    )
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from witune.cli.common import int_at_least, print_error
+
 HELP_TASKS = (
     "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
     "witune_truthfulqa_mc2, witune_mmlu, witune_mmlu_<subject>, witune_bbh, witune_ifeval), standard "
@@ -12,12 +14,9 @@ HELP_TASKS = (
     "witune:generation=FILE, witune:memorization=TRAIN_FILE, witune:winrate[=REFERENCE_JSON]"
 )
 
-from witune.cli.common import int_at_least, print_error
-
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a model on benchmarks and built-in metrics",
-                              description=__doc__)
+    p = subparsers.add_parser("eval", help="evaluate a model on benchmarks and built-in metrics", description=__doc__)
     p.add_argument("model", help="model folder (or hub name for standard tasks)")
     p.add_argument("--tasks", required=True, help=HELP_TASKS)
     p.add_argument("--limit", type=int_at_least(1), default=None, help="items per task")
@@ -30,9 +29,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", default=None, help="judge for witune:winrate: model folder or http(s) endpoint")
     p.add_argument("--judge-model", default="judge", help="model name sent to an OpenAI-compatible judge")
-    p.add_argument("--judge-allow-http", action="store_true",
-                   help="allow a plain http judge on another machine (default: https, or http to localhost only)")
-    p.add_argument("--data-dir", default=None, help="evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)")
+    p.add_argument(
+        "--judge-allow-http",
+        action="store_true",
+        help="allow a plain http judge on another machine (default: https, or http to localhost only)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)"
+    )
     p.add_argument("--db", default=None, help="sweep database to write results into (with --run-id)")
     p.add_argument("--run-id", default=None, help="run id in the sweep database")
     p.set_defaults(func=run)
@@ -63,8 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json_out:
         check_output(args.json_out, [args.model], args.force)  # before the evaluation, not after it
-    opts = EvalOptions(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                       judge=args.judge, judge_model=args.judge_model, judge_allow_http=args.judge_allow_http)
+    opts = EvalOptions(
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        judge=args.judge,
+        judge_model=args.judge_model,
+        judge_allow_http=args.judge_allow_http,
+    )
     try:
         if args.db:  # a corrupt database is found now, not after the whole evaluation ran
             from witune.sweep.db import check_database
@@ -78,8 +88,15 @@ def run(args: argparse.Namespace) -> int:
         for n in names:  # fail on a typo before loading anything
             if n.startswith("witune:"):
                 parse_task(n)
-        rows = evaluate(args.model, names, limit=args.limit, num_fewshot=args.num_fewshot, options=opts,
-                        device=args.device, data_dir=args.data_dir)
+        rows = evaluate(
+            args.model,
+            names,
+            limit=args.limit,
+            num_fewshot=args.num_fewshot,
+            options=opts,
+            device=args.device,
+            data_dir=args.data_dir,
+        )
     except (DataError, ConfigError, ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         print_error(f"witune eval: {e}")
         return 2

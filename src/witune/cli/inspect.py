@@ -18,14 +18,24 @@ from witune.cli.common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inspect", help="show each sample's tokens coloured by their loss weight",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "inspect",
+        help="show each sample's tokens coloured by their loss weight",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_data_args(p)
     add_model_arg(p)
     add_weight_args(p)
     p.add_argument("--show", type=int_at_least(0), default=3, help="how many samples to print coloured")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                   help="write input_ids, weights and roles of every sample as JSON Lines (to PATH, or stdout)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="write input_ids, weights and roles of every sample as JSON Lines (to PATH, or stdout)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
@@ -57,8 +67,17 @@ def run(args: argparse.Namespace) -> int:
     console.print(legend(weights.prompt, weights.response))
     max_w = max([weights.prompt, weights.response, *weights.roles.values()])
     for row in data.rows[: args.show]:
-        counts = (f"{len(row)} tokens · prompt {row.prompt_tokens} · response {row.response_tokens}"
-                  f" · trainable {row.trainable_tokens}")
-        console.print(Panel(colored_tokens(row, tokenizer, max_w), title=str(row.location), title_align="left",
-                            subtitle=counts, subtitle_align="left"))
+        counts = (
+            f"{len(row)} tokens · prompt {row.prompt_tokens} · response {row.response_tokens}"
+            f" · trainable {row.trainable_tokens}"
+        )
+        console.print(
+            Panel(
+                colored_tokens(row, tokenizer, max_w),
+                title=str(row.location),
+                title_align="left",
+                subtitle=counts,
+                subtitle_align="left",
+            )
+        )
     return 0

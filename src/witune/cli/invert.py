@@ -9,18 +9,30 @@ from witune.cli.common import escaped, positive_float
 
 
 def register(sub) -> None:
-    p = sub.add_parser("invert", help="prompt inversion (PLW paper): make short-completion data",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "invert",
+        help="prompt inversion (PLW paper): make short-completion data",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("data", help="Alpaca data file (instruction/input/output; .json or .jsonl)")
     p.add_argument("-o", "--output", required=True, help="output file (.json array or .jsonl, Alpaca records)")
-    p.add_argument("--target-rg", type=positive_float, default=None,
-                   help="invert just enough samples to reach this Rg (paper: Tiny 0.042, Medium 1.0); "
-                        "default: invert every long-completion sample (AlpacaDataShort)")
+    p.add_argument(
+        "--target-rg",
+        type=positive_float,
+        default=None,
+        help="invert just enough samples to reach this Rg (paper: Tiny 0.042, Medium 1.0); "
+        "default: invert every long-completion sample (AlpacaDataShort)",
+    )
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--seed", type=int, default=0, help="seed of the order in which samples are taken")
     p.add_argument("--model", default="smollm2", help="tokenizer that counts tokens for Rg")
-    p.add_argument("--rg-definition", default="ratio_of_means", choices=["ratio_of_means", "mean_of_ratios"],
-                   help="which data-set Rg the target refers to")
+    p.add_argument(
+        "--rg-definition",
+        default="ratio_of_means",
+        choices=["ratio_of_means", "mean_of_ratios"],
+        help="which data-set Rg the target refers to",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
         # A file with another Rg than asked for would silently change the experiment: stop, write nothing.
         lo, hi = result.reachable
         name = result.definition.replace("_", " ")
-        err.print(f"error: {args.data}: target Rg {result.target:g} ({name}) cannot be reached by inverting samples: "
-                  f"the reachable minimum is {lo:.4g} (maximum {hi:.4g}); the closest subset gives "
-                  f"{result.rg_after[result.definition]:.4g}. Nothing written.")
+        err.print(
+            f"error: {args.data}: target Rg {result.target:g} ({name}) cannot be reached by inverting samples: "
+            f"the reachable minimum is {lo:.4g} (maximum {hi:.4g}); the closest subset gives "
+            f"{result.rg_after[result.definition]:.4g}. Nothing written."
+        )
         return 1
     path = write_records(result.records, args.output)
     t = Table(title=escaped(f"{args.data} -> {path}"))
@@ -60,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if result.target is not None:
         Console().print(f"target Rg {result.target:g}, reached {result.rg_after[result.definition]:.4g}")
     if result.not_invertible:
-        err.print(f"[yellow]{len(result.not_invertible)} multi-turn records (history) left as they are[/], "
-                  f"first: {result.not_invertible[0]}")
+        err.print(
+            f"[yellow]{len(result.not_invertible)} multi-turn records (history) left as they are[/], "
+            f"first: {result.not_invertible[0]}"
+        )
     return 0

@@ -9,13 +9,30 @@ import sys
 from witune import __version__
 
 # Command modules import their heavy dependencies (torch, transformers) inside `run`, so `--help` is fast.
-COMMANDS = ["inspect", "score", "stats", "recommend", "invert", "clean", "train", "demo", "sweep", "eval", "analyze", "report",
-            "dpo", "dpo_pairs"]
+COMMANDS = [
+    "inspect",
+    "score",
+    "stats",
+    "recommend",
+    "invert",
+    "clean",
+    "train",
+    "demo",
+    "sweep",
+    "eval",
+    "analyze",
+    "report",
+    "dpo",
+    "dpo_pairs",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="witune", description="Weighted instruction tuning: weigh prompt and "
-                                     "response tokens in the loss, measure data, sweep, evaluate and report.")
+    parser = argparse.ArgumentParser(
+        prog="witune",
+        description="Weighted instruction tuning: weigh prompt and "
+        "response tokens in the loss, measure data, sweep, evaluate and report.",
+    )
     parser.add_argument("--version", action="version", version=f"witune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

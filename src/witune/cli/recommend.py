@@ -14,18 +14,38 @@ from witune.cli.stats import add_stats_args, compute_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("recommend", help="recommend prompt/response loss weights for a data set, with sources",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "recommend",
+        help="recommend prompt/response loss weights for a data set, with sources",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_stats_args(p, model_required=False)
-    p.add_argument("--benchmarks", default="all", choices=["all", "mc", "gen"],
-                   help="Table 4 column: all benchmarks, multiple-choice, or generation")
-    p.add_argument("--logprob-samples", type=int_at_least(0), default=0,
-                   help="also score this many prompts with the model (WIT's log-prob characteristic)")
+    p.add_argument(
+        "--benchmarks",
+        default="all",
+        choices=["all", "mc", "gen"],
+        help="Table 4 column: all benchmarks, multiple-choice, or generation",
+    )
+    p.add_argument(
+        "--logprob-samples",
+        type=int_at_least(0),
+        default=0,
+        help="also score this many prompts with the model (WIT's log-prob characteristic)",
+    )
     p.add_argument("--device", default="auto", help="device for the log-prob pass")
-    p.add_argument("--from", dest="sweep", default=None, metavar="SWEEP",
-                   help="your sweep folder (or results CSV): its fitted optimum replaces the papers' numbers")
-    p.add_argument("--sweep-dataset", default=None,
-                   help="which dataset of the sweep is DATA (its label, the file stem); needed when it has several")
+    p.add_argument(
+        "--from",
+        dest="sweep",
+        default=None,
+        metavar="SWEEP",
+        help="your sweep folder (or results CSV): its fitted optimum replaces the papers' numbers",
+    )
+    p.add_argument(
+        "--sweep-dataset",
+        default=None,
+        help="which dataset of the sweep is DATA (its label, the file stem); needed when it has several",
+    )
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for the sweep optimum's interval")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
@@ -52,21 +72,34 @@ def run(args: argparse.Namespace) -> int:
             labels = set(table["dataset"].dropna())
             name = Path(args.data).stem if Path(args.data).stem in labels else None
         sweep = sweep_optimum(table, name, n_boot=args.n_boot, path=args.sweep)
-    rec = recommend(stats.rg.ratio_of_means, args.benchmarks, prompt_tokens=stats.prompt.mean,
-                    ngram_diversity=stats.ngram_diversity["mean"], prompt_logprob=stats.prompt_logprob, sweep=sweep)
+    rec = recommend(
+        stats.rg.ratio_of_means,
+        args.benchmarks,
+        prompt_tokens=stats.prompt.mean,
+        ngram_diversity=stats.ngram_diversity["mean"],
+        prompt_logprob=stats.prompt_logprob,
+        sweep=sweep,
+    )
     if args.json:
         out = {"data": args.data, "rg_mean_of_ratios": stats.rg.mean_of_ratios, **rec.to_dict()}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     console = Console()
-    t = Table(title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer "
-                    f"{escaped(args.model)}); benchmarks {rec.column!r}; from {escaped(str(rec.source))}")
+    t = Table(
+        title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer "
+        f"{escaped(args.model)}); benchmarks {rec.column!r}; from {escaped(str(rec.source))}"
+    )
     t.add_column("setting")
     t.add_column("recommended", justify="right")
     t.add_column("interval / range to sweep", justify="right")
     plw = f"{rec.plw:.3f}" if rec.weight_matters else "0 (keep masking)"
-    interval = (f"{rec.plw_interval[0]:.3g}-{rec.plw_interval[1]:.3g} (95% bootstrap)" if rec.plw_interval
-                else "0-1 (any)" if not rec.weight_matters else "0.01-0.5")
+    interval = (
+        f"{rec.plw_interval[0]:.3g}-{rec.plw_interval[1]:.3g} (95% bootstrap)"
+        if rec.plw_interval
+        else "0-1 (any)"
+        if not rec.weight_matters
+        else "0.01-0.5"
+    )
     t.add_row("PLW (response weight 1)", plw, interval)
     t.add_row("lambda_p (WIT)", f"{rec.lambda_p:.3g}", f"{rec.lambda_p_range[0]}-{rec.lambda_p_range[1]}")
     t.add_row("lambda_r (WIT)", f"{rec.lambda_r:.3g}", f"{rec.lambda_r_range[0]}-{rec.lambda_r_range[1]}")

@@ -15,8 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--losses", default=None, help="CSV of training losses (run_id, step, loss) for the loss RSD")
-    p.add_argument("--features", default=None,
-                   help="CSV of features (level, name, feature, value) for the optimum correlations")
+    p.add_argument(
+        "--features", default=None, help="CSV of features (level, name, feature, value) for the optimum correlations"
+    )
     add_model_options(p)
     p.add_argument("--title", default="witune sweep report")
     p.set_defaults(func=run)

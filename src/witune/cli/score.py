@@ -18,8 +18,12 @@ from witune.cli.common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("score", help="weighted loss and per-role NLL of a model on a data set, without training",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "score",
+        help="weighted loss and per-role NLL of a model on a data set, without training",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_data_args(p)
     add_model_arg(p)
     add_weight_args(p)
@@ -58,13 +62,22 @@ def run(args: argparse.Namespace) -> int:
         else:
             atomic_write_text(args.json, text + "\n")
         return 0
-    table = Table(title=f"{escaped(args.model)} on {escaped(args.data)} (prompt {weights.prompt:g}, response {weights.response:g})")
+    table = Table(
+        title=f"{escaped(args.model)} on {escaped(args.data)} (prompt {weights.prompt:g}, response {weights.response:g})"
+    )
     for col in ("", "NLL sum", "tokens", "NLL / token", "perplexity"):
         table.add_column(col, justify="right")
     for role in ("prompt", "response"):
-        table.add_row(role, f"{result[f'{role}_nll']:.2f}", str(result[f"{role}_tokens"]),
-                      f"{result[f'{role}_nll_per_token']:.4f}", f"{result[f'{role}_perplexity']:.2f}")
+        table.add_row(
+            role,
+            f"{result[f'{role}_nll']:.2f}",
+            str(result[f"{role}_tokens"]),
+            f"{result[f'{role}_nll_per_token']:.4f}",
+            f"{result[f'{role}_perplexity']:.2f}",
+        )
     Console().print(table)
-    Console().print(f"weighted loss [bold]{result['loss']:.4f}[/] = {result['weighted_sum']:.2f} / "
-                    f"{result['normalizer']:.1f} ({result['normalization']} normaliser, {result['samples']} samples)")
+    Console().print(
+        f"weighted loss [bold]{result['loss']:.4f}[/] = {result['weighted_sum']:.2f} / "
+        f"{result['normalizer']:.1f} ({result['normalization']} normaliser, {result['samples']} samples)"
+    )
     return 0

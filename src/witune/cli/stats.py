@@ -13,13 +13,21 @@ from witune.cli.common import escaped, int_at_least
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet) or dataset folder")
-    p.add_argument("--model", required=model_required, default=None if model_required else "smollm2",
-                   help="tokenizer/model: HF name, local folder, .gguf, or 'smollm2' (offline SmolLM2-135M)")
+    p.add_argument(
+        "--model",
+        required=model_required,
+        default=None if model_required else "smollm2",
+        help="tokenizer/model: HF name, local folder, .gguf, or 'smollm2' (offline SmolLM2-135M)",
+    )
     p.add_argument("--format", default="auto", help="record format (auto-detected by default)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad records (listed on stderr) instead of stopping")
     p.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N examples")
-    p.add_argument("--max-samples", type=int_at_least(1), default=1000,
-                   help="prompts (seeded sample) for n-gram diversity and parse depth")
+    p.add_argument(
+        "--max-samples",
+        type=int_at_least(1),
+        default=1000,
+        help="prompts (seeded sample) for n-gram diversity and parse depth",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt sample")
 
 
@@ -32,24 +40,40 @@ def compute_from_args(args: argparse.Namespace, logprob: bool):
     from witune.stats.loading import get_model, get_tokenizer
 
     err = Console(stderr=True)
-    loaded = load_examples(args.data, format=args.format, on_error="skip" if args.skip_bad else "raise",
-                           limit=args.limit)
+    loaded = load_examples(
+        args.data, format=args.format, on_error="skip" if args.skip_bad else "raise", limit=args.limit
+    )
     for e in loaded.skipped:
         err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
     tokenizer = get_tokenizer(args.model)
     model = get_model(args.model, args.device) if logprob else None
     with err.status(f"measuring {len(loaded.examples)} samples"):
-        return compute_stats(loaded.examples, tokenizer, source=str(args.data), model=model,
-                             max_samples=args.max_samples, logprob_samples=getattr(args, "logprob_samples", 128),
-                             seed=args.seed, progress=True)
+        return compute_stats(
+            loaded.examples,
+            tokenizer,
+            source=str(args.data),
+            model=model,
+            max_samples=args.max_samples,
+            logprob_samples=getattr(args, "logprob_samples", 128),
+            seed=args.seed,
+            progress=True,
+        )
 
 
 def register(sub) -> None:
-    p = sub.add_parser("stats", help="data-set statistics: per-field lengths, Rg, prompt characteristics, plots",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "stats",
+        help="data-set statistics: per-field lengths, Rg, prompt characteristics, plots",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_stats_args(p)
-    p.add_argument("--logprob-samples", type=int_at_least(0), default=128,
-                   help="prompts scored by the model for the average next-token log-prob (0: skip)")
+    p.add_argument(
+        "--logprob-samples",
+        type=int_at_least(0),
+        default=128,
+        help="prompts scored by the model for the average next-token log-prob (0: skip)",
+    )
     p.add_argument("--device", default="auto", help="device for the log-prob pass: auto, cpu, cuda")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write JSON (to PATH or stdout)")
     p.add_argument("--plot", default=None, metavar="DIR", help="write <name>_lengths.png and <name>_rg.png here")
@@ -64,8 +88,12 @@ def stats_tables(stats) -> list:
     t = Table(title=f"{escaped(stats.source)}: {stats.samples} samples, {stats.total_tokens:,} tokens (no template)")
     for col in ("part", "mean tokens", "std", "total"):
         t.add_column(col, justify="left" if col == "part" else "right")
-    for name, s in [*stats.fields.items(), *((f"role {r}", s) for r, s in stats.roles.items()),
-                    ("prompt (instruction + input)", stats.prompt), ("completion", stats.completion)]:
+    for name, s in [
+        *stats.fields.items(),
+        *((f"role {r}", s) for r, s in stats.roles.items()),
+        ("prompt (instruction + input)", stats.prompt),
+        ("completion", stats.completion),
+    ]:
         t.add_row(name, f"{s.mean:.2f}", f"{s.std:.2f}", f"{s.total:,}")
     r = Table(title="generation ratio Rg = completion tokens / prompt tokens")
     r.add_column("measure")
@@ -83,10 +111,14 @@ def stats_tables(stats) -> list:
     c.add_row("n-gram diversity (mean distinct-1..4)", f"{d['mean']:.4f}")
     c.add_row("distinct-1 / 2 / 3 / 4", " / ".join(f"{d[f'distinct_{n}']:.3f}" for n in range(1, 5)))
     depth = stats.parse_depth
-    c.add_row("mean dependency-parse depth", f"{depth.value:.3f} ({depth.reason})" if depth.value is not None
-              else depth.reason)
-    c.add_row("avg next-token log-prob of prompt tokens",
-              f"{stats.prompt_logprob:.4f} nats" if stats.prompt_logprob is not None else "not computed (no model)")
+    c.add_row(
+        "mean dependency-parse depth",
+        f"{depth.value:.3f} ({depth.reason})" if depth.value is not None else depth.reason,
+    )
+    c.add_row(
+        "avg next-token log-prob of prompt tokens",
+        f"{stats.prompt_logprob:.4f} nats" if stats.prompt_logprob is not None else "not computed (no model)",
+    )
     return [t, r, c]
 
 

@@ -12,11 +12,17 @@ from witune.cli.common import int_at_least, print_error
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="run a resumable grid of trainings + evaluations (or: sweep status DIR)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a resumable grid of trainings + evaluations (or: sweep status DIR)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", help="sweep YAML (see configs/sweeps/), or the word 'status'")
     p.add_argument("folder", nargs="?", help="with 'status': the sweep folder to show")
-    p.add_argument("--workers", type=int_at_least(1), default=None, help="points trained at the same time (local backend)")
+    p.add_argument(
+        "--workers", type=int_at_least(1), default=None, help="points trained at the same time (local backend)"
+    )
     p.add_argument("--backend", choices=["local", "ray"], default=None, help="local worker processes, or Ray")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--out", default=None, help="sweep folder (overrides output_dir of the config)")
@@ -43,20 +49,28 @@ def run(args: argparse.Namespace) -> int:
     from witune.sweep import expand, load_sweep_config, run_sweep
     from witune.sweep.status import status_table
 
-    cfg = load_sweep_config(args.config, {"workers": args.workers, "backend": args.backend,
-                                          "ray_address": args.ray_address, "output_dir": args.out})
+    cfg = load_sweep_config(
+        args.config,
+        {"workers": args.workers, "backend": args.backend, "ray_address": args.ray_address, "output_dir": args.out},
+    )
     console = Console()
     if args.dry_run:
         for p in expand(cfg):
             lab = p.labels
-            console.print(f"{p.run_id}  model={lab['model']} data={lab['dataset']} λp={lab['prompt_weight']:g} "
-                          f"λr={lab['response_weight']:g} norm={lab['normalization']} seed={lab['seed']}",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"{p.run_id}  model={lab['model']} data={lab['dataset']} λp={lab['prompt_weight']:g} "
+                f"λr={lab['response_weight']:g} norm={lab['normalization']} seed={lab['seed']}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return 0
     summary = run_sweep(cfg, resume=args.resume, progress=not args.no_progress)
     console.print(status_table(summary.folder))
-    console.print(f"{summary.points} points: {summary.skipped} already done, {summary.done} done now, "
-                  f"{summary.failed} failed. Database: {summary.folder / 'sweep.db'}", highlight=False)
+    console.print(
+        f"{summary.points} points: {summary.skipped} already done, {summary.done} done now, "
+        f"{summary.failed} failed. Database: {summary.folder / 'sweep.db'}",
+        highlight=False,
+    )
     return 1 if summary.failed else 0
 
 

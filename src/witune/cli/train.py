@@ -23,20 +23,38 @@ def _keys_help() -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="fine-tune a causal LM with weighted prompt/response loss",
-                       description=__doc__, epilog=_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a causal LM with weighted prompt/response loss",
+        description=__doc__,
+        epilog=_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config file (see configs/; --print-config writes an annotated one)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set prompt_weight=0.1")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set prompt_weight=0.1",
+    )
     p.add_argument("--preset", default=None, help="recipe applied before the config file: alpaca or wit")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir "
-                   "(refused when loss, data or schedule settings differ from the checkpoint's)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty output_dir (its "
-                   "checkpoints too), once data and model have loaded")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in output_dir "
+        "(refused when loss, data or schedule settings differ from the checkpoint's)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty output_dir (its checkpoints too), once data and model have loaded",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as annotated YAML and exit")
     p.set_defaults(func=run)
 
@@ -60,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:
         out = Console(stderr=True)
         out.print(f"[green]done[/]: {result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}")
-        out.print(f"model: {result.model_dir}\nmetrics: {result.metrics_path}\nconfig: {result.output_dir / 'config.yaml'}",
-                  highlight=False)
+        out.print(
+            f"model: {result.model_dir}\nmetrics: {result.metrics_path}\nconfig: {result.output_dir / 'config.yaml'}",
+            highlight=False,
+        )
     return 0
 
 

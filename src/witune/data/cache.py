@@ -37,13 +37,28 @@ from witune.errors import DataError, Location
 CACHE_VERSION = 3  # bump when Rendered or the rendering rules change meaning (2: npz + JSON, no pickle; 3: error kind)
 
 
-def prepare_examples(examples: list[Example], tokenizer: Any, weights: RoleWeights, *, template: str = "auto",
-                     max_length: int | None = None, truncation: str = "left", final_turn_only: bool = False,
-                     on_error: str = "raise", workers: int = 1, cache_dir: str | Path | None = None,
-                     progress: bool = False) -> TokenizedData:
+def prepare_examples(
+    examples: list[Example],
+    tokenizer: Any,
+    weights: RoleWeights,
+    *,
+    template: str = "auto",
+    max_length: int | None = None,
+    truncation: str = "left",
+    final_turn_only: bool = False,
+    on_error: str = "raise",
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> TokenizedData:
     """`tokenize_examples` with optional worker processes and an optional on-disk cache (None: no cache)."""
-    options = dict(template=template, max_length=max_length, truncation=truncation,
-                   final_turn_only=final_turn_only, on_error=on_error)
+    options = dict(
+        template=template,
+        max_length=max_length,
+        truncation=truncation,
+        final_turn_only=final_turn_only,
+        on_error=on_error,
+    )
     path = None
     if cache_dir is not None:
         key = cache_key(examples, tokenizer, weights, **options)
@@ -62,12 +77,18 @@ def prepare_examples(examples: list[Example], tokenizer: Any, weights: RoleWeigh
 def cache_key(examples: list[Example], tokenizer: Any, weights: RoleWeights, **options: Any) -> str:
     """Hex sha256 of the examples' content, the tokenizer's content and every option that changes the rows."""
     h = hashlib.sha256()
-    h.update(json.dumps({"version": CACHE_VERSION, "weights": asdict(weights), **options}, sort_keys=True,
-                        default=str).encode())
+    h.update(
+        json.dumps(
+            {"version": CACHE_VERSION, "weights": asdict(weights), **options}, sort_keys=True, default=str
+        ).encode()
+    )
     h.update(tokenizer_fingerprint(tokenizer).encode())
     for ex in examples:
-        h.update(json.dumps([ex.format, str(ex.location), [(m.role, m.content) for m in ex.messages],
-                             sorted(ex.fields.items())]).encode())
+        h.update(
+            json.dumps(
+                [ex.format, str(ex.location), [(m.role, m.content) for m in ex.messages], sorted(ex.fields.items())]
+            ).encode()
+        )
         h.update(b"\x00")
     return h.hexdigest()[:32]
 
@@ -77,8 +98,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     fast tokenizers, else its vocabulary, plus the special tokens and the chat template."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    extra = {"special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
-             "chat_template": getattr(tokenizer, "chat_template", None), "class": type(tokenizer).__name__}
+    extra = {
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "class": type(tokenizer).__name__,
+    }
     return hashlib.sha256((body + json.dumps(extra, sort_keys=True, default=str)).encode()).hexdigest()
 
 
@@ -105,10 +129,17 @@ def _save(path: Path, key: str, data: TokenizedData) -> None:
     sources = sorted({row.location.source for row in rows})
     units = sorted({row.location.unit for row in rows})
     role_ix, src_ix, unit_ix = ({v: i for i, v in enumerate(t)} for t in (roles, sources, units))
-    header = {"version": CACHE_VERSION, "key": key, "roles": roles, "sources": sources, "units": units,
-              "dropped_too_long": data.dropped_too_long, "truncated": data.truncated,
-              "zero_trainable": [_error_parts(e) for e in data.zero_trainable],
-              "skipped": [_error_parts(e) for e in data.skipped]}
+    header = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "roles": roles,
+        "sources": sources,
+        "units": units,
+        "dropped_too_long": data.dropped_too_long,
+        "truncated": data.truncated,
+        "zero_trainable": [_error_parts(e) for e in data.zero_trainable],
+        "skipped": [_error_parts(e) for e in data.skipped],
+    }
     arrays = {
         "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
         "offsets": np.cumsum([0] + [len(r) for r in rows], dtype=np.int64),
@@ -116,8 +147,9 @@ def _save(path: Path, key: str, data: TokenizedData) -> None:
         "weights": np.array([w for r in rows for w in r.weights], dtype=np.float64),
         "roles": np.array([role_ix[x] for r in rows for x in r.roles], dtype=np.int32),
         "response": np.array([x for r in rows for x in r.response], dtype=np.bool_),
-        "loc": np.array([(src_ix[r.location.source], r.location.index, unit_ix[r.location.unit]) for r in rows],
-                        dtype=np.int64).reshape(len(rows), 3),
+        "loc": np.array(
+            [(src_ix[r.location.source], r.location.index, unit_ix[r.location.unit]) for r in rows], dtype=np.int64
+        ).reshape(len(rows), 3),
     }
     if not path.parent.exists():  # a new cache folder is private: only its owner can put entries into it
         path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -143,7 +175,19 @@ def _load(path: Path, key: str) -> TokenizedData:
     rows = []
     for i, (a, b) in enumerate(itertools.pairwise(offsets)):
         src, index, unit = locs[i]
-        rows.append(Rendered(ids[a:b], weights[a:b], [names[x] for x in roles[a:b]], response[a:b],
-                             Location(sources[src], index, units[unit])))
-    return TokenizedData(rows, header["dropped_too_long"], header["truncated"],
-                         [_error(e) for e in header["zero_trainable"]], [_error(e) for e in header["skipped"]])
+        rows.append(
+            Rendered(
+                ids[a:b],
+                weights[a:b],
+                [names[x] for x in roles[a:b]],
+                response[a:b],
+                Location(sources[src], index, units[unit]),
+            )
+        )
+    return TokenizedData(
+        rows,
+        header["dropped_too_long"],
+        header["truncated"],
+        [_error(e) for e in header["zero_trainable"]],
+        [_error(e) for e in header["skipped"]],
+    )

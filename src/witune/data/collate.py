@@ -32,7 +32,9 @@ def _shifted(rows: Sequence[Rendered], pad_token_id: int, length: int) -> dict[s
     return {"input_ids": ids, "labels": labels, "weights": weights, "response_mask": response}
 
 
-def pad_collate(rows: Sequence[Rendered], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+def pad_collate(
+    rows: Sequence[Rendered], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
     """Right-pad rows to the longest one; padding gets weight 0 and label -100."""
     length = max(len(r) for r in rows)
     if pad_to_multiple_of:

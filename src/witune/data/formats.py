@@ -22,9 +22,19 @@ from witune.errors import DataError, Location
 FORMATS = ("alpaca", "self_instruct", "prompt_completion", "messages", "sharegpt")
 
 _SHAREGPT_ROLES = {
-    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-    "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
-    "tool": "tool", "function": "tool", "function_call": "tool", "observation": "tool",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "function_call": "tool",
+    "observation": "tool",
 }
 
 
@@ -102,7 +112,11 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
         for i, inst in enumerate(instances):
             if not isinstance(inst, Mapping):
                 raise DataError(location, "expected an object with input and output", f"instances[{i}]")
-            rec = {"instruction": record.get("instruction"), "input": inst.get("input", ""), "output": inst.get("output")}
+            rec = {
+                "instruction": record.get("instruction"),
+                "input": inst.get("input", ""),
+                "output": inst.get("output"),
+            }
             out.append(_alpaca(rec, location, field_prefix=f"instances[{i}]."))
         return out
     if fmt == "prompt_completion":
@@ -116,8 +130,15 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
-def _text(record: Mapping[str, Any], key: str, location: Location, *, nonempty: bool = False,
-          optional: bool = False, name: str | None = None) -> str:
+def _text(
+    record: Mapping[str, Any],
+    key: str,
+    location: Location,
+    *,
+    nonempty: bool = False,
+    optional: bool = False,
+    name: str | None = None,
+) -> str:
     name = name or key
     if key not in record or record[key] is None:
         if optional:
@@ -152,7 +173,9 @@ def _alpaca(record: Mapping[str, Any], location: Location, field_prefix: str = "
 
 
 def _conversation(record: Mapping[str, Any], fmt: str, location: Location) -> Example:
-    key, role_key, content_key = ("messages", "role", "content") if fmt == "messages" else ("conversations", "from", "value")
+    key, role_key, content_key = (
+        ("messages", "role", "content") if fmt == "messages" else ("conversations", "from", "value")
+    )
     turns = record.get(key)
     if not isinstance(turns, list) or not turns:
         raise DataError(location, "expected a non-empty list of turns", key)
@@ -167,11 +190,16 @@ def _conversation(record: Mapping[str, Any], fmt: str, location: Location) -> Ex
             raise DataError(location, f"unknown role {raw_role!r}", f"{where}.{role_key}")
         content = turn.get(content_key)
         if not isinstance(content, str):
-            raise DataError(location, f"expected a string, got {type(content).__name__}", f"{where}.{content_key}",
-                            kind="wrong_type")
+            raise DataError(
+                location,
+                f"expected a string, got {type(content).__name__}",
+                f"{where}.{content_key}",
+                kind="wrong_type",
+            )
         if role == "assistant" and not content.strip():
-            raise DataError(location, "empty response: nothing to train on", f"{where}.{content_key}",
-                            kind="empty_response")
+            raise DataError(
+                location, "empty response: nothing to train on", f"{where}.{content_key}", kind="empty_response"
+            )
         messages.append(Message(role, content))
     if not any(m.role == "assistant" for m in messages):
         raise DataError(location, "conversation has no assistant turn: nothing to train on", key)

@@ -71,11 +71,11 @@ def _suffix(segs: list[Segment], chars: int) -> list[Segment] | None:
             continue
         hi = len(s.text) - (chars - total)  # the cut must be at or before this index
         last = None
-        for last in _CUT.finditer(s.text, max(0, hi - 65_536), hi + 1):  # keep the last match
-            pass
+        for match in _CUT.finditer(s.text, max(0, hi - 65_536), hi + 1):  # keep the last match
+            last = match
         if last is None or last.start() > hi:
             return None
-        out.append(Segment(s.text[last.start():], s.role, s.is_response))
+        out.append(Segment(s.text[last.start() :], s.role, s.is_response))
         return out[::-1]
     return None
 

@@ -24,8 +24,9 @@ from witune.errors import DataError
 _MIN_SHARD = 64  # below this many examples per worker, process start-up costs more than it saves
 
 
-def tokenize_parallel(examples: list[Example], tokenizer: Any, weights: RoleWeights, options: dict,
-                      workers: int, progress: bool) -> TokenizedData:
+def tokenize_parallel(
+    examples: list[Example], tokenizer: Any, weights: RoleWeights, options: dict, workers: int, progress: bool
+) -> TokenizedData:
     workers = max(1, min(workers, len(examples) // _MIN_SHARD))
     if workers == 1:
         return tokenize_examples(examples, tokenizer, weights, progress=progress, **options)
@@ -33,9 +34,14 @@ def tokenize_parallel(examples: list[Example], tokenizer: Any, weights: RoleWeig
     shards = [examples[i : i + size] for i in range(0, len(examples), size)]
     # Workers are single-threaded tokenisers: N processes x Rayon threads would oversubscribe the cores.
     with ProcessPoolExecutor(len(shards), initializer=_worker_init) as pool:
-        results = list(tqdm(pool.map(_worker, shards, [tokenizer] * len(shards), [weights] * len(shards),
-                                     [options] * len(shards)), total=len(shards), desc="tokenizing (shards)",
-                            disable=not progress))
+        results = list(
+            tqdm(
+                pool.map(_worker, shards, [tokenizer] * len(shards), [weights] * len(shards), [options] * len(shards)),
+                total=len(shards),
+                desc="tokenizing (shards)",
+                disable=not progress,
+            )
+        )
     out = TokenizedData([])
     for res in results:  # in data order: the first shard's error is the first error single-process would raise
         if res[0] == "error":

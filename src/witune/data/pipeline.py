@@ -59,9 +59,18 @@ def truncate(row: Rendered, max_length: int, policy: str) -> Rendered | None:
     return cut
 
 
-def tokenize_examples(examples: list[Example], tokenizer: Any, weights: RoleWeights, *, template: str = "auto",
-                      max_length: int | None = None, truncation: str = "left", final_turn_only: bool = False,
-                      on_error: str = "raise", progress: bool = False) -> TokenizedData:
+def tokenize_examples(
+    examples: list[Example],
+    tokenizer: Any,
+    weights: RoleWeights,
+    *,
+    template: str = "auto",
+    max_length: int | None = None,
+    truncation: str = "left",
+    final_turn_only: bool = False,
+    on_error: str = "raise",
+    progress: bool = False,
+) -> TokenizedData:
     """Render, tokenize (batched) and truncate. With on_error="raise" (default) an unrenderable sample or one
     left with zero trainable tokens is an error naming its location; with "skip" it is dropped and listed."""
     if truncation not in TRUNCATIONS:
@@ -94,8 +103,16 @@ def tokenize_examples(examples: list[Example], tokenizer: Any, weights: RoleWeig
                 row = cut
             if row.trainable_tokens == 0:
                 why = "truncated to zero trainable tokens" if max_length else "no trainable tokens"
-                _fail(out.zero_trainable, DataError(row.location, f"{why} (max_length={max_length}, weights "
-                      f"prompt={weights.prompt}, response={weights.response})", kind="no_trainable"), on_error)
+                _fail(
+                    out.zero_trainable,
+                    DataError(
+                        row.location,
+                        f"{why} (max_length={max_length}, weights "
+                        f"prompt={weights.prompt}, response={weights.response})",
+                        kind="no_trainable",
+                    ),
+                    on_error,
+                )
                 continue
             out.rows.append(row)
         bar.update(len(batch))

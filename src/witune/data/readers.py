@@ -36,7 +36,9 @@ def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Loc
         elif suffix == ".parquet":
             yield from _parquet(path)
         else:
-            raise DataError(Location(str(path), 0, "file"), f"unsupported file type {suffix!r} (use .json, .jsonl, .csv, .parquet)")
+            raise DataError(
+                Location(str(path), 0, "file"), f"unsupported file type {suffix!r} (use .json, .jsonl, .csv, .parquet)"
+            )
     elif path.is_dir() or not path.suffix:
         yield from _dataset(str(source), split)
     else:
@@ -50,8 +52,9 @@ def _decode(raw: bytes, location: Location) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(location, f"invalid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})",
-                        kind="malformed") from None
+        raise DataError(
+            location, f"invalid UTF-8 (byte {raw[e.start : e.start + 1]!r} at column {e.start + 1})", kind="malformed"
+        ) from None
 
 
 class _DuplicateKey(ValueError):
@@ -111,18 +114,26 @@ def _json(path: Path) -> Iterator[tuple[Location, Any]]:
             # A .json file that is really JSON Lines: read it line by line (and report per line).
             yield from _jsonl(path)
             return
-        raise DataError(Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})",
-                        kind="malformed") from None
+        raise DataError(
+            Location(str(path), e.lineno, "line"), f"malformed JSON: {e.msg} (column {e.colno})", kind="malformed"
+        ) from None
     except _DuplicateKey as e:
-        raise DataError(Location(str(path), _duplicate_line(text, e.key), "line"),
-                        "duplicate key in one JSON object (the value would be ambiguous)", e.key) from None
+        raise DataError(
+            Location(str(path), _duplicate_line(text, e.key), "line"),
+            "duplicate key in one JSON object (the value would be ambiguous)",
+            e.key,
+        ) from None
     except RecursionError:
-        raise DataError(Location(str(path), 1, "line"), "JSON nested too deeply to read "
-                        "(thousands of levels of [ or {)") from None
+        raise DataError(
+            Location(str(path), 1, "line"), "JSON nested too deeply to read (thousands of levels of [ or {)"
+        ) from None
     if isinstance(data, dict):
         lists = [k for k, v in data.items() if isinstance(v, list)]
         if len(lists) != 1:
-            raise DataError(Location(str(path), 1, "line"), "expected a JSON array of records (or an object holding exactly one array)")
+            raise DataError(
+                Location(str(path), 1, "line"),
+                "expected a JSON array of records (or an object holding exactly one array)",
+            )
         data = data[lists[0]]
     if not isinstance(data, list):
         raise DataError(Location(str(path), 1, "line"), f"expected a JSON array of records, got {type(data).__name__}")
@@ -162,16 +173,18 @@ def _csv(path: Path) -> Iterator[tuple[Location, Any]]:
             raise DataError(Location(str(path), 1, "line"), f"malformed CSV header: {e}", kind="malformed") from None
         dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
         if dup is not None:
-            raise DataError(Location(str(path), 1, "line"), "column named twice in the header "
-                            "(the value would be ambiguous)", dup)
+            raise DataError(
+                Location(str(path), 1, "line"), "column named twice in the header (the value would be ambiguous)", dup
+            )
         while True:
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
-                raise DataError(Location(str(path), reader.line_num, "line"), f"malformed CSV: {e}",
-                                kind="malformed") from None
+                raise DataError(
+                    Location(str(path), reader.line_num, "line"), f"malformed CSV: {e}", kind="malformed"
+                ) from None
             yield Location(str(path), line + 1, "line"), row
             line = reader.line_num
     finally:
@@ -214,8 +227,9 @@ def _dataset(name: str, split: str) -> Iterator[tuple[Location, Any]]:
         else:
             ds = datasets.load_dataset(name, split=split)
     except FileNotFoundError as e:
-        raise DataError(Location(name, 0, "dataset"), f"no such file, folder or dataset ({e})",
-                        kind="not_found") from None
+        raise DataError(
+            Location(name, 0, "dataset"), f"no such file, folder or dataset ({e})", kind="not_found"
+        ) from None
     except Exception as e:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
         raise DataError(Location(name, 0, "dataset"), f"cannot load dataset: {type(e).__name__}: {e}") from None
     if isinstance(ds, datasets.DatasetDict):
@@ -237,8 +251,9 @@ class RecordResult:
     error: DataError | None = None
 
 
-def convert_records(source: str | Path, format: str = "auto", split: str = "train",
-                    detect_each: bool = False) -> Iterator[RecordResult]:
+def convert_records(
+    source: str | Path, format: str = "auto", split: str = "train", detect_each: bool = False
+) -> Iterator[RecordResult]:
     """The one read-detect-convert loop: every record of ``source`` in order, with its examples or its error.
 
     With ``format="auto"`` the format is detected on the first record where detection succeeds and kept for the
@@ -275,8 +290,9 @@ class LoadResult:
         return s
 
 
-def load_examples(source: str | Path, format: str = "auto", on_error: str = "raise", split: str = "train",
-                  limit: int | None = None) -> LoadResult:
+def load_examples(
+    source: str | Path, format: str = "auto", on_error: str = "raise", split: str = "train", limit: int | None = None
+) -> LoadResult:
     """Read and convert every record. `on_error="skip"` skips bad records and lists them in `skipped`."""
     if on_error not in ("raise", "skip"):
         raise ValueError("on_error must be 'raise' or 'skip'")

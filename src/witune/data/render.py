@@ -19,9 +19,13 @@ from witune.errors import ConfigError, DataError, Location
 TEMPLATES = ("auto", "alpaca", "chat", "plain")
 
 # The Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, train.py), as used by the PLW paper.
-ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
-                         "further context. Write a response that appropriately completes the request.\n\n")
-ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+ALPACA_PREAMBLE_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.\n\n"
+)
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+)
 
 
 def alpaca_prompt(instruction: str, input: str = "") -> str:
@@ -86,7 +90,9 @@ def resolve_template(example: Example, template: str) -> str:
     return {"alpaca": "alpaca", "prompt_completion": "plain"}.get(example.format, "chat")
 
 
-def render_segments(example: Example, tokenizer: Any, template: str = "auto", final_turn_only: bool = False) -> list[Segment]:
+def render_segments(
+    example: Example, tokenizer: Any, template: str = "auto", final_turn_only: bool = False
+) -> list[Segment]:
     """The text of a sample cut into role segments. EOS (or the template's end-of-turn) closes every response."""
     template = resolve_template(example, template)
     last_assistant = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
@@ -120,7 +126,13 @@ def render_segments(example: Example, tokenizer: Any, template: str = "auto", fi
                 body += f"### Input:\n{final_input}\n\n"
             segs.append(Segment(body + "### Response:\n", "user", False))
         else:
-            segs.append(Segment(f"### Instruction:\n{m.content}\n\n### Response:\n" if m.role == "user" else m.content + "\n\n", m.role, False))
+            segs.append(
+                Segment(
+                    f"### Instruction:\n{m.content}\n\n### Response:\n" if m.role == "user" else m.content + "\n\n",
+                    m.role,
+                    False,
+                )
+            )
     return segs
 
 
@@ -130,7 +142,7 @@ def _eos(tokenizer: Any) -> str:
     return tokenizer.eos_token
 
 
-_BOS_TEXT: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_BOS_TEXT: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def _bos_text(tokenizer: Any) -> str:
@@ -144,7 +156,7 @@ def _bos_text(tokenizer: Any) -> str:
 def _probe_bos_text(tokenizer: Any) -> str:
     with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
     bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    if len(with_special) > len(bare) and with_special[len(with_special) - len(bare):] == bare:
+    if len(with_special) > len(bare) and with_special[len(with_special) - len(bare) :] == bare:
         return tokenizer.decode(with_special[: len(with_special) - len(bare)])
     return ""
 
@@ -152,8 +164,10 @@ def _probe_bos_text(tokenizer: Any) -> str:
 def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "this model")
-        raise ConfigError(f"the tokenizer of {name} has no chat template: use template 'alpaca' or 'plain', "
-                          "or a model/tokenizer that defines one")
+        raise ConfigError(
+            f"the tokenizer of {name} has no chat template: use template 'alpaca' or 'plain', "
+            "or a model/tokenizer that defines one"
+        )
     msgs = [{"role": m.role, "content": m.content} for m in example.messages]
     loc = example.location
 
@@ -161,8 +175,9 @@ def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
         try:
             return tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen)
         except Exception as e:  # jinja errors: unsupported role, template raising on input
-            raise DataError(loc, f"chat template failed: {type(e).__name__}: {e}", "messages",
-                            kind="template") from None
+            raise DataError(
+                loc, f"chat template failed: {type(e).__name__}: {e}", "messages", kind="template"
+            ) from None
 
     segs: list[Segment] = []
     done = ""
@@ -172,46 +187,59 @@ def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
             full = render(k + 1)
             _check_prefix(done, header, loc, k)
             _check_prefix(header, full, loc, k)
-            segs.append(Segment(header[len(done):], "template", False))
-            body = full[len(header):]
+            segs.append(Segment(header[len(done) :], "template", False))
+            body = full[len(header) :]
             start = body.find(m.content)
             if start < 0:
                 stripped = m.content.strip()
                 start = body.find(stripped)
                 if start < 0 or not stripped:
-                    raise DataError(loc, "the chat template rewrites the assistant text, so the response cannot be "
-                                    "located exactly", f"messages[{k}].content", kind="template")
+                    raise DataError(
+                        loc,
+                        "the chat template rewrites the assistant text, so the response cannot be located exactly",
+                        f"messages[{k}].content",
+                        kind="template",
+                    )
                 content = stripped
             else:
                 content = m.content
             if start:
                 segs.append(Segment(body[:start], "template", False))
-            rest = body[start + len(content):]
+            rest = body[start + len(content) :]
             closing = rest.rstrip()  # the end-of-turn marker (e.g. <|im_end|>) belongs to the response
             if not closing:
                 closing = _eos(tokenizer)  # template adds no end marker: close with EOS ourselves
                 rest = closing + rest
             segs.append(Segment(content + closing, "assistant", trained(k)))
-            if rest[len(closing):]:
-                segs.append(Segment(rest[len(closing):], "template", False))
+            if rest[len(closing) :]:
+                segs.append(Segment(rest[len(closing) :], "template", False))
             done = full
         else:
             full = render(k + 1)
             _check_prefix(done, full, loc, k)
-            segs.append(Segment(full[len(done):], m.role, False))
+            segs.append(Segment(full[len(done) :], m.role, False))
             done = full
     return [s for s in segs if s.text]
 
 
 def _check_prefix(prefix: str, text: str, loc: Location, k: int) -> None:
     if not text.startswith(prefix):
-        raise DataError(loc, "the chat template renders earlier turns differently once later turns are added, so "
-                        "turn boundaries are not exact; use template 'plain' or 'alpaca'", f"messages[{k}]",
-                        kind="template")
+        raise DataError(
+            loc,
+            "the chat template renders earlier turns differently once later turns are added, so "
+            "turn boundaries are not exact; use template 'plain' or 'alpaca'",
+            f"messages[{k}]",
+            kind="template",
+        )
 
 
-def tokenize_segments(segments_per_example: list[list[Segment]], examples: list[Example], tokenizer: Any,
-                      weights: RoleWeights, check: bool = True) -> list[Rendered]:
+def tokenize_segments(
+    segments_per_example: list[list[Segment]],
+    examples: list[Example],
+    tokenizer: Any,
+    weights: RoleWeights,
+    check: bool = True,
+) -> list[Rendered]:
     """Tokenize all segments of many examples in one batched call and attach exact weights."""
     texts = [s.text for segs in segments_per_example for s in segs]
     ids = _encode_batch(tokenizer, texts) if texts else []
@@ -233,10 +261,14 @@ def tokenize_segments(segments_per_example: list[list[Segment]], examples: list[
         if r.weights:
             r.weights[0] = 0.0  # nothing predicts the first token
         if check and tokenizer.decode(response_ids) != response_text:
-            raise DataError(ex.location, "response tokens do not decode back to the response text "
-                            f"({tokenizer.decode(response_ids)[:60]!r} vs {response_text[:60]!r}); the tokenizer "
-                            "normalises text, so the prompt/response boundary would not be exact", "response",
-                            kind="template")
+            raise DataError(
+                ex.location,
+                "response tokens do not decode back to the response text "
+                f"({tokenizer.decode(response_ids)[:60]!r} vs {response_text[:60]!r}); the tokenizer "
+                "normalises text, so the prompt/response boundary would not be exact",
+                "response",
+                kind="template",
+            )
         out.append(r)
     return out
 
@@ -250,8 +282,9 @@ def _encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def render(example: Example, tokenizer: Any, weights: RoleWeights, template: str = "auto",
-           final_turn_only: bool = False) -> Rendered:
+def render(
+    example: Example, tokenizer: Any, weights: RoleWeights, template: str = "auto", final_turn_only: bool = False
+) -> Rendered:
     """One example -> token ids, per-token weights, roles. The single entry point for rendering one sample."""
     segs = render_segments(example, tokenizer, template, final_turn_only)
     return tokenize_segments([segs], [example], tokenizer, weights)[0]

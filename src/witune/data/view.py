@@ -43,7 +43,9 @@ def row_json(row: Rendered) -> dict[str, Any]:
         "source": str(row.location),
         "input_ids": row.input_ids,
         "weights": row.weights,
-        "roles": [r + ("/response" if resp else "") if r == "assistant" else r for r, resp in zip(row.roles, row.response)],
+        "roles": [
+            r + ("/response" if resp else "") if r == "assistant" else r for r, resp in zip(row.roles, row.response)
+        ],
         "prompt_tokens": row.prompt_tokens,
         "response_tokens": row.response_tokens,
         "trainable_tokens": row.trainable_tokens,

@@ -44,8 +44,10 @@ class RoleWeights:
         if unknown:
             raise ConfigError(f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}")
         if self.prompt == 0 and self.response == 0 and not any(w > 0 for w in self.roles.values()):
-            raise ConfigError("prompt and response weights are both zero: no token would be trained "
-                              "(set response_weight > 0, e.g. 1 for conventional instruction tuning)")
+            raise ConfigError(
+                "prompt and response weights are both zero: no token would be trained "
+                "(set response_weight > 0, e.g. 1 for conventional instruction tuning)"
+            )
 
     def for_segment(self, role: str, is_response: bool) -> float:
         if role in self.roles:

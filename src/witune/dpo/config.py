@@ -124,7 +124,7 @@ class DPOConfig:
     preset: str | None = None
     """Recipe whose values replace the defaults before the YAML is applied: zephyr or quick."""
 
-    def validate(self) -> "DPOConfig":
+    def validate(self) -> DPOConfig:
         """Check values that no type can express; raises ConfigError naming the key."""
         checks = [
             (bool(self.model), "model", "is required (a `witune train` output folder or a model)"),
@@ -155,8 +155,13 @@ def field_docs() -> dict[str, str]:
     body = ast.parse(inspect.getsource(DPOConfig)).body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
@@ -199,8 +204,12 @@ def _apply(values: dict[str, Any], updates: dict[str, Any], where: str) -> None:
         values[k] = _coerce(k, v, where)
 
 
-def load_dpo_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
-                    preset: str | None = None, validate: bool = True) -> DPOConfig:
+def load_dpo_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    preset: str | None = None,
+    validate: bool = True,
+) -> DPOConfig:
     """Defaults < preset < YAML at `path` < overrides. Unknown keys and wrong types raise ConfigError."""
     file_values: dict[str, Any] = {}
     if path is not None:
@@ -237,7 +246,8 @@ def to_yaml(config: DPOConfig, comments: bool = True) -> str:
     for f in dataclasses.fields(config):
         if comments:
             lines.append(f"# {docs.get(f.name, '')}")
-        dumped = yaml.safe_dump({f.name: getattr(config, f.name)}, default_flow_style=True, sort_keys=False,
-                                width=10_000).strip()
+        dumped = yaml.safe_dump(
+            {f.name: getattr(config, f.name)}, default_flow_style=True, sort_keys=False, width=10_000
+        ).strip()
         lines.append(dumped[1:-1] if dumped.startswith("{") else dumped)
     return "\n".join(lines) + "\n"

@@ -92,19 +92,31 @@ def to_pair(rec: Any, loc: Location) -> dict[str, Any]:
     if not conversational:
         if prompt is None:
             raise DataError(loc, "is missing (plain-text pairs need a prompt)", "prompt")
-        out = {"prompt": _text(prompt, loc, "prompt"), "chosen": _text(chosen, loc, "chosen"),
-               "rejected": _text(rejected, loc, "rejected")}
+        out = {
+            "prompt": _text(prompt, loc, "prompt"),
+            "chosen": _text(chosen, loc, "chosen"),
+            "rejected": _text(rejected, loc, "rejected"),
+        }
     else:
-        c = _messages(chosen, loc, "chosen") if isinstance(chosen, list) else [
-            {"role": "assistant", "content": _text(chosen, loc, "chosen")}]
-        r = _messages(rejected, loc, "rejected") if isinstance(rejected, list) else [
-            {"role": "assistant", "content": _text(rejected, loc, "rejected")}]
+        c = (
+            _messages(chosen, loc, "chosen")
+            if isinstance(chosen, list)
+            else [{"role": "assistant", "content": _text(chosen, loc, "chosen")}]
+        )
+        r = (
+            _messages(rejected, loc, "rejected")
+            if isinstance(rejected, list)
+            else [{"role": "assistant", "content": _text(rejected, loc, "rejected")}]
+        )
         if prompt is None or c[0]["role"] != "assistant":
             shared, c, r = _split_conversations(c, r, loc)
             p = shared
         else:
-            p = _messages(prompt, loc, "prompt") if isinstance(prompt, list) else [
-                {"role": "user", "content": _text(prompt, loc, "prompt")}]
+            p = (
+                _messages(prompt, loc, "prompt")
+                if isinstance(prompt, list)
+                else [{"role": "user", "content": _text(prompt, loc, "prompt")}]
+            )
         for name, msgs in (("chosen", c), ("rejected", r)):
             if any(m["role"] != "assistant" for m in msgs):
                 raise DataError(loc, "must hold assistant messages only (the prompt goes in 'prompt')", name)
@@ -118,8 +130,9 @@ def to_pair(rec: Any, loc: Location) -> dict[str, Any]:
     return out
 
 
-def load_preferences(source: str | Path, on_error: str = "raise", split: str = "train",
-                     limit: int | None = None) -> PreferenceData:
+def load_preferences(
+    source: str | Path, on_error: str = "raise", split: str = "train", limit: int | None = None
+) -> PreferenceData:
     """Read and check every record; `on_error="skip"` skips bad records and lists them in `skipped`."""
     if on_error not in ("raise", "skip"):
         raise ValueError("on_error must be 'raise' or 'skip'")

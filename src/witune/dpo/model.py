@@ -18,8 +18,10 @@ def resolve_model(path: str) -> str:
     if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
         if (p / "model").is_dir():
             return str(p / "model")
-        raise ConfigError(f"config key 'model': {path} holds neither a model (config.json), a LoRA adapter "
-                          "(adapter_config.json) nor a `witune train` run (model/)")
+        raise ConfigError(
+            f"config key 'model': {path} holds neither a model (config.json), a LoRA adapter "
+            "(adapter_config.json) nor a `witune train` run (model/)"
+        )
     return str(p) if p.exists() else path
 
 

@@ -23,8 +23,17 @@ class PairsResult:
     empty: int  # records skipped because the model answered nothing
 
 
-def make_pairs(data: str, model: str, out: str | Path, limit: int | None = None, max_new_tokens: int = 128,
-               batch_size: int = 8, template: str = "auto", format: str = "auto", progress: bool = True) -> PairsResult:
+def make_pairs(
+    data: str,
+    model: str,
+    out: str | Path,
+    limit: int | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    template: str = "auto",
+    format: str = "auto",
+    progress: bool = True,
+) -> PairsResult:
     """Write `out` (JSONL: prompt, chosen, rejected) from the records of `data` and generations of `model`."""
     import torch
 
@@ -36,8 +45,9 @@ def make_pairs(data: str, model: str, out: str | Path, limit: int | None = None,
     tok = load_start_tokenizer(model)
     lm = load_start_model(model, dtype=torch.float32).eval()
     prompts = training_prompts(examples, tok, template=template)
-    gens = generate_greedy(lm, tok, [p for p, _ in prompts], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           progress=progress)
+    gens = generate_greedy(
+        lm, tok, [p for p, _ in prompts], max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

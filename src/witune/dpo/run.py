@@ -19,15 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from witune.atomic import atomic_dir, atomic_write_text
 from witune.data.errors import ConfigError
 from witune.dpo.config import DPOConfig, to_yaml
-from witune.atomic import atomic_dir, atomic_write_text
 from witune.train.checkpoint import latest_checkpoint, publish_checkpoint
 from witune.train.runfolder import check_run_folder, clear_run
 
 STAGING = ".trainer"
-LOGGED = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "logps/chosen",
-          "logps/rejected", "learning_rate", "grad_norm")
+LOGGED = (
+    "loss",
+    "rewards/margins",
+    "rewards/accuracies",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "learning_rate",
+    "grad_norm",
+)
 
 
 def require_trl() -> None:
@@ -97,17 +106,32 @@ def _trl_args(cfg: DPOConfig, staging: Path):
 
     trackers = [t.strip() for t in cfg.report_to.split(",") if t.strip() and t.strip() != "none"]
     return TRLDPOConfig(
-        output_dir=str(staging), per_device_train_batch_size=cfg.per_device_batch_size,
-        per_device_eval_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        output_dir=str(staging),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
         lr_scheduler_type="constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
         warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1) is a ratio of all steps (transformers 5)
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
-        logging_steps=cfg.log_every, save_strategy="steps" if cfg.save_every > 0 else "no",
-        save_steps=cfg.save_every if cfg.save_every > 0 else 500, save_total_limit=None,
-        report_to=trackers or "none", disable_tqdm=not cfg.progress, bf16=cfg.precision == "bf16",
-        gradient_checkpointing=cfg.gradient_checkpointing, beta=cfg.beta, loss_type=[cfg.loss_type],
-        label_smoothing=cfg.label_smoothing, max_length=cfg.max_length, eval_strategy="no",
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.log_every,
+        save_strategy="steps" if cfg.save_every > 0 else "no",
+        save_steps=cfg.save_every if cfg.save_every > 0 else 500,
+        save_total_limit=None,
+        report_to=trackers or "none",
+        disable_tqdm=not cfg.progress,
+        bf16=cfg.precision == "bf16",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+        label_smoothing=cfg.label_smoothing,
+        max_length=cfg.max_length,
+        eval_strategy="no",
         dataloader_num_workers=0,
     )
 
@@ -139,8 +163,10 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     train_recs, eval_recs = _split(prefs.records, cfg)
     tok = load_start_tokenizer(cfg.model, cfg.tokenizer)
     if prefs.conversational and not getattr(tok, "chat_template", None):
-        raise ConfigError(f"{cfg.data}: conversational pairs need a tokenizer with a chat template; "
-                          f"{cfg.tokenizer or cfg.model} has none")
+        raise ConfigError(
+            f"{cfg.data}: conversational pairs need a tokenizer with a chat template; "
+            f"{cfg.tokenizer or cfg.model} has none"
+        )
     model = load_start_model(cfg.model, dtype=torch.float32)
     # Data and model loaded: only now touch the folder (a run that fails early leaves an old run as it was).
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +175,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     shutil.rmtree(out / STAGING, ignore_errors=True)  # a crash mid-save left at most an incomplete checkpoint
     resumed_from = latest_checkpoint(out / "checkpoints") if resume else None
-    resume_step = int(json.loads((resumed_from / "trainer_state.json").read_text())["global_step"]) if resumed_from else 0
+    resume_step = (
+        int(json.loads((resumed_from / "trainer_state.json").read_text())["global_step"]) if resumed_from else 0
+    )
     MetricsLog(out / "metrics.jsonl", True, resume_step=resume_step)  # truncates lines after the resumed step
     model.config.use_cache = False
     peft_config, ref_model = None, None
@@ -157,19 +185,30 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
         from peft import LoraConfig
 
         targets = cfg.lora_target_modules
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 task_type="CAUSAL_LM",
-                                 target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )
     else:  # a frozen copy of the start model: TRL would otherwise reload it by name, which a merged adapter lacks
         ref_model = copy.deepcopy(model).eval()
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=_trl_args(cfg, out / STAGING),
-                         train_dataset=Dataset.from_list(train_recs),
-                         eval_dataset=Dataset.from_list(eval_recs) if eval_recs else None,
-                         processing_class=tok, peft_config=peft_config,
-                         callbacks=_callbacks(out, cfg.save_total_limit, start_time))
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=_trl_args(cfg, out / STAGING),
+        train_dataset=Dataset.from_list(train_recs),
+        eval_dataset=Dataset.from_list(eval_recs) if eval_recs else None,
+        processing_class=tok,
+        peft_config=peft_config,
+        callbacks=_callbacks(out, cfg.save_total_limit, start_time),
+    )
     if len(trainer.train_dataset) == 0:  # TRL drops pairs whose prompt alone fills max_length
-        raise ConfigError(f"{cfg.data}: every one of the {len(train_recs)} training pairs has a prompt of "
-                          f"max_length={cfg.max_length} tokens or more; raise max_length")
+        raise ConfigError(
+            f"{cfg.data}: every one of the {len(train_recs)} training pairs has a prompt of "
+            f"max_length={cfg.max_length} tokens or more; raise max_length"
+        )
     if not cfg.progress:  # without a bar, the Trainer prints every log dict: metrics.jsonl has them already
         from transformers.trainer_callback import PrinterCallback
 
@@ -192,8 +231,16 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     model_dir = _save_final(trainer, tok, cfg, out)
     shutil.rmtree(out / STAGING, ignore_errors=True)
     losses = [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return DPOResult(out, model_dir, out / "metrics.jsonl", int(train_out.global_step),
-                     losses[-1] if losses else float("nan"), time.perf_counter() - start_time, resumed_from, evals)
+    return DPOResult(
+        out,
+        model_dir,
+        out / "metrics.jsonl",
+        int(train_out.global_step),
+        losses[-1] if losses else float("nan"),
+        time.perf_counter() - start_time,
+        resumed_from,
+        evals,
+    )
 
 
 def _save_final(trainer: Any, tok: Any, cfg: DPOConfig, out: Path) -> Path:
@@ -206,6 +253,8 @@ def _save_final(trainer: Any, tok: Any, cfg: DPOConfig, out: Path) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if cfg.lora_r > 0 and not cfg.merge_lora:
-            (tmp / "README_witune.md").write_text("This folder holds a LoRA adapter (peft) trained with DPO on top "
-                                                  f"of {cfg.model!r}; load it with peft.AutoPeftModelForCausalLM.\n")
+            (tmp / "README_witune.md").write_text(
+                "This folder holds a LoRA adapter (peft) trained with DPO on top "
+                f"of {cfg.model!r}; load it with peft.AutoPeftModelForCausalLM.\n"
+            )
     return final

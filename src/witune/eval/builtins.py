@@ -79,27 +79,33 @@ def generation_task(model, tok, arg: str | None, opt: EvalOptions) -> list[Metri
     outs = gen.generate_greedy(model, tok, [p for p, _ in pairs], opt.max_new_tokens, opt.batch_size)
     preds, refs = [g.text for g in outs], [c for _, c in pairs]
     em, se = gen.exact_match(preds, refs)
-    return [metric_row("witune:generation", "exact_match", em, se),
-            metric_row("witune:generation", "bleu", gen.corpus_bleu(preds, refs), None)]
+    return [
+        metric_row("witune:generation", "exact_match", em, se),
+        metric_row("witune:generation", "bleu", gen.corpus_bleu(preds, refs), None),
+    ]
 
 
 def memorization(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     """PLW paper: corpus BLEU of generations for sampled unique training prompts vs. training completions."""
     pairs = gen.training_prompts(_examples(arg, "memorization"), tok)
     n = opt.limit if opt.limit is not None else 10_000
-    bleu, used = gen.memorization_bleu(model, tok, pairs, n=n, seed=opt.seed, max_new_tokens=opt.max_new_tokens,
-                                       batch_size=opt.batch_size)
+    bleu, used = gen.memorization_bleu(
+        model, tok, pairs, n=n, seed=opt.seed, max_new_tokens=opt.max_new_tokens, batch_size=opt.batch_size
+    )
     # Memorisation is a diagnostic (over-fitting), so a higher BLEU is not "better".
-    return [metric_row("witune:memorization", "bleu", bleu, None, higher=False),
-            metric_row("witune:memorization", "n_prompts", used, None)]
+    return [
+        metric_row("witune:memorization", "bleu", bleu, None, higher=False),
+        metric_row("witune:memorization", "n_prompts", used, None),
+    ]
 
 
 def make_judge(opt: EvalOptions):
     if not opt.judge:
         raise ValueError("witune:winrate needs a judge: --judge MODEL_DIR or --judge http://host:port")
     if opt.judge.startswith(("http://", "https://")):
-        return OpenAIJudge(opt.judge, opt.judge_model, api_key=opt.judge_api_key,
-                           allow_insecure_http=opt.judge_allow_http)
+        return OpenAIJudge(
+            opt.judge, opt.judge_model, api_key=opt.judge_api_key, allow_insecure_http=opt.judge_allow_http
+        )
     return LocalJudge.from_pretrained(opt.judge)
 
 
@@ -111,11 +117,13 @@ def winrate(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     data = default_data_dir()
     mt = data / "mt_bench" / "judge_prompts.jsonl" if data else None
     prompt = JudgePrompt.from_mt_bench(mt) if mt and mt.is_file() else JudgePrompt()
-    wr = pairwise_win_rate(make_judge(opt), [r["instruction"] for r in refs], [g.text for g in outs],
-                           [r["output"] for r in refs], prompt)
-    return [metric_row("witune:winrate", "win_rate", wr.win_rate, wr.stderr),
-            metric_row("witune:winrate", "mean_tokens", *gen.mean_and_stderr([g.num_tokens for g in outs]),
-                       higher=False)]
+    wr = pairwise_win_rate(
+        make_judge(opt), [r["instruction"] for r in refs], [g.text for g in outs], [r["output"] for r in refs], prompt
+    )
+    return [
+        metric_row("witune:winrate", "win_rate", wr.win_rate, wr.stderr),
+        metric_row("witune:winrate", "mean_tokens", *gen.mean_and_stderr([g.num_tokens for g in outs]), higher=False),
+    ]
 
 
 BUILTINS: dict[str, Evaluator] = {

@@ -187,9 +187,7 @@ def _check_lengths(predictions: Sequence[str], references: Sequence[str]) -> Non
         raise ValueError("no predictions to score")
 
 
-def sample_unique_prompts(
-    pairs: Sequence[tuple[str, str]], n: int, seed: int = 0
-) -> list[tuple[str, str]]:
+def sample_unique_prompts(pairs: Sequence[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[str, str]]:
     """Sample up to n (prompt, completion) pairs with *unique* prompts, reproducibly for a seed.
 
     Duplicated prompts keep their first completion, so a prompt is never scored against two targets.
@@ -217,8 +215,9 @@ def memorization_bleu(
     `training_prompts` for turning examples into such pairs. Returns (corpus BLEU, number of prompts used).
     """
     chosen = sample_unique_prompts(pairs, n, seed)
-    gens = generate_greedy(model, tokenizer, [p for p, _ in chosen], max_new_tokens=max_new_tokens,
-                           batch_size=batch_size)
+    gens = generate_greedy(
+        model, tokenizer, [p for p, _ in chosen], max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
     return corpus_bleu([g.text for g in gens], [c for _, c in chosen]), len(chosen)
 
 

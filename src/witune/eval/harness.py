@@ -46,13 +46,15 @@ def results_to_rows(results: dict) -> list[MetricRow]:
             metric, filt = key.split(",", 1)
             stderr = metrics.get(f"{metric}_stderr,{filt}")
             stderr = float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(stderr) else None
-            rows.append({
-                "task": task,
-                "metric": metric if filt == "none" else f"{metric} ({filt})",
-                "value": float(value),
-                "stderr": stderr,
-                "higher_is_better": bool(hib.get(task, {}).get(metric, True)),
-            })
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric if filt == "none" else f"{metric} ({filt})",
+                    "value": float(value),
+                    "stderr": stderr,
+                    "higher_is_better": bool(hib.get(task, {}).get(metric, True)),
+                }
+            )
     return rows
 
 
@@ -89,10 +91,19 @@ def run_harness(
             shots = num_fewshot if num_fewshot is not None else (None if t in local else STANDARD_SHOTS.get(t))
             groups.setdefault(shots, []).append(t)
         for shots, names in groups.items():
-            out = simple_evaluate(model=lm, tasks=list(names), num_fewshot=shots, limit=limit,
-                                  task_manager=manager, log_samples=False, bootstrap_iters=1000,
-                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                  fewshot_random_seed=seed)
+            out = simple_evaluate(
+                model=lm,
+                tasks=list(names),
+                num_fewshot=shots,
+                limit=limit,
+                task_manager=manager,
+                log_samples=False,
+                bootstrap_iters=1000,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
             if out is None:  # non-zero ranks in distributed runs
                 continue
             rows.extend(results_to_rows(out))

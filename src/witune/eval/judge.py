@@ -138,7 +138,7 @@ class LocalJudge:
         out = {}
         for row, (v, c) in enumerate(zip(self.options, conts)):
             # logp[:, t] scores the token at position t + 1: the verdict's tokens start at len(prompt)
-            out[v] = float(logp[row, len(prompt) - 1:len(prompt) - 1 + len(c)].sum())
+            out[v] = float(logp[row, len(prompt) - 1 : len(prompt) - 1 + len(c)].sum())
         return out
 
     def verdict(self, messages: list[dict[str, str]]) -> str:
@@ -149,8 +149,15 @@ class LocalJudge:
 class OpenAIJudge:
     """Any OpenAI-compatible chat endpoint; base_url like "http://host:8000" or "http://host:8000/v1"."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, max_tokens: int = 512,
-                 timeout: float = 120.0, allow_insecure_http: bool = False):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        max_tokens: int = 512,
+        timeout: float = 120.0,
+        allow_insecure_http: bool = False,
+    ):
         check_judge_url(base_url, allow_insecure_http)
         base = base_url.rstrip("/")
         self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
@@ -170,9 +177,11 @@ class OpenAIJudge:
                 payload = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
             if 300 <= e.code < 400:
-                raise RuntimeError(f"judge endpoint {self.url} redirects (HTTP {e.code}) to "
-                                   f"{e.headers.get('Location')!r}; redirects are not followed, so that the API key "
-                                   "goes nowhere else: give the final URL as --judge") from None
+                raise RuntimeError(
+                    f"judge endpoint {self.url} redirects (HTTP {e.code}) to "
+                    f"{e.headers.get('Location')!r}; redirects are not followed, so that the API key "
+                    "goes nowhere else: give the final URL as --judge"
+                ) from None
             raise RuntimeError(f"judge endpoint {self.url} answered HTTP {e.code}: {e.read()[:200]!r}") from e
         except urllib.error.URLError as e:
             raise RuntimeError(f"judge endpoint {self.url} unreachable: {e.reason}") from e
@@ -205,8 +214,10 @@ def check_judge_url(url: str, allow_insecure_http: bool = False) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"judge URL {url!r}: expected http(s)://host[:port][/v1]")
     if parts.scheme == "http" and not allow_insecure_http and not _loopback(parts.hostname):
-        raise ConfigError(f"judge URL {url!r}: plain http to another machine would send the API key and the data "
-                          "unencrypted; use https, or allow it explicitly (--judge-allow-http)")
+        raise ConfigError(
+            f"judge URL {url!r}: plain http to another machine would send the API key and the data "
+            "unencrypted; use https, or allow it explicitly (--judge-allow-http)"
+        )
 
 
 def _loopback(host: str) -> bool:

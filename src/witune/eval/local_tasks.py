@@ -24,9 +24,20 @@ from witune.atomic import atomic_open, atomic_write_text
 
 # Few-shot presets of the standard harness tasks (passed through by name when the network is available).
 STANDARD_SHOTS: dict[str, int] = {
-    "arc_challenge": 25, "piqa": 0, "truthfulqa_mc2": 0, "truthfulqa_mc1": 0, "truthfulqa_gen": 0,
-    "winogrande": 5, "mmlu": 5, "ifeval": 0,
-    "wmt14-en-fr": 0, "wmt14-fr-en": 0, "wmt16-en-de": 0, "wmt16-de-en": 0, "wmt16-en-ro": 0, "wmt16-ro-en": 0,
+    "arc_challenge": 25,
+    "piqa": 0,
+    "truthfulqa_mc2": 0,
+    "truthfulqa_mc1": 0,
+    "truthfulqa_gen": 0,
+    "winogrande": 5,
+    "mmlu": 5,
+    "ifeval": 0,
+    "wmt14-en-fr": 0,
+    "wmt14-fr-en": 0,
+    "wmt16-en-de": 0,
+    "wmt16-de-en": 0,
+    "wmt16-en-ro": 0,
+    "wmt16-ro-en": 0,
 }
 
 # The harness's TruthfulQA 6-shot QA primer (truthfulqa_mc1.yaml); "0-shot" TruthfulQA always includes it.
@@ -56,6 +67,7 @@ def ifeval_agg_inst_level_acc(items):
     from lm_eval.tasks.ifeval.utils import agg_inst_level_acc
     return agg_inst_level_acc(items)
 '''
+
 
 class Function(str):
     """A `!function module.name` reference in a harness YAML (resolved next to the YAML file)."""
@@ -93,17 +105,31 @@ def truthfulqa_mc2_results(doc: dict, results: list) -> dict:
 
 
 def _json_task(name: str, files: dict[str, Path], **cfg) -> dict:
-    return {"task": name, "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {k: str(v) for k, v in files.items()}, **cfg.pop("kwargs", {})},
-            **cfg}
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {k: str(v) for k, v in files.items()}, **cfg.pop("kwargs", {})},
+        **cfg,
+    }
 
 
 def _arc(data: Path, out: Path) -> list[dict]:
     f = data / "arc_challenge" / "arc_challenge_test_llmfoundry.jsonl"
     # The MosaicML copy already starts each query with "Question: " as the harness prompt does.
-    return [_json_task("witune_arc_challenge", {"test": f}, output_type="multiple_choice", test_split="test",
-                       fewshot_split="test", doc_to_text="{{query}}\nAnswer:", doc_to_choice="{{choices}}",
-                       doc_to_target="gold", num_fewshot=25, metric_list=ACC_NORM)]
+    return [
+        _json_task(
+            "witune_arc_challenge",
+            {"test": f},
+            output_type="multiple_choice",
+            test_split="test",
+            fewshot_split="test",
+            doc_to_text="{{query}}\nAnswer:",
+            doc_to_choice="{{choices}}",
+            doc_to_target="gold",
+            num_fewshot=25,
+            metric_list=ACC_NORM,
+        )
+    ]
 
 
 def _piqa(data: Path, out: Path) -> list[dict]:
@@ -112,22 +138,42 @@ def _piqa(data: Path, out: Path) -> list[dict]:
     if len(goals) != len(labels):
         raise ValueError(f"piqa: {len(goals)} questions but {len(labels)} labels")
     derived = out / "piqa_valid.jsonl"
-    atomic_write_text(derived, "".join(json.dumps({**json.loads(g), "label": int(lab)}) + "\n"
-                               for g, lab in zip(goals, labels)))
-    return [_json_task("witune_piqa", {"validation": derived}, output_type="multiple_choice",
-                       test_split="validation", doc_to_text="Question: {{goal}}\nAnswer:",
-                       doc_to_choice="{{[sol1, sol2]}}", doc_to_target="label", num_fewshot=0,
-                       metric_list=ACC_NORM)]
+    atomic_write_text(
+        derived, "".join(json.dumps({**json.loads(g), "label": int(lab)}) + "\n" for g, lab in zip(goals, labels))
+    )
+    return [
+        _json_task(
+            "witune_piqa",
+            {"validation": derived},
+            output_type="multiple_choice",
+            test_split="validation",
+            doc_to_text="Question: {{goal}}\nAnswer:",
+            doc_to_choice="{{[sol1, sol2]}}",
+            doc_to_target="label",
+            num_fewshot=0,
+            metric_list=ACC_NORM,
+        )
+    ]
 
 
 def _winogrande(data: Path, out: Path) -> list[dict]:
     f = data / "winogrande" / "winogrande_dev_llmfoundry.jsonl"
     # Partial scoring as in the harness: the two contexts are the "inputs" (doc_to_text returns the gold
     # index), the shared continuation is the target scored after each of them.
-    return [_json_task("witune_winogrande", {"validation": f}, output_type="multiple_choice",
-                       test_split="validation", fewshot_split="validation", doc_to_text="gold",
-                       doc_to_choice="{{context_options}}", doc_to_target="{{continuation}}", num_fewshot=5,
-                       metric_list=ACC)]
+    return [
+        _json_task(
+            "witune_winogrande",
+            {"validation": f},
+            output_type="multiple_choice",
+            test_split="validation",
+            fewshot_split="validation",
+            doc_to_text="gold",
+            doc_to_choice="{{context_options}}",
+            doc_to_target="{{continuation}}",
+            num_fewshot=5,
+            metric_list=ACC,
+        )
+    ]
 
 
 def _truthfulqa(data: Path, out: Path) -> list[dict]:
@@ -141,12 +187,25 @@ def _truthfulqa(data: Path, out: Path) -> list[dict]:
                 row[key] = {"choices": list(r[key]), "labels": list(r[key].values())}
             fh.write(json.dumps(row) + "\n")
     # The primer as description + "Q: ...\nA:" gives exactly the harness's prompt at 0 shots.
-    common = dict(output_type="multiple_choice", test_split="validation", num_fewshot=0, doc_to_target=0,
-                  description=TRUTHFULQA_PRIMER, doc_to_text="Q: {{question}}\nA:", metric_list=ACC)
-    return [_json_task("witune_truthfulqa_mc1", {"validation": derived}, doc_to_choice="{{mc1_targets.choices}}",
-                       **common),
-            _json_task("witune_truthfulqa_mc2", {"validation": derived}, doc_to_choice="{{mc2_targets.choices}}",
-                       process_results=Function("witune_utils.process_results_mc2"), **common)]
+    common = dict(
+        output_type="multiple_choice",
+        test_split="validation",
+        num_fewshot=0,
+        doc_to_target=0,
+        description=TRUTHFULQA_PRIMER,
+        doc_to_text="Q: {{question}}\nA:",
+        metric_list=ACC,
+    )
+    return [
+        _json_task("witune_truthfulqa_mc1", {"validation": derived}, doc_to_choice="{{mc1_targets.choices}}", **common),
+        _json_task(
+            "witune_truthfulqa_mc2",
+            {"validation": derived},
+            doc_to_choice="{{mc2_targets.choices}}",
+            process_results=Function("witune_utils.process_results_mc2"),
+            **common,
+        ),
+    ]
 
 
 def _mmlu(data: Path, out: Path) -> list[dict]:
@@ -155,17 +214,30 @@ def _mmlu(data: Path, out: Path) -> list[dict]:
         subject = test.name[: -len("_test.csv")]
         dev = data / "mmlu" / "dev" / f"{subject}_dev.csv"
         pretty = subject.replace("_", " ")
-        tasks.append({
-            "task": f"witune_mmlu_{subject}", "tag": "witune_mmlu_tasks", "dataset_path": "csv",
-            "dataset_kwargs": {"data_files": {"test": str(test), "dev": str(dev)}},
-            "test_split": "test", "fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"},
-            "output_type": "multiple_choice", "num_fewshot": 5,
-            "description": f"The following are multiple choice questions (with answers) about {pretty}.\n\n",
-            "doc_to_text": "{{question.strip()}}\nA. {{choice0}}\nB. {{choice1}}\nC. {{choice2}}\nD. {{choice3}}"
-                           "\nAnswer:",
-            "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "answer", "metric_list": ACC})
-    group = {"group": "witune_mmlu", "task": [t["task"] for t in tasks],
-             "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}]}
+        tasks.append(
+            {
+                "task": f"witune_mmlu_{subject}",
+                "tag": "witune_mmlu_tasks",
+                "dataset_path": "csv",
+                "dataset_kwargs": {"data_files": {"test": str(test), "dev": str(dev)}},
+                "test_split": "test",
+                "fewshot_split": "dev",
+                "fewshot_config": {"sampler": "first_n"},
+                "output_type": "multiple_choice",
+                "num_fewshot": 5,
+                "description": f"The following are multiple choice questions (with answers) about {pretty}.\n\n",
+                "doc_to_text": "{{question.strip()}}\nA. {{choice0}}\nB. {{choice1}}\nC. {{choice2}}\nD. {{choice3}}"
+                "\nAnswer:",
+                "doc_to_choice": ["A", "B", "C", "D"],
+                "doc_to_target": "answer",
+                "metric_list": ACC,
+            }
+        )
+    group = {
+        "group": "witune_mmlu",
+        "task": [t["task"] for t in tasks],
+        "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+    }
     return tasks + [group] if tasks else []
 
 
@@ -176,36 +248,79 @@ def _bbh(data: Path, out: Path) -> list[dict]:
         prompt = (data / "bbh" / "cot-prompts" / f"{name}.txt").read_text(encoding="utf-8")
         # Drop the canary line and the "-----" separator: keep the task description and the 3 CoT exemplars.
         body = prompt.split("-----", 1)[-1].strip()
-        tasks.append(_json_task(
-            f"witune_bbh_{name}", {"test": f}, kwargs={"field": "examples"}, tag="witune_bbh_tasks",
-            output_type="generate_until", test_split="test", num_fewshot=0, description=body + "\n\n",
-            doc_to_text="Q: {{input}}\nA: Let's think step by step.", doc_to_target="{{target}}",
-            metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-            generation_kwargs={"until": ["</s>", "Q:", "\n\n"], "do_sample": False, "max_gen_toks": 256},
-            filter_list=[{"name": "get-answer", "filter": [
-                {"function": "regex", "regex_pattern": "(?<=the answer is )(.*)(?=.)"},
-                {"function": "take_first"}]}]))
-    group = {"group": "witune_bbh", "task": [t["task"] for t in tasks],
-             "aggregate_metric_list": [{"metric": "exact_match", "weight_by_size": True,
-                                        "filter_list": "get-answer"}]}
+        tasks.append(
+            _json_task(
+                f"witune_bbh_{name}",
+                {"test": f},
+                kwargs={"field": "examples"},
+                tag="witune_bbh_tasks",
+                output_type="generate_until",
+                test_split="test",
+                num_fewshot=0,
+                description=body + "\n\n",
+                doc_to_text="Q: {{input}}\nA: Let's think step by step.",
+                doc_to_target="{{target}}",
+                metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+                generation_kwargs={"until": ["</s>", "Q:", "\n\n"], "do_sample": False, "max_gen_toks": 256},
+                filter_list=[
+                    {
+                        "name": "get-answer",
+                        "filter": [
+                            {"function": "regex", "regex_pattern": "(?<=the answer is )(.*)(?=.)"},
+                            {"function": "take_first"},
+                        ],
+                    }
+                ],
+            )
+        )
+    group = {
+        "group": "witune_bbh",
+        "task": [t["task"] for t in tasks],
+        "aggregate_metric_list": [{"metric": "exact_match", "weight_by_size": True, "filter_list": "get-answer"}],
+    }
     return tasks + [group] if tasks else []
 
 
 def _ifeval(data: Path, out: Path) -> list[dict]:
     f = data / "ifeval" / "input_data.jsonl"
     fn = "witune_utils."
-    return [_json_task("witune_ifeval", {"train": f}, output_type="generate_until", test_split="train",
-                       num_fewshot=0, doc_to_text="prompt", doc_to_target=0,
-                       generation_kwargs={"until": [], "do_sample": False, "max_gen_toks": 1280},
-                       process_results=Function(fn + "ifeval_process_results"),
-                       metric_list=[{"metric": m, "higher_is_better": True,
-                                     "aggregation": Function(fn + "ifeval_agg_inst_level_acc") if "inst" in m else "mean"}
-                                    for m in ("prompt_level_strict_acc", "inst_level_strict_acc",
-                                              "prompt_level_loose_acc", "inst_level_loose_acc")])]
+    return [
+        _json_task(
+            "witune_ifeval",
+            {"train": f},
+            output_type="generate_until",
+            test_split="train",
+            num_fewshot=0,
+            doc_to_text="prompt",
+            doc_to_target=0,
+            generation_kwargs={"until": [], "do_sample": False, "max_gen_toks": 1280},
+            process_results=Function(fn + "ifeval_process_results"),
+            metric_list=[
+                {
+                    "metric": m,
+                    "higher_is_better": True,
+                    "aggregation": Function(fn + "ifeval_agg_inst_level_acc") if "inst" in m else "mean",
+                }
+                for m in (
+                    "prompt_level_strict_acc",
+                    "inst_level_strict_acc",
+                    "prompt_level_loose_acc",
+                    "inst_level_loose_acc",
+                )
+            ],
+        )
+    ]
 
 
-BUILDERS = {"arc_challenge": _arc, "piqa": _piqa, "winogrande": _winogrande, "truthfulqa": _truthfulqa,
-            "mmlu": _mmlu, "bbh": _bbh, "ifeval": _ifeval}
+BUILDERS = {
+    "arc_challenge": _arc,
+    "piqa": _piqa,
+    "winogrande": _winogrande,
+    "truthfulqa": _truthfulqa,
+    "mmlu": _mmlu,
+    "bbh": _bbh,
+    "ifeval": _ifeval,
+}
 
 
 def write_local_tasks(out_dir: str | Path, data_dir: str | Path | None = None) -> list[str]:

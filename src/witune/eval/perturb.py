@@ -65,7 +65,9 @@ def load_items(bench: str, data_dir: str | Path) -> list[MCItem]:
     data = Path(data_dir)
     if bench == "arc_challenge":
         items = []
-        for line in (data / "arc_challenge" / "arc_challenge_test_llmfoundry.jsonl").read_text(encoding="utf-8").splitlines():
+        for line in (
+            (data / "arc_challenge" / "arc_challenge_test_llmfoundry.jsonl").read_text(encoding="utf-8").splitlines()
+        ):
             if line.strip():
                 r = json.loads(line)
                 q = r["query"].removeprefix("Question: ").strip()

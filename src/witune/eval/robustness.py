@@ -55,15 +55,15 @@ class HFScorer:
         pad = 0 if pad is None else pad
         out = []
         for s in range(0, len(seqs), self.batch_size):
-            chunk = seqs[s:s + self.batch_size]
+            chunk = seqs[s : s + self.batch_size]
             width = max(len(x) for x in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for i, x in enumerate(chunk):
-                ids[i, :len(x)] = torch.tensor(x)
-                mask[i, :len(x)] = 1
+                ids[i, : len(x)] = torch.tensor(x)
+                mask[i, : len(x)] = 1
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            for i, (a, b) in enumerate(spans[s:s + self.batch_size]):
+            for i, (a, b) in enumerate(spans[s : s + self.batch_size]):
                 out.append(torch.log_softmax(logits[i, a:b].float(), dim=-1).cpu())
         return out
 
@@ -78,7 +78,7 @@ class HFScorer:
         logps = self._logps([seq for _, _, seq in flat], spans)
         out = [[0.0] * len(conts) for conts in cont_ids]
         for (i, j, seq), lp in zip(flat, logps):
-            targets = torch.tensor(seq[len(ctx_ids[i]):])
+            targets = torch.tensor(seq[len(ctx_ids[i]) :])
             out[i][j] = float(lp.gather(1, targets[:, None]).sum())
         return out
 
@@ -116,13 +116,15 @@ def parse_arg(arg: str | None) -> RobustnessSettings:
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"{TASK}: bad option {opt!r}; use rate=0..1, shots=N>=0, seeds=N>=1, "
-                             f"only=<{'+'.join(PERTURBATIONS)}>")
+            raise ValueError(
+                f"{TASK}: bad option {opt!r}; use rate=0..1, shots=N>=0, seeds=N>=1, only=<{'+'.join(PERTURBATIONS)}>"
+            )
     return s
 
 
-def variant_accuracies(scorer: Scorer, items: list[MCItem], shots: list[MCItem], vs: list[Variant],
-                       first_index: int = 0) -> dict[str, float]:
+def variant_accuracies(
+    scorer: Scorer, items: list[MCItem], shots: list[MCItem], vs: list[Variant], first_index: int = 0
+) -> dict[str, float]:
     """{variant name: accuracy over `items`}."""
     out = {}
     for v in vs:
@@ -133,10 +135,16 @@ def variant_accuracies(scorer: Scorer, items: list[MCItem], shots: list[MCItem],
     return out
 
 
-def robustness_rows(scorer: Scorer, items: list[MCItem], settings: RobustnessSettings, seed: int = 0,
-                    limit: int | None = None, task: str = TASK) -> list[dict]:
+def robustness_rows(
+    scorer: Scorer,
+    items: list[MCItem],
+    settings: RobustnessSettings,
+    seed: int = 0,
+    limit: int | None = None,
+    task: str = TASK,
+) -> list[dict]:
     """Score the clean prompt and every perturbed variant; return metric rows."""
-    shots, scored = items[:settings.shots], items[settings.shots:]
+    shots, scored = items[: settings.shots], items[settings.shots :]
     scored = scored[:limit] if limit is not None else scored
     if not scored:
         raise ValueError(f"{task}: no items to score after {settings.shots} few-shot examples")
@@ -156,12 +164,19 @@ def robustness_rows(scorer: Scorer, items: list[MCItem], settings: RobustnessSet
             continue
         perturbed += values
         mean = sum(values) / len(values)
-        rows += [row(f"{p}_mean_acc", mean), row(f"{p}_worst_acc", min(values)),
-                 row(f"{p}_drop", clean - mean, higher=False)]
+        rows += [
+            row(f"{p}_mean_acc", mean),
+            row(f"{p}_worst_acc", min(values)),
+            row(f"{p}_drop", clean - mean, higher=False),
+        ]
     if perturbed:
         mean = sum(perturbed) / len(perturbed)
-        rows += [row("mean_acc", mean), row("worst_acc", min(perturbed)), row("drop", clean - mean, higher=False),
-                 row("worst_drop", clean - min(perturbed), higher=False)]
+        rows += [
+            row("mean_acc", mean),
+            row("worst_acc", min(perturbed)),
+            row("drop", clean - mean, higher=False),
+            row("worst_drop", clean - min(perturbed), higher=False),
+        ]
     rows.append(row("n_items", n))
     return rows
 
@@ -175,5 +190,6 @@ def robustness(model, tok, arg: str | None, opt) -> list[dict]:
     if data is None:
         raise FileNotFoundError(f"{TASK}: evaluation files not found; set WITUNE_EVAL_DATA to .../shared/data/eval")
     model.eval()
-    return robustness_rows(HFScorer(model, tok, opt.batch_size), load_items(settings.bench, data), settings,
-                           seed=opt.seed, limit=opt.limit)
+    return robustness_rows(
+        HFScorer(model, tok, opt.batch_size), load_items(settings.bench, data), settings, seed=opt.seed, limit=opt.limit
+    )

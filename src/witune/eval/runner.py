@@ -15,11 +15,12 @@ PREFIX = "witune:"
 
 def parse_task(name: str) -> tuple[str, str | None]:
     """`witune:memorization=data.json` -> ("memorization", "data.json"); checks the built-in exists."""
-    body = name[len(PREFIX):]
+    body = name[len(PREFIX) :]
     key, _, arg = body.partition("=")
     if key not in BUILTINS:
-        raise ValueError(f"unknown built-in evaluation {name!r}; choose from "
-                         + ", ".join(PREFIX + k for k in BUILTINS))
+        raise ValueError(
+            f"unknown built-in evaluation {name!r}; choose from " + ", ".join(PREFIX + k for k in BUILTINS)
+        )
     return key, (arg or None)
 
 
@@ -56,8 +57,9 @@ def evaluate(
     if harness:
         from witune.eval.harness import run_harness
 
-        rows += run_harness(model_path, harness, limit=limit, num_fewshot=num_fewshot, data_dir=data_dir,
-                            device=device, seed=opt.seed)
+        rows += run_harness(
+            model_path, harness, limit=limit, num_fewshot=num_fewshot, data_dir=data_dir, device=device, seed=opt.seed
+        )
     if builtin:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -44,8 +44,14 @@ class Score:
 
 
 @torch.no_grad()
-def score(model: Any, rows: list[Rendered], pad_token_id: int, normalization: str | float = "nonzero",
-          batch_size: int = 8, progress: bool = True) -> Score:
+def score(
+    model: Any,
+    rows: list[Rendered],
+    pad_token_id: int,
+    normalization: str | float = "nonzero",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Score:
     """Sum the weighted NLL over all rows (batched by similar length) and normalise once at the end."""
     model.eval()
     device = next(model.parameters()).device
@@ -60,8 +66,13 @@ def score(model: Any, rows: list[Rendered], pad_token_id: int, normalization: st
     assert total is not None, "no rows to score"
     norm = total.normalizer(normalization)
     return Score(
-        loss=float(total.loss(normalization)), normalization=str(normalization), normalizer=float(norm),
-        weighted_sum=float(total.weighted_sum), prompt_nll=float(total.prompt_nll),
-        prompt_tokens=int(total.prompt_tokens), response_nll=float(total.response_nll),
-        response_tokens=int(total.response_tokens), samples=len(rows),
+        loss=float(total.loss(normalization)),
+        normalization=str(normalization),
+        normalizer=float(norm),
+        weighted_sum=float(total.weighted_sum),
+        prompt_nll=float(total.prompt_nll),
+        prompt_tokens=int(total.prompt_tokens),
+        response_nll=float(total.response_nll),
+        response_tokens=int(total.response_tokens),
+        samples=len(rows),
     )

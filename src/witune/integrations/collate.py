@@ -30,12 +30,18 @@ class WeightedCollator:
         ids = [torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features]
         labels = [torch.as_tensor(f.get("labels", f["input_ids"]), dtype=torch.long) for f in features]
         weights = [torch.as_tensor(f["loss_weights"], dtype=torch.float32) for f in features]
-        resp = [torch.as_tensor(f["response_mask"], dtype=torch.bool) if "response_mask" in f
-                else torch.ones(len(i), dtype=torch.bool) for f, i in zip(features, ids)]
+        resp = [
+            torch.as_tensor(f["response_mask"], dtype=torch.bool)
+            if "response_mask" in f
+            else torch.ones(len(i), dtype=torch.bool)
+            for f, i in zip(features, ids)
+        ]
         for i, l, w, r in zip(ids, labels, weights, resp):
             if not (len(i) == len(l) == len(w) == len(r)):
-                raise ValueError(f"row with {len(i)} input_ids but {len(l)} labels, {len(w)} loss_weights, "
-                                 f"{len(r)} response_mask: the columns must stay aligned")
+                raise ValueError(
+                    f"row with {len(i)} input_ids but {len(l)} labels, {len(w)} loss_weights, "
+                    f"{len(r)} response_mask: the columns must stay aligned"
+                )
         pos = [_positions(f, len(i)) for f, i in zip(features, ids)]
         if self.padding_free:
             ids, labels, weights, resp, pos = ([torch.cat(x)] for x in (ids, labels, weights, resp, pos))

@@ -32,10 +32,21 @@ from witune.data.render import Rendered
 from witune.loss import IGNORE_INDEX
 
 
-def weighted_dataset(data: Any, tokenizer: Any, prompt_weight: float = 0.0, response_weight: float = 1.0, *,
-                     role_weights: dict[str, float] | None = None, template: str = "auto",
-                     max_length: int | None = None, truncation: str = "left", final_turn_only: bool = False,
-                     format: str = "auto", split: str = "train", on_error: str = "raise") -> Any:
+def weighted_dataset(
+    data: Any,
+    tokenizer: Any,
+    prompt_weight: float = 0.0,
+    response_weight: float = 1.0,
+    *,
+    role_weights: dict[str, float] | None = None,
+    template: str = "auto",
+    max_length: int | None = None,
+    truncation: str = "left",
+    final_turn_only: bool = False,
+    format: str = "auto",
+    split: str = "train",
+    on_error: str = "raise",
+) -> Any:
     """`data` (a file or folder path, a hub name, a `datasets.Dataset` or a list of records) -> `datasets.Dataset`.
 
     Every format witune reads is accepted (alpaca, self_instruct, prompt_completion, messages, sharegpt);
@@ -45,8 +56,16 @@ def weighted_dataset(data: Any, tokenizer: Any, prompt_weight: float = 0.0, resp
 
     weights = RoleWeights(prompt_weight, response_weight, dict(role_weights or {}))
     examples = _examples(data, format, split, on_error)
-    rows = tokenize_examples(examples, tokenizer, weights, template=template, max_length=max_length,
-                             truncation=truncation, final_turn_only=final_turn_only, on_error=on_error).rows
+    rows = tokenize_examples(
+        examples,
+        tokenizer,
+        weights,
+        template=template,
+        max_length=max_length,
+        truncation=truncation,
+        final_turn_only=final_turn_only,
+        on_error=on_error,
+    ).rows
     return datasets.Dataset.from_list([hf_row(r) for r in rows])
 
 

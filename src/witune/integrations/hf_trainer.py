@@ -42,8 +42,9 @@ _DIAGNOSTICS = ("prompt_nll", "prompt_tokens", "response_nll", "response_tokens"
 _MODEL_EXTRA = ("loss_weights", "response_mask", "roles", "seq_lengths")
 
 
-def causal_lm_loss_sums(logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor,
-                        response_mask: torch.Tensor | None = None) -> LossSums:
+def causal_lm_loss_sums(
+    logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor, response_mask: torch.Tensor | None = None
+) -> LossSums:
     """`witune.loss.weighted_nll` for unshifted (Hugging Face) labels: logits[:, t] predicts labels[:, t+1]."""
     resp = None if response_mask is None else response_mask[..., 1:]
     return weighted_nll(logits[..., :-1, :], labels[..., 1:], loss_weights[..., 1:], resp)
@@ -52,8 +53,10 @@ def causal_lm_loss_sums(logits: torch.Tensor, labels: torch.Tensor, loss_weights
 def check_normalization(normalization: str | float) -> str | float:
     if isinstance(normalization, str):
         if normalization not in INTEGRATION_NORMALIZATIONS:
-            raise ValueError(f"normalization {normalization!r} is not available in the Trainer integration; choose "
-                             f"one of {INTEGRATION_NORMALIZATIONS} or a positive number")
+            raise ValueError(
+                f"normalization {normalization!r} is not available in the Trainer integration; choose "
+                f"one of {INTEGRATION_NORMALIZATIONS} or a positive number"
+            )
         return normalization
     if not float(normalization) > 0:
         raise ValueError(f"an external normaliser must be positive, got {normalization}")
@@ -75,14 +78,17 @@ class WeightedLossMixin:
         self._witune_logged: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         if self.args.n_gpu > 1:
-            raise ValueError("the weighted loss does not support nn.DataParallel (several GPUs in one process): "
-                             "launch with torchrun or accelerate launch")
+            raise ValueError(
+                "the weighted loss does not support nn.DataParallel (several GPUs in one process): "
+                "launch with torchrun or accelerate launch"
+            )
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         # remove_unused_columns would otherwise drop the weights: the model's forward does not take them.
-        self._signature_columns = list(dict.fromkeys([*self._signature_columns, "labels", "loss_weights",
-                                                      "response_mask", "seq_lengths"]))
+        self._signature_columns = list(
+            dict.fromkeys([*self._signature_columns, "labels", "loss_weights", "response_mask", "seq_lengths"])
+        )
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
         batches, trainer_count = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -95,8 +101,12 @@ class WeightedLossMixin:
             return torch.tensor(norm, dtype=torch.float64, device=device)
         world = self.accelerator.num_processes
         replicated = self.get_tp_size() * self.get_cp_size() * self.get_sp_size()  # ranks sharing one batch
-        if (norm == "nonzero" and torch.is_tensor(trainer_count) and replicated == 1
-                and (world == 1 or self.args.average_tokens_across_devices)):
+        if (
+            norm == "nonzero"
+            and torch.is_tensor(trainer_count)
+            and replicated == 1
+            and (world == 1 or self.args.average_tokens_across_devices)
+        ):
             return trainer_count
         counts = sum(normalizer_counts(b["labels"][..., 1:], b["loss_weights"][..., 1:]) for b in batches)
         counts = torch.as_tensor(counts, dtype=torch.float64).to(device)
@@ -104,8 +114,9 @@ class WeightedLossMixin:
             counts = self.accelerator.reduce(counts, reduction="sum")
         return normalizer_from_counts(counts, norm)
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         inputs = dict(inputs)
         labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
         response = inputs.pop("response_mask", None)
@@ -148,7 +159,6 @@ class WeightedLossMixin:
 
 def _default_collator(processing_class: Any, padding_free: bool = False) -> Any:
     from witune.integrations.collate import WeightedCollator
-
     from witune.models.load import pad_token_id
 
     pad = pad_token_id(processing_class)

@@ -55,17 +55,27 @@ def add_weight_columns(example: dict[str, Any], prompt_weight: float, response_w
 class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
     """`trl.SFTTrainer` with lambda_p (`prompt_weight`), lambda_r (`response_weight`) and a step normaliser."""
 
-    def __init__(self, *args: Any, prompt_weight: float = 0.0, response_weight: float = 1.0,
-                 normalization: str | float = "nonzero", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        prompt_weight: float = 0.0,
+        response_weight: float = 1.0,
+        normalization: str | float = "nonzero",
+        **kwargs: Any,
+    ):
         self.witune_weights = RoleWeights(prompt_weight, response_weight)  # validates (both zero is an error)
         own_collator = kwargs.get("data_collator") is None
         super().__init__(*args, normalization=normalization, **kwargs)
         if own_collator:  # TRL's collator would drop the weight columns
-            self.data_collator = WeightedCollator(self._tokenizer.pad_token_id, padding_free=self.padding_free,
-                                                  pad_to_multiple_of=self.args.pad_to_multiple_of)
+            self.data_collator = WeightedCollator(
+                self._tokenizer.pad_token_id,
+                padding_free=self.padding_free,
+                pad_to_multiple_of=self.args.pad_to_multiple_of,
+            )
 
-    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, packing: bool,
-                         formatting_func: Any, dataset_name: str) -> Any:
+    def _prepare_dataset(
+        self, dataset: Any, processing_class: Any, args: Any, packing: bool, formatting_func: Any, dataset_name: str
+    ) -> Any:
         if "loss_weights" in get_dataset_column_names(dataset):
             prepared = dataset  # weighted_dataset rows: witune's rendering, truncation and weights
             if args.shuffle_dataset and not packing:
@@ -74,16 +84,28 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
             saved = self.completion_only_loss
             self.completion_only_loss = True  # labels then mark exactly the tokens TRL would train on at (0, 1)
             try:
-                prepared = super()._prepare_dataset(dataset, processing_class, args, False, formatting_func,
-                                                    dataset_name)
+                prepared = super()._prepare_dataset(
+                    dataset, processing_class, args, False, formatting_func, dataset_name
+                )
             finally:
                 self.completion_only_loss = saved
-            if not any(c in get_dataset_column_names(dataset) for c in ("prompt", "completion")) and not args.assistant_only_loss:
-                log.warning("%s: language-modeling data without a completion or assistant mask: every token is a "
-                            "response token (prompt_weight has no effect); use witune.integrations.weighted_dataset "
-                            "or assistant_only_loss=True to weight prompts", dataset_name)
-            prepared = prepared.map(add_weight_columns, fn_kwargs={"prompt_weight": self.witune_weights.prompt,
-                                                                   "response_weight": self.witune_weights.response})
+            if (
+                not any(c in get_dataset_column_names(dataset) for c in ("prompt", "completion"))
+                and not args.assistant_only_loss
+            ):
+                log.warning(
+                    "%s: language-modeling data without a completion or assistant mask: every token is a "
+                    "response token (prompt_weight has no effect); use witune.integrations.weighted_dataset "
+                    "or assistant_only_loss=True to weight prompts",
+                    dataset_name,
+                )
+            prepared = prepared.map(
+                add_weight_columns,
+                fn_kwargs={
+                    "prompt_weight": self.witune_weights.prompt,
+                    "response_weight": self.witune_weights.response,
+                },
+            )
         if packing:
             if args.max_length is None:
                 raise ValueError("When packing is enabled, `max_length` can't be `None`.")
@@ -94,11 +116,18 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = ["input_ids", "attention_mask", "labels", "loss_weights", "response_mask",
-                                       "seq_lengths"]
+            self._signature_columns = [
+                "input_ids",
+                "attention_mask",
+                "labels",
+                "loss_weights",
+                "response_mask",
+                "seq_lengths",
+            ]
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         inputs = dict(inputs)
         weights = inputs.pop("loss_weights")
         response = inputs.pop("response_mask", None)

@@ -64,8 +64,10 @@ def weighted_nll_from_hidden(
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     h = hidden.reshape(-1, hidden.shape[-1])
     if labels.shape != hidden.shape[:-1] or weights.shape != labels.shape:
-        raise ValueError(f"shape mismatch: hidden {tuple(hidden.shape)}, labels {tuple(labels.shape)}, "
-                         f"weights {tuple(weights.shape)}")
+        raise ValueError(
+            f"shape mismatch: hidden {tuple(hidden.shape)}, labels {tuple(labels.shape)}, "
+            f"weights {tuple(weights.shape)}"
+        )
     if lm_head_weight.dim() != 2 or lm_head_weight.shape[1] != h.shape[1]:
         raise ValueError(f"lm_head_weight must be (vocab, {h.shape[1]}), got {tuple(lm_head_weight.shape)}")
     labels = labels.reshape(-1)
@@ -82,8 +84,9 @@ def weighted_nll_from_hidden(
         need_w = torch.is_grad_enabled() and lm_head_weight.requires_grad
         need_b = torch.is_grad_enabled() and lm_head_bias is not None and lm_head_bias.requires_grad
         active = (w != 0) | (valid & diagnostics)
-        weighted_sum, nll = _HiddenWeightedCE.apply(h, lm_head_weight, lm_head_bias, labels.clamp_min(0), w, active,
-                                                    rows, (need_h, need_w, need_b))
+        weighted_sum, nll = _HiddenWeightedCE.apply(
+            h, lm_head_weight, lm_head_bias, labels.clamp_min(0), w, active, rows, (need_h, need_w, need_b)
+        )
     return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask)
 
 
@@ -94,8 +97,17 @@ class _HiddenWeightedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, w: Tensor,  # type: ignore[override]
-                active: Tensor, rows: int, needs: tuple[bool, bool, bool]):
+    def forward(
+        ctx,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        labels: Tensor,
+        w: Tensor,  # type: ignore[override]
+        active: Tensor,
+        rows: int,
+        needs: tuple[bool, bool, bool],
+    ):
         need_h, need_w, need_b = needs
         n = h.shape[0]
         idx = active.nonzero().squeeze(1)
@@ -112,8 +124,9 @@ class _HiddenWeightedCE(torch.autograd.Function):
         # One logits buffer for all chunks: a fresh 64+ MiB tensor per chunk costs page faults on every chunk.
         buf = torch.empty((min(rows, idx.numel()), weight.shape[0]), dtype=h.dtype, device=h.device)
         for s in range(0, idx.numel(), rows):
-            sel: slice | Tensor = (slice(first + s, first + min(s + rows, idx.numel())) if contiguous
-                                   else idx[s : s + rows])
+            sel: slice | Tensor = (
+                slice(first + s, first + min(s + rows, idx.numel())) if contiguous else idx[s : s + rows]
+            )
             hc, yc, wc = h[sel], labels[sel], w[sel]
             r = hc.shape[0]
             # In the model's dtype, exactly as its own nn.Linear lm_head would; upcast next.
@@ -173,6 +186,7 @@ class _HiddenWeightedCE(torch.autograd.Function):
 
 # ---- optional fused GPU kernels (not exercised on CPU) --------------------------------------------------------
 
+
 def _fused_backend(backend: str, h: Tensor) -> str | None:
     """The fused kernel to use, or None for the torch path. "auto" picks one only on CUDA when installed."""
     if backend == "torch" or (backend == "auto" and not h.is_cuda):
@@ -184,8 +198,9 @@ def _fused_backend(backend: str, h: Tensor) -> str | None:
                 return name
             except ImportError:
                 if backend == name:
-                    raise ImportError(f"backend {name!r} needs the package {module!r} (pip install "
-                                      f"{module.replace('_', '-')})") from None
+                    raise ImportError(
+                        f"backend {name!r} needs the package {module!r} (pip install {module.replace('_', '-')})"
+                    ) from None
     return None
 
 
@@ -202,8 +217,16 @@ def _fused_sum(kind: str, h: Tensor, weight: Tensor, bias: Tensor | None, target
     return linear_cross_entropy(h, weight, target, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def _fused_weighted_sum(kind: str, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, w: Tensor,
-                        valid: Tensor, diagnostics: bool) -> tuple[Tensor, Tensor]:
+def _fused_weighted_sum(
+    kind: str,
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    labels: Tensor,
+    w: Tensor,
+    valid: Tensor,
+    diagnostics: bool,
+) -> tuple[Tensor, Tensor]:
     """lambda_1 S_1 + lambda_2 S_2 + ...: one reduction="sum" kernel call per distinct non-zero weight.
 
     Rows of weight 0 are never passed (lambda_p = 0 skips the prompt pass). Per-row nll is not available from

@@ -44,8 +44,9 @@ class LossSums:
     response_weighted: Tensor  # the part of weighted_sum from response positions (diagnostic: response share)
 
     @classmethod
-    def from_rows(cls, weighted_sum: Tensor, nll: Tensor, w: Tensor, valid: Tensor,
-                  response_mask: Tensor | None) -> "LossSums":
+    def from_rows(
+        cls, weighted_sum: Tensor, nll: Tensor, w: Tensor, valid: Tensor, response_mask: Tensor | None
+    ) -> LossSums:
         """Sums from per-row nll (NaN where a row was skipped), weights w (0 at ignored rows) and masks."""
         resp = valid if response_mask is None else valid & response_mask.reshape(-1)
         prompt = valid & ~resp
@@ -62,10 +63,10 @@ class LossSums:
             response_weighted=(torch.nan_to_num(nll) * w)[resp].sum(),
         )
 
-    def detached(self) -> "LossSums":
+    def detached(self) -> LossSums:
         return LossSums(*(getattr(self, f.name).detach() for f in fields(self)))
 
-    def __add__(self, other: "LossSums") -> "LossSums":
+    def __add__(self, other: LossSums) -> LossSums:
         return LossSums(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def normalizer(self, normalization: str | float = "nonzero") -> Tensor:
@@ -123,7 +124,9 @@ def weighted_nll(
     """
     vocab = logits.shape[-1]
     if labels.shape != logits.shape[:-1] or weights.shape != labels.shape:
-        raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, weights {tuple(weights.shape)}")
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, weights {tuple(weights.shape)}"
+        )
     labels = labels.reshape(-1)
     valid = labels != ignore_index
     w = torch.where(valid, weights.reshape(-1).to(torch.float32), 0.0)

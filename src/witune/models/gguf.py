@@ -59,8 +59,10 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if k not in _tied_keys(model)]
     if missing or unexpected:
-        raise ConfigError(f"GGUF file {gguf_file}: rebuilt model does not match its weights "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ConfigError(
+            f"GGUF file {gguf_file}: rebuilt model does not match its weights "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.generation_config = loaded.generation_config
     if tokenizer.model_max_length > 10**9:  # transformers' "unknown" sentinel; the model knows its limit
         tokenizer.model_max_length = getattr(config, "max_position_embeddings", tokenizer.model_max_length)
@@ -72,8 +74,9 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-def cached_gguf_folder(gguf_file: str | Path, cache_dir: str | Path | None = None,
-                       folder_name: str | None = None) -> Path:
+def cached_gguf_folder(
+    gguf_file: str | Path, cache_dir: str | Path | None = None, folder_name: str | None = None
+) -> Path:
     """Return a plain HF folder converted from ``gguf_file``, converting it on the first call only.
 
     The folder lives under :func:`cache_root` as ``folder_name`` (default: the file's stem plus a short hash of
@@ -98,11 +101,11 @@ def cached_gguf_folder(gguf_file: str | Path, cache_dir: str | Path | None = Non
     try:
         from rich.console import Console
 
-        with Console(stderr=True).status(f"Converting {gguf_file.name} to a Hugging Face folder "
-                                         f"(once; about a minute)..."):
+        with Console(stderr=True).status(
+            f"Converting {gguf_file.name} to a Hugging Face folder (once; about a minute)..."
+        ):
             convert_gguf(gguf_file, tmp)
-        info = {"source": str(gguf_file), "size": stat.st_size,
-                "seconds": round(time.perf_counter() - start, 1)}
+        info = {"source": str(gguf_file), "size": stat.st_size, "seconds": round(time.perf_counter() - start, 1)}
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
         if final.exists() and not (final / MARKER).is_file():
             shutil.rmtree(final)  # a leftover without marker from some older, broken attempt

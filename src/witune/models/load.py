@@ -61,8 +61,7 @@ def load_tokenizer(name: str | os.PathLike, **kwargs: Any):
     return tokenizer
 
 
-def load_model(name: str | os.PathLike, dtype: Any = None, attn_implementation: str | None = None,
-               **kwargs: Any):
+def load_model(name: str | os.PathLike, dtype: Any = None, attn_implementation: str | None = None, **kwargs: Any):
     """``AutoModelForCausalLM`` for ``name`` (see :func:`resolve_model_path`).
 
     ``dtype``: a ``torch.dtype``, a name such as ``"bfloat16"``, ``"auto"`` (the checkpoint's), or None for
@@ -94,14 +93,12 @@ def _from_pretrained(auto_cls: Any, path: str, name: str, **kwargs: Any):
 def hub_offline() -> bool:
     """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
     truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(var, "").strip().lower() in truthy
-               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(os.environ.get(var, "").strip().lower() in truthy for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _looks_like_path(text: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else with slashes or a path prefix is meant as a local path.
-    return (os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1
-            or os.sep != "/" and os.sep in text)
+    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
 
 
 def _first_line(err: BaseException) -> str:

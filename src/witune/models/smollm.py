@@ -29,8 +29,10 @@ def smollm2_gguf_file() -> Path:
             path = Path(dist.locate_file(file))
             if path.is_file():
                 return path
-    raise ConfigError(f"package {PACKAGE} is installed but holds no .gguf file (expected {GGUF_NAME}); "
-                      f"reinstall it with: {INSTALL_HINT}")
+    raise ConfigError(
+        f"package {PACKAGE} is installed but holds no .gguf file (expected {GGUF_NAME}); "
+        f"reinstall it with: {INSTALL_HINT}"
+    )
 
 
 def smollm2_path(cache_dir: str | Path | None = None) -> Path:

@@ -16,15 +16,23 @@ def _w(x: float) -> str:
 def aggregate_reading(a: Analysis) -> str:
     parts = []
     for _, row in a.best.iterrows():
-        parts.append(f"for {row['model']} on {row['dataset']} the best configuration is "
-                     f"(λp, λr) = ({_w(row['prompt_weight'])}, {_w(row['response_weight'])}) "
-                     f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task); "
-                     f"against {row.get('reference') or 'the others'} on raw scores: {row.get('evidence', 'not checked')}")
-    return ("Each benchmark's primary score is min-max normalised within each dataset × benchmark, so every "
+        parts.append(
+            f"for {row['model']} on {row['dataset']} the best configuration is "
+            f"(λp, λr) = ({_w(row['prompt_weight'])}, {_w(row['response_weight'])}) "
+            f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task); "
+            f"against {row.get('reference') or 'the others'} on raw scores: {row.get('evidence', 'not checked')}"
+        )
+    return (
+        (
+            "Each benchmark's primary score is min-max normalised within each dataset × benchmark, so every "
             "benchmark counts once whatever its number of subtasks (diagnostics such as prompt NLL are left out); "
-            + "; ".join(parts) + ". Min-max scaling stretches any difference, noise included, to the full "
-            "[0, 1] range, so the best relative aggregate alone is no evidence. " + RULE) if parts else \
-        "No fine-tuned runs to compare."
+            + "; ".join(parts)
+            + ". Min-max scaling stretches any difference, noise included, to the full "
+            "[0, 1] range, so the best relative aggregate alone is no evidence. " + RULE
+        )
+        if parts
+        else "No fine-tuned runs to compare."
+    )
 
 
 def wit_reading(a: Analysis) -> str:
@@ -35,10 +43,12 @@ def wit_reading(a: Analysis) -> str:
     best = mean.groupby(level=[0, 1]).max()
     counts = {r["region"]: r for _, r in a.optimum_counts.iterrows()}
     nz = counts[REGIONS["prompt_helps"]]
-    return (f"The best cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
-            f"model × dataset panels (largest {100 * best.max():.1f}%). In {nz['count']} of {nz['of']} "
-            f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best prompt weight is "
-            "non-zero, i.e. ignoring prompt tokens was not optimal there.")
+    return (
+        f"The best cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
+        f"model × dataset panels (largest {100 * best.max():.1f}%). In {nz['count']} of {nz['of']} "
+        f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best prompt weight is "
+        "non-zero, i.e. ignoring prompt tokens was not optimal there."
+    )
 
 
 def plw_reading(a: Analysis) -> str:
@@ -49,11 +59,15 @@ def plw_reading(a: Analysis) -> str:
         interval = "95% bootstrap interval" if f.engine == "python" else "95% delta-method interval"
         if f.significant:
             ci = f" ({interval} {f.ci_low:.3g} to {f.ci_high:.3g})" if np.isfinite(f.ci_low) else ""
-            out.append(f"On {f.dataset} the scores follow a significant downward parabola in wp "
-                       f"(p = {f.p_lrt:.2g}); they peak at PLW ≈ {f.critical_plw:.3g}{ci}.")
+            out.append(
+                f"On {f.dataset} the scores follow a significant downward parabola in wp "
+                f"(p = {f.p_lrt:.2g}); they peak at PLW ≈ {f.critical_plw:.3g}{ci}."
+            )
         else:
-            out.append(f"On {f.dataset} there is no significant quadratic relationship with PLW "
-                       f"(p = {f.p_lrt:.2g}): the prompt loss weight does not matter here; keep masking (PLW 0).")
+            out.append(
+                f"On {f.dataset} there is no significant quadratic relationship with PLW "
+                f"(p = {f.p_lrt:.2g}): the prompt loss weight does not matter here; keep masking (PLW 0)."
+            )
     return " ".join(out)
 
 
@@ -64,39 +78,53 @@ def gam_reading(a: Analysis) -> str:
     parts = []
     for _, row in t.iloc[[0, -1]].drop_duplicates("rg").iterrows():
         if row["flat"]:
-            parts.append(f"at Rg = {row['rg']:g} the PLW makes no detectable difference (p = {row['p_flat']:.2g}): "
-                         "keep masking (PLW 0)")
+            parts.append(
+                f"at Rg = {row['rg']:g} the PLW makes no detectable difference (p = {row['p_flat']:.2g}): "
+                "keep masking (PLW 0)"
+            )
         else:
-            parts.append(f"at Rg = {row['rg']:g} the fitted optimum is PLW ≈ {row['optimal_plw']:.3g} "
-                         f"(p = {row['p_flat']:.2g} that the PLW does not matter)")
+            parts.append(
+                f"at Rg = {row['rg']:g} the fitted optimum is PLW ≈ {row['optimal_plw']:.3g} "
+                f"(p = {row['p_flat']:.2g} that the PLW does not matter)"
+            )
     flat = int(t["flat"].sum())
     said = "; ".join(parts)
     said = said[:1].upper() + said[1:]
-    return (f"Fitted with [{a.gam.engine}] {a.gam.model}. {said}. {flat} of {len(t)} Rg rows "
-            "are flat: a Wald test cannot tell the PLWs apart there (p ≥ 0.05), so their optimum means nothing.")
+    return (
+        f"Fitted with [{a.gam.engine}] {a.gam.model}. {said}. {flat} of {len(t)} Rg rows "
+        "are flat: a Wald test cannot tell the PLWs apart there (p ≥ 0.05), so their optimum means nothing."
+    )
 
 
 def correlation_reading(a: Analysis) -> str:
     if a.correlations.empty:
-        return ("No correlations: they need numeric dataset / benchmark / model features (for example `rg`) "
-                "and at least 3 combinations.")
+        return (
+            "No correlations: they need numeric dataset / benchmark / model features (for example `rg`) "
+            "and at least 3 combinations."
+        )
     top = a.correlations.reindex(a.correlations["spearman"].abs().sort_values(ascending=False).index).iloc[0]
     direction = "higher" if top["spearman"] > 0 else "lower"
-    return (f"The strongest link: {top['level']} feature `{top['feature']}` (Spearman {top['spearman']:+.2f}, "
-            f"p = {top['p_spearman']:.2g}, n = {top['n']} distinct {top['level']}s): larger values go with a "
-            f"{direction} optimal prompt weight.")
+    return (
+        f"The strongest link: {top['level']} feature `{top['feature']}` (Spearman {top['spearman']:+.2f}, "
+        f"p = {top['p_spearman']:.2g}, n = {top['n']} distinct {top['level']}s): larger values go with a "
+        f"{direction} optimal prompt weight."
+    )
 
 
 def dynamics_reading(a: Analysis) -> str:
     if "mean_rsd" not in a.runs.columns:
-        return ("No training losses were given, so the loss RSD is missing; the other panels show the "
-                "per-run diagnostics the sweep reported.")
+        return (
+            "No training losses were given, so the loss RSD is missing; the other panels show the "
+            "per-run diagnostics the sweep reported."
+        )
     r = a.runs.dropna(subset=["mean_rsd", "prompt_weight"])
     if r.empty:
         return "Every run logged fewer than 5 steps, so the loss RSD over 5-step windows is not defined."
     by = r.groupby("prompt_weight")["mean_rsd"].mean()
-    return (f"Training loss is least stable at prompt weight {by.idxmax():g} (mean 5-step RSD {by.max():.3f}) "
-            f"and most stable at {by.idxmin():g} ({by.min():.3f}).")
+    return (
+        f"Training loss is least stable at prompt weight {by.idxmax():g} (mean 5-step RSD {by.max():.3f}) "
+        f"and most stable at {by.idxmin():g} ({by.min():.3f})."
+    )
 
 
 def recommendation(a: Analysis) -> list[str]:
@@ -114,11 +142,15 @@ def recommendation(a: Analysis) -> list[str]:
         elif evidence == "is conventional tuning (0, 1)":
             text = head + "keep conventional tuning (0, 1) (best relative aggregate in this sweep"
         elif reference == "(0, 1)":
-            text = (head + "keep conventional tuning (0, 1): no configuration beat it beyond noise (best measured "
-                    f"{cell}: {evidence}")
+            text = (
+                head + "keep conventional tuning (0, 1): no configuration beat it beyond noise (best measured "
+                f"{cell}: {evidence}"
+            )
         else:  # no (0, 1) run: nothing to keep, but the ranking is no evidence either
-            text = (head + f"no configuration is distinguishable from the runner-up, so this sweep supports "
-                    f"no recommendation (best measured {cell}: {evidence}; the sweep has no (0, 1) run")
+            text = (
+                head + f"no configuration is distinguishable from the runner-up, so this sweep supports "
+                f"no recommendation (best measured {cell}: {evidence}; the sweep has no (0, 1) run"
+            )
         fit = fits.get(row["dataset"])
         if fit is not None and fit.significant:
             text += f"; the PLW fit puts the optimum at PLW ≈ {fit.critical_plw:.3g} with λr = 1"

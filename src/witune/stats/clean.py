@@ -17,8 +17,29 @@ from witune.errors import ConfigError
 
 # Outputs that stand for "nothing" (AlpacaDataCleaned lists "empty outputs" and "N/A outputs" among the
 # original Alpaca's defects, PLW paper Sec. 4.3). Compared after lower-casing and stripping spaces and dots.
-PLACEHOLDERS = {"<noinput>", "<no input>", "<nooutput>", "<no output>", "no output", "noinput", "nooutput",
-                "n/a", "na", "none", "null", "nil", "empty", "-", "--", "", "<empty>", "[]", "{}", '""', "''"}
+PLACEHOLDERS = {
+    "<noinput>",
+    "<no input>",
+    "<nooutput>",
+    "<no output>",
+    "no output",
+    "noinput",
+    "nooutput",
+    "n/a",
+    "na",
+    "none",
+    "null",
+    "nil",
+    "empty",
+    "-",
+    "--",
+    "",
+    "<empty>",
+    "[]",
+    "{}",
+    '""',
+    "''",
+}
 _STRIP = re.compile(r"^[\s.]+|[\s.]+$")
 
 REASONS = ("invalid", "empty output", "placeholder output", "duplicate", "overlong")
@@ -91,8 +112,9 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
             continue
         bad = next(((ex, ex.response_text) for ex in examples if is_placeholder(ex.response_text)), None)
         if bad is not None:
-            removed.append(Removal(where, loc.index, "placeholder output", _response_field(fmt, bad[0]),
-                                   repr(bad[1][:40]), rec))
+            removed.append(
+                Removal(where, loc.index, "placeholder output", _response_field(fmt, bad[0]), repr(bad[1][:40]), rec)
+            )
             continue
         key = json.dumps(rec, sort_keys=True, ensure_ascii=False)
         if key in seen:

@@ -45,12 +45,21 @@ def _finite(x):
     return x
 
 
-def compute_stats(examples: Sequence[Example], tokenizer, source: str = "", model=None, max_samples: int = 1000,
-                  logprob_samples: int = 128, seed: int = 0, progress: bool = True) -> DatasetStats:
+def compute_stats(
+    examples: Sequence[Example],
+    tokenizer,
+    source: str = "",
+    model=None,
+    max_samples: int = 1000,
+    logprob_samples: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> DatasetStats:
     """Statistics of ``examples`` with ``tokenizer``; the model's prompt log-prob only when ``model`` is given."""
     lengths = sample_lengths(examples, tokenizer)
-    field_names = [f for f in ("instruction", "input", "output", "prompt", "completion")
-                   if any(f in s.fields for s in lengths)]
+    field_names = [
+        f for f in ("instruction", "input", "output", "prompt", "completion") if any(f in s.fields for s in lengths)
+    ]
     role_names = [r for r in ("system", "user", "assistant", "tool") if any(r in s.roles for s in lengths)]
     prompts = sample_prompts([ex.prompt_text for ex in examples], max_samples, seed)
     logprob = None

@@ -23,8 +23,7 @@ from witune.stats.lengths import count_tokens, sample_lengths
 from witune.stats.records import AlpacaRecord
 
 INSTRUCTION_NO_INPUT = "Predict the prompt that generated the following AI output."
-INSTRUCTION_WITH_INPUT = ("Predict the prompt that generated the below AI output given the following context. "
-                          "Context: ")
+INSTRUCTION_WITH_INPUT = "Predict the prompt that generated the below AI output given the following context. Context: "
 RG_DEFINITIONS = ("ratio_of_means", "mean_of_ratios")
 
 
@@ -93,8 +92,13 @@ def _extreme_ratio(p: float, c: float, deltas: list[tuple[float, float]], lowest
     return q
 
 
-def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = None, seed: int = 0,
-           definition: str = "ratio_of_means") -> Inversion:
+def invert(
+    records: list[AlpacaRecord],
+    tokenizer,
+    target_rg: float | None = None,
+    seed: int = 0,
+    definition: str = "ratio_of_means",
+) -> Inversion:
     """Invert long-completion samples (no target) or the subset that brings Rg closest to ``target_rg``."""
     if definition not in RG_DEFINITIONS:
         raise ConfigError(f"unknown Rg definition {definition!r}; choose one of {RG_DEFINITIONS}")
@@ -117,7 +121,9 @@ def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = Non
         candidates = len(chosen)
     else:
         down = target_rg < before[definition]
-        cands = [i for i in ok if (inv[i][1] / inv[i][0] < lengths[i].rg) == down and inv[i][1] / inv[i][0] != lengths[i].rg]
+        cands = [
+            i for i in ok if (inv[i][1] / inv[i][0] < lengths[i].rg) == down and inv[i][1] / inv[i][0] != lengths[i].rg
+        ]
         random.Random(seed).shuffle(cands)
         candidates = len(cands)
         best_k, best_gap = 0, abs(before[definition] - target_rg)
@@ -132,12 +138,13 @@ def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = Non
 
     moves = [(inv[i][0] - lengths[i].prompt, inv[i][1] - lengths[i].completion) for i in ok]
     if definition == "ratio_of_means":
-        reachable = (_extreme_ratio(p_sum, c_sum, moves, True),
-                     _extreme_ratio(p_sum, c_sum, moves, False))
+        reachable = (_extreme_ratio(p_sum, c_sum, moves, True), _extreme_ratio(p_sum, c_sum, moves, False))
     else:
         ups = [inv[i][1] / inv[i][0] - lengths[i].rg for i in ok]
-        reachable = ((r_sum + sum(min(0.0, u) for u in ups)) / n if n else 0.0,
-                     (r_sum + sum(max(0.0, u) for u in ups)) / n if n else 0.0)
+        reachable = (
+            (r_sum + sum(min(0.0, u) for u in ups)) / n if n else 0.0,
+            (r_sum + sum(max(0.0, u) for u in ups)) / n if n else 0.0,
+        )
     chosen_set = set(chosen)
     for i in chosen:
         p_sum += inv[i][0] - lengths[i].prompt
@@ -145,5 +152,6 @@ def invert(records: list[AlpacaRecord], tokenizer, target_rg: float | None = Non
         r_sum += inv[i][1] / inv[i][0] - lengths[i].rg
     out = [invert_record(r.record) if i in chosen_set else dict(r.record) for i, r in enumerate(records)]
     skipped = [str(r.location) for r in records if r.record.get("history")]
-    return Inversion(out, sorted(chosen), before, _rg(p_sum, c_sum, r_sum, n), target_rg, definition, candidates,
-                     skipped, reachable)
+    return Inversion(
+        out, sorted(chosen), before, _rg(p_sum, c_sum, r_sum, n), target_rg, definition, candidates, skipped, reachable
+    )

@@ -60,7 +60,7 @@ def sample_lengths(examples: Sequence[Example], tokenizer) -> list[SampleLengths
         plan.append((names, [m.role for m in ex.messages]))
     counts = iter(count_tokens(texts, tokenizer))
     out = []
-    for ex, (names, roles) in zip(examples, plan):
+    for names, roles in plan:
         fields = {f: next(counts) for f in names}
         per_msg = [next(counts) for _ in roles]
         if "instruction" in fields:

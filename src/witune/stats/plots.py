@@ -46,8 +46,12 @@ def save_plots(stats: DatasetStats, out_dir: str | Path, name: str = "data") -> 
     ax.hist(ratios, bins=50, color="tab:green", alpha=0.8)
     ax.axvline(0.0, color="black", lw=1, ls="--", label="Rg = 1 (short | long completion)")
     if 0 < stats.rg.ratio_of_means < math.inf:
-        ax.axvline(math.log10(stats.rg.ratio_of_means), color="tab:red", lw=1.5,
-                   label=f"data set Rg (ratio of means) {stats.rg.ratio_of_means:.3g}")
+        ax.axvline(
+            math.log10(stats.rg.ratio_of_means),
+            color="tab:red",
+            lw=1.5,
+            label=f"data set Rg (ratio of means) {stats.rg.ratio_of_means:.3g}",
+        )
     ax.set_xlabel("log10 Rg per sample (completion tokens / prompt tokens)")
     ax.set_ylabel("samples")
     ax.set_title(f"{plot_text(name)}: {stats.rg.short_fraction:.0%} short-completion samples")

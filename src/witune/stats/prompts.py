@@ -30,7 +30,7 @@ def distinct_n(prompts: Sequence[str], n: int) -> float:
     total, seen = 0, set()
     for p in prompts:
         words = _WORD.findall(p.lower())
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         seen.update(grams)
     return len(seen) / total if total else 0.0
@@ -83,8 +83,9 @@ def parse_depth(prompts: Sequence[str], model: str = "en_core_web_sm") -> ParseD
     return ParseDepth(sum(depths) / len(depths), f"spaCy {model}, {len(depths)} prompts")
 
 
-def prompt_logprob(prompts: Sequence[str], model, tokenizer, batch_size: int = 8, max_tokens: int = 256,
-                   progress: bool = True) -> float:
+def prompt_logprob(
+    prompts: Sequence[str], model, tokenizer, batch_size: int = 8, max_tokens: int = 256, progress: bool = True
+) -> float:
     """Average next-token log-probability of the prompt tokens under ``model`` (token-weighted mean, nats).
 
     Each prompt is truncated to ``max_tokens``. A BOS token is put in front when the tokenizer has one, so every
@@ -104,7 +105,7 @@ def prompt_logprob(prompts: Sequence[str], model, tokenizer, batch_size: int = 8
     device = next(model.parameters()).device
     total, count = 0.0, 0
     model.eval()
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="prompt log-prob", disable=not progress, leave=False):
         width = max(len(ids[i]) for i in batch)
         x = torch.full((len(batch), width), pad, dtype=torch.long)

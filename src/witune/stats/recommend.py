@@ -187,31 +187,57 @@ class Recommendation:
         return asdict(self)
 
 
-def _feature_reasons(prompt_tokens: float | None, ngram_diversity: float | None,
-                     prompt_logprob: float | None) -> list[tuple[str, str]]:
+def _feature_reasons(
+    prompt_tokens: float | None, ngram_diversity: float | None, prompt_logprob: float | None
+) -> list[tuple[str, str]]:
     """The WIT features, reported with their direction; they do not move the numbers (no sizes in the paper)."""
     out = []
     if prompt_tokens is not None:
-        out.append((f"average prompt length {prompt_tokens:.1f} tokens: WIT finds longer prompts go with a lower "
-                    "optimal lambda_p (negative correlation)", SRC_WIT))
+        out.append(
+            (
+                f"average prompt length {prompt_tokens:.1f} tokens: WIT finds longer prompts go with a lower "
+                "optimal lambda_p (negative correlation)",
+                SRC_WIT,
+            )
+        )
     if ngram_diversity is not None:
-        out.append((f"prompt n-gram diversity {ngram_diversity:.3f}: WIT finds more diverse training prompts go with "
-                    "a lower optimal lambda_p (negative correlation)", SRC_WIT))
+        out.append(
+            (
+                f"prompt n-gram diversity {ngram_diversity:.3f}: WIT finds more diverse training prompts go with "
+                "a lower optimal lambda_p (negative correlation)",
+                SRC_WIT,
+            )
+        )
     if prompt_logprob is not None:
-        out.append((f"model's average prompt log-prob {prompt_logprob:.2f} nats/token: WIT finds a model that finds "
-                    "the prompts less likely goes with a lower optimal lambda_p (positive correlation)", SRC_WIT))
+        out.append(
+            (
+                f"model's average prompt log-prob {prompt_logprob:.2f} nats/token: WIT finds a model that finds "
+                "the prompts less likely goes with a lower optimal lambda_p (positive correlation)",
+                SRC_WIT,
+            )
+        )
     if out:
-        out.append(("these features do NOT change the numbers above: the WIT paper reports only the sign of each "
-                    "correlation in its text (the coefficients are in an image), measured over 3 fine-tuning "
-                    "datasets (LIMA, Alpaca-Cleaned, Tulu-v2), and gives no reference values in any tokenizer, so no "
-                    "size of adjustment can be derived from it; sweep lambda_p if they point away from the "
-                    "recommendation", SRC_WIT))
+        out.append(
+            (
+                "these features do NOT change the numbers above: the WIT paper reports only the sign of each "
+                "correlation in its text (the coefficients are in an image), measured over 3 fine-tuning "
+                "datasets (LIMA, Alpaca-Cleaned, Tulu-v2), and gives no reference values in any tokenizer, so no "
+                "size of adjustment can be derived from it; sweep lambda_p if they point away from the "
+                "recommendation",
+                SRC_WIT,
+            )
+        )
     return out
 
 
-def recommend(rg: float, column: str = "all", prompt_tokens: float | None = None,
-              ngram_diversity: float | None = None, prompt_logprob: float | None = None,
-              sweep: SweepOptimum | None = None) -> Recommendation:
+def recommend(
+    rg: float,
+    column: str = "all",
+    prompt_tokens: float | None = None,
+    ngram_diversity: float | None = None,
+    prompt_logprob: float | None = None,
+    sweep: SweepOptimum | None = None,
+) -> Recommendation:
     """A PLW and a (lambda_p, lambda_r) pair for data with generation ratio ``rg`` (ratio of means).
 
     With ``sweep`` (the user's own fit on this data), the sweep's optimum and interval replace the papers' numbers.
@@ -224,32 +250,80 @@ def recommend(rg: float, column: str = "all", prompt_tokens: float | None = None
     matters = m > 0.5
     reasons: list[tuple[str, str]] = []
     paper = ", ".join(f"{c} {v.plw:.3f}{'*' if v.flagged else ''}" for c, v in looks.items())
-    where = (f"Rg {rg:.3g} is outside Table 4 (0.5-8.0)" if looks[column].clamped
-             else f"Rg {rg:.3g} lies between Table 4 rows {looks[column].rows[0]:g} and {looks[column].rows[1]:g}")
-    reasons.append((f"{where}; the table interpolated: {paper} (* = less than 5% of the score range between the "
-                    f"best and worst PLW); column used: {column!r}", SRC_T4))
+    where = (
+        f"Rg {rg:.3g} is outside Table 4 (0.5-8.0)"
+        if looks[column].clamped
+        else f"Rg {rg:.3g} lies between Table 4 rows {looks[column].rows[0]:g} and {looks[column].rows[1]:g}"
+    )
+    reasons.append(
+        (
+            f"{where}; the table interpolated: {paper} (* = less than 5% of the score range between the "
+            f"best and worst PLW); column used: {column!r}",
+            SRC_T4,
+        )
+    )
     if column == "all":
-        reasons.append((f"the regression on AlpacaDataShort (Rg {RG_SHORT_DATA}) puts the critical PLW at "
-                        f"{CRITICAL_PLW_SHORT}; the curve passes through it there and joins Table 4 at Rg 0.5 "
-                        "(0.155) linearly, so there is no jump at Rg 1", SRC_REG))
+        reasons.append(
+            (
+                f"the regression on AlpacaDataShort (Rg {RG_SHORT_DATA}) puts the critical PLW at "
+                f"{CRITICAL_PLW_SHORT}; the curve passes through it there and joins Table 4 at Rg 0.5 "
+                "(0.155) linearly, so there is no jump at Rg 1",
+                SRC_REG,
+            )
+        )
     if matters:
-        reasons.append((f"PLW {plw:.3f}: the '{column}' curve at Rg {rg:.3g} (weight of rows with an effect: "
-                        f"{m:.2f})", SRC_T4))
+        reasons.append(
+            (f"PLW {plw:.3f}: the '{column}' curve at Rg {rg:.3g} (weight of rows with an effect: {m:.2f})", SRC_T4)
+        )
     else:
-        reasons.append((f"{KEEP_MASKING}: the paper's rows around Rg {rg:.3g} ('{column}') are starred, and its "
-                        "regression found no PLW effect on AlpacaData (Rg 3.27, p = 0.237) or AlpacaDataCleaned "
-                        "(Rg 7.83, p = 0.086); any PLW in [0, 1] does as well", SRC_T4))
-    reasons.append((f"lambda_r {lambda_r:g}: lambda_r = 1 was optimal in only 18 of 75 WIT combinations, 0.4-1 in 55 "
-                    "of 75" + ("; conversation benchmarks prefer >= 0.6 (18 of 30), so the centre of 0.6-1"
-                               if column == "gen" else "; the centre of 0.4-1 (no separate figure for "
-                               "multiple-choice benchmarks)" if column == "mc" else "; the centre of 0.4-1"), SRC_WIT))
-    reasons.append((f"lambda_p {lambda_p:.3g} = PLW {plw:.3f} x lambda_r {lambda_r:g} x (effect weight {m:.2f}) + "
-                    f"{WIT_LAMBDA_P_CENTRE} x (1 - {m:.2f}): where the PLW matters the ratio lambda_p / lambda_r is "
-                    "the PLW (only the ratio sets the gradient direction); where it does not, WIT's central value "
-                    "(mean optimal lambda_p 0.20-0.42 over models, 0.17 BBH - 0.48 IFEval over benchmarks)", SRC_WIT))
+        reasons.append(
+            (
+                f"{KEEP_MASKING}: the paper's rows around Rg {rg:.3g} ('{column}') are starred, and its "
+                "regression found no PLW effect on AlpacaData (Rg 3.27, p = 0.237) or AlpacaDataCleaned "
+                "(Rg 7.83, p = 0.086); any PLW in [0, 1] does as well",
+                SRC_T4,
+            )
+        )
+    reasons.append(
+        (
+            f"lambda_r {lambda_r:g}: lambda_r = 1 was optimal in only 18 of 75 WIT combinations, 0.4-1 in 55 "
+            "of 75"
+            + (
+                "; conversation benchmarks prefer >= 0.6 (18 of 30), so the centre of 0.6-1"
+                if column == "gen"
+                else "; the centre of 0.4-1 (no separate figure for multiple-choice benchmarks)"
+                if column == "mc"
+                else "; the centre of 0.4-1"
+            ),
+            SRC_WIT,
+        )
+    )
+    reasons.append(
+        (
+            f"lambda_p {lambda_p:.3g} = PLW {plw:.3f} x lambda_r {lambda_r:g} x (effect weight {m:.2f}) + "
+            f"{WIT_LAMBDA_P_CENTRE} x (1 - {m:.2f}): where the PLW matters the ratio lambda_p / lambda_r is "
+            "the PLW (only the ratio sets the gradient direction); where it does not, WIT's central value "
+            "(mean optimal lambda_p 0.20-0.42 over models, 0.17 BBH - 0.48 IFEval over benchmarks)",
+            SRC_WIT,
+        )
+    )
     reasons.extend(_feature_reasons(prompt_tokens, ngram_diversity, prompt_logprob))
-    rec = Recommendation(rg, "short-completion" if rg < 1 else "long-completion", column, plw, lambda_p, lambda_r,
-                         WIT_LAMBDA_P, WIT_LAMBDA_R, matters, m, None, "papers", looks, reasons)
+    rec = Recommendation(
+        rg,
+        "short-completion" if rg < 1 else "long-completion",
+        column,
+        plw,
+        lambda_p,
+        lambda_r,
+        WIT_LAMBDA_P,
+        WIT_LAMBDA_R,
+        matters,
+        m,
+        None,
+        "papers",
+        looks,
+        reasons,
+    )
     return apply_sweep(rec, sweep) if sweep is not None else rec
 
 
@@ -264,17 +338,35 @@ def apply_sweep(rec: Recommendation, s: SweepOptimum) -> Recommendation:
         if math.isfinite(s.ci_low) and math.isfinite(s.ci_high):
             rec.plw_interval = (s.ci_low, s.ci_high)
         ci = f" (95% bootstrap interval {s.ci_low:.3g}-{s.ci_high:.3g})" if rec.plw_interval else " (no interval)"
-        rec.reasons.insert(0, (f"PLW {s.critical_plw:.3g}{ci}: the critical PLW of the quadratic fit, PLW effect "
-                               f"p = {s.p_value:.3g}; this replaces the papers' tables", label))
+        rec.reasons.insert(
+            0,
+            (
+                f"PLW {s.critical_plw:.3g}{ci}: the critical PLW of the quadratic fit, PLW effect "
+                f"p = {s.p_value:.3g}; this replaces the papers' tables",
+                label,
+            ),
+        )
     else:
         rec.plw, rec.weight_matters, rec.matters, rec.plw_interval = 0.0, False, 0.0, None
-        rec.reasons.insert(0, (f"{KEEP_MASKING}: your sweep finds no significant PLW effect (p = {s.p_value:.3g})"
-                               + ("" if math.isfinite(s.critical_plw) else ", and no interior maximum"), label))
+        rec.reasons.insert(
+            0,
+            (
+                f"{KEEP_MASKING}: your sweep finds no significant PLW effect (p = {s.p_value:.3g})"
+                + ("" if math.isfinite(s.critical_plw) else ", and no interior maximum"),
+                label,
+            ),
+        )
     if s.best_lambda_p is not None and s.best_lambda_r is not None:
         rec.lambda_p, rec.lambda_r = s.best_lambda_p, s.best_lambda_r
-        rec.reasons.insert(1, (f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): "
-                               + (s.best_evidence or "the best configuration of your sweep by relative aggregate")
-                               + " (no interval: one best cell)", label))
+        rec.reasons.insert(
+            1,
+            (
+                f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): "
+                + (s.best_evidence or "the best configuration of your sweep by relative aggregate")
+                + " (no interval: one best cell)",
+                label,
+            ),
+        )
     elif rec.weight_matters:
         rec.lambda_p = rec.plw * rec.lambda_r
     return rec

@@ -90,8 +90,17 @@ class SweepConfig:
         return [p for p in pairs if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 
 
-_LIST_KEYS = {"weights", "plw", "prompt_weights", "response_weights", "normalization", "datasets", "models",
-              "seeds", "eval_tasks"}
+_LIST_KEYS = {
+    "weights",
+    "plw",
+    "prompt_weights",
+    "response_weights",
+    "normalization",
+    "datasets",
+    "models",
+    "seeds",
+    "eval_tasks",
+}
 
 
 def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:
@@ -115,7 +124,11 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
     valid = [f.name for f in dataclasses.fields(SweepConfig) if f.name != "base_path"]
     unknown = [k for k in raw if k not in valid]
     if unknown:
-        hint = " (training keys go under 'set:' or in the 'base' config)" if "data" in unknown or "model" in unknown else ""
+        hint = (
+            " (training keys go under 'set:' or in the 'base' config)"
+            if "data" in unknown or "model" in unknown
+            else ""
+        )
         raise ConfigError(f"{where}: unknown key(s) {unknown}{hint}; valid keys: {', '.join(valid)}")
     values = dict(raw)
     base = values.pop("base", None)
@@ -200,8 +213,11 @@ def validate(cfg: SweepConfig, where: str = "<sweep>") -> SweepConfig:
         raise ConfigError(f"{where}: key 'allow_weight_above_one' must be true or false")
     for key in ("plw", "prompt_weights", "response_weights", "weights"):
         values = [x for pair in cfg.weights for x in pair] if key == "weights" else getattr(cfg, key)
-        for warning in check_weight_range({f"{where}: key '{key}' value": max(values, default=None)},
-                                          cfg.allow_weight_above_one, "set allow_weight_above_one: true"):
+        for warning in check_weight_range(
+            {f"{where}: key '{key}' value": max(values, default=None)},
+            cfg.allow_weight_above_one,
+            "set allow_weight_above_one: true",
+        ):
             print(f"warning: {warning}", file=sys.stderr)
     for key, low in (("eval_batch_size", 1), ("eval_max_new_tokens", 1), ("eval_num_fewshot", 0)):
         v = getattr(cfg, key)
@@ -212,5 +228,7 @@ def validate(cfg: SweepConfig, where: str = "<sweep>") -> SweepConfig:
     if not (cfg.datasets or cfg.base.get("data") or cfg.set.get("data")):
         raise ConfigError(f"{where}: no training data: give 'datasets', or 'data' in the base config or 'set'")
     if "output_dir" in cfg.set:  # a base config's output_dir is simply replaced by runs/<run_id>
-        raise ConfigError(f"{where}: key 'set' may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>")
+        raise ConfigError(
+            f"{where}: key 'set' may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>"
+        )
     return cfg

@@ -116,21 +116,28 @@ def add_points(path: str | Path, points: Iterable[Any]) -> None:
     the current point JSON unless it is done (so changed evaluation settings apply to what still has to run)."""
     with transaction(path) as conn:
         for p in points:
-            conn.execute("INSERT INTO runs (run_id, point, status) VALUES (?, ?, 'pending') "
-                         "ON CONFLICT(run_id) DO UPDATE SET point = excluded.point WHERE runs.status != 'done'",
-                         (p.run_id, p.to_json()))
+            conn.execute(
+                "INSERT INTO runs (run_id, point, status) VALUES (?, ?, 'pending') "
+                "ON CONFLICT(run_id) DO UPDATE SET point = excluded.point WHERE runs.status != 'done'",
+                (p.run_id, p.to_json()),
+            )
 
 
 def mark_running(path: str | Path, run_id: str) -> None:
     with transaction(path) as conn:
-        conn.execute("UPDATE runs SET status='running', started=?, finished=NULL, error=NULL, "
-                     "attempts=attempts+1 WHERE run_id=?", (time.time(), run_id))
+        conn.execute(
+            "UPDATE runs SET status='running', started=?, finished=NULL, error=NULL, "
+            "attempts=attempts+1 WHERE run_id=?",
+            (time.time(), run_id),
+        )
 
 
 def mark_failed(path: str | Path, run_id: str, error: str) -> None:
     with transaction(path) as conn:
-        conn.execute("UPDATE runs SET status='failed', finished=?, seconds=? - started, error=? WHERE run_id=?",
-                     (time.time(), time.time(), error, run_id))
+        conn.execute(
+            "UPDATE runs SET status='failed', finished=?, seconds=? - started, error=? WHERE run_id=?",
+            (time.time(), time.time(), error, run_id),
+        )
 
 
 def finish_run(path: str | Path, run_id: str, rows: list[dict], losses: list[tuple[int, float]]) -> None:
@@ -138,27 +145,43 @@ def finish_run(path: str | Path, run_id: str, rows: list[dict], losses: list[tup
     with transaction(path) as conn:
         _write_metrics(conn, run_id, rows)
         conn.execute("DELETE FROM losses WHERE run_id=?", (run_id,))
-        conn.executemany("INSERT OR REPLACE INTO losses (run_id, step, loss) VALUES (?, ?, ?)",
-                         [(run_id, int(s), _num(v)) for s, v in losses])
+        conn.executemany(
+            "INSERT OR REPLACE INTO losses (run_id, step, loss) VALUES (?, ?, ?)",
+            [(run_id, int(s), _num(v)) for s, v in losses],
+        )
         now = time.time()
-        conn.execute("UPDATE runs SET status='done', finished=?, seconds=? - started, error=NULL WHERE run_id=?",
-                     (now, now, run_id))
+        conn.execute(
+            "UPDATE runs SET status='done', finished=?, seconds=? - started, error=NULL WHERE run_id=?",
+            (now, now, run_id),
+        )
 
 
 def write_eval_rows(db: str | Path, run_id: str, rows: list[dict]) -> None:
     """Store evaluation rows {task, metric, value, stderr, higher_is_better} for `run_id` (used by `witune eval
     --db`); rows of the same task and metric replace earlier ones. An unknown run id gets a minimal run row."""
     with transaction(db) as conn:
-        conn.execute("INSERT OR IGNORE INTO runs (run_id, point, status) VALUES (?, ?, 'done')",
-                     (run_id, json.dumps({"run_id": run_id, "train": {}, "labels": {}, "eval": {}})))
+        conn.execute(
+            "INSERT OR IGNORE INTO runs (run_id, point, status) VALUES (?, ?, 'done')",
+            (run_id, json.dumps({"run_id": run_id, "train": {}, "labels": {}, "eval": {}})),
+        )
         _write_metrics(conn, run_id, rows)
 
 
 def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[dict]) -> None:
     conn.executemany(
         "INSERT OR REPLACE INTO metrics (run_id, task, metric, value, stderr, higher_is_better) VALUES (?,?,?,?,?,?)",
-        [(run_id, str(r["task"]), str(r["metric"]), _num(r["value"]), _num(r.get("stderr")),
-          int(bool(r.get("higher_is_better", True)))) for r in rows])
+        [
+            (
+                run_id,
+                str(r["task"]),
+                str(r["metric"]),
+                _num(r["value"]),
+                _num(r.get("stderr")),
+                int(bool(r.get("higher_is_better", True))),
+            )
+            for r in rows
+        ],
+    )
 
 
 def _num(x: Any) -> float | None:
@@ -211,7 +234,9 @@ def results_frame(folder: str | Path, stage: str = "sft"):
     for m in metrics(p):
         if m["run_id"] not in done or m["metric"] in _NOT_SCORES or m["value"] is None:
             continue
-        row_stage, task = ("dpo", m["task"][len(STAGE_PREFIX):]) if m["task"].startswith(STAGE_PREFIX) else ("sft", m["task"])
+        row_stage, task = (
+            ("dpo", m["task"][len(STAGE_PREFIX) :]) if m["task"].startswith(STAGE_PREFIX) else ("sft", m["task"])
+        )
         if row_stage != stage:
             continue
         m = {**m, "task": task}
@@ -222,12 +247,22 @@ def results_frame(folder: str | Path, stage: str = "sft"):
         if any(task == t or task.startswith(t + "=") for t in _DIAGNOSTIC_TASKS):
             continue
         labels = done[m["run_id"]]
-        rows.append({"run_id": m["run_id"], "model": labels.get("model", ""), "dataset": labels.get("dataset", ""),
-                     "prompt_weight": labels.get("prompt_weight"), "response_weight": labels.get("response_weight"),
-                     "normalization": labels.get("normalization", ""), "seed": labels.get("seed"),
-                     "benchmark": _benchmark(m["task"]), "metric": m["metric"], "score": m["value"],
-                     "higher_is_better": bool(m["higher_is_better"]),
-                     "stderr": math.nan if m.get("stderr") is None else m["stderr"]})
+        rows.append(
+            {
+                "run_id": m["run_id"],
+                "model": labels.get("model", ""),
+                "dataset": labels.get("dataset", ""),
+                "prompt_weight": labels.get("prompt_weight"),
+                "response_weight": labels.get("response_weight"),
+                "normalization": labels.get("normalization", ""),
+                "seed": labels.get("seed"),
+                "benchmark": _benchmark(m["task"]),
+                "metric": m["metric"],
+                "score": m["value"],
+                "higher_is_better": bool(m["higher_is_better"]),
+                "stderr": math.nan if m.get("stderr") is None else m["stderr"],
+            }
+        )
     frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr"])
     for col in sorted(set(RUN_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
@@ -244,7 +279,7 @@ def _diagnostic_column(task: str, metric: str) -> str | None:
 
 def _benchmark(task: str) -> str:
     """`witune_arc_challenge` -> `arc_challenge`: the local harness copies are the standard benchmarks."""
-    return task[len("witune_"):] if task.startswith("witune_") else task
+    return task[len("witune_") :] if task.startswith("witune_") else task
 
 
 def losses_frame(folder: str | Path):
@@ -253,6 +288,8 @@ def losses_frame(folder: str | Path):
 
     p = _require(folder)
     with connect(p) as conn:
-        rows = conn.execute("SELECT l.run_id, l.step, l.loss FROM losses l JOIN runs r ON r.run_id = l.run_id "
-                            "WHERE r.status = 'done' AND l.loss IS NOT NULL ORDER BY l.run_id, l.step").fetchall()
+        rows = conn.execute(
+            "SELECT l.run_id, l.step, l.loss FROM losses l JOIN runs r ON r.run_id = l.run_id "
+            "WHERE r.status = 'done' AND l.loss IS NOT NULL ORDER BY l.run_id, l.step"
+        ).fetchall()
     return pd.DataFrame([tuple(r) for r in rows], columns=["run_id", "step", "loss"])

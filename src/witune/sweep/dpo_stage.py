@@ -25,8 +25,16 @@ def train_dpo(point: Point, out: Path) -> Path:
     if (dpo_dir / TRAINED_MARKER).is_file() and (dpo_dir / "model").is_dir():
         return dpo_dir / "model"
     dpo_dir.mkdir(parents=True, exist_ok=True)
-    cfg = load_dpo_config(None, {"seed": int(point.train.get("seed", 42)), **point.dpo, "model": str(out / "model"),
-                                 "output_dir": str(dpo_dir), "progress": False})
+    cfg = load_dpo_config(
+        None,
+        {
+            "seed": int(point.train.get("seed", 42)),
+            **point.dpo,
+            "model": str(out / "model"),
+            "output_dir": str(dpo_dir),
+            "progress": False,
+        },
+    )
     cfg_file = out / "dpo.yaml"
     cfg_file.write_text(to_yaml(cfg))
     log_file = out / "dpo.log"
@@ -41,10 +49,16 @@ def _pair_rows(dpo_dir: Path) -> list[dict]:
     """DPO's own held-out numbers (when the stage held pairs out): loss, reward margin and accuracy after."""
     f = dpo_dir / "eval.json"
     after = json.loads(f.read_text()).get("after", {}) if f.is_file() else {}
-    names = {"eval_loss": ("loss", False), "eval_rewards/margins": ("reward_margin", True),
-             "eval_rewards/accuracies": ("reward_accuracy", True)}
-    return [{"task": "dpo_pairs", "metric": m, "value": float(after[k]), "stderr": None, "higher_is_better": hib}
-            for k, (m, hib) in names.items() if k in after]
+    names = {
+        "eval_loss": ("loss", False),
+        "eval_rewards/margins": ("reward_margin", True),
+        "eval_rewards/accuracies": ("reward_accuracy", True),
+    }
+    return [
+        {"task": "dpo_pairs", "metric": m, "value": float(after[k]), "stderr": None, "higher_is_better": hib}
+        for k, (m, hib) in names.items()
+        if k in after
+    ]
 
 
 def dpo_rows(point: Point, out: Path) -> list[dict]:
@@ -55,11 +69,21 @@ def dpo_rows(point: Point, out: Path) -> list[dict]:
     rows = _pair_rows(out / "dpo")
     tasks, ev = eval_tasks(point), point.eval
     if tasks:
-        opts = EvalOptions(max_new_tokens=ev.get("max_new_tokens", 256), batch_size=ev.get("batch_size", 8),
-                           seed=int(point.train.get("seed", 0)))
+        opts = EvalOptions(
+            max_new_tokens=ev.get("max_new_tokens", 256),
+            batch_size=ev.get("batch_size", 8),
+            seed=int(point.train.get("seed", 0)),
+        )
         try:
-            rows += evaluate(str(model_dir), tasks, limit=ev.get("limit"), num_fewshot=ev.get("num_fewshot"),
-                             options=opts, device=ev.get("device", "cpu"), data_dir=ev.get("data_dir"))
+            rows += evaluate(
+                str(model_dir),
+                tasks,
+                limit=ev.get("limit"),
+                num_fewshot=ev.get("num_fewshot"),
+                options=opts,
+                device=ev.get("device", "cpu"),
+                data_dir=ev.get("data_dir"),
+            )
         except Exception as e:  # noqa: BLE001 - any evaluation failure is recorded on the point
             raise PointError(f"evaluation after DPO failed: {type(e).__name__}: {_one_line(e)}") from e
     return [{**r, "task": STAGE_PREFIX + r["task"]} for r in rows]

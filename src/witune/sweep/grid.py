@@ -21,8 +21,15 @@ from witune.train.config import TrainConfig, config_dict, load_config
 
 # Keys that do not change the trained weights: left out of the id.
 # allow_weight_above_one only permits a value; the weights themselves are hashed, so ids stay as they were.
-_NOT_HASHED = {"output_dir", "progress", "report_to", "log_every", "save_every", "save_total_limit",
-               "allow_weight_above_one"}
+_NOT_HASHED = {
+    "output_dir",
+    "progress",
+    "report_to",
+    "log_every",
+    "save_every",
+    "save_total_limit",
+    "allow_weight_above_one",
+}
 
 
 @dataclass
@@ -40,7 +47,7 @@ class Point:
         return json.dumps({**d, "dpo": self.dpo} if self.dpo else d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Point":
+    def from_json(cls, text: str) -> Point:
         d = json.loads(text)
         return cls(d["run_id"], d["train"], d["labels"], d.get("eval", {}), d.get("dpo", {}))
 
@@ -85,9 +92,16 @@ def expand(cfg: SweepConfig) -> list[Point]:
         common["data"] = _absolute_if_exists(str(common["data"]))
     if "model" in common and not cfg.models:
         common["model"] = _absolute_if_exists(str(common["model"]))
-    evals = {"tasks": list(cfg.eval_tasks), "limit": cfg.eval_limit, "num_fewshot": cfg.eval_num_fewshot,
-             "max_new_tokens": cfg.eval_max_new_tokens, "batch_size": cfg.eval_batch_size,
-             "device": cfg.eval_device, "data_dir": cfg.eval_data_dir, "weight_distance": cfg.weight_distance}
+    evals = {
+        "tasks": list(cfg.eval_tasks),
+        "limit": cfg.eval_limit,
+        "num_fewshot": cfg.eval_num_fewshot,
+        "max_new_tokens": cfg.eval_max_new_tokens,
+        "batch_size": cfg.eval_batch_size,
+        "device": cfg.eval_device,
+        "data_dir": cfg.eval_data_dir,
+        "weight_distance": cfg.weight_distance,
+    }
     dpo = _dpo_keys(cfg)
     points, seen = [], set()
     for combo in itertools.product(*axes):
@@ -105,8 +119,14 @@ def expand(cfg: SweepConfig) -> list[Point]:
             continue
         seen.add(run_id)
         prompt, response = weight_pair(resolved.prompt_weight, resolved.response_weight, resolved.plw)
-        labels = {"model": _label(resolved.model), "dataset": _label(resolved.data), "prompt_weight": prompt,
-                  "response_weight": response, "normalization": resolved.normalization, "seed": resolved.seed}
+        labels = {
+            "model": _label(resolved.model),
+            "dataset": _label(resolved.data),
+            "prompt_weight": prompt,
+            "response_weight": response,
+            "normalization": resolved.normalization,
+            "seed": resolved.seed,
+        }
         points.append(Point(run_id, train, labels, evals, dpo))
     return points
 
@@ -119,8 +139,10 @@ def _dpo_keys(cfg: SweepConfig) -> dict[str, Any]:
 
     fixed = [k for k in ("model", "output_dir") if k in cfg.dpo]
     if fixed:
-        raise ConfigError(f"sweep key 'dpo' may not hold {fixed}: DPO starts from each point's SFT model and "
-                          "writes to <output_dir>/runs/<run_id>/dpo")
+        raise ConfigError(
+            f"sweep key 'dpo' may not hold {fixed}: DPO starts from each point's SFT model and "
+            "writes to <output_dir>/runs/<run_id>/dpo"
+        )
     keys = dict(cfg.dpo)
     if "data" in keys:
         keys["data"] = _absolute_if_exists(str(keys["data"]))

@@ -25,8 +25,9 @@ def run_local(sweep_dir: str | Path, run_ids: list[str], workers: int, report: R
     if not run_ids:
         return
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(run_ids)), mp_context=ctx,
-                             initializer=die_with_parent) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(run_ids)), mp_context=ctx, initializer=die_with_parent
+    ) as pool:
         futures = {pool.submit(run_point, str(sweep_dir), rid): rid for rid in run_ids}
         pending = set(futures)
         while pending:

@@ -53,14 +53,16 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     with folder_lock(folder):
         path = db.db_path(folder)
         if path.is_file() and db.runs(path) and not resume:
-            raise ConfigError(f"{folder} already holds a sweep; continue it with --resume, or choose another "
-                              "output_dir (--out)")
+            raise ConfigError(
+                f"{folder} already holds a sweep; continue it with --resume, or choose another output_dir (--out)"
+            )
         atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(_record(cfg), sort_keys=False))
         db.add_points(path, points)
         status = {r["run_id"]: r["status"] for r in db.runs(path)}
         todo = [p.run_id for p in points if status.get(p.run_id) != "done"]
         summary = SweepSummary(folder, len(points), len(points) - len(todo), 0, 0)
         with _progress(len(points), summary.skipped, progress) as report_bar:
+
             def report(run_id: str, outcome: str) -> None:
                 if outcome == "done":
                     summary.done += 1
@@ -95,14 +97,22 @@ def _progress(total: int, done: int, enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console) as bar:
+    with Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+    ) as bar:
         task = bar.add_task("", total=total, completed=done)
         failed = 0
 
         def report(run_id: str, outcome: str) -> None:
             nonlocal failed
             failed += outcome != "done"
-            bar.update(task, advance=1, description=f"last: {run_id} {outcome}" + (f", {failed} failed" if failed else ""))
+            bar.update(
+                task, advance=1, description=f"last: {run_id} {outcome}" + (f", {failed} failed" if failed else "")
+            )
 
         yield report

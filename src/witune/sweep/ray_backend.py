@@ -28,8 +28,14 @@ def _task(point_json: str, out: str) -> tuple[str, Any, Any]:
         return "failed", f"{type(e).__name__}: {e}", None
 
 
-def run_ray(sweep_dir: str | Path, run_ids: list[str], address: str | None, report: Report, workers: int = 1,
-            cpus_per_point: float = 1.0) -> None:
+def run_ray(
+    sweep_dir: str | Path,
+    run_ids: list[str],
+    address: str | None,
+    report: Report,
+    workers: int = 1,
+    cpus_per_point: float = 1.0,
+) -> None:
     """Submit every point as a Ray task (Ray bounds the concurrency by the cluster's CPUs) and record results.
 
     Uses the Ray instance already initialised in this process if there is one, else connects to `address`
@@ -40,8 +46,12 @@ def run_ray(sweep_dir: str | Path, run_ids: list[str], address: str | None, repo
         return
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, num_cpus=None if address else int(workers * cpus_per_point),
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=address,
+            num_cpus=None if address else int(workers * cpus_per_point),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     try:
         remote = ray.remote(num_cpus=cpus_per_point, max_retries=0)(_task)
         points = {r["run_id"]: r["point"] for r in db.runs(sweep_dir)}

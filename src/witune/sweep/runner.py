@@ -64,8 +64,13 @@ def run_logged(cmd: list[str], log_file: Path) -> int:
     with open(log_file, "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
-        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
-                               preexec_fn=die_with_parent if os.name == "posix" else None)
+        return subprocess.call(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(),
+            preexec_fn=die_with_parent if os.name == "posix" else None,
+        )
 
 
 def train_point(point: Point, out: Path) -> None:
@@ -98,7 +103,7 @@ def _last_error(log_file: Path) -> str:
     """The trainer's one-line error if it printed one, else the last line of its output."""
     lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
     starts = [i for i, ln in enumerate(lines) if ln.startswith("=== ")]
-    lines = lines[starts[-1] + 1:] if starts else lines  # this attempt only
+    lines = lines[starts[-1] + 1 :] if starts else lines  # this attempt only
     for ln in reversed(lines):
         if ln.startswith("error:") or "Error:" in ln:
             return ln
@@ -129,8 +134,10 @@ def read_losses(metrics_file: Path) -> list[tuple[int, float]]:
 
 def eval_tasks(point: Point) -> list[str]:
     """The point's evaluation tasks; a bare `witune:memorization` means "on this point's training data"."""
-    return [f"witune:memorization={point.train['data']}" if t == "witune:memorization" else t
-            for t in point.eval.get("tasks", [])]
+    return [
+        f"witune:memorization={point.train['data']}" if t == "witune:memorization" else t
+        for t in point.eval.get("tasks", [])
+    ]
 
 
 _DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet"}
@@ -157,24 +164,42 @@ def execute_point(point: Point, out: Path) -> PointResult:
 
         try:
             dist = weight_distance(point.train["model"], model_dir)
-            result.rows.append({"task": "weight_distance", "metric": "l2", "value": dist, "stderr": None,
-                                "higher_is_better": False})
+            result.rows.append(
+                {"task": "weight_distance", "metric": "l2", "value": dist, "stderr": None, "higher_is_better": False}
+            )
         except (OSError, ValueError, RuntimeError) as e:  # a diagnostic: its failure must not fail the point
             print(f"weight distance skipped for {point.run_id}: {e}", file=sys.stderr)
     try:  # the per-dataset Rg that the GAM and the correlations need: a column, never a score
-        result.rows.append({"task": "witune:data_rg", "metric": "ratio_of_means",
-                            "value": data_rg(point.train, model_dir), "stderr": None, "higher_is_better": True})
+        result.rows.append(
+            {
+                "task": "witune:data_rg",
+                "metric": "ratio_of_means",
+                "value": data_rg(point.train, model_dir),
+                "stderr": None,
+                "higher_is_better": True,
+            }
+        )
     except (OSError, ValueError, RuntimeError) as e:  # bookkeeping: its failure must not fail the point
         print(f"Rg skipped for {point.run_id}: {e}", file=sys.stderr)
     tasks = eval_tasks(point)
     if tasks:
         from witune.eval import EvalOptions, evaluate
 
-        opts = EvalOptions(max_new_tokens=ev.get("max_new_tokens", 256), batch_size=ev.get("batch_size", 8),
-                           seed=int(point.train.get("seed", 0)))
+        opts = EvalOptions(
+            max_new_tokens=ev.get("max_new_tokens", 256),
+            batch_size=ev.get("batch_size", 8),
+            seed=int(point.train.get("seed", 0)),
+        )
         try:
-            rows = evaluate(str(model_dir), tasks, limit=ev.get("limit"), num_fewshot=ev.get("num_fewshot"),
-                            options=opts, device=ev.get("device", "cpu"), data_dir=ev.get("data_dir"))
+            rows = evaluate(
+                str(model_dir),
+                tasks,
+                limit=ev.get("limit"),
+                num_fewshot=ev.get("num_fewshot"),
+                options=opts,
+                device=ev.get("device", "cpu"),
+                data_dir=ev.get("data_dir"),
+            )
         except Exception as e:  # noqa: BLE001 - any evaluation failure is recorded on the point
             raise PointError(f"evaluation failed: {type(e).__name__}: {_one_line(e)}") from e
         result.rows += rows

@@ -39,9 +39,17 @@ def status_table(folder: str | Path):
         values = by_run.get(r["run_id"], {})
         seconds = r["seconds"]
         table.add_row(
-            r["run_id"], str(lab.get("model", "")), str(lab.get("dataset", "")), _fmt(lab.get("prompt_weight")),
-            _fmt(lab.get("response_weight")), str(lab.get("normalization", "")), str(lab.get("seed", "")),
-            f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempts"]),
+            r["run_id"],
+            str(lab.get("model", "")),
+            str(lab.get("dataset", "")),
+            _fmt(lab.get("prompt_weight")),
+            _fmt(lab.get("response_weight")),
+            str(lab.get("normalization", "")),
+            str(lab.get("seed", "")),
+            f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]",
+            str(r["attempts"]),
             "" if seconds is None else f"{seconds:.0f}s",
-            *[_fmt(values.get(k)) for k in keys], (r["error"] or "")[:300])
+            *[_fmt(values.get(k)) for k in keys],
+            (r["error"] or "")[:300],
+        )
     return table

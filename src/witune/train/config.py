@@ -36,11 +36,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     # standard losses. In between, prompt tokens count fully in the denominator even at a small PLW, so the
     # response tokens' share of the step shrinks by about (1 + 1/Rg) on short-completion data; set
     # `normalization: weight_sum` (divide by the sum of weights) to keep the response scale fixed instead.
-    "alpaca": {"learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128, "lr_scheduler": "cosine",
-               "warmup_ratio": 0.03, "max_length": 512, "weight_decay": 0.0, "normalization": "nonzero"},
+    "alpaca": {
+        "learning_rate": 2e-5,
+        "epochs": 3,
+        "global_batch_size": 128,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.03,
+        "max_length": 512,
+        "weight_decay": 0.0,
+        "normalization": "nonzero",
+    },
     # The WIT paper's recipe.
-    "wit": {"learning_rate": 2e-5, "epochs": 1, "optimizer": "adamw", "weight_decay": 0.1,
-            "lr_scheduler": "cosine", "warmup_ratio": 0.01},
+    "wit": {
+        "learning_rate": 2e-5,
+        "epochs": 1,
+        "optimizer": "adamw",
+        "weight_decay": 0.1,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.01,
+    },
 }
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant")
@@ -172,8 +186,9 @@ class TrainConfig:
     preset: str | None = None
     """Recipe whose values replace the defaults before the YAML is applied: alpaca or wit."""
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check values that no type can express; raises ConfigError naming the key."""
+
         def finite(v: Any) -> bool:
             return isinstance(v, (int, float)) and math.isfinite(v)
 
@@ -212,12 +227,17 @@ class TrainConfig:
         for ok, key, why in checks:
             if not ok:
                 raise _key_error(key, f"config key '{key}' {why}, got {getattr(self, key)!r}")
-        weights = {"prompt_weight": self.prompt_weight, "response_weight": self.response_weight, "plw": self.plw,
-                   **{f"role_weights.{r}": w for r, w in self.role_weights.items()}}
+        weights = {
+            "prompt_weight": self.prompt_weight,
+            "response_weight": self.response_weight,
+            "plw": self.plw,
+            **{f"role_weights.{r}": w for r, w in self.role_weights.items()},
+        }
         for key, w in weights.items():
             try:
-                warnings = check_weight_range({f"config key '{key}'": w}, self.allow_weight_above_one,
-                                              "set allow_weight_above_one: true")
+                warnings = check_weight_range(
+                    {f"config key '{key}'": w}, self.allow_weight_above_one, "set allow_weight_above_one: true"
+                )
             except ConfigError as e:
                 raise _key_error(key.split(".")[0], str(e)) from None
             for warning in warnings:
@@ -266,7 +286,9 @@ def normalization_value(value: str) -> str | float:
     except (TypeError, ValueError):
         number = float("nan")
     if not (number > 0 and math.isfinite(number)):
-        raise ConfigError(f"config key 'normalization' must be one of {NORMALIZATIONS} or a positive number, got {value!r}")
+        raise ConfigError(
+            f"config key 'normalization' must be one of {NORMALIZATIONS} or a positive number, got {value!r}"
+        )
     return number
 
 
@@ -277,8 +299,13 @@ def field_docs() -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
@@ -292,7 +319,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     hint = _types()[key]
     args = typing.get_args(hint)
     optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not dict else hint
+    base = (
+        next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not dict else hint
+    )
     if value is None:
         if optional:
             return None
@@ -356,8 +385,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
-                preset: str | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None, preset: str | None = None
+) -> TrainConfig:
     """Defaults < preset < YAML at `path` < overrides. Unknown keys and wrong types raise ConfigError."""
     file_values: dict[str, Any] = {}
     if path is not None:

@@ -28,11 +28,12 @@ from witune.data.collate import packed_collate, pad_collate
 from witune.data.errors import ConfigError
 from witune.loss import IGNORE_INDEX, LossSums, normalizer_counts, normalizer_from_counts, safe_divide, weighted_nll
 from witune.loss.chunked import weighted_nll_from_hidden
+from witune.train import runfolder, setup
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
 from witune.train.metrics import SUM_KEYS, MetricsLog, logged_sums, postfix, progress_bar, step_metrics
-from witune.train import runfolder, setup
+
 
 @dataclass
 class TrainResult:
@@ -69,8 +70,13 @@ def _accelerator(cfg: TrainConfig, grad_accum: int) -> Any:
     # accelerate only picks its multi-process CPU (gloo) backend when told `cpu=True`; without a GPU, several
     # processes (torchrun, `accelerate launch --multi_gpu` on a CPU machine) would otherwise each run alone.
     cpu = _world_size() > 1 and not torch.cuda.is_available()
-    return Accelerator(gradient_accumulation_steps=grad_accum, log_with=trackers or None, cpu=cpu,
-                       mixed_precision="bf16" if cfg.precision == "bf16" else "no", project_dir=cfg.output_dir)
+    return Accelerator(
+        gradient_accumulation_steps=grad_accum,
+        log_with=trackers or None,
+        cpu=cpu,
+        mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+        project_dir=cfg.output_dir,
+    )
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -92,8 +98,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     if cfg.global_batch_size > 0:
         per_step = cfg.per_device_batch_size * world
         if cfg.global_batch_size % per_step:
-            raise ConfigError(f"global_batch_size={cfg.global_batch_size} is not a multiple of per_device_batch_size "
-                              f"x processes = {per_step}")
+            raise ConfigError(
+                f"global_batch_size={cfg.global_batch_size} is not a multiple of per_device_batch_size "
+                f"x processes = {per_step}"
+            )
         grad_accum = cfg.global_batch_size // per_step
     acc = _accelerator(cfg, grad_accum)
     acc.wait_for_everyone()  # every process has checked the folder before the main one writes into it
@@ -119,14 +127,24 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         if resumed_from is not None:
             # Checked from the JSON state before load_state unpickles anything of the checkpoint.
             state = runfolder.read_state(resumed_from)
-            runfolder.check_resume(resumed_from, state.get("config") or runfolder.previous_config(out), cfg, state,
-                                   fingerprint, len(units), schedule.global_batch, total)
+            runfolder.check_resume(
+                resumed_from,
+                state.get("config") or runfolder.previous_config(out),
+                cfg,
+                state,
+                fingerprint,
+                len(units),
+                schedule.global_batch,
+                total,
+            )
             start = int(load_checkpoint(acc, resumed_from)["step"])
             lr = runfolder.sync_learning_rate(scheduler)
             acc.print(f"resuming from {resumed_from} (step {start}/{total})")
             if state.get("total_steps") not in (None, total):
-                acc.print(f"the run's length changed from {state['total_steps']} to {total} optimizer steps: the "
-                          f"learning-rate schedule is recomputed for {total} steps; step {start + 1} runs at lr {lr:.3g}")
+                acc.print(
+                    f"the run's length changed from {state['total_steps']} to {total} optimizer steps: the "
+                    f"learning-rate schedule is recomputed for {total} steps; step {start + 1} runs at lr {lr:.3g}"
+                )
         else:
             runfolder.check_resume(out, runfolder.previous_config(out), cfg)
             acc.print(f"no complete checkpoint in {ckpt_root}: starting from scratch")
@@ -138,7 +156,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
     acc.wait_for_everyone()
     if cfg.report_to != "none":
-        acc.init_trackers("witune", config={k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))})
+        acc.init_trackers(
+            "witune", config={k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
+        )
 
     norm = normalization_value(cfg.normalization)
     batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
@@ -149,14 +169,24 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         epoch, in_epoch = schedule.locate(step)
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
-        z, sums, tokens, grad_norm = _optimizer_step(acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum,
-                                                     cfg.chunked_loss, cfg.loss_backend)
+        z, sums, tokens, grad_norm = _optimizer_step(
+            acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum, cfg.chunked_loss, cfg.loss_backend
+        )
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         n_samples = len(schedule.step_indices(epoch, in_epoch))
-        last = step_metrics(sums, z, step=step + 1, epoch=epoch + (in_epoch + 1) / schedule.steps_per_epoch, lr=lr,
-                            grad_norm=grad_norm, tokens=tokens, seconds=time.perf_counter() - t0, samples=n_samples,
-                            elapsed=time.perf_counter() - start_time)
+        last = step_metrics(
+            sums,
+            z,
+            step=step + 1,
+            epoch=epoch + (in_epoch + 1) / schedule.steps_per_epoch,
+            lr=lr,
+            grad_norm=grad_norm,
+            tokens=tokens,
+            seconds=time.perf_counter() - t0,
+            samples=n_samples,
+            elapsed=time.perf_counter() - start_time,
+        )
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
             log.write(last)
             if cfg.report_to != "none":
@@ -164,25 +194,51 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         bar.set_postfix(postfix(last), refresh=False)
         bar.update(1)
         if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0:
-            save_checkpoint(acc, ckpt_root, step + 1, {"step": step + 1, "epoch": epoch, "step_in_epoch": in_epoch + 1,
-                                                       "total_steps": total, "config": config_dict(cfg),
-                                                       "rows": len(units), "data_sha256": fingerprint,
-                                                       "global_batch": schedule.global_batch},
-                            keep=cfg.save_total_limit)
+            save_checkpoint(
+                acc,
+                ckpt_root,
+                step + 1,
+                {
+                    "step": step + 1,
+                    "epoch": epoch,
+                    "step_in_epoch": in_epoch + 1,
+                    "total_steps": total,
+                    "config": config_dict(cfg),
+                    "rows": len(units),
+                    "data_sha256": fingerprint,
+                    "global_batch": schedule.global_batch,
+                },
+                keep=cfg.save_total_limit,
+            )
     bar.close()
     model_dir = _save_final(acc, model, tokenizer, cfg, out)
     if cfg.report_to != "none":
         acc.end_training()
-    result = TrainResult(out, model_dir, out / "metrics.jsonl", total, last.loss if last else float("nan"),
-                         time.perf_counter() - start_time, resumed_from)
+    result = TrainResult(
+        out,
+        model_dir,
+        out / "metrics.jsonl",
+        total,
+        last.loss if last else float("nan"),
+        time.perf_counter() - start_time,
+        resumed_from,
+    )
     _release(acc)
     torch.use_deterministic_algorithms(was_deterministic)
     return result
 
 
-def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str, torch.Tensor]], norm: str | float,
-                    max_grad_norm: float, grad_accum: int, chunked: bool = False,
-                    loss_backend: str = "auto") -> tuple[float, torch.Tensor, float, float]:
+def _optimizer_step(
+    acc: Any,
+    model: Any,
+    optimizer: Any,
+    batches: list[dict[str, torch.Tensor]],
+    norm: str | float,
+    max_grad_norm: float,
+    grad_accum: int,
+    chunked: bool = False,
+    loss_backend: str = "auto",
+) -> tuple[float, torch.Tensor, float, float]:
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
     counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
@@ -204,13 +260,18 @@ def _optimizer_step(acc: Any, model: Any, optimizer: Any, batches: list[dict[str
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         logged += logged_sums(sums)
-        tokens += float(batch["attention_mask"].sum()) if "attention_mask" in batch else float((batch["labels"] != IGNORE_INDEX).sum())
+        tokens += (
+            float(batch["attention_mask"].sum())
+            if "attention_mask" in batch
+            else float((batch["labels"] != IGNORE_INDEX).sum())
+        )
     reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
     return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
 
 
-def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked: bool,
-                  loss_backend: str = "auto") -> LossSums:
+def _forward_sums(
+    acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked: bool, loss_backend: str = "auto"
+) -> LossSums:
     """Forward one micro-batch through the (wrapped) model and return its loss sums.
 
     Chunked: the model runs as usual (so DDP/FSDP hooks fire) but keeps the logits of one position only;
@@ -228,10 +289,13 @@ def _forward_sums(acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked:
     with torch.no_grad():
         expected = head(hidden[:, -1:]).float()
     if not torch.allclose(expected, out.logits.float(), rtol=1e-2, atol=1e-2):
-        raise ConfigError("chunked_loss: this model's logits are not its output projection of the last hidden "
-                          "state (post-processed logits?); train with chunked_loss: false")
-    return weighted_nll_from_hidden(hidden, head.weight, labels, weights, response,
-                                    lm_head_bias=getattr(head, "bias", None), backend=loss_backend)
+        raise ConfigError(
+            "chunked_loss: this model's logits are not its output projection of the last hidden "
+            "state (post-processed logits?); train with chunked_loss: false"
+        )
+    return weighted_nll_from_hidden(
+        hidden, head.weight, labels, weights, response, lm_head_bias=getattr(head, "bias", None), backend=loss_backend
+    )
 
 
 def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Path) -> Path:
@@ -250,8 +314,10 @@ def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Pat
                 unwrapped.merge_and_unload().save_pretrained(tmp)
             elif cfg.lora_r > 0:
                 unwrapped.save_pretrained(tmp, state_dict=state)
-                note = (f"This folder holds a LoRA adapter (peft) for the base model {cfg.model!r}; load it with "
-                        "peft.AutoPeftModelForCausalLM, or train with merge_lora: true for a merged model.\n")
+                note = (
+                    f"This folder holds a LoRA adapter (peft) for the base model {cfg.model!r}; load it with "
+                    "peft.AutoPeftModelForCausalLM, or train with merge_lora: true for a merged model.\n"
+                )
             else:
                 unwrapped.save_pretrained(tmp, state_dict=state)
             setup.save_tokenizer_and_note(tokenizer, tmp, note)

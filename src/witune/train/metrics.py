@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 SUM_KEYS = ("weighted_sum", "prompt_nll", "prompt_tokens", "response_nll", "response_tokens", "response_weighted")
 
 
-def logged_sums(sums: "LossSums") -> torch.Tensor:
+def logged_sums(sums: LossSums) -> torch.Tensor:
     """One micro-batch's SUM_KEYS as a float64 vector, in SUM_KEYS order (fields named, not looked up by string,
     so a renamed `LossSums` field is a type error rather than a run-time AttributeError)."""
-    fields = (sums.weighted_sum, sums.prompt_nll, sums.prompt_tokens, sums.response_nll, sums.response_tokens,
-              sums.response_weighted)
+    fields = (
+        sums.weighted_sum,
+        sums.prompt_nll,
+        sums.prompt_tokens,
+        sums.response_nll,
+        sums.response_tokens,
+        sums.response_weighted,
+    )
     return torch.stack([x.detach().to(torch.float64) for x in fields])
 
 
@@ -43,8 +49,19 @@ class StepMetrics:
     elapsed_s: float
 
 
-def step_metrics(sums: torch.Tensor, z: float, *, step: int, epoch: float, lr: float, grad_norm: float,
-                 tokens: float, seconds: float, samples: int, elapsed: float) -> StepMetrics:
+def step_metrics(
+    sums: torch.Tensor,
+    z: float,
+    *,
+    step: int,
+    epoch: float,
+    lr: float,
+    grad_norm: float,
+    tokens: float,
+    seconds: float,
+    samples: int,
+    elapsed: float,
+) -> StepMetrics:
     """`sums` holds SUM_KEYS (already reduced over processes)."""
     s = dict(zip(SUM_KEYS, (float(x) for x in sums)))
 
@@ -52,11 +69,17 @@ def step_metrics(sums: torch.Tensor, z: float, *, step: int, epoch: float, lr: f
         return a / b if b else math.nan
 
     return StepMetrics(
-        step=step, epoch=epoch, loss=s["weighted_sum"] / z if z else 0.0,
+        step=step,
+        epoch=epoch,
+        loss=s["weighted_sum"] / z if z else 0.0,
         prompt_nll=ratio(s["prompt_nll"], s["prompt_tokens"]),
         response_nll=ratio(s["response_nll"], s["response_tokens"]),
         response_share=ratio(s["response_weighted"], s["weighted_sum"]),
-        normalizer=z, lr=lr, grad_norm=grad_norm, tokens_per_s=ratio(tokens, seconds), samples=samples,
+        normalizer=z,
+        lr=lr,
+        grad_norm=grad_norm,
+        tokens_per_s=ratio(tokens, seconds),
+        samples=samples,
         elapsed_s=elapsed,
     )
 
@@ -98,8 +121,12 @@ def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
 
 
 def postfix(m: StepMetrics) -> dict[str, Any]:
-    return {"loss": f"{m.loss:.4f}", "resp_nll": f"{m.response_nll:.3f}", "lr": f"{m.lr:.2e}",
-            "tok/s": f"{m.tokens_per_s:.0f}"}
+    return {
+        "loss": f"{m.loss:.4f}",
+        "resp_nll": f"{m.response_nll:.3f}",
+        "lr": f"{m.lr:.2e}",
+        "tok/s": f"{m.tokens_per_s:.0f}",
+    }
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -27,9 +27,24 @@ from witune.train.config import TrainConfig, config_dict, load_config
 RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "model", "checkpoints")
 # Settings that may differ on resume: where and how the run is executed, logged and saved; none changes the
 # loss, the data order or the optimiser's trajectory in meaning.
-RUNTIME_KEYS = frozenset({"output_dir", "save_every", "save_total_limit", "log_every", "report_to", "progress",
-                          "data_workers", "data_cache", "precision", "gradient_checkpointing", "deterministic",
-                          "chunked_loss", "merge_lora", "preset"})
+RUNTIME_KEYS = frozenset(
+    {
+        "output_dir",
+        "save_every",
+        "save_total_limit",
+        "log_every",
+        "report_to",
+        "progress",
+        "data_workers",
+        "data_cache",
+        "precision",
+        "gradient_checkpointing",
+        "deterministic",
+        "chunked_loss",
+        "merge_lora",
+        "preset",
+    }
+)
 # The run's length: a change is intended (train longer) and handled by recomputing the schedule.
 LENGTH_KEYS = frozenset({"max_steps", "epochs"})
 
@@ -45,8 +60,10 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     held = sorted(p.name for p in out.iterdir())
     if held:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        raise ConfigError(f"output_dir {out} is not empty ({shown}); continue its run with --resume, replace it "
-                          "with --overwrite, or choose another output_dir")
+        raise ConfigError(
+            f"output_dir {out} is not empty ({shown}); continue its run with --resume, replace it "
+            "with --overwrite, or choose another output_dir"
+        )
 
 
 def clear_run(out: Path, extra: tuple[str, ...] = ()) -> None:
@@ -89,28 +106,44 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
 def differing_settings(old: dict[str, Any], new: TrainConfig) -> list[str]:
     """'key old -> new' for every loss, data or schedule setting that differs."""
     now = config_dict(new)
-    return [f"{k} {old[k]!r} -> {now[k]!r}" for k in now
-            if k in old and k not in RUNTIME_KEYS | LENGTH_KEYS and old[k] != now[k]]
+    return [
+        f"{k} {old[k]!r} -> {now[k]!r}"
+        for k in now
+        if k in old and k not in RUNTIME_KEYS | LENGTH_KEYS and old[k] != now[k]
+    ]
 
 
-def check_resume(where: Path, old: dict[str, Any] | None, new: TrainConfig, state: dict[str, Any] | None = None,
-                 fingerprint: str | None = None, rows: int | None = None, global_batch: int | None = None,
-                 total: int | None = None) -> None:
+def check_resume(
+    where: Path,
+    old: dict[str, Any] | None,
+    new: TrainConfig,
+    state: dict[str, Any] | None = None,
+    fingerprint: str | None = None,
+    rows: int | None = None,
+    global_batch: int | None = None,
+    total: int | None = None,
+) -> None:
     """Refuse a resume that would continue a different run; the message names every difference."""
     diffs = differing_settings(old, new) if old is not None else []
     state = state or {}
     if fingerprint is not None and state.get("data_sha256") not in (None, fingerprint):
-        diffs.append(f"the training data itself ({state.get('rows')} rows -> {rows} rows, or other tokens: the "
-                     "file's content or the tokenizer changed)")
+        diffs.append(
+            f"the training data itself ({state.get('rows')} rows -> {rows} rows, or other tokens: the "
+            "file's content or the tokenizer changed)"
+        )
     if global_batch is not None and state.get("global_batch") not in (None, global_batch):
         diffs.append(f"global batch (batch size x accumulation x processes) {state['global_batch']} -> {global_batch}")
     if diffs:
-        raise ConfigError(f"cannot resume from {where}: it was trained with other settings: {'; '.join(diffs)}. "
-                          "Resume with the same settings, or start over with --overwrite (or another output_dir)")
+        raise ConfigError(
+            f"cannot resume from {where}: it was trained with other settings: {'; '.join(diffs)}. "
+            "Resume with the same settings, or start over with --overwrite (or another output_dir)"
+        )
     step = state.get("step")
     if total is not None and step is not None and int(step) > total:
-        raise ConfigError(f"cannot resume from {where}: it is at step {step}, past the {total} steps now "
-                          "configured (max_steps / epochs)")
+        raise ConfigError(
+            f"cannot resume from {where}: it is at step {step}, past the {total} steps now "
+            "configured (max_steps / epochs)"
+        )
 
 
 def sync_learning_rate(scheduler: Any) -> float:

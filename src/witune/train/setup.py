@@ -45,8 +45,13 @@ def load_model(cfg: TrainConfig) -> Any:
         from peft import LoraConfig, get_peft_model
 
         targets = cfg.lora_target_modules
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                          target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )
         model = get_peft_model(model, lora)
     return model
 
@@ -56,10 +61,16 @@ def build_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
-                             betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]],
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_epsilon,
+    )
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
@@ -79,10 +90,19 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
 
     on_error = "skip" if cfg.skip_bad else "raise"
     loaded = load_examples(cfg.data, format=cfg.format, on_error=on_error, split=cfg.split, limit=cfg.limit)
-    data = prepare_examples(loaded.examples, tokenizer, cfg.role_weights_obj(), template=cfg.template,
-                            max_length=cfg.max_length, truncation=cfg.truncation, final_turn_only=cfg.final_turn_only,
-                            on_error=on_error, workers=cfg.data_workers, cache_dir=cfg.data_cache or None,
-                            progress=not quiet)
+    data = prepare_examples(
+        loaded.examples,
+        tokenizer,
+        cfg.role_weights_obj(),
+        template=cfg.template,
+        max_length=cfg.max_length,
+        truncation=cfg.truncation,
+        final_turn_only=cfg.final_turn_only,
+        on_error=on_error,
+        workers=cfg.data_workers,
+        cache_dir=cfg.data_cache or None,
+        progress=not quiet,
+    )
     if not quiet:
         err = Console(stderr=True)
         for e in loaded.skipped + data.skipped + data.zero_trainable:

@@ -18,8 +18,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_WORDS = ["apple", "river", "stone", "garden", "pencil", "window", "yellow", "planet", "silver", "forest",
-          "candle", "bridge", "rocket", "dragon", "meadow", "orange", "violet", "castle", "thunder", "harbor"]
+_WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "garden",
+    "pencil",
+    "window",
+    "yellow",
+    "planet",
+    "silver",
+    "forest",
+    "candle",
+    "bridge",
+    "rocket",
+    "dragon",
+    "meadow",
+    "orange",
+    "violet",
+    "castle",
+    "thunder",
+    "harbor",
+]
 
 
 def _add(rng: random.Random) -> tuple[str, str, str, str]:
@@ -42,12 +62,19 @@ def _count(rng: random.Random) -> tuple[str, str, str, str]:
     w = rng.choice(_WORDS)
     letter = rng.choice(sorted(set(w)))
     n = w.count(letter)
-    return (f"How many times does the letter '{letter}' appear in the word?", w,
-            f"The letter '{letter}' appears {n} time{'s' if n != 1 else ''} in '{w}'.", str(n))
+    return (
+        f"How many times does the letter '{letter}' appear in the word?",
+        w,
+        f"The letter '{letter}' appears {n} time{'s' if n != 1 else ''} in '{w}'.",
+        str(n),
+    )
 
 
 TASKS: dict[str, Callable[[random.Random], tuple[str, str, str, str]]] = {
-    "add": _add, "reverse": _reverse, "sort": _sort, "count": _count,
+    "add": _add,
+    "reverse": _reverse,
+    "sort": _sort,
+    "count": _count,
 }
 
 

@@ -88,10 +88,20 @@ def demo_data(output_dir: Path, n_needed: int, data: str | None = None) -> tuple
     return str(write_jsonl(output_dir / "data" / "synthetic.jsonl", n_needed, seed=0)), "synthetic"
 
 
-def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data: str | None = None, n_train: int = 64,
-             n_eval: int = 40, max_length: int = 160, batch_size: int = 2, learning_rate: float = 1e-4,
-             settings: list[tuple[str, float, float]] | None = None, progress: bool = True,
-             benchmark: str | None = "witune_piqa", benchmark_limit: int = 200) -> DemoResult:
+def run_demo(
+    output_dir: str | Path = "runs/demo",
+    model: str = "smollm2",
+    data: str | None = None,
+    n_train: int = 64,
+    n_eval: int = 40,
+    max_length: int = 160,
+    batch_size: int = 2,
+    learning_rate: float = 1e-4,
+    settings: list[tuple[str, float, float]] | None = None,
+    progress: bool = True,
+    benchmark: str | None = "witune_piqa",
+    benchmark_limit: int = 200,
+) -> DemoResult:
     """Train every setting for one epoch over `n_train` records, score the held-out records and, where the
     shared evaluation files are present, run a benchmark (0-shot, `benchmark_limit` items) on every model."""
     from witune.data import RoleWeights, load_examples, tokenize_examples
@@ -106,16 +116,28 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
         from witune.data.errors import ConfigError
 
         raise ConfigError(f"{path}: {len(examples)} records; the demo needs more than n_train={n_train}")
-    base_cfg = TrainConfig(model=model, data=path, limit=n_train, max_length=max_length, learning_rate=learning_rate,
-                           epochs=1, per_device_batch_size=batch_size, warmup_ratio=0.1, seed=0, progress=progress)
+    base_cfg = TrainConfig(
+        model=model,
+        data=path,
+        limit=n_train,
+        max_length=max_length,
+        learning_rate=learning_rate,
+        epochs=1,
+        per_device_batch_size=batch_size,
+        warmup_ratio=0.1,
+        seed=0,
+        progress=progress,
+    )
     tokenizer = setup.load_tokenizer(base_cfg)
     # Scoring weights 1/1: the per-role NLLs do not depend on them, and every held-out token is scored.
-    heldout = tokenize_examples(examples[n_train:], tokenizer, RoleWeights(1.0, 1.0), max_length=max_length,
-                                on_error="skip").rows
+    heldout = tokenize_examples(
+        examples[n_train:], tokenizer, RoleWeights(1.0, 1.0), max_length=max_length, on_error="skip"
+    ).rows
     pad = setup.pad_id(tokenizer)
     base, result_items = score_records(setup.load_model(base_cfg), heldout, pad)
-    result = DemoResult(str(out), model, path, kind, n_train, len(heldout), base.prompt_nll_per_token,
-                        base.response_nll_per_token)
+    result = DemoResult(
+        str(out), model, path, kind, n_train, len(heldout), base.prompt_nll_per_token, base.response_nll_per_token
+    )
     result.response_nll_items["base"] = result_items
     shared = find_shared_data()
     bench = benchmark if benchmark and shared is not None and (shared / "eval").is_dir() else None
@@ -124,23 +146,38 @@ def run_demo(output_dir: str | Path = "runs/demo", model: str = "smollm2", data:
         if bench:
             from witune.models import resolve_model_path
 
-            rows, items = benchmark_with_items(resolve_model_path(model_path), bench, benchmark_limit,
-                                               str(shared / "eval"))
+            rows, items = benchmark_with_items(
+                resolve_model_path(model_path), bench, benchmark_limit, str(shared / "eval")
+            )
             result.benchmarks[name], result.benchmark_items[name] = rows, items
 
     run_benchmark("base", model)
     for name, wp, wr in settings or SETTINGS:
-        cfg = TrainConfig(**{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr,
-                             "output_dir": str(out / name)})
+        cfg = TrainConfig(
+            **{**asdict(base_cfg), "prompt_weight": wp, "response_weight": wr, "output_dir": str(out / name)}
+        )
         t0 = time.perf_counter()
         run = train(cfg, overwrite=True)  # the demo's own sub-folders: a re-run replaces them
         seconds = time.perf_counter() - t0
         from transformers import AutoModelForCausalLM
 
-        s, result.response_nll_items[name] = score_records(AutoModelForCausalLM.from_pretrained(run.model_dir),
-                                                          heldout, pad)
-        result.settings.append(SettingResult(name, wp, wr, str(run.model_dir), str(run.metrics_path), run.steps,
-                                             run.final_loss, s.prompt_nll_per_token, s.response_nll_per_token, seconds))
+        s, result.response_nll_items[name] = score_records(
+            AutoModelForCausalLM.from_pretrained(run.model_dir), heldout, pad
+        )
+        result.settings.append(
+            SettingResult(
+                name,
+                wp,
+                wr,
+                str(run.model_dir),
+                str(run.metrics_path),
+                run.steps,
+                run.final_loss,
+                s.prompt_nll_per_token,
+                s.response_nll_per_token,
+                seconds,
+            )
+        )
         run_benchmark(name, str(run.model_dir))
     result.plot = str(plot_losses(result, out / "train_loss.png"))
     result.headline = headline(result)
@@ -196,10 +233,23 @@ def write_report(result: DemoResult) -> str:
         items = [x for x in result.response_nll_items.get(run_id, []) if math.isfinite(x)]
         se = statistics.stdev(items) / math.sqrt(len(items)) if len(items) >= 2 else math.nan
         for metric, value in (("response_nll", response_nll),):
-            rows.append({"run_id": run_id, "model": result.model, "dataset": Path(result.data).name,
-                         "prompt_weight": wp, "response_weight": wr, "normalization": "nonzero", "seed": 0,
-                         "benchmark": "heldout", "metric": metric, "score": value, "higher_is_better": False,
-                         "stderr": se, **extra})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "model": result.model,
+                    "dataset": Path(result.data).name,
+                    "prompt_weight": wp,
+                    "response_weight": wr,
+                    "normalization": "nonzero",
+                    "seed": 0,
+                    "benchmark": "heldout",
+                    "metric": metric,
+                    "score": value,
+                    "higher_is_better": False,
+                    "stderr": se,
+                    **extra,
+                }
+            )
 
     def add_benchmark(run_id: str, wp: float, wr: float, **extra: Any) -> None:
         # lm-eval gives no stderr with bootstrap_iters=0: the binomial SE of the per-item accuracies stands in
@@ -209,18 +259,36 @@ def write_report(result: DemoResult) -> str:
         for r in result.benchmarks.get(run_id, []):
             if r["metric"] != "acc":  # one benchmark, one vote: the headline metric only (acc_norm left out)
                 continue
-            rows.append({"run_id": run_id, "model": result.model, "dataset": Path(result.data).name,
-                         "prompt_weight": wp, "response_weight": wr, "normalization": "nonzero", "seed": 0,
-                         "benchmark": r["task"].removeprefix("witune_"), "metric": r["metric"], "score": r["value"],
-                         "higher_is_better": bool(r.get("higher_is_better", True)),
-                         "stderr": binomial if r.get("stderr") is None else float(r["stderr"]), **extra})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "model": result.model,
+                    "dataset": Path(result.data).name,
+                    "prompt_weight": wp,
+                    "response_weight": wr,
+                    "normalization": "nonzero",
+                    "seed": 0,
+                    "benchmark": r["task"].removeprefix("witune_"),
+                    "metric": r["metric"],
+                    "score": r["value"],
+                    "higher_is_better": bool(r.get("higher_is_better", True)),
+                    "stderr": binomial if r.get("stderr") is None else float(r["stderr"]),
+                    **extra,
+                }
+            )
 
     add("base", float("nan"), float("nan"), result.base_prompt_nll, result.base_response_nll)
     add_benchmark("base", float("nan"), float("nan"))
     for s in result.settings:
         distance = weight_distance(result.model, Path(s.model_dir))
-        add(s.name, s.prompt_weight, s.response_weight, s.heldout_prompt_nll, s.heldout_response_nll,
-            weight_distance=distance)
+        add(
+            s.name,
+            s.prompt_weight,
+            s.response_weight,
+            s.heldout_prompt_nll,
+            s.heldout_response_nll,
+            weight_distance=distance,
+        )
         add_benchmark(s.name, s.prompt_weight, s.response_weight, weight_distance=distance)
         losses += [(s.name, int(m["step"]), float(m["loss"])) for m in read_metrics(s.metrics_path)]
     analysis = analyze(pd.DataFrame(rows), pd.DataFrame(losses, columns=["run_id", "step", "loss"]))
@@ -239,19 +307,37 @@ def write_report(result: DemoResult) -> str:
 
 def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
     """One row per model (base + settings) for the CLI table (where each model went is printed below it)."""
+
     def bench(name: str) -> dict[str, Any]:
         acc = [r["value"] for r in result.benchmarks.get(name, []) if r["metric"] == "acc"]
         task = next(iter(result.benchmarks.get(name, [])), {}).get("task", "benchmark").removeprefix("witune_")
         return {f"{task} acc": acc[0]} if acc else {}
 
-    rows = [{"model": "base (untrained)", "lambda_p": "-", "steps": 0, "train loss": float("nan"),
-             "response NLL": result.base_response_nll, **bench("base"),
-             "prompt NLL (diagnostic)": result.base_prompt_nll,
-             "seconds": 0.0}]
+    rows = [
+        {
+            "model": "base (untrained)",
+            "lambda_p": "-",
+            "steps": 0,
+            "train loss": float("nan"),
+            "response NLL": result.base_response_nll,
+            **bench("base"),
+            "prompt NLL (diagnostic)": result.base_prompt_nll,
+            "seconds": 0.0,
+        }
+    ]
     for s in result.settings:
-        rows.append({"model": s.name, "lambda_p": f"{s.prompt_weight:g}", "steps": s.steps,
-                     "train loss": s.final_train_loss, "response NLL": s.heldout_response_nll, **bench(s.name),
-                     "prompt NLL (diagnostic)": s.heldout_prompt_nll, "seconds": s.train_seconds})
+        rows.append(
+            {
+                "model": s.name,
+                "lambda_p": f"{s.prompt_weight:g}",
+                "steps": s.steps,
+                "train loss": s.final_train_loss,
+                "response NLL": s.heldout_response_nll,
+                **bench(s.name),
+                "prompt NLL (diagnostic)": s.heldout_prompt_nll,
+                "seconds": s.train_seconds,
+            }
+        )
     return rows
 
 
@@ -263,16 +349,23 @@ def score_records(model: Any, rows: list, pad: int) -> tuple[Any, list[float]]:
     from witune.eval.score import score
 
     each = [score(model, [r], pad, progress=False) for r in rows]
-    total = replace(each[0], prompt_nll=sum(s.prompt_nll for s in each),
-                    prompt_tokens=sum(s.prompt_tokens for s in each),
-                    response_nll=sum(s.response_nll for s in each),
-                    response_tokens=sum(s.response_tokens for s in each), samples=sum(s.samples for s in each),
-                    weighted_sum=float("nan"), normalizer=float("nan"), loss=float("nan"))
+    total = replace(
+        each[0],
+        prompt_nll=sum(s.prompt_nll for s in each),
+        prompt_tokens=sum(s.prompt_tokens for s in each),
+        response_nll=sum(s.response_nll for s in each),
+        response_tokens=sum(s.response_tokens for s in each),
+        samples=sum(s.samples for s in each),
+        weighted_sum=float("nan"),
+        normalizer=float("nan"),
+        loss=float("nan"),
+    )
     return total, [s.response_nll_per_token for s in each]
 
 
-def benchmark_with_items(model_path: str, task: str, limit: int | None,
-                         data_dir: str) -> tuple[list[dict], list[float]]:
+def benchmark_with_items(
+    model_path: str, task: str, limit: int | None, data_dir: str
+) -> tuple[list[dict], list[float]]:
     """The harness rows of one local task plus each item's 0/1 accuracy (lm-eval's logged samples, by doc_id)."""
     import tempfile
 
@@ -284,9 +377,18 @@ def benchmark_with_items(model_path: str, task: str, limit: int | None,
 
     with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
         write_local_tasks(tmp, data_dir)
-        out = simple_evaluate(model=make_lm(model_path, batch_size=16), tasks=[task], num_fewshot=0, limit=limit,
-                              task_manager=TaskManager(include_path=tmp, include_defaults=False), log_samples=True,
-                              bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
+        out = simple_evaluate(
+            model=make_lm(model_path, batch_size=16),
+            tasks=[task],
+            num_fewshot=0,
+            limit=limit,
+            task_manager=TaskManager(include_path=tmp, include_defaults=False),
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+        )
     samples = sorted(out["samples"][task], key=lambda d: d["doc_id"])
     return results_to_rows(out), [float(d["acc"]) for d in samples]
 
@@ -308,7 +410,7 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def verdict(diff: float, se: float, better_if_lower: bool) -> str:
-    """"within noise" when |diff| < 2 SE, else which way it went."""
+    """ "within noise" when |diff| < 2 SE, else which way it went."""
     if (se == 0 and diff == 0) or abs(diff) < 2 * se:
         return "within noise"
     better = diff < 0 if better_if_lower else diff > 0
@@ -329,9 +431,11 @@ def headline(result: DemoResult) -> list[str]:
     if len(pairs) >= 2:
         d, se = paired_difference([x for x, _ in pairs], [y for _, y in pairs])
         base = sum(x for x, _ in pairs) / len(pairs)
-        lines.append(f"Held-out response NLL per token, mean over {len(pairs)} records (lower is better; the table "
-                     f"pools tokens instead): {ref} {base:.4f}, {alt} minus {ref} = {d:+.4f} ± {se:.4f} (paired SE), "
-                     f"{100 * d / base:+.1f}%: {verdict(d, se, better_if_lower=True)}.")
+        lines.append(
+            f"Held-out response NLL per token, mean over {len(pairs)} records (lower is better; the table "
+            f"pools tokens instead): {ref} {base:.4f}, {alt} minus {ref} = {d:+.4f} ± {se:.4f} (paired SE), "
+            f"{100 * d / base:+.1f}%: {verdict(d, se, better_if_lower=True)}."
+        )
     a, b = result.benchmark_items.get(ref, []), result.benchmark_items.get(alt, [])
     if len(a) >= 2 and len(a) == len(b):
         task = next(iter(result.benchmarks.get(ref, [])), {}).get("task", "benchmark").removeprefix("witune_")
@@ -341,13 +445,18 @@ def headline(result: DemoResult) -> list[str]:
         each = ", ".join(f"{n} {m:.3f} ± {math.sqrt(m * (1 - m) / len(accs[n])):.3f}" for n, m in means.items())
         d, se = paired_difference(a, b)
         same = " (every item answered alike)" if all(x == y for x, y in zip(a, b)) else ""
-        lines.append(f"{task} accuracy (0-shot, {len(a)} items, chance 0.5): {each}. {alt} minus {ref} = "
-                     f"{d:+.3f} ± {se:.3f} (paired SE over the same items){same}: "
-                     f"{verdict(d, se, better_if_lower=False)}.")
+        lines.append(
+            f"{task} accuracy (0-shot, {len(a)} items, chance 0.5): {each}. {alt} minus {ref} = "
+            f"{d:+.3f} ± {se:.3f} (paired SE over the same items){same}: "
+            f"{verdict(d, se, better_if_lower=False)}."
+        )
     diag = {s.name: s.heldout_prompt_nll for s in result.settings}
-    lines.append("Diagnostics, not outcomes: held-out prompt NLL per token " + ", ".join(
-        f"{n} {v:.4f}" for n, v in [("base", result.base_prompt_nll), *diag.items()]) + f" ({alt} was trained on "
-        "prompt tokens, so a lower prompt NLL is expected and says nothing about answer quality).")
+    lines.append(
+        "Diagnostics, not outcomes: held-out prompt NLL per token "
+        + ", ".join(f"{n} {v:.4f}" for n, v in [("base", result.base_prompt_nll), *diag.items()])
+        + f" ({alt} was trained on "
+        "prompt tokens, so a lower prompt NLL is expected and says nothing about answer quality)."
+    )
     return lines
 
 
@@ -355,8 +464,10 @@ def headline_html(result: DemoResult) -> str:
     import html
 
     items = "".join(f"<li>{html.escape(line)}</li>" for line in result.headline)
-    return (f'<h2>Headline: {html.escape(", ".join(s.name for s in result.settings))}</h2>'
-            f'<div class="rec"><ul>{items}</ul></div>'
-            "<p class='reading'>Outcomes are the held-out response NLL and the benchmark accuracy; differences "
-            "are weighted minus conventional with paired standard errors, \"within noise\" when under 2 SE. "
-            "The sections below analyse the same runs as a small sweep.</p>")
+    return (
+        f"<h2>Headline: {html.escape(', '.join(s.name for s in result.settings))}</h2>"
+        f'<div class="rec"><ul>{items}</ul></div>'
+        "<p class='reading'>Outcomes are the held-out response NLL and the benchmark accuracy; differences "
+        'are weighted minus conventional with paired standard errors, "within noise" when under 2 SE. '
+        "The sections below analyse the same runs as a small sweep.</p>"
+    )
