@@ -117,11 +117,11 @@ def test_dpo_on_smollm2_lowers_loss_and_raises_held_out_margin(smollm2_dir, shar
         str(shared_data / "train" / "alpaca_seed_tasks.jsonl"),
         str(smollm2_dir),
         tmp_path / "pairs.jsonl",
-        limit=24,
-        max_new_tokens=32,
+        limit=16,
+        max_new_tokens=24,
         progress=False,
     )
-    assert pairs.written >= 16
+    assert pairs.written >= 12
     assert len(load_preferences(pairs.path).records) == pairs.written
     cfg = load_dpo_config(
         None,
@@ -136,7 +136,7 @@ def test_dpo_on_smollm2_lowers_loss_and_raises_held_out_margin(smollm2_dir, shar
             "lr_scheduler": "constant",
             "warmup_ratio": 0.0,
             "eval_fraction": 0.25,
-            "max_length": 256,
+            "max_length": 192,
             "progress": False,
         },
     )
