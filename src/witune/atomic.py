@@ -55,7 +55,7 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale(path: str | Path) -> list[Path]:
     """Remove temporaries of `path` left by writers that no longer run (killed mid-write); returns them."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for p in path.parent.glob(f".{glob_escape(path.name)}.*"):
@@ -119,7 +119,7 @@ def atomic_open(
     tmp_path = Path(tmp)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
-        f = os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": encoding, "newline": newline}))
+        f: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline=newline)
     except BaseException:
         os.close(fd)
         tmp_path.unlink(missing_ok=True)

@@ -125,13 +125,13 @@ def fit_gam(rows: pd.DataFrame, n_splines: tuple[int, int] = (6, 5)) -> GamResul
     rgs = rg_grid(data["rg"].unique())
     idx = gam.terms.get_coef_indices(0)
     coef, cov = gam.coef_[idx], gam.statistics_["cov"][np.ix_(idx, idx)]
-    surface, p_flat = [], []
+    curves, p_flat = [], []  # one smooth curve over wp (and its flatness test) per rg
     for rg in rgs:
         xx = np.column_stack([wp, np.full_like(wp, rg), np.zeros_like(wp), np.zeros_like(wp)])
         basis = gam._modelmat(xx, term=0).toarray()[:, idx]
-        surface.append(basis @ coef)
+        curves.append(basis @ coef)
         p_flat.append(wald_flat(basis - basis.mean(axis=0), coef, cov))
-    surface = np.asarray(surface)
+    surface = np.asarray(curves)
     table = summarise(rgs, wp, surface, p_flat, float(np.ptp(y)))
     return GamResult(
         table,

@@ -263,12 +263,12 @@ def fit_gam(rows: pd.DataFrame) -> gam_mod.GamResult | None:
         coef = pd.read_csv(folder / "coef.csv")["coef"].to_numpy(float)
         cov = pd.read_csv(folder / "vcov.csv").to_numpy(float)
         info = pd.read_csv(folder / "info.csv").iloc[0]
-    surface, p_flat = [], []
+    curves, p_flat = [], []  # one smooth curve over wp (and its flatness test) per rg
     for i in range(len(rgs)):
         x = basis[i * len(wp) : (i + 1) * len(wp)]
-        surface.append(x @ coef)
+        curves.append(x @ coef)
         p_flat.append(gam_mod.wald_flat(x - x.mean(axis=0), coef, cov))
-    surface = np.asarray(surface)
+    surface = np.asarray(curves)
     table = gam_mod.summarise(rgs, wp, surface, p_flat, float(np.ptp(data["y"])))
     label = (
         f"R mgcv gam({info['formula']}), Gaussian, identity link, score scale, w = raw PLW "

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from witune.cli.common import int_at_least, print_error
+
+if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
+    from witune.eval.rows import MetricRow
 
 HELP_TASKS = (
     "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
@@ -42,7 +46,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[MetricRow]) -> None:
     from rich.console import Console
     from rich.table import Table
 

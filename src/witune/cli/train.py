@@ -16,7 +16,8 @@ def _keys_help() -> str:
     docs = field_docs()
     lines = ["config keys (YAML or --set key=value; defaults in brackets):"]
     for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        factory = f.default_factory  # MISSING (not callable) for fields with a plain default
+        default = f.default if f.default is not dataclasses.MISSING else factory() if callable(factory) else None
         lines.append(f"  {f.name} [{default!r}]: {docs.get(f.name, '')}")
     lines.append("presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
     return "\n".join(lines)

@@ -140,7 +140,7 @@ def _save(path: Path, key: str, data: TokenizedData) -> None:
         "zero_trainable": [_error_parts(e) for e in data.zero_trainable],
         "skipped": [_error_parts(e) for e in data.skipped],
     }
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
         "offsets": np.cumsum([0] + [len(r) for r in rows], dtype=np.int64),
         "input_ids": np.array([t for r in rows for t in r.input_ids], dtype=np.int64),
@@ -154,7 +154,7 @@ def _save(path: Path, key: str, data: TokenizedData) -> None:
     if not path.parent.exists():  # a new cache folder is private: only its owner can put entries into it
         path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwargs against allow_pickle: bool
     with atomic_open(path, "wb") as f:
         f.write(buf.getvalue())
 

@@ -40,8 +40,10 @@ def longest_token_chars(tokenizer: Any) -> int | None:
 
 def budget(tokenizer: Any, max_length: int | None) -> int | None:
     """Characters that surely hold max_length + MARGIN tokens; None: never cut."""
-    longest = longest_token_chars(tokenizer) if max_length is not None else None
-    return None if longest is None else (max_length + MARGIN) * longest  # type: ignore[operator]
+    if max_length is None:
+        return None
+    longest = longest_token_chars(tokenizer)
+    return None if longest is None else (max_length + MARGIN) * longest
 
 
 def _prefix(segs: list[Segment], chars: int) -> list[Segment] | None:
@@ -88,7 +90,8 @@ def cut_segments(segs: list[Segment], chars: int, truncation: str) -> tuple[list
         cut = _prefix(segs, chars)
         return (segs, []) if cut is None else (cut, ["all"])
     first = next((i for i, s in enumerate(segs) if s.is_response), len(segs))
-    prompt, rest, parts = segs[:first], segs[first:], []
+    prompt, rest = segs[:first], segs[first:]
+    parts: list[str] = []
     if (p := _suffix(prompt, chars)) is not None:
         prompt, parts = p, [*parts, "prompt"]
     if (r := _prefix(rest, chars)) is not None:

@@ -92,15 +92,16 @@ def tokenize_examples(
             except DataError as err:
                 _fail(out.skipped, err, on_error)
         for row, ex, (full, parts) in zip(tokenize_segments(segs, kept, tokenizer, weights), kept, cuts):
-            if parts and not overlong.enough_tokens(row, parts, max_length):  # type: ignore[arg-type]
+            # parts is only non-empty when a cut was made, which needs max_length (see overlong.budget)
+            if parts and max_length is not None and not overlong.enough_tokens(row, parts, max_length):
                 row = tokenize_segments([full], [ex], tokenizer, weights)[0]  # the cut was too tight: whole
             if max_length is not None:
-                cut = truncate(row, max_length, truncation)
-                if cut is None:
+                trimmed = truncate(row, max_length, truncation)
+                if trimmed is None:
                     out.dropped_too_long += 1
                     continue
-                out.truncated += cut is not row
-                row = cut
+                out.truncated += trimmed is not row
+                row = trimmed
             if row.trainable_tokens == 0:
                 why = "truncated to zero trainable tokens" if max_length else "no trainable tokens"
                 _fail(

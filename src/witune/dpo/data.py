@@ -89,6 +89,7 @@ def to_pair(rec: Any, loc: Location) -> dict[str, Any]:
             raise DataError(loc, "is missing (preference records need prompt, chosen and rejected)", name)
     chosen, rejected, prompt = rec["chosen"], rec["rejected"], rec.get("prompt")
     conversational = isinstance(chosen, list) or isinstance(rejected, list) or isinstance(prompt, list)
+    out: dict[str, Any]  # plain-text pairs hold strings, conversational ones message lists
     if not conversational:
         if prompt is None:
             raise DataError(loc, "is missing (plain-text pairs need a prompt)", "prompt")

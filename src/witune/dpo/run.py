@@ -204,6 +204,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
         peft_config=peft_config,
         callbacks=_callbacks(out, cfg.save_total_limit, start_time),
     )
+    assert isinstance(trainer.train_dataset, Dataset)  # TRL maps the Dataset given above into another Dataset
     if len(trainer.train_dataset) == 0:  # TRL drops pairs whose prompt alone fills max_length
         raise ConfigError(
             f"{cfg.data}: every one of the {len(train_recs)} training pairs has a prompt of "

@@ -143,7 +143,7 @@ class LocalJudge:
 
     def verdict(self, messages: list[dict[str, str]]) -> str:
         lp = self.verdict_logprobs(messages)
-        return max(lp, key=lp.get)
+        return max(lp, key=lp.__getitem__)
 
 
 class OpenAIJudge:

@@ -334,12 +334,12 @@ def write_local_tasks(out_dir: str | Path, data_dir: str | Path | None = None) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "witune_utils.py", UTILS_PY)
-    names = []
+    names: list[str] = []
     for bench, build in BUILDERS.items():
         if not (data / bench).is_dir():
             continue
         for cfg in build(data, out):
-            name = cfg.get("task") if "group" not in cfg else cfg["group"]
+            name = cfg["task"] if "group" not in cfg else cfg["group"]  # every builder sets one of them
             text = yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
             atomic_write_text(out / f"{name}.yaml", text)
             names.append(name)

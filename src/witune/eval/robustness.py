@@ -24,6 +24,7 @@ from typing import Protocol
 import torch
 
 from witune.eval.perturb import PERTURBATIONS, MCItem, Variant, build_prompt, load_items, variants
+from witune.eval.rows import MetricRow, metric_row
 
 TASK = "witune:robustness"
 
@@ -142,7 +143,7 @@ def robustness_rows(
     seed: int = 0,
     limit: int | None = None,
     task: str = TASK,
-) -> list[dict]:
+) -> list[MetricRow]:
     """Score the clean prompt and every perturbed variant; return metric rows."""
     shots, scored = items[: settings.shots], items[settings.shots :]
     scored = scored[:limit] if limit is not None else scored
@@ -153,8 +154,8 @@ def robustness_rows(
     clean = acc["clean"]
     n = len(scored)
 
-    def row(metric: str, value: float, stderr: float | None = None, higher: bool = True) -> dict:
-        return {"task": task, "metric": metric, "value": float(value), "stderr": stderr, "higher_is_better": higher}
+    def row(metric: str, value: float, stderr: float | None = None, higher: bool = True) -> MetricRow:
+        return metric_row(task, metric, value, stderr, higher)
 
     rows = [row("clean_acc", clean, math.sqrt(clean * (1 - clean) / n) if n > 1 else None)]
     perturbed = []
@@ -181,7 +182,7 @@ def robustness_rows(
     return rows
 
 
-def robustness(model, tok, arg: str | None, opt) -> list[dict]:
+def robustness(model, tok, arg: str | None, opt) -> list[MetricRow]:
     """The built-in evaluator (`witune eval --tasks witune:robustness`)."""
     from witune.eval.local_tasks import default_data_dir
 

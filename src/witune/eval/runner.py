@@ -64,7 +64,8 @@ def evaluate(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_path))
-        model = AutoModelForCausalLM.from_pretrained(str(model_path)).to(device).eval()
+        # transformers types PreTrainedModel.to as functools.wraps(nn.Module.to): its stub wants `self` first
+        model = AutoModelForCausalLM.from_pretrained(str(model_path)).to(device).eval()  # type: ignore[arg-type]
         for full, key, arg in builtin:
             for row in BUILTINS[key](model, tok, arg, opt):
                 rows.append({**row, "task": full})  # keep the argument in the name: one row per data file

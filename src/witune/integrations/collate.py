@@ -48,7 +48,7 @@ class WeightedCollator:
         length = max(len(i) for i in ids)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        out = {
+        out: dict[str, Any] = {  # tensors, plus the int max_length_q/k of padding-free batches
             "input_ids": _pad(ids, length, self.pad_token_id),
             "labels": _pad(labels, length, IGNORE_INDEX),
             "loss_weights": _pad(weights, length, 0.0),

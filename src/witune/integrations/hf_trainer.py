@@ -24,7 +24,7 @@ supported: the count and the x-processes factor would both count replicated rank
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import Trainer
@@ -63,7 +63,15 @@ def check_normalization(normalization: str | float) -> str | float:
     return float(normalization)
 
 
-class WeightedLossMixin:
+if TYPE_CHECKING:
+    # The mixin always sits before a Trainer in the MRO: to the type checker it *is* one, so `self.args`,
+    # `self.accelerator` and the super() calls are checked against transformers' own definitions.
+    _TrainerBase = Trainer
+else:
+    _TrainerBase = object
+
+
+class WeightedLossMixin(_TrainerBase):
     """Put before a `Trainer` subclass (`class T(WeightedLossMixin, Trainer)`): weighted loss, step normaliser.
 
     The batches must carry `labels` and `loss_weights` (and optionally `response_mask`) as `weighted_dataset`
@@ -85,9 +93,11 @@ class WeightedLossMixin:
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
+        # Trainer.__init__ assigns None, so the checker types the attribute as None; the call above set a list.
+        columns = cast(list[str], self._signature_columns)
         # remove_unused_columns would otherwise drop the weights: the model's forward does not take them.
-        self._signature_columns = list(
-            dict.fromkeys([*self._signature_columns, "labels", "loss_weights", "response_mask", "seq_lengths"])
+        self._signature_columns = list(  # type: ignore[assignment]  # typed None by transformers (see above)
+            dict.fromkeys([*columns, "labels", "loss_weights", "response_mask", "seq_lengths"])
         )
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:

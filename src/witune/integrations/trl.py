@@ -23,7 +23,7 @@ response token; use `weighted_dataset` (or `assistant_only_loss=True`) to weight
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +32,9 @@ try:
     from trl.data_utils import get_dataset_column_names, pack_dataset
 except ImportError as e:  # an optional extra: say how to get it
     raise ImportError(f"witune.integrations.trl needs TRL >= 1.16: pip install 'witune[trl]' ({e})") from e
+
+if TYPE_CHECKING:
+    from trl import SFTConfig
 
 from witune.data import RoleWeights
 from witune.integrations.collate import WeightedCollator
@@ -52,8 +55,13 @@ def add_weight_columns(example: dict[str, Any], prompt_weight: float, response_w
     return {"labels": labels, "loss_weights": weights, "response_mask": response}
 
 
-class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
+# TRL types `_BaseTrainer.loss_is_scaled_for_ga = None` as None, not bool | None as transformers does: the
+# mixin's True is what both read at run time.
+class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  # TRL's None-typed class attribute
     """`trl.SFTTrainer` with lambda_p (`prompt_weight`), lambda_r (`response_weight`) and a step normaliser."""
+
+    if TYPE_CHECKING:
+        args: SFTConfig  # SFTTrainer.__init__ turns any TrainingArguments into an SFTConfig
 
     def __init__(
         self,
@@ -67,10 +75,10 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
         own_collator = kwargs.get("data_collator") is None
         super().__init__(*args, normalization=normalization, **kwargs)
         if own_collator:  # TRL's collator would drop the weight columns
+            multiple = self.args.pad_to_multiple_of
+            assert not isinstance(multiple, str)  # SFTConfig.__post_init__ resolves "auto" to an int or None
             self.data_collator = WeightedCollator(
-                self._tokenizer.pad_token_id,
-                padding_free=self.padding_free,
-                pad_to_multiple_of=self.args.pad_to_multiple_of,
+                self._tokenizer.pad_token_id, padding_free=self.padding_free, pad_to_multiple_of=multiple
             )
 
     def _prepare_dataset(
@@ -116,7 +124,7 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = [
+            self._signature_columns = [  # type: ignore[assignment]  # transformers types the attribute as None
                 "input_ids",
                 "attention_mask",
                 "labels",

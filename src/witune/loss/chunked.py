@@ -103,7 +103,7 @@ class _HiddenWeightedCE(torch.autograd.Function):
         weight: Tensor,
         bias: Tensor | None,
         labels: Tensor,
-        w: Tensor,  # type: ignore[override]
+        w: Tensor,
         active: Tensor,
         rows: int,
         needs: tuple[bool, bool, bool],
@@ -151,15 +151,18 @@ class _HiddenWeightedCE(torch.autograd.Function):
             x.mul_((wc / total_exp)[:, None])
             x.scatter_add_(1, yc[:, None], -wc[:, None])
             if need_b:
+                assert grad_b is not None  # allocated above exactly when need_b
                 grad_b += x.sum(0)
             g = x.to(h.dtype)
             del x
             if need_h:
+                assert grad_h is not None  # allocated above exactly when need_h
                 if contiguous:
                     torch.mm(g, weight, out=grad_h[sel])
                 else:
                     grad_h[sel] = g @ weight
             if need_w:
+                assert grad_w is not None  # allocated above exactly when need_w
                 if hc.dtype == torch.float32:
                     grad_w.addmm_(g.T, hc)  # in place: no (V, H) temporary
                 else:
@@ -171,9 +174,9 @@ class _HiddenWeightedCE(torch.autograd.Function):
         return total, nll
 
     @staticmethod
-    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):  # type: ignore[override]
+    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):
         saved = ctx.saved_tensors
-        out = []
+        out: list[Tensor | None] = []
         for t, has, dtype in zip(saved, ctx.has, ctx.dtypes):
             if not has:
                 out.append(None)

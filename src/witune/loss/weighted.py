@@ -156,7 +156,7 @@ class _ChunkedWeightedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, w: Tensor):  # type: ignore[override]
+    def forward(ctx, logits: Tensor, labels: Tensor, w: Tensor):
         n, vocab = logits.shape
         rows = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
         lse = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -172,7 +172,7 @@ class _ChunkedWeightedCE(torch.autograd.Function):
         return weighted_sum, nll
 
     @staticmethod
-    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):  # type: ignore[override]
+    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):
         logits, labels, w, lse = ctx.saved_tensors
         n, vocab = logits.shape
         rows = max(1, _CHUNK_ELEMENTS // max(vocab, 1))

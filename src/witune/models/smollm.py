@@ -26,7 +26,7 @@ def smollm2_gguf_file() -> Path:
         raise ConfigError(f"SmolLM2 needs the package {PACKAGE}; install it with: {INSTALL_HINT}") from None
     for file in dist.files or []:
         if file.name.endswith(".gguf"):
-            path = Path(dist.locate_file(file))
+            path = Path(str(dist.locate_file(file)))  # typed as the SimplePath protocol; a real path
             if path.is_file():
                 return path
     raise ConfigError(

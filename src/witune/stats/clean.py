@@ -110,6 +110,7 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
                 unparsed[loc.index] = len(removed)
             removed.append(Removal(where, loc.index, reason, e.field or "", e.reason, rec))
             continue
+        assert fmt is not None  # convert_records sets the format whenever it reports no error
         bad = next(((ex, ex.response_text) for ex in examples if is_placeholder(ex.response_text)), None)
         if bad is not None:
             removed.append(
@@ -140,8 +141,8 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
     kept = [r for i, r in enumerate(kept) if i not in drop]
     if unparsed:
         for n, raw in _lines(Path(path), set(unparsed)):
-            r = removed[unparsed[n]]
-            removed[unparsed[n]] = Removal(r.location, r.index, r.reason, r.field, r.detail, None, raw)
+            old = removed[unparsed[n]]
+            removed[unparsed[n]] = Removal(old.location, old.index, old.reason, old.field, old.detail, None, raw)
     removed.sort(key=lambda r: r.index)  # file order, whatever check found it
     return Cleaning(kept, removed, total, rule)
 

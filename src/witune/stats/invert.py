@@ -15,6 +15,7 @@ closest to the target is inverted (every prefix's Rg is computed exactly from ru
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,7 @@ def _rg(p_sum: int, c_sum: int, r_sum: float, n: int) -> dict[str, float]:
     return {"ratio_of_means": c_sum / p_sum if p_sum else float("inf"), "mean_of_ratios": r_sum / n if n else 0.0}
 
 
-def _extreme_ratio(p: float, c: float, deltas: list[tuple[float, float]], lowest: bool) -> float:
+def _extreme_ratio(p: float, c: float, deltas: Sequence[tuple[float, float]], lowest: bool) -> float:
     """Lowest (or highest) (c + sum dc) / (p + sum dp) over subsets of the (dp, dc) moves: Dinkelbach's method.
 
     For a ratio level q, the best subset takes every move with dc - q dp < 0 (> 0 for the highest); iterating q

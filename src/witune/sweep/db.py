@@ -20,9 +20,12 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from witune.results_schema import REQUIRED, RUN_COLUMNS
+
+if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
+    from witune.eval.rows import MetricRow
 
 DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
@@ -140,7 +143,7 @@ def mark_failed(path: str | Path, run_id: str, error: str) -> None:
         )
 
 
-def finish_run(path: str | Path, run_id: str, rows: list[dict], losses: list[tuple[int, float]]) -> None:
+def finish_run(path: str | Path, run_id: str, rows: list[MetricRow], losses: list[tuple[int, float]]) -> None:
     """Metrics, losses and status 'done' in one transaction: a kill leaves either all of them or none."""
     with transaction(path) as conn:
         _write_metrics(conn, run_id, rows)
@@ -156,7 +159,7 @@ def finish_run(path: str | Path, run_id: str, rows: list[dict], losses: list[tup
         )
 
 
-def write_eval_rows(db: str | Path, run_id: str, rows: list[dict]) -> None:
+def write_eval_rows(db: str | Path, run_id: str, rows: list[MetricRow]) -> None:
     """Store evaluation rows {task, metric, value, stderr, higher_is_better} for `run_id` (used by `witune eval
     --db`); rows of the same task and metric replace earlier ones. An unknown run id gets a minimal run row."""
     with transaction(db) as conn:
@@ -167,7 +170,7 @@ def write_eval_rows(db: str | Path, run_id: str, rows: list[dict]) -> None:
         _write_metrics(conn, run_id, rows)
 
 
-def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[dict]) -> None:
+def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[MetricRow]) -> None:
     conn.executemany(
         "INSERT OR REPLACE INTO metrics (run_id, task, metric, value, stderr, higher_is_better) VALUES (?,?,?,?,?,?)",
         [

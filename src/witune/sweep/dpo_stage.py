@@ -11,10 +11,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from witune.sweep.db import STAGE_PREFIX
 from witune.sweep.grid import Point
 from witune.sweep.runner import TRAINED_MARKER, PointError, _last_error, _one_line, eval_tasks, run_logged
+
+if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
+    from witune.eval.rows import MetricRow
 
 
 def train_dpo(point: Point, out: Path) -> Path:
@@ -45,7 +49,7 @@ def train_dpo(point: Point, out: Path) -> Path:
     return dpo_dir / "model"
 
 
-def _pair_rows(dpo_dir: Path) -> list[dict]:
+def _pair_rows(dpo_dir: Path) -> list[MetricRow]:
     """DPO's own held-out numbers (when the stage held pairs out): loss, reward margin and accuracy after."""
     f = dpo_dir / "eval.json"
     after = json.loads(f.read_text()).get("after", {}) if f.is_file() else {}
@@ -61,7 +65,7 @@ def _pair_rows(dpo_dir: Path) -> list[dict]:
     ]
 
 
-def dpo_rows(point: Point, out: Path) -> list[dict]:
+def dpo_rows(point: Point, out: Path) -> list[MetricRow]:
     """Train the DPO stage (unless done) and evaluate it with the point's tasks; rows prefixed `dpo:`."""
     from witune.eval import EvalOptions, evaluate
 

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from witune.atomic import atomic_write_text
 from witune.sweep import db
 from witune.sweep.grid import Point
+
+if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
+    from witune.eval.rows import MetricRow
 
 TRAINED_MARKER = ".trained"
 
@@ -32,7 +35,7 @@ class PointError(RuntimeError):
 
 @dataclass
 class PointResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)  # evaluation rows + diagnostics
+    rows: list[MetricRow] = field(default_factory=list)  # evaluation rows + diagnostics
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) from metrics.jsonl
 
 

@@ -240,8 +240,9 @@ def _optimizer_step(
     loss_backend: str = "auto",
 ) -> tuple[float, torch.Tensor, float, float]:
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
-    counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
-    counts = acc.reduce(counts.to(acc.device), reduction="sum")  # the whole step, every process
+    local = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
+    assert isinstance(local, torch.Tensor)  # a step always has micro-batches, so sum() never returns its start 0
+    counts = acc.reduce(local.to(acc.device), reduction="sum")  # the whole step, every process
     z = normalizer_from_counts(counts, norm)
     # accelerate divides the loss by grad_accum in backward (DeepSpeed too): multiply it back in.
     scale = acc.num_processes * grad_accum

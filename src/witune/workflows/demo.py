@@ -20,10 +20,13 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from witune.atomic import atomic_savefig, atomic_write_text
 from witune.train.config import TrainConfig
+
+if TYPE_CHECKING:  # witune.eval pulls in the harness: imported only where an evaluation runs
+    from witune.eval.rows import MetricRow
 
 SHARED_FILE = "train/alpaca_seed_tasks.jsonl"
 # (name, lambda_p, lambda_r): conventional instruction tuning, and a WIT-style weighted setting.
@@ -55,7 +58,7 @@ class DemoResult:
     base_prompt_nll: float
     base_response_nll: float
     settings: list[SettingResult] = field(default_factory=list)
-    benchmarks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run name -> harness rows
+    benchmarks: dict[str, list[MetricRow]] = field(default_factory=dict)  # run name -> harness rows
     # run name -> per-item 0/1 accuracy of the benchmark, in item order (for paired standard errors)
     benchmark_items: dict[str, list[float]] = field(default_factory=dict)
     # run name -> per-record held-out response NLL per token (for paired standard errors)
@@ -145,6 +148,8 @@ def run_demo(
     def run_benchmark(name: str, model_path: str) -> None:
         if bench:
             from witune.models import resolve_model_path
+
+            assert shared is not None  # bench is only set when the shared data folder exists
 
             rows, items = benchmark_with_items(
                 resolve_model_path(model_path), bench, benchmark_limit, str(shared / "eval")
@@ -272,7 +277,7 @@ def write_report(result: DemoResult) -> str:
                     "metric": r["metric"],
                     "score": r["value"],
                     "higher_is_better": bool(r.get("higher_is_better", True)),
-                    "stderr": binomial if r.get("stderr") is None else float(r["stderr"]),
+                    "stderr": binomial if (row_se := r["stderr"]) is None else float(row_se),
                     **extra,
                 }
             )
@@ -310,7 +315,8 @@ def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
 
     def bench(name: str) -> dict[str, Any]:
         acc = [r["value"] for r in result.benchmarks.get(name, []) if r["metric"] == "acc"]
-        task = next(iter(result.benchmarks.get(name, [])), {}).get("task", "benchmark").removeprefix("witune_")
+        rows = result.benchmarks.get(name, [])
+        task = (rows[0]["task"] if rows else "benchmark").removeprefix("witune_")
         return {f"{task} acc": acc[0]} if acc else {}
 
     rows = [
@@ -365,7 +371,7 @@ def score_records(model: Any, rows: list, pad: int) -> tuple[Any, list[float]]:
 
 def benchmark_with_items(
     model_path: str, task: str, limit: int | None, data_dir: str
-) -> tuple[list[dict], list[float]]:
+) -> tuple[list[MetricRow], list[float]]:
     """The harness rows of one local task plus each item's 0/1 accuracy (lm-eval's logged samples, by doc_id)."""
     import tempfile
 
@@ -438,7 +444,8 @@ def headline(result: DemoResult) -> list[str]:
         )
     a, b = result.benchmark_items.get(ref, []), result.benchmark_items.get(alt, [])
     if len(a) >= 2 and len(a) == len(b):
-        task = next(iter(result.benchmarks.get(ref, [])), {}).get("task", "benchmark").removeprefix("witune_")
+        ref_rows = result.benchmarks.get(ref, [])
+        task = (ref_rows[0]["task"] if ref_rows else "benchmark").removeprefix("witune_")
         accs = {n: result.benchmark_items[n] for n in ["base", *names] if n in result.benchmark_items}
         means = {n: sum(v) / len(v) for n, v in accs.items()}
         # binomial SE of each model's accuracy on its own; the difference below uses the paired SE
