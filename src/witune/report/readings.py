@@ -47,7 +47,8 @@ def wit_reading(a: Analysis) -> str:
         f"The best cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
         f"model × dataset panels (largest {100 * best.max():.1f}%). In {nz['count']} of {nz['of']} "
         f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best prompt weight is "
-        "non-zero, i.e. ignoring prompt tokens was not optimal there."
+        "non-zero, i.e. ignoring prompt tokens was not optimal there. These are point estimates: whether a "
+        "lead is more than noise is what the noise guard of the aggregates section says."
     )
 
 

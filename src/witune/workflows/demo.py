@@ -472,7 +472,7 @@ def headline_html(result: DemoResult) -> str:
 
     items = "".join(f"<li>{html.escape(line)}</li>" for line in result.headline)
     return (
-        f"<h2>Headline: {html.escape(', '.join(s.name for s in result.settings))}</h2>"
+        f"<h2>Headline: {html.escape(' vs '.join(s.name for s in result.settings))}</h2>"
         f'<div class="rec"><ul>{items}</ul></div>'
         "<p class='reading'>Outcomes are the held-out response NLL and the benchmark accuracy; differences "
         'are weighted minus conventional with paired standard errors, "within noise" when under 2 SE. '
