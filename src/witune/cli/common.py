@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -223,3 +223,16 @@ def escaped(text: object) -> str:
     from rich.markup import escape
 
     return escape(str(text))
+
+
+def config_keys_help(config_cls: type, docs: Mapping[str, str], presets: Mapping[str, object]) -> str:
+    """The `--help` epilog of a flat dataclass config: every key with its default and docstring, then presets."""
+    import dataclasses
+
+    lines = ["config keys (YAML or --set key=value; defaults in brackets):"]
+    for f in dataclasses.fields(config_cls):
+        factory = f.default_factory  # MISSING (not callable) for fields with a plain default
+        default = f.default if f.default is not dataclasses.MISSING else factory() if callable(factory) else None
+        lines.append(f"  {f.name} [{default!r}]: {docs.get(f.name, '')}")
+    lines.append("presets: " + "; ".join(f"{k}: {v}" for k, v in presets.items()))
+    return "\n".join(lines)

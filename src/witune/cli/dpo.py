@@ -9,16 +9,10 @@ import sys
 
 
 def _keys_help() -> str:
-    import dataclasses
-
+    from witune.cli.common import config_keys_help
     from witune.dpo.config import PRESETS, DPOConfig, field_docs
 
-    docs = field_docs()
-    lines = ["config keys (YAML or --set key=value; defaults in brackets):"]
-    for f in dataclasses.fields(DPOConfig):
-        lines.append(f"  {f.name} [{f.default!r}]: {docs.get(f.name, '')}")
-    lines.append("presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
-    return "\n".join(lines)
+    return config_keys_help(DPOConfig, field_docs(), PRESETS)
 
 
 def register(sub) -> None:

@@ -9,18 +9,10 @@ import sys
 
 
 def _keys_help() -> str:
-    import dataclasses
-
+    from witune.cli.common import config_keys_help
     from witune.train.config import PRESETS, TrainConfig, field_docs
 
-    docs = field_docs()
-    lines = ["config keys (YAML or --set key=value; defaults in brackets):"]
-    for f in dataclasses.fields(TrainConfig):
-        factory = f.default_factory  # MISSING (not callable) for fields with a plain default
-        default = f.default if f.default is not dataclasses.MISSING else factory() if callable(factory) else None
-        lines.append(f"  {f.name} [{default!r}]: {docs.get(f.name, '')}")
-    lines.append("presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
-    return "\n".join(lines)
+    return config_keys_help(TrainConfig, field_docs(), PRESETS)
 
 
 def register(sub) -> None:
