@@ -345,3 +345,43 @@ def test_overlong_records_tokenize_only_what_is_kept_with_identical_ids(shared_d
                 assert [(r.input_ids, r.weights, r.roles, r.response) for r in got] == [
                     (r.input_ids, r.weights, r.roles, r.response) for r in want
                 ], (max_length, policy)
+
+
+def _alias_bomb(key: str, levels: int = 9) -> str:
+    """`key:` holding a "billion laughs": `levels` nested anchors of nine references each (9**levels strings)."""
+    names = "abcdefghijk"[:levels]
+    rows = [f"  - &{names[0]} [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    rows += [f"  - &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip(names, names[1:])]
+    return f"{key}:\n" + "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(
+    "command, key",
+    [
+        ("sweep", "eval_tasks"),
+        ("sweep", "plw"),
+        ("train", "role_weights"),
+        ("train", "report_to"),
+        ("dpo", "report_to"),
+    ],
+)
+def test_yaml_alias_bombs_are_refused_at_once_in_one_line(tmp_path, good, capsys, command, key):
+    import time
+
+    head = {"sweep": f"set: {{data: {good}}}\n", "train": f"data: {good}\n", "dpo": f"model: m\ndata: {good}\n"}
+    path = tmp_path / "bomb.yaml"
+    path.write_text(head[command] + _alias_bomb(key))
+    assert 350 < path.stat().st_size < 600  # the issue's file: about 531 bytes standing for 9**9 strings
+    argv = [command, path, "--dry-run"] if command == "sweep" else [command, path, "--print-config"]
+    start = time.perf_counter()
+    err = refused(argv, capsys, str(path), "line", "aliases")
+    assert time.perf_counter() - start < 5
+    assert len(err.strip().splitlines()) == 1 and "lol" not in err  # the expanded value is never formatted
+
+
+def test_small_yaml_aliases_still_work(tmp_path):
+    from witune.yaml_io import load_yaml_text
+
+    assert load_yaml_text("a: &w [0.1, 0.2]\nb: *w\n", "ok.yaml") == {"a": [0.1, 0.2], "b": [0.1, 0.2]}
+    with pytest.raises(Exception, match="refers to itself"):
+        load_yaml_text("a: &x [1, *x]\n", "self.yaml")

@@ -195,3 +195,26 @@ def test_duplicate_yaml_key_refused(tmp_path):
     p.write_text("data: x.jsonl\nprompt_weight: 0.1\nrole_weights: {system: 0, system: 1}\n")
     with pytest.raises(ConfigError, match=r"line 3: .*duplicate key 'system'"):
         load_config(p)
+
+
+def test_normalization_is_parsed_once_into_a_name_or_a_number(tmp_path):
+    from witune.loss import normalization_label, parse_normalization
+
+    assert load_config(overrides=["data=x", "normalization=128"]).normalization == 128.0
+    assert load_config(overrides={"data": "x", "normalization": "weight_sum"}).normalization == "weight_sum"
+    for bad in ("inf", "-1", "0", "true", "mean"):
+        with pytest.raises(ConfigError, match="'normalization' must be one of"):
+            load_config(overrides=["data=x", f"normalization={bad}"])
+    with pytest.raises(ValueError):
+        parse_normalization(True)  # a YAML `yes` is not the number 1
+    cfg = load_config(overrides=["data=x", "normalization=512"])
+    p = tmp_path / "c.yaml"
+    p.write_text(to_yaml(cfg))
+    assert load_config(p) == cfg
+    assert (normalization_label(512.0), normalization_label(0.5), normalization_label("tokens")) == (
+        "512",
+        "0.5",
+        "tokens",
+    )
+    with pytest.raises(ConfigError, match="'normalization'"):  # a config built in Python is checked too
+        TrainConfig(data="x", normalization="512").validate()

@@ -157,3 +157,24 @@ def test_sweep_dpo_keys_are_checked_when_the_grid_expands(tmp_path):
         expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "betta": 0.2}}))
     with pytest.raises(ConfigError, match=r"may not hold \['model'\]"):
         expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "model": "x"}}))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rate: 0\n", "'learning_rate' must be a finite number > 0"),  # training requires > 0: so does DPO
+        ("learning_rate: .nan\n", "'learning_rate'"),
+        ("beta: .inf\n", "'beta'"),
+        ("warmup_ratio: .nan\n", "'warmup_ratio'"),
+        ("label_smoothing: .nan\n", "'label_smoothing'"),
+        ("max_grad_norm: .inf\n", "'max_grad_norm'"),
+        ("save_every: -1\n", "'save_every'"),
+        ("beta: 0.1\nbeta: 0.2\n", "duplicate key 'beta'"),  # no "last one wins"
+    ],
+)
+def test_dpo_config_shares_the_training_checks(tmp_path, text, message):
+    path = tmp_path / "dpo.yaml"
+    path.write_text("model: m\ndata: d.jsonl\n" + text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_dpo_config(path)
+    assert str(path) in str(err.value) and "line" in str(err.value)

@@ -35,3 +35,19 @@ def test_kind_is_checked_and_set_where_records_are_converted():
             to_examples(rec, "alpaca", loc)
         kinds[name] = info.value.kind
     assert kinds == {k: k for k in kinds} and set(kinds) <= set(ERROR_KINDS)
+
+
+def test_on_error_is_raise_or_skip_and_nothing_else(tiny_tokenizer):
+    # Any value other than "raise" used to skip bad records in silence (a typo dropped data without a word).
+    from datasets import Dataset
+
+    from witune.data import RoleWeights, tokenize_examples
+    from witune.integrations import weighted_dataset
+
+    examples = to_examples({"instruction": "q", "input": "", "output": "a"}, "alpaca", Location("d.jsonl", 1, "line"))
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip', got 'ignore'"):
+        tokenize_examples(examples, tiny_tokenizer, RoleWeights(0.0, 1.0), on_error="ignore")
+    records = Dataset.from_list([{"instruction": "q", "input": "", "output": "a"}])
+    with pytest.raises(ValueError, match="got 'Skip'"):
+        weighted_dataset(records, tiny_tokenizer, 0.0, 1.0, on_error="Skip")
+    assert len(tokenize_examples(examples, tiny_tokenizer, RoleWeights(0.0, 1.0), on_error="skip").rows) == 1

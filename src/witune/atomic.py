@@ -77,7 +77,7 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | Path) -> None:
     """Make a rename durable (a power cut right after it must not bring the old name back)."""
     _fsync_path(folder)
 
@@ -140,7 +140,7 @@ def atomic_open(
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -200,13 +200,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 os.rmdir(old)
                 os.rename(path, old)
                 os.rename(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             if path.exists() or path.is_symlink():
                 path.unlink()  # a file (or link) where the folder goes: replaced as a whole
             os.rename(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno in _WRITE_ERRNOS:
@@ -226,7 +226,7 @@ def _fsync_tree(folder: Path) -> None:
     for root, _, files in os.walk(folder):
         for name in files:
             _fsync_path(os.path.join(root, name))
-        _fsync_dir(Path(root))
+        fsync_dir(Path(root))
 
 
 def _same_file(a: Path, b: Path) -> bool:

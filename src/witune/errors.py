@@ -66,3 +66,13 @@ def _rebuild_data_error(location: Location | None, message: str, field: str | No
 
 class ConfigError(ValueError):
     """A configuration that cannot work (for example both loss weights zero)."""
+
+
+ON_ERROR = ("raise", "skip")
+
+
+def check_on_error(on_error: object) -> None:
+    """What to do with a bad record: "raise" (stop at the first) or "skip" (drop and list it); anything else is
+    refused, never read as "skip"."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

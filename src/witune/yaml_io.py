@@ -1,8 +1,13 @@
 """Read YAML config files strictly: a key given twice in one mapping is an error, not "last one wins".
 
 PyYAML's SafeLoader silently keeps the last of two equal keys, so a config holding `prompt_weight: 0.1` and
-further down `prompt_weight: 0.9` trained with 0.9 and said nothing. Every config witune reads goes through
+further down `prompt_weight: 0.9` trained with 0.9 and said nothing. Every YAML file witune reads goes through
 :func:`load_yaml_file` (or :func:`load_yaml_text`), whose errors are one `ConfigError` line with file and line.
+
+Aliases are bounded too: `*ref` shares a node, so nine nested levels of nine references each (a 500-byte
+"billion laughs" file) stand for 9**9 values that any code walking them (or an error message formatting them)
+expands. The composed node graph is measured before anything is constructed, and a document that expands to
+more than `MAX_EXPANDED_NODES` nodes is refused, naming the line of the top-level key that holds it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,20 @@ import yaml
 
 from witune.errors import ConfigError
 
+# Far above any real config (the largest, a full sweep, has a few hundred nodes), far below a slow expansion.
+MAX_EXPANDED_NODES = 100_000
+
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping holding the same key twice (naming the key and its second line)."""
+    """SafeLoader that refuses a mapping holding the same key twice (naming the key and its second line) and a
+    document whose aliases expand beyond `MAX_EXPANDED_NODES` (checked on the composed nodes, before any value
+    is built)."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -35,6 +51,42 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that expands (every alias followed) to more than MAX_EXPANDED_NODES nodes, or that
+    refers to itself. Sizes are memoised per node, so the check is linear in the nodes actually written."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise _alias_error(node, "refers to itself")
+        visiting.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        total = 1 + sum(size(c) for c in children)
+        visiting.discard(key)
+        sizes[key] = total
+        return total
+
+    pairs = list(root.value) if isinstance(root, yaml.MappingNode) else [(root, None)]
+    total = 1
+    for key_node, value_node in pairs:  # per top-level key, so that the error names the key's line
+        total += size(key_node) + (size(value_node) if value_node is not None else 0)
+        if total > MAX_EXPANDED_NODES:
+            raise _alias_error(key_node, f"expands its aliases (*name) to more than {MAX_EXPANDED_NODES} values")
+
+
+def _alias_error(node: yaml.Node, what: str) -> yaml.YAMLError:
+    # The message names a line, never the value: formatting an expanded alias bomb is the attack itself.
+    return yaml.constructor.ConstructorError(None, None, f"this value {what}", node.start_mark)
 
 
 def load_yaml_text(text: str, where: str) -> Any:

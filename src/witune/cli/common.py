@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
@@ -55,6 +55,16 @@ def weight_value(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"a loss weight must be >= 0, got {text}")
     return value
+
+
+def normalization_arg(text: str) -> str | float:
+    """`--normalization`: parsed here, at the edge, into a name or a number (`witune.loss.Normalization`)."""
+    from witune.loss import parse_normalization
+
+    try:
+        return parse_normalization(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -225,14 +235,42 @@ def escaped(text: object) -> str:
     return escape(str(text))
 
 
-def config_keys_help(config_cls: type, docs: Mapping[str, str], presets: Mapping[str, object]) -> str:
-    """The `--help` epilog of a flat dataclass config: every key with its default and docstring, then presets."""
-    import dataclasses
+def add_config_command(sub, name: str, config_cls: type, help: str, doc: str | None, example: str) -> Any:
+    """The parser of a command run from a flat config (`witune train`, `witune dpo`): the config file, `--set`,
+    `--preset`, `--resume`, `--overwrite` and `--print-config`, with every config key in the `--help` epilog."""
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=doc,
+        epilog=config_cls.keys_help(),  # type: ignore[attr-defined]
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/; --print-config writes an annotated one)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key (repeatable), e.g. --set {example}",
+    )
+    presets = " or ".join(config_cls.PRESETS)  # type: ignore[attr-defined]
+    p.add_argument("--preset", default=None, help=f"recipe applied before the config file: {presets}")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in output_dir "
+        "(refused when loss, data or schedule settings differ from the checkpoint's)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty output_dir (its checkpoints too), once data and model have loaded",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as annotated YAML and exit")
+    return p
 
-    lines = ["config keys (YAML or --set key=value; defaults in brackets):"]
-    for f in dataclasses.fields(config_cls):
-        factory = f.default_factory  # MISSING (not callable) for fields with a plain default
-        default = f.default if f.default is not dataclasses.MISSING else factory() if callable(factory) else None
-        lines.append(f"  {f.name} [{default!r}]: {docs.get(f.name, '')}")
-    lines.append("presets: " + "; ".join(f"{k}: {v}" for k, v in presets.items()))
-    return "\n".join(lines)
+
+def load_command_config(config_cls: Any, args: argparse.Namespace) -> Any:
+    """The config of `args`; with --print-config, a template: required keys not given get stand-ins."""
+    return config_cls.load(args.config, args.overrides, args.preset, template=args.print_config)

@@ -8,48 +8,24 @@ import argparse
 import sys
 
 
-def _keys_help() -> str:
-    from witune.cli.common import config_keys_help
-    from witune.dpo.config import PRESETS, DPOConfig, field_docs
-
-    return config_keys_help(DPOConfig, field_docs(), PRESETS)
-
-
 def register(sub) -> None:
-    p = sub.add_parser(
-        "dpo",
-        help="preference optimisation (DPO, via TRL) of a `witune train` model",
-        description=__doc__,
-        epilog=_keys_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from witune.cli.common import add_config_command
+    from witune.dpo.config import DPOConfig
+
+    p = add_config_command(
+        sub, "dpo", DPOConfig, "preference optimisation (DPO, via TRL) of a `witune train` model", __doc__, "beta=0.1"
     )
-    p.add_argument("config", nargs="?", help="YAML config file (--print-config writes an annotated one)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set beta=0.1",
-    )
-    p.add_argument("--preset", default=None, help="recipe applied before the config file: zephyr or quick")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in a non-empty output_dir (checkpoints included) once data and model loaded",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as annotated YAML and exit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from witune.dpo.config import load_dpo_config, to_yaml
+    from witune.cli.common import load_command_config
+    from witune.dpo.config import DPOConfig
 
+    cfg = load_command_config(DPOConfig, args)
     if args.print_config:  # a template needs no model or data
-        print(to_yaml(load_dpo_config(args.config, args.overrides, args.preset, validate=False)), end="")
+        print(cfg.to_yaml(), end="")
         return 0
-    cfg = load_dpo_config(args.config, args.overrides, args.preset)
     from witune.dpo.run import run_dpo
 
     r = run_dpo(cfg, resume=args.resume, overwrite=args.overwrite)

@@ -13,6 +13,7 @@ from witune.cli.common import (
     escaped,
     int_at_least,
     load_rows,
+    normalization_arg,
     role_weights,
 )
 
@@ -27,7 +28,12 @@ def register(sub) -> None:
     add_data_args(p)
     add_model_arg(p)
     add_weight_args(p)
-    p.add_argument("--normalization", default="nonzero", help="nonzero (WIT), weight_sum, tokens, or a number")
+    p.add_argument(
+        "--normalization",
+        type=normalization_arg,
+        default="nonzero",
+        help="nonzero (WIT), weight_sum, tokens, or a number",
+    )
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write the result as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -41,11 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from witune.eval.score import score
     from witune.models import load_model, load_tokenizer
 
-    norm = args.normalization
-    try:
-        norm = float(norm)
-    except ValueError:
-        pass
     from witune.atomic import atomic_write_text, check_output
 
     if args.json not in (None, "-"):
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     data = load_rows(args, tokenizer, weights)
     model = load_model(args.model)
-    result = score(model, data.rows, tokenizer.pad_token_id, norm, args.batch_size).as_dict()
+    result = score(model, data.rows, tokenizer.pad_token_id, args.normalization, args.batch_size).as_dict()
     if args.json is not None:
         text = json.dumps(result, indent=2)
         if args.json == "-":

@@ -11,7 +11,7 @@ from witune.data import overlong
 from witune.data.example import Example
 from witune.data.render import Rendered, render_segments, tokenize_segments
 from witune.data.weights import RoleWeights
-from witune.errors import ConfigError, DataError
+from witune.errors import ConfigError, DataError, check_on_error
 
 TRUNCATIONS = ("left", "right", "drop")
 _BATCH = 1000  # examples per batched tokenizer call
@@ -73,6 +73,7 @@ def tokenize_examples(
 ) -> TokenizedData:
     """Render, tokenize (batched) and truncate. With on_error="raise" (default) an unrenderable sample or one
     left with zero trainable tokens is an error naming its location; with "skip" it is dropped and listed."""
+    check_on_error(on_error)
     if truncation not in TRUNCATIONS:
         raise ConfigError(f"unknown truncation {truncation!r}; choose one of {TRUNCATIONS}")
     out = TokenizedData([])

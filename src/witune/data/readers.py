@@ -16,7 +16,7 @@ from typing import Any
 
 from witune.data.example import Example
 from witune.data.formats import FORMATS, detect_format, to_examples
-from witune.errors import ConfigError, DataError, Location
+from witune.errors import ConfigError, DataError, Location, check_on_error
 
 _LINE_FORMATS = {".jsonl", ".ndjson"}
 
@@ -294,8 +294,7 @@ def load_examples(
     source: str | Path, format: str = "auto", on_error: str = "raise", split: str = "train", limit: int | None = None
 ) -> LoadResult:
     """Read and convert every record. `on_error="skip"` skips bad records and lists them in `skipped`."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError("on_error must be 'raise' or 'skip'")
+    check_on_error(on_error)
     if format != "auto" and format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; choose auto or one of {FORMATS}")
     result = LoadResult([], format=format)

@@ -21,6 +21,7 @@ from typing import Any
 
 from witune.data.errors import DataError, Location
 from witune.data.readers import read_records
+from witune.errors import check_on_error
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -135,8 +136,7 @@ def load_preferences(
     source: str | Path, on_error: str = "raise", split: str = "train", limit: int | None = None
 ) -> PreferenceData:
     """Read and check every record; `on_error="skip"` skips bad records and lists them in `skipped`."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError("on_error must be 'raise' or 'skip'")
+    check_on_error(on_error)
     records: list[dict[str, Any]] = []
     skipped: list[DataError] = []
     shape: bool | None = None

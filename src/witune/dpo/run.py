@@ -180,20 +180,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     )
     MetricsLog(out / "metrics.jsonl", True, resume_step=resume_step)  # truncates lines after the resumed step
     model.config.use_cache = False
-    peft_config, ref_model = None, None
-    if cfg.lora_r > 0:  # the reference is the start model with the new adapter disabled
-        from peft import LoraConfig
-
-        targets = cfg.lora_target_modules
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            task_type="CAUSAL_LM",
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-        )
-    else:  # a frozen copy of the start model: TRL would otherwise reload it by name, which a merged adapter lacks
-        ref_model = copy.deepcopy(model).eval()
+    peft_config = cfg.peft_config()  # with LoRA, the reference is the start model with the new adapter disabled
+    # Without it, a frozen copy of the start model: TRL would otherwise reload it by name, which a merged adapter lacks
+    ref_model = copy.deepcopy(model).eval() if peft_config is None else None
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,

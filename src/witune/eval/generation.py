@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import yaml
 from tqdm.auto import tqdm
+
+from witune.errors import ConfigError
+from witune.yaml_io import load_yaml_file
 
 
 @dataclass
@@ -46,8 +47,8 @@ def trained_template(model_path: str | Path | None) -> str | None:
         if not cfg_file.is_file():
             continue
         try:
-            cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            cfg = load_yaml_file(cfg_file) or {}
+        except ConfigError:
             return None
         template = cfg.get("template") if isinstance(cfg, dict) else None
         if template in ("alpaca", "chat", "plain"):
@@ -94,7 +95,6 @@ def format_prompt(tokenizer, messages: Sequence[dict[str, str]] | str, template:
     return "".join(s.text for s in segs[:last])
 
 
-@torch.no_grad()
 def generate_greedy(
     model,
     tokenizer,
@@ -108,6 +108,8 @@ def generate_greedy(
     Left padding keeps every prompt's last token at the same position, so the first generated token of
     each row is conditioned on its real prompt end (right padding would make padded rows continue padding).
     """
+    import torch  # here: `witune.eval` (the evaluator registry the analysis reads) imports no torch
+
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     from witune.models import pad_token_id
@@ -115,28 +117,29 @@ def generate_greedy(
     pad_id = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     out: list[Generation] = []
-    try:
-        batches = range(0, len(prompts), batch_size)
-        for start in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
-            chunk = list(prompts[start : start + batch_size])
-            # The chat template already wrote BOS/special tokens into the text: do not add them twice.
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            if pad_id is None:
-                raise ValueError("tokenizer has neither a pad token nor an EOS token; cannot batch prompts")
-            gen = model.generate(
-                input_ids=enc["input_ids"].to(device),
-                attention_mask=enc["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad_id,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            for prompt, row in zip(chunk, new):
-                ids = _strip_after_eos(row.tolist(), tokenizer.eos_token_id, pad_id)
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                out.append(Generation(prompt=prompt, text=text, num_tokens=len(ids)))
-    finally:
-        tokenizer.padding_side = old_side
+    with torch.no_grad():
+        try:
+            batches = range(0, len(prompts), batch_size)
+            for start in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
+                chunk = list(prompts[start : start + batch_size])
+                # The chat template already wrote BOS/special tokens into the text: do not add them twice.
+                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                if pad_id is None:
+                    raise ValueError("tokenizer has neither a pad token nor an EOS token; cannot batch prompts")
+                gen = model.generate(
+                    input_ids=enc["input_ids"].to(device),
+                    attention_mask=enc["attention_mask"].to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad_id,
+                )
+                new = gen[:, enc["input_ids"].shape[1] :]
+                for prompt, row in zip(chunk, new):
+                    ids = _strip_after_eos(row.tolist(), tokenizer.eos_token_id, pad_id)
+                    text = tokenizer.decode(ids, skip_special_tokens=True)
+                    out.append(Generation(prompt=prompt, text=text, num_tokens=len(ids)))
+        finally:
+            tokenizer.padding_side = old_side
     return out
 
 

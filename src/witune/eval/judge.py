@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import torch
-
 # MT-Bench "pair-v2" (FastChat judge_prompts.jsonl); used when the data file is not available.
 PAIR_SYSTEM = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
@@ -117,9 +115,10 @@ class LocalJudge:
         text = format_prompt(self.tokenizer, messages)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @torch.no_grad()
     def verdict_logprobs(self, messages: list[dict[str, str]]) -> dict[str, float]:
         """Summed log-probability of each verdict string following the judge prompt."""
+        import torch  # here: `witune.eval` (the evaluator registry the analysis reads) imports no torch
+
         prompt = self._prompt_ids(messages)
         conts = [self.tokenizer(f"[[{v}]]", add_special_tokens=False)["input_ids"] for v in self.options]
         seqs = [prompt + c for c in conts]
@@ -134,7 +133,8 @@ class LocalJudge:
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
         device = next(self.model.parameters()).device
         ids = ids.to(device)
-        logp = next_token_logprobs(self.model(input_ids=ids, attention_mask=mask.to(device)).logits, ids)
+        with torch.no_grad():
+            logp = next_token_logprobs(self.model(input_ids=ids, attention_mask=mask.to(device)).logits, ids)
         out = {}
         for row, (v, c) in enumerate(zip(self.options, conts)):
             # logp[:, t] scores the token at position t + 1: the verdict's tokens start at len(prompt)

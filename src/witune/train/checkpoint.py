@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from witune.atomic import fsync_dir
+
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -67,7 +69,7 @@ def publish_checkpoint(tmp: Path, final: Path, keep: int = 0) -> None:
     if final.exists():  # a re-run of the same step after a resume: replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     if keep > 0:
         for _, old in checkpoint_dirs(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -85,14 +87,3 @@ def _write_json_synced(path: Path, data: dict[str, Any]) -> None:
         json.dump(data, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -31,7 +31,7 @@ from witune.loss.chunked import weighted_nll_from_hidden
 from witune.train import runfolder, setup
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from witune.train.config import TrainConfig, config_dict, normalization_value, to_yaml
+from witune.train.config import TrainConfig, config_dict, to_yaml
 from witune.train.metrics import SUM_KEYS, MetricsLog, logged_sums, postfix, progress_bar, step_metrics
 
 
@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
             "witune", config={k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
         )
 
-    norm = normalization_value(cfg.normalization)
+    norm = cfg.normalization  # parsed when the config was read: a name or a number
     batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
     log = MetricsLog(out / "metrics.jsonl", acc.is_main_process, resume_step=start)
     bar = progress_bar(total, start, cfg.progress and acc.is_main_process)

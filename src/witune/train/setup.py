@@ -41,17 +41,10 @@ def load_model(cfg: TrainConfig) -> Any:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if cfg.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
+    lora = cfg.peft_config()
+    if lora is not None:
+        from peft import get_peft_model
 
-        targets = cfg.lora_target_modules
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            task_type="CAUSAL_LM",
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-        )
         model = get_peft_model(model, lora)
     return model
 
