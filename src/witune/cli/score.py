@@ -44,10 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from witune.atomic import atomic_write_text, check_output
     from witune.eval.score import score
     from witune.models import load_model, load_tokenizer
-
-    from witune.atomic import atomic_write_text, check_output
 
     if args.json not in (None, "-"):
         check_output(args.json, [args.data], args.force)  # before any work
