@@ -151,7 +151,7 @@ def test_sweep_dpo_keys_are_checked_when_the_grid_expands(tmp_path):
     base = {"set": {"data": "d.jsonl"}, "weights": [[0, 1], [0.5, 1]], "output_dir": str(tmp_path)}
     plain = expand(sweep_config_from_dict(base))
     chained = expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "beta": 0.2}}))
-    assert [p.dpo for p in chained] == [{"data": "p.jsonl", "beta": 0.2}] * 2 and not plain[0].dpo
+    assert [(p.dpo.data, p.dpo.beta) for p in chained] == [("p.jsonl", 0.2)] * 2 and plain[0].dpo is None
     assert {p.run_id for p in plain}.isdisjoint(p.run_id for p in chained)  # another computation, another id
     with pytest.raises(ConfigError, match="sweep key 'dpo'.*'betta'"):
         expand(sweep_config_from_dict({**base, "dpo": {"data": "p.jsonl", "betta": 0.2}}))

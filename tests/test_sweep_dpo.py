@@ -21,8 +21,8 @@ pytest.importorskip("trl")
 @pytest.mark.slow  # several processes (sweep workers, trainings, DPO, analyze)
 def test_sft_then_dpo_sweep_records_both_stages(tmp_path, tiny_model_dir, shared_data):
     from witune.analysis.stages import stage_gains
-    from witune.cli.common import read_dpo_stage, read_sweep_folder
     from witune.dpo.pairs import make_pairs
+    from witune.workflows import read_dpo_stage, read_sweep_folder
 
     train_file = shared_data / "train" / "alpaca_seed_tasks.jsonl"
     pairs = make_pairs(
@@ -78,8 +78,8 @@ def test_sft_then_dpo_sweep_records_both_stages(tmp_path, tiny_model_dir, shared
     runs = db.runs(folder)
     assert len(runs) == 2 and all(x["status"] == "done" for x in runs)
     for run in runs:
-        tasks = {m["task"] for m in db.metrics(folder, run["run_id"])}
-        assert gen_task in tasks and "dpo:" + gen_task in tasks and "dpo:dpo_pairs" in tasks
+        tasks = {(m["stage"], m["task"]) for m in db.metrics(folder, run["run_id"])}
+        assert ("sft", gen_task) in tasks and ("dpo", gen_task) in tasks and ("dpo", "dpo_pairs") in tasks
         assert (folder / "runs" / run["run_id"] / "dpo" / "model" / "config.json").is_file()
 
     sft, dpo = db.results_frame(folder, stage="sft"), db.results_frame(folder, stage="dpo")

@@ -22,10 +22,10 @@ def _write(tmp_path, content: dict, name: str = "sweep.yaml"):
 def test_presets_expand_to_the_papers_grids(tmp_path):
     plw = expand(sweep_config_from_dict({"set": {"data": "d.jsonl"}, "preset": "plw-paper"}))
     assert len(plw) == 10
-    assert [p.labels["prompt_weight"] for p in plw] == PLW_PAPER
-    assert all(p.labels["response_weight"] == 1.0 and p.train["plw"] is None for p in plw)
+    assert [p.labels.prompt_weight for p in plw] == PLW_PAPER
+    assert all(p.labels.response_weight == 1.0 and p.train.plw is None for p in plw)
     wit = expand(sweep_config_from_dict({"set": {"data": "d.jsonl"}, "preset": "wit-grid"}))
-    pairs = {(p.labels["prompt_weight"], p.labels["response_weight"]) for p in wit}
+    pairs = {(p.labels.prompt_weight, p.labels.response_weight) for p in wit}
     assert len(wit) == 35 == len(pairs) and (0.0, 0.0) not in pairs and (0.2, 1.0) in pairs
     assert len({p.run_id for p in wit}) == 35
 
@@ -55,7 +55,7 @@ def test_ids_are_stable_and_depend_only_on_what_is_trained(tmp_path):
     )
     assert not {p.run_id for p in a} & {p.run_id for p in c}
     # Existing files become absolute paths: the workers do not depend on the current folder.
-    assert all(p.train["data"] == str(data.resolve()) for p in a)
+    assert all(p.train.data == str(data.resolve()) for p in a)
     p = a[0]
     assert Point.from_json(p.to_json()) == p
     assert p.train_config(tmp_path / "out").output_dir == str(tmp_path / "out")
@@ -70,10 +70,10 @@ def test_base_file_is_read_relative_to_the_sweep_file(tmp_path):
     assert cfg.output_dir.endswith("sweep")  # default: sweeps/<file stem>
     points = expand(cfg)
     assert len(points) == 4
-    assert {p.labels["dataset"] for p in points} == {"a", "b"}
-    assert all(p.train["max_steps"] == 7 and "output_dir" not in p.train for p in points)
+    assert {p.labels.dataset for p in points} == {"a", "b"}
+    assert all(p.train.max_steps == 7 and "output_dir" not in p.train_keys() for p in points)
     # The weight axis replaces the base config's plw.
-    assert {(p.train["prompt_weight"], p.train["response_weight"], p.train["plw"]) for p in points} == {
+    assert {(p.train.prompt_weight, p.train.response_weight, p.train.plw) for p in points} == {
         (0.0, 1.0, None),
         (0.2, 0.8, None),
     }
@@ -110,7 +110,7 @@ def _points(n: int) -> list[Point]:
 
 def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_schema(tmp_path):
     from witune.analysis.results import REQUIRED
-    from witune.cli.common import read_sweep_folder
+    from witune.workflows import read_sweep_folder
 
     points = _points(3)
     db.add_points(tmp_path, points)
@@ -154,7 +154,7 @@ def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_sch
     first = frame.set_index("run_id").loc[points[0].run_id]
     assert first["benchmark"] == "piqa" and first["score"] == 0.75 and first["generation_length"] == 12.0
     assert first["weight_distance"] == 0.25 and math.isnan(first["memorization_bleu"])
-    assert first["prompt_weight"] == points[0].labels["prompt_weight"]
+    assert first["prompt_weight"] == points[0].labels.prompt_weight
     assert sorted(losses[losses.run_id == points[0].run_id]["loss"]) == [2.0, 3.0]
     assert set(losses["run_id"]) == {p.run_id for p in points[:2]}
 
@@ -186,3 +186,52 @@ def test_status_table_lists_every_point(tmp_path):
     text = console.export_text()
     assert points[0].run_id in text and points[1].run_id in text
     assert "piqa acc" in text and "0.625" in text and "1 pending, 1 done" in text
+
+
+def test_sweep_folders_from_before_the_stage_column_still_load(tmp_path):
+    """An older sweep.db kept its rows in `metrics`, DPO-stage tasks prefixed `dpo:` and diagnostics told apart
+    by task prefix: read as they meant, and new rows of a resumed sweep go beside them."""
+    import json
+    import sqlite3
+
+    points = _points(2)
+    conn = sqlite3.connect(tmp_path / "sweep.db")
+    conn.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, point TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',"
+        " started REAL, finished REAL, seconds REAL, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE metrics (run_id TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value REAL,"
+        " stderr REAL, higher_is_better INTEGER NOT NULL, PRIMARY KEY (run_id, task, metric));"
+        "CREATE TABLE losses (run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_id, step));"
+    )
+    old = points[0]
+    stored = json.loads(old.to_json())
+    stored["train"]["normalization"] = "nonzero"  # as older folders stored it: text
+    conn.execute("INSERT INTO runs (run_id, point, status) VALUES (?, ?, 'done')", (old.run_id, json.dumps(stored)))
+    conn.executemany(
+        "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (old.run_id, "witune_piqa", "acc", 0.5, 0.1, 1),
+            (old.run_id, "weight_distance", "l2", 0.25, None, 0),
+            (old.run_id, "witune:memorization=/x/d.jsonl", "n_prompts", 8, None, 1),
+            (old.run_id, "witune:robustness=piqa", "drop", 0.1, None, 0),
+            (old.run_id, "witune:robustness=piqa", "typos_mean_acc", 0.4, None, 1),
+            (old.run_id, "dpo:witune_piqa", "acc", 0.6, 0.1, 1),
+            (old.run_id, "dpo:dpo_pairs", "reward_margin", 0.7, None, 1),
+            (old.run_id, "dpo:dpo_pairs", "loss", 0.3, None, 0),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    sft, dpo = db.results_frame(tmp_path, "sft"), db.results_frame(tmp_path, "dpo")
+    assert list(sft["benchmark"]) == ["piqa"] and sft["score"].tolist() == [0.5]
+    assert sft["weight_distance"].tolist() == [0.25] and sft["robustness_drop"].tolist() == [0.1]
+    assert list(dpo["benchmark"]) == ["piqa"] and dpo["score"].tolist() == [0.6]
+    assert dpo["dpo_reward_margin"].tolist() == [0.7] and sft["dpo_reward_margin"].isna().all()
+    stages = {(m["stage"], m["task"], m["role"]) for m in db.metrics(tmp_path)}
+    assert ("dpo", "dpo_pairs", "detail") in stages and ("sft", "witune:robustness=piqa", "detail") in stages
+    assert Point.from_json(json.dumps(db.runs(tmp_path)[0]["point"])) == old  # the point loads as it was
+    # A resumed sweep writes its new point into the new table, beside the old rows.
+    db.add_points(tmp_path, points)
+    db.mark_running(tmp_path, points[1].run_id)
+    db.finish_run(tmp_path, points[1].run_id, [{"task": "witune_piqa", "metric": "acc", "value": 0.7}], [])
+    assert sorted(db.results_frame(tmp_path)["score"]) == [0.5, 0.7]

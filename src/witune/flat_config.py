@@ -21,7 +21,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
 
@@ -88,6 +88,8 @@ class FlatConfig:
     RANGES: ClassVar[Mapping[str, Range]] = {}
     # Stand-ins for required keys in a printed template (`--print-config` needs no data or model).
     TEMPLATE_VALUES: ClassVar[Mapping[str, Any]] = {}
+    # Fields the code fills in, never a file or `--set` (the sweep's resolved base path).
+    INTERNAL: ClassVar[tuple[str, ...]] = ()
 
     # --- checks
     def problems(self) -> Iterator[tuple[str, str]]:
@@ -195,7 +197,7 @@ def _plain(value: Any) -> Any:
 
 
 def field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    return [f.name for f in dataclasses.fields(cls) if f.name not in getattr(cls, "INTERNAL", ())]
 
 
 def ranges(cls: type) -> dict[str, Range]:
@@ -302,6 +304,22 @@ def coerce(hint: Any, key: str, value: Any, where: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def finite_number(value: Any) -> float:
+    """A finite number (YAML reads .nan and .inf as floats: a NaN weight trains nothing without a word)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("expects finite numbers")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expects finite numbers") from None
+    if not math.isfinite(number):
+        raise ValueError("expects finite numbers")
+    return number
+
+
+FiniteFloat = Annotated[float, finite_number]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

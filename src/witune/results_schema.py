@@ -1,36 +1,164 @@
-"""The results table's columns: the one owner of the schema that the sweep writes and the analysis reads.
+"""The results table and the rows it is made of: the one owner of the schema that the sweep writes, the
+workflows assemble and the analysis reads.
 
-At the bottom of the layers because both sides use it and neither may import the other's way (the sweep sits
-below the analysis). One row per run x benchmark x metric::
+At the bottom of the layers because every side uses it and none may import another's way (the sweep sits
+below the analysis). A run's measurements are `ResultRow`s (task, metric, value, ..., with an explicit
+`stage` and `role`); `results_table` turns runs (id, design `Labels`, rows) into the analysis table, one row
+per run x benchmark x metric::
 
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed,
-    benchmark, metric, score, higher_is_better
+    benchmark, metric, score, higher_is_better, stderr
     [rg, weight_distance, memorization_bleu, generation_length, ... per-run columns]
+
+Which metrics are diagnostics is declared once, where an evaluation is registered (`Diagnostics`, given to
+`witune.eval.register_evaluator`, or beside what the sweep measures itself): diagnostics never vote.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What identifies a run (its design): one value per run, repeated on each of its rows.
 DESIGN_COLUMNS = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed"]
 # Every results table has these; a CSV without one is refused.
 REQUIRED = [*DESIGN_COLUMNS, "benchmark", "metric", "score", "higher_is_better"]
 
-# Where per-run diagnostics come from: (task prefix, metric) of an evaluation row -> the results column the
-# analysis reads them as (not as benchmark scores, so they never enter an aggregate).
-DIAGNOSTIC_COLUMNS = {
-    ("weight_distance", "l2"): "weight_distance",
-    ("witune:memorization", "bleu"): "memorization_bleu",
-    ("witune:generation_length", "mean_tokens"): "generation_length",
-    ("witune:robustness", "clean_acc"): "robustness_clean_acc",
-    ("witune:robustness", "drop"): "robustness_drop",
-    ("witune:robustness", "worst_acc"): "robustness_worst_acc",
-    ("dpo_pairs", "reward_margin"): "dpo_reward_margin",
-}
-# Per-run properties of the training data, also columns: Rg (ratio of means, tokenizer of the model trained).
-DATA_COLUMNS = {("witune:data_rg", "ratio_of_means"): "rg"}
-RUN_COLUMNS = {**DIAGNOSTIC_COLUMNS, **DATA_COLUMNS}
-
 # The PLW paper's per-run training-dynamics diagnostics (section 5.3) measured by an evaluation, and with the
 # loss stability (mean RSD, computed by the analysis from the loss table) the list the analysis plots.
 PER_RUN_DIAGNOSTICS = ["weight_distance", "memorization_bleu", "generation_length"]
 DIAGNOSTICS = ["mean_rsd", *PER_RUN_DIAGNOSTICS]
+# Per-run columns every sweep's table has (NaN where not measured); declared columns add to them.
+STANDARD_RUN_COLUMNS = ["rg", *PER_RUN_DIAGNOSTICS]
+
+STAGES = ("sft", "dpo")  # a sweep point's training, and the DPO stage a sweep may chain after it
+# score: a benchmark row that votes; diagnostic: beside the scores, never in an aggregate (a per-run column
+# when declared with one, else a row the analysis recognises by the same declaration); detail: stored only.
+ROLES = ("score", "diagnostic", "detail")
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Which metrics of one evaluation are diagnostics, and why: declared once, where it is registered.
+
+    A metric in `columns` becomes that per-run column of the results table; one matching `details` (fnmatch
+    patterns) is stored but left out of the table; one matching `metrics` is a diagnostic row. Any other
+    metric of the evaluation is a score.
+    """
+
+    why: str
+    metrics: tuple[str, ...] = ("*",)
+    columns: Mapping[str, str] = field(default_factory=dict)
+    details: tuple[str, ...] = ()
+
+    def role(self, metric: str) -> tuple[str, str | None]:
+        """(role, per-run column or None) of one of this evaluation's metrics."""
+        if metric in self.columns:
+            return "diagnostic", self.columns[metric]
+        if any(fnmatch.fnmatchcase(metric, p) for p in self.details):
+            return "detail", None
+        if any(fnmatch.fnmatchcase(metric, p) for p in self.metrics):
+            return "diagnostic", None
+        return "score", None
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A run's design as the tables show it (short names: a file's stem, a folder's name)."""
+
+    model: str = ""
+    dataset: str = ""
+    prompt_weight: float | None = None
+    response_weight: float | None = None
+    normalization: str = ""
+    seed: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Labels:
+        """From stored JSON; keys it lacks (a run `witune eval --db` registered) keep their defaults."""
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured number of one run: what `sweep.db` stores and `results_table` reads."""
+
+    task: str  # an evaluation's name, with its argument (`witune:generation=FILE`): one row per file
+    metric: str
+    value: float | None  # None: not measured (NaN)
+    stderr: float | None = None
+    higher_is_better: bool = True
+    stage: str = "sft"  # one of STAGES
+    role: str = "score"  # one of ROLES
+    column: str | None = None  # the per-run results column of a diagnostic declared with one
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES or self.role not in ROLES:
+            raise ValueError(f"result row {self.task}/{self.metric}: stage {self.stage!r}, role {self.role!r}")
+
+
+def tag(row: Mapping[str, Any], declared: Diagnostics | None, stage: str = "sft") -> ResultRow:
+    """An evaluation's plain row {task, metric, value, stderr, higher_is_better} with its stage and role."""
+    role, column = declared.role(str(row["metric"])) if declared is not None else ("score", None)
+    value = row.get("value")
+    return ResultRow(
+        str(row["task"]),
+        str(row["metric"]),
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value),
+        None if row.get("stderr") is None else float(row["stderr"]),
+        bool(row.get("higher_is_better", True)),
+        stage,
+        role,
+        column,
+    )
+
+
+def benchmark_name(task: str) -> str:
+    """`witune_arc_challenge` -> `arc_challenge`: the local harness copies are the standard benchmarks."""
+    return task.removeprefix("witune_")
+
+
+def results_table(
+    runs: Iterable[tuple[str, Labels, Iterable[ResultRow]]], stage: str = "sft", columns: Iterable[str] = ()
+) -> pd.DataFrame:
+    """The analysis table of `stage` from runs (id, labels, rows of every stage): scores and diagnostic rows
+    as rows, diagnostics declared with a column as per-run columns (NaN where a run has none; `columns` names
+    more to have), and a `stage` column. Details are left out."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    per_run: dict[str, dict[str, float]] = {}
+    columns = dict.fromkeys([*STANDARD_RUN_COLUMNS, *columns])
+    for run_id, labels, results in runs:
+        per_run[run_id] = {}
+        for r in results:
+            if r.column:
+                columns.setdefault(r.column)  # a column exists once any stage declares it
+            if r.stage != stage or r.role == "detail" or r.value is None:
+                continue
+            if r.column:
+                per_run[run_id][r.column] = r.value
+                continue
+            rows.append(
+                {
+                    "run_id": run_id,
+                    **dataclasses.asdict(labels),
+                    "benchmark": benchmark_name(r.task),
+                    "metric": r.metric,
+                    "score": r.value,
+                    "higher_is_better": r.higher_is_better,
+                    "stderr": math.nan if r.stderr is None else r.stderr,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr"])
+    for col in columns:
+        frame[col] = [per_run.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
+    frame["stage"] = stage
+    return frame

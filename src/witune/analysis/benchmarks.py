@@ -5,8 +5,9 @@ Two rules keep the aggregates honest:
 1. **Diagnostics never vote.** A diagnostic describes *how* a model was trained (its prompt NLL, the
    distance it moved, how long its answers are, how much training data it reproduces, how noisy its loss
    was), not how good it is. The prompt NLL in particular is what a weighted run is trained to lower, so
-   counting it as a score makes prompt weighting win by construction. ``ROLES`` is the one explicit table
-   of what is a diagnostic; everything it does not name is a score. Held-out *response* NLL is a score
+   counting it as a score makes prompt weighting win by construction. An evaluator declares its diagnostics
+   when it is registered (``witune.eval.register_evaluator``); ``ROLES`` adds the generic ones (metric names
+   any evaluation may report); everything neither names is a score. Held-out *response* NLL is a score
    (lower is better): it measures the answers, which every configuration is trained to produce.
 2. **One benchmark, one vote.** lm-eval reports MMLU as ~58 subtasks, BBH as ~27, IFEval with 4 metrics
    and ARC with 2. Counted as separate tasks, MMLU alone would outvote every other benchmark. Subtasks are
@@ -31,11 +32,7 @@ ROLES: list[tuple[str, str, str]] = [
     ("*", "*loss_rsd*", "training-loss stability, a training diagnostic"),
     ("*", "mean_rsd", "training-loss stability, a training diagnostic"),
     ("*", "n_prompts", "bookkeeping count"),
-    ("*generation_length*", "*", "answer length: neither better nor worse in itself"),
-    ("*winrate*", "mean_tokens", "answer length of the win-rate generations"),
-    ("*memorization*", "*", "memorisation BLEU on training prompts, a mechanism diagnostic"),
     ("weight_distance*", "*", "distance moved from the base weights, a mechanism diagnostic"),
-    ("*robustness*", "*", "prompt-robustness spread, reported beside the scores"),
 ]
 # Held-out response NLL ("heldout:response_nll", "witune:score:response_nll_per_token") is a score:
 # no rule above matches it, so it votes as one lower-is-better benchmark.
@@ -83,6 +80,11 @@ def bare(name: str) -> str:
 
 def diagnostic_reason(benchmark: str, metric: str) -> str | None:
     """Why (benchmark, metric) is a diagnostic, or None when it is a score."""
+    from witune.eval import declared_diagnostics
+
+    declared = declared_diagnostics(benchmark)
+    if declared is not None and declared.role(metric)[0] != "score":
+        return declared.why
     b = bare(benchmark)
     for bpat, mpat, why in ROLES:
         if fnmatch.fnmatchcase(b, bpat) and fnmatch.fnmatchcase(metric, mpat):

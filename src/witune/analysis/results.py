@@ -35,13 +35,13 @@ _FALSE = {"false", "0", "no", "f", "n"}
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read results from a CSV file (a sweep folder is read by the CLI: ``witune.cli.common.read_sweep_folder``)."""
+    """Read results from a CSV file (a sweep folder is read by the CLI: ``witune.workflows.read_sweep_folder``)."""
     path = Path(path)
     if path.is_dir():
         raise DataError(
             Location(str(path), 0),
             "a sweep folder, not a results CSV: read it with "
-            "witune.cli.common.read_sweep_folder (the analysis does not import the sweep)",
+            "witune.workflows.read_sweep_folder (the analysis does not import the sweep)",
         )
     if not path.exists():
         raise DataError(Location(str(path), 0), "no such file or folder")

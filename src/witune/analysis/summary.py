@@ -68,12 +68,14 @@ def analyze(
     progress=None,
     engine: str = "python",
     primary: dict[str, str] | None = None,
+    dpo: pd.DataFrame | None = None,
 ) -> Analysis:
     """All views of the issue: aggregates, WIT gains and optima, PLW fits and GAM, correlations, dynamics.
 
     Diagnostics (``benchmarks.ROLES``) are split off first and never reach an aggregate, gain, optimum or
     model; lm-eval subtasks are folded into one row per run x benchmark on its primary metric
     (``benchmarks.PRIMARY``, overridable with ``primary``). ``engine``: ``python``, ``r`` or ``auto``.
+    ``dpo``: the results of the DPO stage a sweep chained after SFT (gains after both, ``stages``).
     """
     from witune.analysis import r_engine
 
@@ -136,6 +138,7 @@ def analyze(
         roles=roles,
         primary=chosen,
         engine=engine,
+        stages=stages.stage_gains(df, dpo) if dpo is not None else None,
         robustness=stages.robustness_table(df),
     )
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import escaped, int_at_least, print_error, read_dpo_stage, read_sweep_folder
+from witune.cli.common import add_model_options, analysis_from_args, escaped, print_error
 
 
 def register(subparsers) -> None:
@@ -23,89 +23,6 @@ def register(subparsers) -> None:
     p.add_argument("--plots", default=None, help="folder to write the figures to as PNG")
     p.add_argument("--json", action="store_true", help="print every table as JSON instead of rich tables")
     p.set_defaults(func=run)
-
-
-def add_model_options(p) -> None:
-    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, bootstrap."""
-    p.add_argument(
-        "--engine",
-        choices=["auto", "r", "python"],
-        default="auto",
-        help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
-        "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "
-        "glmmTMB and mgcv is installed, else python",
-    )
-    p.add_argument(
-        "--primary",
-        action="append",
-        default=[],
-        metavar="BENCHMARK=METRIC",
-        help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc",
-    )
-    p.add_argument(
-        "--bootstrap",
-        type=int_at_least(0),
-        default=200,
-        help="bootstrap replicates for the critical-PLW interval (python engine)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-
-
-def parse_primary(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        bench, sep, metric = item.partition("=")
-        if not sep or not bench or not metric:
-            raise SystemExit(f"--primary {item!r}: expected BENCHMARK=METRIC")
-        out[bench.strip()] = metric.strip()
-    return out
-
-
-def load_inputs(args: argparse.Namespace):
-    """Results, losses and features named on the command line (shared with `witune report`)."""
-    from witune.analysis.results import load_features, load_losses, load_results
-
-    if _is_dir(args.sweep):
-        results, losses = read_sweep_folder(args.sweep)
-    else:
-        results, losses = load_results(args.sweep), None
-    if args.losses:
-        losses = load_losses(args.losses)
-    features = load_features(args.features) if getattr(args, "features", None) else None
-    return results, losses, features
-
-
-def _is_dir(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_dir()
-
-
-def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
-    from rich.progress import Progress
-
-    from witune.analysis.summary import analyze
-
-    results, losses, features = load_inputs(args)
-    with Progress(disable=quiet, transient=True, console=_console(stderr=True)) as bar:
-        datasets = results["dataset"].nunique()
-        task = bar.add_task("fitting (bootstrap of the critical PLW)", total=max(1, args.bootstrap * datasets))
-        a = analyze(
-            results,
-            losses,
-            features,
-            n_boot=args.bootstrap,
-            seed=args.seed,
-            progress=lambda: bar.advance(task),
-            engine=getattr(args, "engine", "auto"),
-            primary=parse_primary(getattr(args, "primary", [])),
-        )
-    dpo = read_dpo_stage(args.sweep)
-    if dpo is not None:  # sweeps with a DPO stage: gains after SFT and after DPO
-        from witune.analysis.stages import stage_gains
-
-        a.stages = stage_gains(results, dpo)
-    return a
 
 
 def _console(stderr: bool = False):
@@ -136,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from witune.report.readings import recommendation
 
     try:
-        a = analyze_with_progress(args, quiet=args.json)
+        a = analysis_from_args(args, quiet=args.json)
     except RuntimeError as exc:  # no R for --engine r, R failing, no scores: one line
         print_error(exc)
         return 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from witune.data.formats import FORMATS
@@ -14,7 +13,7 @@ from witune.data.render import TEMPLATES
 from witune.errors import ConfigError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
 # Argument types: argparse checks them while parsing, so a bad number is one usage line before any model or
@@ -187,35 +186,56 @@ def print_error(message: object, label: str = "error") -> None:
     Console(stderr=True).print(f"[{style}]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
-def read_sweep_folder(folder: str | Path, stage: str = "sft") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A sweep folder's results (of one stage: "sft", or "dpo" when the sweep chains DPO) and training losses,
-    read through the sweep's database and checked by the analysis. The CLI is where the two meet: the analysis
-    never imports the sweep (it sits above it)."""
-    from witune.analysis.results import validate_losses, validate_results
-    from witune.sweep.db import losses_frame, results_frame
-
-    return (
-        validate_results(results_frame(folder, stage=stage), str(folder)),
-        validate_losses(losses_frame(folder), str(folder)),
+def add_model_options(p) -> None:
+    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, bootstrap."""
+    p.add_argument(
+        "--engine",
+        choices=["auto", "r", "python"],
+        default="auto",
+        help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
+        "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "
+        "glmmTMB and mgcv is installed, else python",
     )
+    p.add_argument(
+        "--primary",
+        action="append",
+        default=[],
+        metavar="BENCHMARK=METRIC",
+        help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int_at_least(0),
+        default=200,
+        help="bootstrap replicates for the critical-PLW interval (python engine)",
+    )
+    p.add_argument("--seed", type=int, default=0)
 
 
-def read_results_table(path: str | Path) -> pd.DataFrame:
-    """The checked results table of a sweep folder or a results CSV."""
-    from witune.analysis.results import load_results
+def parse_primary(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        bench, sep, metric = item.partition("=")
+        if not sep or not bench or not metric:
+            raise SystemExit(f"--primary {item!r}: expected BENCHMARK=METRIC")
+        out[bench.strip()] = metric.strip()
+    return out
 
-    return read_sweep_folder(path)[0] if Path(path).is_dir() else load_results(path)
 
+def analysis_from_args(args: argparse.Namespace, quiet: bool = False):
+    """The analysis `witune analyze` and `witune report` print: the arguments handed to the workflow."""
+    from witune.workflows import analyze_results
 
-def read_dpo_stage(path: str | Path) -> pd.DataFrame | None:
-    """The DPO-stage results of a sweep folder that chains DPO after SFT; None for a CSV or a sweep without one."""
-    if not Path(path).is_dir():
-        return None
-    from witune.analysis.results import validate_results
-    from witune.sweep.db import results_frame
-
-    dpo = results_frame(path, stage="dpo")
-    return None if dpo.empty else validate_results(dpo, str(path))
+    return analyze_results(
+        args.sweep,
+        args.losses,
+        getattr(args, "features", None),
+        engine=args.engine,
+        primary=parse_primary(args.primary),
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        progress=not quiet,
+    )
 
 
 def os_error_line(err: OSError, outputs: list[str] | None = None) -> str:

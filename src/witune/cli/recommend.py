@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from witune.analysis.optimum import sweep_optimum
-        from witune.cli.common import read_results_table
+        from witune.workflows import read_results_table
 
         table = read_results_table(args.sweep)
         name = args.sweep_dataset

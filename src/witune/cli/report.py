@@ -8,7 +8,7 @@ from witune.cli.common import escaped, print_error
 
 
 def register(subparsers) -> None:
-    from witune.cli.analyze import add_model_options
+    from witune.cli.common import add_model_options
 
     p = subparsers.add_parser("report", help="self-contained HTML report (figures embedded) of a sweep")
     p.add_argument("sweep", help="sweep folder (with sweep.db) or results CSV")
@@ -27,12 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from witune.atomic import check_output
-    from witune.cli.analyze import analyze_with_progress
+    from witune.cli.common import analysis_from_args
     from witune.report.html import write_html_report
 
     check_output(args.output, [args.sweep, args.losses, args.features], args.force)  # before the analysis
     try:
-        a = analyze_with_progress(args)
+        a = analysis_from_args(args)
     except RuntimeError as exc:  # --engine r without R, R failing, no scores at all
         print_error(exc)
         return 2

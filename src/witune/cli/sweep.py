@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         for p in expand(cfg):
             lab = p.labels
             console.print(
-                f"{p.run_id}  model={lab['model']} data={lab['dataset']} λp={lab['prompt_weight']:g} "
-                f"λr={lab['response_weight']:g} norm={lab['normalization']} seed={lab['seed']}",
+                f"{p.run_id}  model={lab.model} data={lab.dataset} λp={lab.prompt_weight:g} "
+                f"λr={lab.response_weight:g} norm={lab.normalization} seed={lab.seed}",
                 highlight=False,
                 soft_wrap=True,
             )

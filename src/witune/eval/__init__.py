@@ -3,7 +3,15 @@
 `evaluate(model_path, tasks, limit=None)` returns rows {task, metric, value, stderr, higher_is_better}.
 """
 
-from witune.eval.builtins import BUILTINS, EvalOptions, register_evaluator
+from witune.eval.builtins import BUILTINS, EvalOptions, declared_diagnostics, register_evaluator
 from witune.eval.runner import evaluate, parse_task, split_tasks
 
-__all__ = ["BUILTINS", "EvalOptions", "evaluate", "parse_task", "register_evaluator", "split_tasks"]
+__all__ = [
+    "BUILTINS",
+    "EvalOptions",
+    "declared_diagnostics",
+    "evaluate",
+    "parse_task",
+    "register_evaluator",
+    "split_tasks",
+]

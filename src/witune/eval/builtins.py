@@ -10,7 +10,9 @@
 
 Every evaluator takes the loaded model and tokenizer plus an `EvalOptions` and returns metric rows
 {task, metric, value, stderr, higher_is_better}. `BUILTINS` maps names to evaluators; other parts of witune (or
-a user's code) add theirs with `register_evaluator(name, fn)`, which refuses to replace an existing name.
+a user's code) add theirs with `register_evaluator(name, fn, diagnostics)`, which refuses to replace an
+existing name. `diagnostics` (`witune.results_schema.Diagnostics`) says which of its metrics are diagnostics:
+that one declaration is what the sweep stores as each row's role and what the analysis and the report read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from witune.eval import generation as gen
 from witune.eval.judge import JudgePrompt, LocalJudge, OpenAIJudge, load_reference_outputs, pairwise_win_rate
 from witune.eval.local_tasks import default_data_dir
 from witune.eval.rows import MetricRow, metric_row
+from witune.results_schema import Diagnostics
 
 
 @dataclass
@@ -126,22 +129,47 @@ def winrate(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
     ]
 
 
-BUILTINS: dict[str, Evaluator] = {
-    "generation_length": generation_length,
-    "generation": generation_task,
-    "memorization": memorization,
-    "winrate": winrate,
-}
+BUILTINS: dict[str, Evaluator] = {}
+DIAGNOSTICS: dict[str, Diagnostics] = {}  # evaluator name -> which of its metrics are diagnostics
 
 
-def register_evaluator(name: str, evaluator: Evaluator) -> None:
-    """Make `witune:<name>` run ``evaluator(model, tokenizer, argument, options)``. A name is registered once:
-    silently replacing a built-in would change what a sweep's recorded task name means."""
+def register_evaluator(name: str, evaluator: Evaluator, diagnostics: Diagnostics | None = None) -> None:
+    """Make `witune:<name>` run ``evaluator(model, tokenizer, argument, options)``; `diagnostics` declares which
+    of its metrics are diagnostics (none: every metric is a score). A name is registered once: silently
+    replacing a built-in would change what a sweep's recorded task name means."""
     if not name or any(c in name for c in ":=,") or name != name.strip():
         raise ValueError(f"evaluator name {name!r}: non-empty, without spaces around it and without ':', '=' or ','")
     if name in BUILTINS:
         raise ValueError(f"evaluator witune:{name} is already registered")
     BUILTINS[name] = evaluator
+    if diagnostics is not None:
+        DIAGNOSTICS[name] = diagnostics
+
+
+def declared_diagnostics(task: str) -> Diagnostics | None:
+    """The declaration of the evaluator behind a task name (`witune:name[=ARG]`, or the bare name as a results
+    table may give it), or None."""
+    return DIAGNOSTICS.get(task.removeprefix("witune:").partition("=")[0])
+
+
+register_evaluator(
+    "generation_length",
+    generation_length,
+    Diagnostics("answer length: neither better nor worse in itself", columns={"mean_tokens": "generation_length"}),
+)
+register_evaluator("generation", generation_task)
+register_evaluator(
+    "memorization",
+    memorization,
+    Diagnostics(
+        "memorisation BLEU on training prompts, a mechanism diagnostic",
+        columns={"bleu": "memorization_bleu"},
+        details=("n_prompts",),
+    ),
+)
+register_evaluator(
+    "winrate", winrate, Diagnostics("answer length of the win-rate generations", metrics=("mean_tokens",))
+)
 
 
 def _robustness(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow]:
@@ -150,4 +178,12 @@ def _robustness(model, tok, arg: str | None, opt: EvalOptions) -> list[MetricRow
     return robustness(model, tok, arg, opt)
 
 
-register_evaluator("robustness", _robustness)
+register_evaluator(
+    "robustness",
+    _robustness,
+    Diagnostics(
+        "prompt-robustness spread, reported beside the scores",
+        columns={"clean_acc": "robustness_clean_acc", "drop": "robustness_drop", "worst_acc": "robustness_worst_acc"},
+        details=("*",),  # the per-perturbation breakdown stays in the database
+    ),
+)

@@ -9,7 +9,8 @@ Modules: `config` (SweepConfig, presets), `grid` (points with stable ids), `db` 
 """
 
 from witune.sweep.config import PRESETS, SweepConfig, load_sweep_config
-from witune.sweep.grid import Point, expand
+from witune.sweep.grid import expand
 from witune.sweep.orchestrate import SweepSummary, run_sweep
+from witune.sweep.point import EvalSpec, Point
 
-__all__ = ["PRESETS", "Point", "SweepConfig", "SweepSummary", "expand", "load_sweep_config", "run_sweep"]
+__all__ = ["PRESETS", "EvalSpec", "Point", "SweepConfig", "SweepSummary", "expand", "load_sweep_config", "run_sweep"]

@@ -13,19 +13,23 @@ Example (every key optional except a base config or `set: {data: ...}`)::
     eval_limit: 100
     workers: 2
     output_dir: sweeps/plw
+
+The kernel of every witune config reads it (`witune.flat_config`: types, ranges, duplicate keys, alias bombs).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from witune.data.errors import ConfigError
 from witune.data.weights import check_weight_range
+from witune.flat_config import ConfigKeyError, FiniteFloat, FlatConfig, at_least, one_of, optional
+from witune.loss.normalization import Normalization
+from witune.sweep.point import EvalSpec
 from witune.yaml_io import load_yaml_file
 
 # PLW paper: the prompt-loss weights it trained with (response weight 1).
@@ -37,49 +41,121 @@ PRESETS: dict[str, list[tuple[float, float]]] = {
     "wit-grid": [(p, r) for p in _WIT_STEPS for r in _WIT_STEPS if (p, r) != (0.0, 0.0)],
 }
 BACKENDS = ("local", "ray")
+# Keys whose null means "not given" (an empty axis or mapping), as an empty YAML entry reads.
+_NULL_IS_EMPTY = {"set", "dpo", "weights", "plw", "prompt_weights", "response_weights", "normalization"}
+_NULL_IS_EMPTY |= {"datasets", "models", "seeds", "eval_tasks"}
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(FlatConfig):
     """A base training config, the grid axes, evaluation settings and how to run the points."""
 
-    base: dict[str, Any] = field(default_factory=dict)  # training keys of the base config (file already read)
-    base_path: str | None = None  # the base config file, when given as a path (kept for the record)
-    set: dict[str, Any] = field(default_factory=dict)  # training keys applied to every point, after base
+    base: dict[str, Any] = field(default_factory=dict)
+    """Training config: a file (relative to the sweep file) or a mapping of training keys."""
+    base_path: str | None = None
+    """The base config file, resolved (kept for the record)."""
+    set: dict[str, Any] = field(default_factory=dict)
+    """Training keys applied to every point, after the base config."""
     # --- grid axes (empty list: the axis is not swept, the base value is used)
-    preset: str | None = None  # plw-paper or wit-grid: the weight pairs of the paper
-    weights: list[tuple[float, float]] = field(default_factory=list)  # explicit (prompt, response) pairs
-    plw: list[float] = field(default_factory=list)  # prompt-loss weights, response at 1
-    prompt_weights: list[float] = field(default_factory=list)  # crossed with response_weights
-    response_weights: list[float] = field(default_factory=list)
-    normalization: list[str] = field(default_factory=list)
+    preset: str | None = None
+    """plw-paper or wit-grid: the weight pairs of the paper."""
+    weights: list[tuple[FiniteFloat, FiniteFloat]] = field(default_factory=list)
+    """Explicit (prompt, response) weight pairs, e.g. [[0, 1], [0.1, 1]]."""
+    plw: list[FiniteFloat] = field(default_factory=list)
+    """Prompt-loss weights, response weight 1."""
+    prompt_weights: list[FiniteFloat] = field(default_factory=list)
+    """Prompt weights, crossed with response_weights."""
+    response_weights: list[FiniteFloat] = field(default_factory=list)
+    """Response weights, crossed with prompt_weights."""
+    normalization: list[Normalization] = field(default_factory=list)
+    """Normalisers of the step (nonzero, weight_sum, tokens or a number)."""
     datasets: list[str] = field(default_factory=list)
+    """Training data files (one axis value each)."""
     models: list[str] = field(default_factory=list)
+    """Models to fine-tune."""
     seeds: list[int] = field(default_factory=list)
-    # --- evaluation of each trained point
-    eval_tasks: list[str] = field(default_factory=list)  # harness tasks and witune:<built-in> names
-    eval_limit: int | None = None  # items per task
-    eval_num_fewshot: int | None = None  # override the per-task presets
-    eval_max_new_tokens: int = 256  # generation built-ins
-    eval_batch_size: int = 8
-    eval_device: str = "cpu"
-    eval_data_dir: str | None = None  # evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)
-    allow_weight_above_one: bool = False  # weights above the papers' range [0, 1] (a warning is printed)
-    weight_distance: bool = True  # L2 distance of the tuned weights from the base model, per run
-    # --- optional second stage: `witune dpo` keys (data: preference pairs, beta, ...) run on each point's SFT
-    # model, evaluated with the same tasks; empty: SFT only. The model and output_dir keys are set per point.
+    """Seeds."""
+    # --- evaluation of each trained point (defaults: witune.sweep.point.EvalSpec)
+    eval_tasks: list[str] = field(default_factory=list)
+    """Harness tasks and witune:<built-in> names."""
+    eval_limit: int | None = EvalSpec.limit
+    """Items per task (null: all)."""
+    eval_num_fewshot: int | None = EvalSpec.num_fewshot
+    """Few-shot examples, overriding the per-task presets (null: the presets)."""
+    eval_max_new_tokens: int = EvalSpec.max_new_tokens
+    """Tokens generated per answer by the generation built-ins."""
+    eval_batch_size: int = EvalSpec.batch_size
+    """Evaluation batch size."""
+    eval_device: str = EvalSpec.device
+    """Device of the evaluations."""
+    eval_data_dir: str | None = EvalSpec.data_dir
+    """Evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)."""
+    allow_weight_above_one: bool = False
+    """Weights above the papers' range [0, 1] (a warning is printed)."""
+    weight_distance: bool = EvalSpec.weight_distance
+    """Measure the L2 distance of the tuned weights from the base model, per run."""
+    # --- optional second stage
     dpo: dict[str, Any] = field(default_factory=dict)
+    """`witune dpo` keys (data: preference pairs, beta, ...) run on each point's SFT model and evaluated with the
+    same tasks; empty: SFT only. The model and output_dir keys are set per point."""
     # --- execution
-    workers: int = 1  # points trained at the same time (local backend)
-    backend: str = "local"  # local (worker processes) or ray
-    ray_address: str | None = None  # Ray cluster address; None starts a local Ray instance
-    output_dir: str = "sweeps/sweep"  # sweep folder: sweep.db, runs/<run_id>/
+    workers: int = 1
+    """Points trained at the same time (local backend)."""
+    backend: str = "local"
+    """local (worker processes) or ray."""
+    ray_address: str | None = None
+    """Ray cluster address; null starts a local Ray instance."""
+    output_dir: str = "sweeps/sweep"
+    """Sweep folder: sweep.db, runs/<run_id>/."""
+
+    INTERNAL = ("base_path",)
+    RANGES = {
+        "preset": optional(one_of(sorted(PRESETS))),
+        "backend": one_of(BACKENDS),
+        "workers": at_least(1),
+        "eval_limit": optional(at_least(1)),
+        "eval_batch_size": at_least(1),
+        "eval_max_new_tokens": at_least(1),
+        "eval_num_fewshot": optional(at_least(0)),
+    }
+
+    @classmethod
+    def unknown_key_hint(cls, unknown: list[str]) -> str:
+        if "data" in unknown or "model" in unknown:
+            return " (training keys go under 'set:' or in the 'base' config)"
+        return ""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from super().problems()
+        for p, r in self.weight_pairs():
+            if p < 0 or r < 0 or (p == 0 and r == 0):
+                yield "weights", f"pair ({p}, {r}) is invalid: weights must be >= 0 and not both 0"
+        if not (self.datasets or self.base.get("data") or self.set.get("data")):
+            yield "datasets", "is empty and there is no training data: give 'datasets', or 'data' in 'base' or 'set'"
+        if "output_dir" in self.set:  # a base config's output_dir is simply replaced by runs/<run_id>
+            yield "set", "may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>"
+
+    def validate(self) -> SweepConfig:
+        super().validate()
+        for key in ("plw", "prompt_weights", "response_weights", "weights"):
+            values = [x for pair in self.weights for x in pair] if key == "weights" else getattr(self, key)
+            try:
+                warnings = check_weight_range(
+                    {f"key '{key}' value": max(values, default=None)},
+                    self.allow_weight_above_one,
+                    "set allow_weight_above_one: true",
+                )
+            except ConfigError as e:
+                raise ConfigKeyError(key, str(e)) from None
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        return self
 
     def weight_pairs(self) -> list[tuple[float, float]]:
         """The (prompt, response) pairs of the weight axes, in order; [] when no weight axis is given."""
         pairs: list[tuple[float, float]] = []
         if self.preset is not None:
-            pairs += PRESETS[self.preset]
+            pairs += PRESETS.get(self.preset, [])
         pairs += [(float(p), float(r)) for p, r in self.weights]
         pairs += [(float(p), 1.0) for p in self.plw]
         if self.prompt_weights or self.response_weights:
@@ -89,18 +165,18 @@ class SweepConfig:
         seen: set[tuple[float, float]] = set()
         return [p for p in pairs if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 
-
-_LIST_KEYS = {
-    "weights",
-    "plw",
-    "prompt_weights",
-    "response_weights",
-    "normalization",
-    "datasets",
-    "models",
-    "seeds",
-    "eval_tasks",
-}
+    def eval_spec(self) -> EvalSpec:
+        """How each point is evaluated."""
+        return EvalSpec(
+            list(self.eval_tasks),
+            self.eval_limit,
+            self.eval_num_fewshot,
+            self.eval_max_new_tokens,
+            self.eval_batch_size,
+            self.eval_device,
+            self.eval_data_dir,
+            self.weight_distance,
+        )
 
 
 def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:
@@ -121,16 +197,7 @@ def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
 def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Path | None = None) -> SweepConfig:
     """Build and check a SweepConfig from a plain mapping (a YAML file's content)."""
-    valid = [f.name for f in dataclasses.fields(SweepConfig) if f.name != "base_path"]
-    unknown = [k for k in raw if k not in valid]
-    if unknown:
-        hint = (
-            " (training keys go under 'set:' or in the 'base' config)"
-            if "data" in unknown or "model" in unknown
-            else ""
-        )
-        raise ConfigError(f"{where}: unknown key(s) {unknown}{hint}; valid keys: {', '.join(valid)}")
-    values = dict(raw)
+    values = {k: v for k, v in raw.items() if not (v is None and k in _NULL_IS_EMPTY)}
     base = values.pop("base", None)
     base_path = None
     if isinstance(base, str):
@@ -143,92 +210,9 @@ def sweep_config_from_dict(raw: dict[str, Any], where: str = "<sweep>", root: Pa
         base = load_yaml_file(base_file) or {}
     if base is not None and not isinstance(base, dict):
         raise ConfigError(f"{where}: key 'base' must be a file path or a mapping of training keys")
-    for key in _LIST_KEYS:
-        v = values.get(key)
-        if v is None:
-            values.pop(key, None)
-        elif isinstance(v, (str, int, float)) and key != "weights":
-            values[key] = [v]  # a single value is a one-element axis
-        elif not isinstance(v, list):
-            raise ConfigError(f"{where}: key '{key}' must be a list, got {v!r}")
-    for key in ("set", "dpo"):
-        if values.get(key) is None:
-            values.pop(key, None)
-        elif not isinstance(values[key], dict):
-            raise ConfigError(f"{where}: key '{key}' must be a mapping of {'DPO' if key == 'dpo' else 'training'} keys")
+    cfg = SweepConfig.from_values({**values, "base": base or {}}, where)
+    cfg.base_path = base_path
     try:
-        values["weights"] = [_pair(w) for w in values.get("weights", [])]
-        for key in ("plw", "prompt_weights", "response_weights"):
-            values[key] = [_number(x, key) for x in values.get(key, [])]
-        values["seeds"] = [_integer(x, "seeds") for x in values.get("seeds", [])]
-    except (TypeError, ValueError) as e:
+        return cfg.validate()
+    except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    for key in ("datasets", "models", "normalization", "eval_tasks"):
-        values[key] = [str(x) for x in values.get(key, [])]
-    cfg = SweepConfig(base=dict(base or {}), base_path=base_path, **values)
-    return validate(cfg, where)
-
-
-def _pair(w: Any) -> tuple[float, float]:
-    if not isinstance(w, (list, tuple)) or len(w) != 2:
-        raise ValueError(f"key 'weights' expects [prompt, response] pairs, got {w!r}")
-    return _number(w[0], "weights"), _number(w[1], "weights")
-
-
-def _number(x: Any, key: str) -> float:
-    """A finite weight: YAML's .nan and .inf read as floats, and float('nan') would make a point that
-    trains nothing (or NaN losses) without a word."""
-    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
-        raise ValueError(f"key '{key}' expects numbers, got {x!r}")
-    try:
-        value = float(x)
-    except ValueError:
-        raise ValueError(f"key '{key}' expects numbers, got {x!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"key '{key}' expects finite numbers, got {x!r}")
-    return value
-
-
-def _integer(x: Any, key: str) -> int:
-    """A whole number: int(1.5) and int(1.7) are both 1, which silently merged two seeds into one."""
-    if isinstance(x, bool) or not (isinstance(x, int) or (isinstance(x, float) and x.is_integer())):
-        raise ValueError(f"key '{key}' expects whole numbers, got {x!r}")
-    return int(x)
-
-
-def validate(cfg: SweepConfig, where: str = "<sweep>") -> SweepConfig:
-    """Checks that no type expresses; raises ConfigError naming the key."""
-    if cfg.preset is not None and cfg.preset not in PRESETS:
-        raise ConfigError(f"{where}: key 'preset' must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"{where}: key 'backend' must be one of {BACKENDS}, got {cfg.backend!r}")
-    if not isinstance(cfg.workers, int) or cfg.workers < 1:
-        raise ConfigError(f"{where}: key 'workers' must be an integer >= 1, got {cfg.workers!r}")
-    if cfg.eval_limit is not None and (not isinstance(cfg.eval_limit, int) or cfg.eval_limit < 1):
-        raise ConfigError(f"{where}: key 'eval_limit' must be an integer >= 1 or null, got {cfg.eval_limit!r}")
-    for p, r in cfg.weight_pairs():
-        if p < 0 or r < 0 or (p == 0 and r == 0):
-            raise ConfigError(f"{where}: weight pair ({p}, {r}) is invalid: weights must be >= 0 and not both 0")
-    if not isinstance(cfg.allow_weight_above_one, bool):
-        raise ConfigError(f"{where}: key 'allow_weight_above_one' must be true or false")
-    for key in ("plw", "prompt_weights", "response_weights", "weights"):
-        values = [x for pair in cfg.weights for x in pair] if key == "weights" else getattr(cfg, key)
-        for warning in check_weight_range(
-            {f"{where}: key '{key}' value": max(values, default=None)},
-            cfg.allow_weight_above_one,
-            "set allow_weight_above_one: true",
-        ):
-            print(f"warning: {warning}", file=sys.stderr)
-    for key, low in (("eval_batch_size", 1), ("eval_max_new_tokens", 1), ("eval_num_fewshot", 0)):
-        v = getattr(cfg, key)
-        if v is None and key == "eval_num_fewshot":
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ConfigError(f"{where}: key '{key}' must be an integer >= {low}, got {v!r}")
-    if not (cfg.datasets or cfg.base.get("data") or cfg.set.get("data")):
-        raise ConfigError(f"{where}: no training data: give 'datasets', or 'data' in the base config or 'set'")
-    if "output_dir" in cfg.set:  # a base config's output_dir is simply replaced by runs/<run_id>
-        raise ConfigError(
-            f"{where}: key 'set' may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>"
-        )
-    return cfg

@@ -3,12 +3,17 @@
 Tables::
 
     runs(run_id PK, point JSON, status, started, finished, seconds, error, attempts)
-    metrics(run_id, task, metric, value, stderr, higher_is_better, PRIMARY KEY(run_id, task, metric))
+    results(run_id, stage, task, metric, value, stderr, higher_is_better, role, run_column,
+            PRIMARY KEY(run_id, stage, task, metric))        -- `witune.results_schema.ResultRow`s
     losses(run_id, step, loss, PRIMARY KEY(run_id, step))
 
-Every write is one transaction and metric/loss rows are `INSERT OR REPLACE`d on their keys, so a point that is
+Every write is one transaction and result/loss rows are `INSERT OR REPLACE`d on their keys, so a point that is
 re-run (after a kill) replaces its rows instead of adding a second copy. Status: pending -> running -> done |
 failed; a `running` row left by a killed sweep is simply run again by `--resume`.
+
+Sweep folders written before the `results` table hold their rows in `metrics(run_id, task, metric, value,
+stderr, higher_is_better)`, DPO-stage tasks prefixed `dpo:`: that table is read too, each row as it meant
+(`witune.sweep.rows.legacy_row`), and never written again.
 """
 
 from __future__ import annotations
@@ -17,32 +22,27 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from witune.results_schema import REQUIRED, RUN_COLUMNS
-
-if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
-    from witune.eval.rows import MetricRow
+from witune.results_schema import STAGES, Labels, ResultRow, results_table
+from witune.sweep.rows import declared_columns, legacy_row, tag_rows
 
 DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
-_NOT_SCORES = {"n_prompts"}  # bookkeeping metrics of built-ins
-# Tasks that are diagnostics only: their metrics outside DIAGNOSTIC_COLUMNS (results_schema) stay out of the table.
-_DIAGNOSTIC_TASKS = ("witune:robustness", "dpo_pairs")
-# Rows of a sweep's second stage (DPO after SFT) carry this task prefix; unprefixed rows are stage "sft".
-STAGE_PREFIX = "dpo:"
-STAGES = ("sft", "dpo")
+__all__ = ["STAGES", "STATUSES", "results_frame", "losses_frame"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, point TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     started REAL, finished REAL, seconds REAL, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value REAL, stderr REAL,
-    higher_is_better INTEGER NOT NULL, PRIMARY KEY (run_id, task, metric));
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL, stage TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value REAL, stderr REAL,
+    higher_is_better INTEGER NOT NULL, role TEXT NOT NULL, run_column TEXT,
+    PRIMARY KEY (run_id, stage, task, metric));
 CREATE TABLE IF NOT EXISTS losses (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_id, step));
 """
@@ -143,7 +143,10 @@ def mark_failed(path: str | Path, run_id: str, error: str) -> None:
         )
 
 
-def finish_run(path: str | Path, run_id: str, rows: list[MetricRow], losses: list[tuple[int, float]]) -> None:
+Rows = Iterable[ResultRow | Mapping[str, Any]]  # result rows, or evaluation rows (tagged as stage "sft")
+
+
+def finish_run(path: str | Path, run_id: str, rows: Rows, losses: list[tuple[int, float]]) -> None:
     """Metrics, losses and status 'done' in one transaction: a kill leaves either all of them or none."""
     with transaction(path) as conn:
         _write_metrics(conn, run_id, rows)
@@ -159,7 +162,7 @@ def finish_run(path: str | Path, run_id: str, rows: list[MetricRow], losses: lis
         )
 
 
-def write_eval_rows(db: str | Path, run_id: str, rows: list[MetricRow]) -> None:
+def write_eval_rows(db: str | Path, run_id: str, rows: Rows) -> None:
     """Store evaluation rows {task, metric, value, stderr, higher_is_better} for `run_id` (used by `witune eval
     --db`); rows of the same task and metric replace earlier ones. An unknown run id gets a minimal run row."""
     with transaction(db) as conn:
@@ -170,19 +173,23 @@ def write_eval_rows(db: str | Path, run_id: str, rows: list[MetricRow]) -> None:
         _write_metrics(conn, run_id, rows)
 
 
-def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[MetricRow]) -> None:
+def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: Rows) -> None:
     conn.executemany(
-        "INSERT OR REPLACE INTO metrics (run_id, task, metric, value, stderr, higher_is_better) VALUES (?,?,?,?,?,?)",
+        "INSERT OR REPLACE INTO results (run_id, stage, task, metric, value, stderr, higher_is_better, role, "
+        "run_column) VALUES (?,?,?,?,?,?,?,?,?)",
         [
             (
                 run_id,
-                str(r["task"]),
-                str(r["metric"]),
-                _num(r["value"]),
-                _num(r.get("stderr")),
-                int(bool(r.get("higher_is_better", True))),
+                r.stage,
+                r.task,
+                r.metric,
+                _num(r.value),
+                _num(r.stderr),
+                int(r.higher_is_better),
+                r.role,
+                r.column,
             )
-            for r in rows
+            for r in tag_rows(rows)
         ],
     )
 
@@ -206,10 +213,27 @@ def runs(path: str | Path) -> list[dict[str, Any]]:
         return out
 
 
-def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
+def result_rows(path: str | Path, run_id: str | None = None) -> list[tuple[str, ResultRow]]:
+    """(run_id, row) of every stored result, ordered by run, stage, task and metric; the rows of an older
+    sweep folder's `metrics` table too (a row stored in both: the newer one)."""
+    where, args = ("WHERE run_id=?", (run_id,)) if run_id else ("", ())
+    out: dict[tuple[str, str, str, str], tuple[str, ResultRow]] = {}
     with connect(path) as conn:
-        q, args = ("SELECT * FROM metrics WHERE run_id=?", (run_id,)) if run_id else ("SELECT * FROM metrics", ())
-        return [dict(r) for r in conn.execute(q + " ORDER BY run_id, task, metric", args)]
+        legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='metrics'").fetchone()
+        if legacy:
+            for m in conn.execute(f"SELECT * FROM metrics {where}", args):
+                row = legacy_row(dict(m))
+                out[(m["run_id"], row.stage, row.task, row.metric)] = (m["run_id"], row)
+        for m in conn.execute(f"SELECT * FROM results {where}", args):
+            fields = {k: m[k] for k in ("task", "metric", "value", "stderr", "stage", "role")}
+            row = ResultRow(**fields, higher_is_better=bool(m["higher_is_better"]), column=m["run_column"])
+            out[(m["run_id"], row.stage, row.task, row.metric)] = (m["run_id"], row)
+    return [out[k] for k in sorted(out)]
+
+
+def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
+    """`result_rows` as dicts: run_id, task, metric, value, stderr, higher_is_better, stage, role, column."""
+    return [{"run_id": rid, **asdict(row)} for rid, row in result_rows(path, run_id)]
 
 
 def _require(folder: str | Path) -> Path:
@@ -222,67 +246,20 @@ def _require(folder: str | Path) -> Path:
 
 
 def results_frame(folder: str | Path, stage: str = "sft"):
-    """Finished runs as the analysis table: one row per run x benchmark x metric, with the columns
-    run_id, model, dataset, prompt_weight, response_weight, normalization, seed, benchmark, metric, score,
-    higher_is_better, plus the per-run diagnostics weight_distance, memorization_bleu, generation_length and the
-    training data's ``rg`` (NaN where not measured), and each score's ``stderr`` (NaN where the evaluation gave none). Diagnostics are columns, not benchmark rows, so they never
-    enter an aggregate. `stage`: "sft" (the trained point) or "dpo" (the point's DPO stage, when the sweep chains
-    one); a `stage` column says which."""
-    import pandas as pd
-
+    """Finished runs as the analysis table (`witune.results_schema.results_table`): one row per run x
+    benchmark x metric with the design columns, per-run diagnostic columns (weight_distance, memorization_bleu,
+    generation_length, the training data's ``rg``, ...: NaN where not measured) and each score's ``stderr``.
+    Diagnostics declared with a column are columns, not benchmark rows, so they never enter an aggregate.
+    `stage`: "sft" (the trained point) or "dpo" (the point's DPO stage, when the sweep chains one)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     p = _require(folder)
-    done = {r["run_id"]: r["point"].get("labels", {}) for r in runs(p) if r["status"] == "done"}
-    diag: dict[str, dict[str, float]] = {rid: {} for rid in done}
-    rows = []
-    for m in metrics(p):
-        if m["run_id"] not in done or m["metric"] in _NOT_SCORES or m["value"] is None:
-            continue
-        row_stage, task = (
-            ("dpo", m["task"][len(STAGE_PREFIX) :]) if m["task"].startswith(STAGE_PREFIX) else ("sft", m["task"])
-        )
-        if row_stage != stage:
-            continue
-        m = {**m, "task": task}
-        column = _diagnostic_column(m["task"], m["metric"])
-        if column:
-            diag[m["run_id"]][column] = m["value"]
-            continue
-        if any(task == t or task.startswith(t + "=") for t in _DIAGNOSTIC_TASKS):
-            continue
-        labels = done[m["run_id"]]
-        rows.append(
-            {
-                "run_id": m["run_id"],
-                "model": labels.get("model", ""),
-                "dataset": labels.get("dataset", ""),
-                "prompt_weight": labels.get("prompt_weight"),
-                "response_weight": labels.get("response_weight"),
-                "normalization": labels.get("normalization", ""),
-                "seed": labels.get("seed"),
-                "benchmark": _benchmark(m["task"]),
-                "metric": m["metric"],
-                "score": m["value"],
-                "higher_is_better": bool(m["higher_is_better"]),
-                "stderr": math.nan if m.get("stderr") is None else m["stderr"],
-            }
-        )
-    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr"])
-    for col in sorted(set(RUN_COLUMNS.values())):
-        frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
-    frame["stage"] = stage
-    return frame
-
-
-def _diagnostic_column(task: str, metric: str) -> str | None:
-    for (prefix, name), column in RUN_COLUMNS.items():
-        if metric == name and (task == prefix or task.startswith(prefix + "=")):
-            return column
-    return None
-
-
-def _benchmark(task: str) -> str:
-    """`witune_arc_challenge` -> `arc_challenge`: the local harness copies are the standard benchmarks."""
-    return task[len("witune_") :] if task.startswith("witune_") else task
+    done = {r["run_id"]: Labels.from_dict(r["point"].get("labels", {})) for r in runs(p) if r["status"] == "done"}
+    rows: dict[str, list[ResultRow]] = {rid: [] for rid in done}
+    for rid, row in result_rows(p):
+        if rid in rows:
+            rows[rid].append(row)
+    return results_table(((rid, done[rid], rows[rid]) for rid in sorted(done)), stage, declared_columns())
 
 
 def losses_frame(folder: str | Path):

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from witune.data.errors import ConfigError
 from witune.data.weights import weight_pair
+from witune.loss.normalization import normalization_label
+from witune.results_schema import Labels
 from witune.sweep.config import SweepConfig
-from witune.train.config import TrainConfig, config_dict, load_config
+from witune.sweep.point import RUN_FOLDER, Point, dpo_stage
+from witune.train.config import load_config
 
 # Keys that do not change the trained weights: left out of the id.
 # allow_weight_above_one only permits a value; the weights themselves are hashed, so ids stay as they were.
@@ -32,29 +34,6 @@ _NOT_HASHED = {
 }
 
 
-@dataclass
-class Point:
-    """One training + evaluation of a sweep. `train` holds every TrainConfig key except output_dir."""
-
-    run_id: str
-    train: dict[str, Any]
-    labels: dict[str, Any]  # model, dataset, prompt_weight, response_weight, normalization, seed (for tables)
-    eval: dict[str, Any] = field(default_factory=dict)  # tasks, limit, num_fewshot, ... (see SweepConfig eval_*)
-    dpo: dict[str, Any] = field(default_factory=dict)  # `witune dpo` keys of a second stage; empty: none
-
-    def to_json(self) -> str:
-        d = {"run_id": self.run_id, "train": self.train, "labels": self.labels, "eval": self.eval}
-        return json.dumps({**d, "dpo": self.dpo} if self.dpo else d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Point:
-        d = json.loads(text)
-        return cls(d["run_id"], d["train"], d["labels"], d.get("eval", {}), d.get("dpo", {}))
-
-    def train_config(self, output_dir: str | Path) -> TrainConfig:
-        return load_config(None, {**self.train, "output_dir": str(output_dir)})
-
-
 def _absolute_if_exists(value: str) -> str:
     """Existing local paths become absolute (the id and the workers then do not depend on the current folder);
     hub names, aliases ('smollm2') and missing files stay as written (a missing file fails its point only)."""
@@ -64,6 +43,8 @@ def _absolute_if_exists(value: str) -> str:
 
 def point_id(train: dict[str, Any]) -> str:
     hashed = {k: v for k, v in sorted(train.items()) if k not in _NOT_HASHED}
+    if "normalization" in hashed:  # as text, the way sweeps before the parsed type hashed it: ids stay
+        hashed["normalization"] = normalization_label(hashed["normalization"])
     return hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -92,16 +73,7 @@ def expand(cfg: SweepConfig) -> list[Point]:
         common["data"] = _absolute_if_exists(str(common["data"]))
     if "model" in common and not cfg.models:
         common["model"] = _absolute_if_exists(str(common["model"]))
-    evals = {
-        "tasks": list(cfg.eval_tasks),
-        "limit": cfg.eval_limit,
-        "num_fewshot": cfg.eval_num_fewshot,
-        "max_new_tokens": cfg.eval_max_new_tokens,
-        "batch_size": cfg.eval_batch_size,
-        "device": cfg.eval_device,
-        "data_dir": cfg.eval_data_dir,
-        "weight_distance": cfg.weight_distance,
-    }
+    evals = cfg.eval_spec()
     dpo = _dpo_keys(cfg)
     points, seen = [], set()
     for combo in itertools.product(*axes):
@@ -109,25 +81,26 @@ def expand(cfg: SweepConfig) -> list[Point]:
         for part in combo:
             overrides.update(part)
         try:
-            resolved = load_config(None, {**overrides, "output_dir": "."})  # validates every key and type
+            resolved = load_config(None, {**overrides, "output_dir": RUN_FOLDER})  # validates every key and type
         except ConfigError as e:
             raise ConfigError(f"sweep training config (base + set + axes): {e}") from None
-        train = {k: v for k, v in config_dict(resolved).items() if k != "output_dir"}
+        point = Point("", resolved, Labels(), evals, dpo_stage(dpo, resolved.seed) if dpo else None)
+        train = point.train_keys()
         # A DPO stage is part of what the point computes; SFT-only points keep their ids.
-        run_id = point_id({**train, "_dpo": dpo}) if dpo else point_id(train)
-        if run_id in seen:  # two axis values that resolve to the same training (e.g. plw 1 and weights [1, 1])
+        point.run_id = point_id({**train, "_dpo": dpo}) if dpo else point_id(train)
+        if point.run_id in seen:  # two axis values that resolve to the same training (e.g. plw 1 and weights [1, 1])
             continue
-        seen.add(run_id)
+        seen.add(point.run_id)
         prompt, response = weight_pair(resolved.prompt_weight, resolved.response_weight, resolved.plw)
-        labels = {
-            "model": _label(resolved.model),
-            "dataset": _label(resolved.data),
-            "prompt_weight": prompt,
-            "response_weight": response,
-            "normalization": resolved.normalization,
-            "seed": resolved.seed,
-        }
-        points.append(Point(run_id, train, labels, evals, dpo))
+        point.labels = Labels(
+            _label(resolved.model),
+            _label(resolved.data),
+            prompt,
+            response,
+            normalization_label(resolved.normalization),
+            resolved.seed,
+        )
+        points.append(point)
     return points
 
 
@@ -135,8 +108,6 @@ def _dpo_keys(cfg: SweepConfig) -> dict[str, Any]:
     """The sweep's `dpo:` keys, checked now (every point gets its model and output_dir later)."""
     if not cfg.dpo:
         return {}
-    from witune.dpo.config import load_dpo_config
-
     fixed = [k for k in ("model", "output_dir") if k in cfg.dpo]
     if fixed:
         raise ConfigError(
@@ -147,7 +118,7 @@ def _dpo_keys(cfg: SweepConfig) -> dict[str, Any]:
     if "data" in keys:
         keys["data"] = _absolute_if_exists(str(keys["data"]))
     try:
-        load_dpo_config(None, {**keys, "model": "<the point's SFT model>"})
+        dpo_stage(keys, 0)
     except ConfigError as e:
         raise ConfigError(f"sweep key 'dpo': {e}") from None
     return keys

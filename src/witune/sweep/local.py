@@ -15,7 +15,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from witune.sweep import db
-from witune.sweep.runner import die_with_parent, run_point
+from witune.sweep.runner import run_point
+from witune.sweep.stage import die_with_parent
 
 Report = Callable[[str, str], None]  # (run_id, "done" | "failed") after each point
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from witune.sweep import db
-from witune.sweep.grid import Point
 from witune.sweep.local import Report
-from witune.sweep.runner import PointError, execute_point, run_dir
+from witune.sweep.point import Point
+from witune.sweep.runner import execute_point, run_dir
+from witune.sweep.stage import PointError
 
 
 def _task(point_json: str, out: str) -> tuple[str, Any, Any]:

@@ -1,41 +1,30 @@
-"""Run one sweep point: train (a `witune train --resume` subprocess), measure, evaluate, record.
-
-Training runs in its own process so that a crash, an out-of-memory kill or a SIGKILL of the sweep never
-leaves a half-initialised model in a long-lived worker, and so that `--resume` continues an interrupted point
-from its newest checkpoint. A `.trained` marker written after a successful training lets a point whose
-evaluation was interrupted skip straight to evaluation on the next attempt.
+"""Run one sweep point: train (`witune.sweep.stage`), measure, evaluate, record; then the DPO stage when the
+sweep chains one (`witune.sweep.dpo_stage`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from witune.atomic import atomic_write_text
+from witune.eval.rows import metric_row
+from witune.results_schema import ResultRow
 from witune.sweep import db
-from witune.sweep.grid import Point
-
-if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
-    from witune.eval.rows import MetricRow
-
-TRAINED_MARKER = ".trained"
-
-
-class PointError(RuntimeError):
-    """A point that cannot finish; the message is what the database and `witune sweep status` show."""
+from witune.sweep.point import Point
+from witune.sweep.rows import DATA_RG, WEIGHT_DISTANCE, tag_rows
+from witune.sweep.stage import PointError, evaluate_stage, train_stage
+from witune.train.config import TrainConfig
 
 
 @dataclass
 class PointResult:
-    rows: list[MetricRow] = field(default_factory=list)  # evaluation rows + diagnostics
+    rows: list[ResultRow] = field(default_factory=list)  # evaluation rows + diagnostics, of every stage
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) from metrics.jsonl
 
 
@@ -43,84 +32,14 @@ def run_dir(sweep_dir: str | Path, run_id: str) -> Path:
     return Path(sweep_dir) / "runs" / run_id
 
 
-def die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies, so that killing a sweep (even with
-    SIGKILL) takes its workers and their trainings down instead of leaving orphans that write to the
-    database while a resumed sweep runs the same points. No-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before the call: follow it now
-            os._exit(137)
-    except OSError:
-        pass
-
-
-def run_logged(cmd: list[str], log_file: Path) -> int:
-    """Run a witune command in a child process (dying with this one), its output appended to `log_file` after a
-    `=== time command` line: one per attempt, so that `_last_error` reads the newest attempt only. The exit code."""
-    with open(log_file, "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
-        log.flush()
-        return subprocess.call(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_child_env(),
-            preexec_fn=die_with_parent if os.name == "posix" else None,
-        )
-
-
-def train_point(point: Point, out: Path) -> None:
-    """Train (or continue training) the point in `out`; raises PointError with the trainer's own message."""
-    from witune.train.config import to_yaml
-
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = point.train_config(out)
-    cfg.progress = False  # a progress bar in a log file is noise; the sweep shows its own progress
-    cfg_file = out / "train.yaml"
-    atomic_write_text(cfg_file, to_yaml(cfg))
-    log_file = out / "train.log"
-    # `python -m witune.cli.train` is the same command as `witune train` (and what `accelerate launch` runs).
-    code = run_logged([sys.executable, "-m", "witune.cli.train", str(cfg_file), "--resume"], log_file)
-    if code != 0:
-        raise PointError(f"training exited with code {code}: {_last_error(log_file)} (log: {log_file})")
-    atomic_write_text(out / TRAINED_MARKER, time.strftime("%Y-%m-%d %H:%M:%S\n"))
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Several trainings share the machine: without a cap, each would start one thread per core.
-    threads = os.environ.get("WITUNE_SWEEP_THREADS")
-    if threads:
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    return env
-
-
-def _last_error(log_file: Path) -> str:
-    """The trainer's one-line error if it printed one, else the last line of its output."""
-    lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
-    starts = [i for i, ln in enumerate(lines) if ln.startswith("=== ")]
-    lines = lines[starts[-1] + 1 :] if starts else lines  # this attempt only
-    for ln in reversed(lines):
-        if ln.startswith("error:") or "Error:" in ln:
-            return ln
-    return lines[-1] if lines else "no output"
-
-
-def data_rg(train: dict, tokenizer_dir: Path) -> float:
+def data_rg(train: TrainConfig, tokenizer_dir: Path) -> float:
     """Rg (ratio of means: completion tokens / prompt tokens) of the data this point trained on, counted with the
     tokenizer of the trained model (``witune.stats``, as `witune stats` reports it), over the records trained on."""
     from witune.data import load_examples
     from witune.stats import ratio_stats, sample_lengths
     from witune.stats.loading import get_tokenizer
 
-    examples = load_examples(train["data"], format=train.get("format", "auto"), limit=train.get("limit")).examples
+    examples = load_examples(train.data, format=train.format, limit=train.limit).examples
     return ratio_stats(sample_lengths(examples, get_tokenizer(str(tokenizer_dir)))).ratio_of_means
 
 
@@ -135,14 +54,6 @@ def read_losses(metrics_file: Path) -> list[tuple[int, float]]:
     return out
 
 
-def eval_tasks(point: Point) -> list[str]:
-    """The point's evaluation tasks; a bare `witune:memorization` means "on this point's training data"."""
-    return [
-        f"witune:memorization={point.train['data']}" if t == "witune:memorization" else t
-        for t in point.eval.get("tasks", [])
-    ]
-
-
 _DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet"}
 
 
@@ -155,68 +66,31 @@ def check_data(data: str) -> None:
 
 def execute_point(point: Point, out: Path) -> PointResult:
     """Train, then measure and evaluate the trained model. Touches no database (Ray runs this remotely)."""
-    check_data(str(point.train.get("data", "")))
-    if not (out / TRAINED_MARKER).is_file() or not (out / "model").is_dir():
-        train_point(point, out)
-    model_dir = out / "model"
+    train = point.train
+    check_data(train.data)
+    model_dir = train_stage("sft", point.train_config(out), out)
     result = PointResult(losses=read_losses(out / "metrics.jsonl"))
-    ev = point.eval
-    full_model = int(point.train.get("lora_r", 0)) == 0 or bool(point.train.get("merge_lora", True))
-    if ev.get("weight_distance", True) and full_model:  # an unmerged adapter folder is not a full model
+    measured = []
+    full_model = train.lora_r == 0 or train.merge_lora  # an unmerged adapter folder is not a full model
+    if point.eval.weight_distance and full_model:
         from witune.models.distance import weight_distance
 
         try:
-            dist = weight_distance(point.train["model"], model_dir)
-            result.rows.append(
-                {"task": "weight_distance", "metric": "l2", "value": dist, "stderr": None, "higher_is_better": False}
-            )
+            measured.append(metric_row(WEIGHT_DISTANCE, "l2", weight_distance(train.model, model_dir), None, False))
         except (OSError, ValueError, RuntimeError) as e:  # a diagnostic: its failure must not fail the point
             print(f"weight distance skipped for {point.run_id}: {e}", file=sys.stderr)
     try:  # the per-dataset Rg that the GAM and the correlations need: a column, never a score
-        result.rows.append(
-            {
-                "task": "witune:data_rg",
-                "metric": "ratio_of_means",
-                "value": data_rg(point.train, model_dir),
-                "stderr": None,
-                "higher_is_better": True,
-            }
-        )
+        measured.append(metric_row(DATA_RG, "ratio_of_means", data_rg(train, model_dir), None))
     except (OSError, ValueError, RuntimeError) as e:  # bookkeeping: its failure must not fail the point
         print(f"Rg skipped for {point.run_id}: {e}", file=sys.stderr)
-    tasks = eval_tasks(point)
-    if tasks:
-        from witune.eval import EvalOptions, evaluate
-
-        opts = EvalOptions(
-            max_new_tokens=ev.get("max_new_tokens", 256),
-            batch_size=ev.get("batch_size", 8),
-            seed=int(point.train.get("seed", 0)),
-        )
-        try:
-            rows = evaluate(
-                str(model_dir),
-                tasks,
-                limit=ev.get("limit"),
-                num_fewshot=ev.get("num_fewshot"),
-                options=opts,
-                device=ev.get("device", "cpu"),
-                data_dir=ev.get("data_dir"),
-            )
-        except Exception as e:  # noqa: BLE001 - any evaluation failure is recorded on the point
-            raise PointError(f"evaluation failed: {type(e).__name__}: {_one_line(e)}") from e
-        result.rows += rows
-    if point.dpo:  # second stage: DPO on this SFT model, evaluated the same way (rows prefixed "dpo:")
+    result.rows = tag_rows(measured) + evaluate_stage(point, model_dir, "sft")
+    if point.dpo is not None:  # second stage: DPO on this SFT model, evaluated the same way
         from witune.sweep.dpo_stage import dpo_rows
 
         result.rows += dpo_rows(point, out)
-    atomic_write_text(out / "results.json", json.dumps({"run_id": point.run_id, "results": result.rows}, indent=1))
+    rows = [asdict(r) for r in result.rows]
+    atomic_write_text(out / "results.json", json.dumps({"run_id": point.run_id, "results": rows}, indent=1))
     return result
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else repr(e)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from witune.results_schema import benchmark_name
 from witune.sweep import db
 
 _STYLE = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim"}
@@ -21,18 +22,19 @@ def status_table(folder: str | Path):
 
     runs = db.runs(db._require(folder))
     by_run: dict[str, dict[tuple[str, str], float | None]] = {}
-    for m in db.metrics(db.db_path(folder)):
-        if m["metric"] not in db._NOT_SCORES:
-            by_run.setdefault(m["run_id"], {})[(m["task"], m["metric"])] = m["value"]
-    keys = sorted({k for v in by_run.values() for k in v}, key=lambda k: (db._diagnostic_column(*k) is not None, k))
-    keys = keys[:MAX_METRIC_COLUMNS]
+    names: dict[tuple[str, str], tuple[bool, str]] = {}  # (task, metric) -> (is a diagnostic, column name)
+    for run_id, row in db.result_rows(db.db_path(folder)):
+        if row.role != "detail":
+            key = (row.task if row.stage == "sft" else f"{row.stage}:{row.task}", row.metric)
+            by_run.setdefault(run_id, {})[key] = row.value
+            names[key] = (row.role == "diagnostic", row.column or f"{benchmark_name(key[0])} {row.metric}")
+    keys = sorted(names, key=lambda k: (names[k][0], k))[:MAX_METRIC_COLUMNS]  # benchmarks first
     counts = {s: sum(r["status"] == s for r in runs) for s in db.STATUSES}
     table = Table(title=f"sweep {folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     for col in ("run", "model", "dataset", "λp", "λr", "norm", "seed", "status", "tries", "time"):
         table.add_column(col, justify="right" if col in ("λp", "λr", "seed", "tries", "time") else "left")
-    for task, metric in keys:
-        name = db._diagnostic_column(task, metric) or f"{db._benchmark(task)} {metric}"
-        table.add_column(name.split("=")[0], justify="right")
+    for key in keys:
+        table.add_column(names[key][1].split("=")[0], justify="right")
     table.add_column("error", overflow="fold", max_width=60)
     for r in runs:
         lab = r["point"].get("labels", {})

@@ -1,0 +1,87 @@
+"""Where the sweep and the analysis meet: read a sweep folder (or a results CSV) into the checked tables the
+analysis takes, and analyse them, with the gains after SFT and after DPO when the sweep chained a DPO stage.
+The analysis never imports the sweep (it sits above it); this layer sits above both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from witune.analysis.summary import Analysis
+
+
+def read_sweep_folder(folder: str | Path, stage: str = "sft") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep folder's results (of one stage: "sft", or "dpo" when the sweep chains DPO) and training losses,
+    read through the sweep's database and checked by the analysis."""
+    from witune.analysis.results import validate_losses, validate_results
+    from witune.sweep.db import losses_frame, results_frame
+
+    return (
+        validate_results(results_frame(folder, stage=stage), str(folder)),
+        validate_losses(losses_frame(folder), str(folder)),
+    )
+
+
+def read_results_table(path: str | Path) -> pd.DataFrame:
+    """The checked results table of a sweep folder or a results CSV."""
+    from witune.analysis.results import load_results
+
+    return read_sweep_folder(path)[0] if Path(path).is_dir() else load_results(path)
+
+
+def read_dpo_stage(path: str | Path) -> pd.DataFrame | None:
+    """The DPO-stage results of a sweep folder that chains DPO after SFT; None for a CSV or a sweep without one."""
+    if not Path(path).is_dir():
+        return None
+    from witune.analysis.results import validate_results
+    from witune.sweep.db import results_frame
+
+    dpo = results_frame(path, stage="dpo")
+    return None if dpo.empty else validate_results(dpo, str(path))
+
+
+def analyze_results(
+    path: str | Path,
+    losses: str | Path | None = None,
+    features: str | Path | None = None,
+    engine: str = "auto",
+    primary: Mapping[str, str] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> Analysis:
+    """Every analysis of a sweep folder or results CSV (`witune analyze`, `witune report`); `losses` and
+    `features` are optional CSVs (a sweep folder brings its own losses). Shows the bootstrap's progress."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from witune.analysis.results import load_features, load_losses, load_results
+    from witune.analysis.summary import analyze
+
+    if Path(path).is_dir():
+        results, loss_table = read_sweep_folder(path)
+    else:
+        results, loss_table = load_results(path), None
+    if losses:
+        loss_table = load_losses(losses)
+    extra = load_features(features) if features else None
+    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(
+            "fitting (bootstrap of the critical PLW)", total=max(1, n_boot * results["dataset"].nunique())
+        )
+        return analyze(
+            results,
+            loss_table,
+            extra,
+            n_boot=n_boot,
+            seed=seed,
+            progress=lambda: bar.advance(task),
+            engine=engine,
+            primary=dict(primary or {}),
+            dpo=read_dpo_stage(path),
+        )
