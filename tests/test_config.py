@@ -218,3 +218,29 @@ def test_normalization_is_parsed_once_into_a_name_or_a_number(tmp_path):
     )
     with pytest.raises(ConfigError, match="'normalization'"):  # a config built in Python is checked too
         TrainConfig(data="x", normalization="512").validate()
+
+
+def test_every_normaliser_name_is_a_config_value():
+    """Adding a normaliser touches witune.loss only: configs, the sweep and the CLI take its names from there."""
+    import argparse
+
+    import torch
+
+    from witune.cli.common import normalization_arg
+    from witune.loss import NORMALIZATIONS, normalizer_counts, normalizer_from_counts
+    from witune.sweep.config import sweep_config_from_dict
+
+    counts = normalizer_counts(torch.tensor([[1, -100, 2]]), torch.tensor([[0.5, 1.0, 0.0]]))
+    assert len(counts) == len(NORMALIZATIONS)
+    sweep = sweep_config_from_dict({"set": {"data": "x"}, "normalization": list(NORMALIZATIONS)})
+    assert sweep.normalization == list(NORMALIZATIONS)
+    for name in NORMALIZATIONS:
+        assert load_config(overrides={"data": "x", "normalization": name}).normalization == name
+        assert normalization_arg(name) == name and normalizer_from_counts(counts, name) >= 0
+    with pytest.raises(argparse.ArgumentTypeError):
+        normalization_arg("mean")
+    src = Path(__file__).resolve().parents[1] / "src" / "witune"
+    spelled = [
+        p for p in src.rglob("*.py") if p.parent.name != "loss" and '"nonzero", "weight_sum", "tokens"' in p.read_text()
+    ]
+    assert not spelled, f"normaliser names restated outside witune.loss: {spelled}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from witune.analysis import paired
 from witune.data import load_examples
 from witune.train import synthetic
 from witune.workflows import demo
@@ -74,14 +75,14 @@ def test_demo_on_tiny_model(tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from witune.data import RoleWeights, tokenize_examples
-    from witune.eval.score import score
+    from witune.eval.score import score, score_each
 
     tok = AutoTokenizer.from_pretrained(model)
     rows = tokenize_examples(load_examples(result.data).examples[8:12], tok, RoleWeights(1.0, 1.0), max_length=64).rows
     tuned = AutoModelForCausalLM.from_pretrained(result.settings[0].model_dir)
     from witune.train.setup import pad_id
 
-    total, items = demo.score_records(tuned, rows, pad_id(tok))
+    total, items = score_each(tuned, rows, pad_id(tok))
     pooled = score(tuned, rows, pad_id(tok), progress=False)
     assert total.response_nll_per_token == pytest.approx(pooled.response_nll_per_token, rel=1e-4)
     assert total.prompt_nll_per_token == pytest.approx(pooled.prompt_nll_per_token, rel=1e-4)
@@ -160,14 +161,14 @@ def test_paired_difference_and_verdict():
     # planted: b beats a on 30 of 200 items and loses on 10 -> diff 0.1, paired SE from the discordant items
     a = [1.0] * 100 + [0.0] * 30 + [1.0] * 10 + [0.0] * 60
     b = [1.0] * 100 + [1.0] * 30 + [0.0] * 10 + [0.0] * 60
-    d, se = demo.paired_difference(a, b)
+    d, se = paired.paired_difference(a, b)
     assert d == pytest.approx(0.1)
     assert se == pytest.approx(math.sqrt((0.2 - 0.01) / 199), rel=1e-9)  # var of d in {-1, 0, 1}, n - 1
-    assert demo.verdict(d, se, better_if_lower=False) == "better"
-    assert demo.verdict(0.01, se, better_if_lower=False) == "within noise"
-    assert demo.verdict(-0.2, 0.05, better_if_lower=True) == "better"
+    assert paired.verdict(d, se, better_if_lower=False) == "better"
+    assert paired.verdict(0.01, se, better_if_lower=False) == "within noise"
+    assert paired.verdict(-0.2, 0.05, better_if_lower=True) == "better"
     with pytest.raises(ValueError):
-        demo.paired_difference([1.0], [1.0])
+        paired.paired_difference([1.0], [1.0])
 
 
 def test_headline_uses_response_nll_and_benchmark_not_prompt_nll():
@@ -189,10 +190,12 @@ def test_headline_uses_response_nll_and_benchmark_not_prompt_nll():
 @pytest.mark.slow
 def test_benchmark_items_match_the_harness_score(tiny_model_dir):
     """The per-item accuracies the paired SE uses are lm-eval's own: their mean is the harness's acc."""
+    from witune.eval.items import harness_items
+
     shared = demo.find_shared_data()
     if shared is None or not (shared / "eval" / "piqa").is_dir():
         pytest.skip("shared PIQA files not present")
-    rows, items = demo.benchmark_with_items(str(tiny_model_dir), "witune_piqa", 12, str(shared / "eval"))
+    rows, items = harness_items(str(tiny_model_dir), "witune_piqa", 12, str(shared / "eval"))
     acc = next(r["value"] for r in rows if r["metric"] == "acc")
     assert len(items) == 12 and set(items) <= {0.0, 1.0}
     assert sum(items) / 12 == pytest.approx(acc)

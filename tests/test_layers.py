@@ -117,8 +117,7 @@ def test_checker_sees_function_level_imports() -> None:
 # Import circles inside a package that are known and being removed (each with who removes it); nothing else.
 ALLOWED_CIRCLES: dict[frozenset[str], str] = {
     frozenset({"witune.analysis.gam", "witune.analysis.plw", "witune.analysis.r_engine"}): (
-        "the R engine branch inside the Python models: removed by the analysis helper's one engine interface "
-        "(issue 25)"
+        "the R engine branch inside the Python models: removed by the analysis helper's one engine interface (issue 25)"
     ),
 }
 

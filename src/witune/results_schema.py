@@ -1,14 +1,11 @@
-"""The results table and the rows it is made of: the one owner of the schema that the sweep writes, the
-workflows assemble and the analysis reads.
+"""The results table and its rows: the one owner of the schema the sweep writes and the analysis reads.
 
-At the bottom of the layers because every side uses it and none may import another's way (the sweep sits
-below the analysis). A run's measurements are `ResultRow`s (task, metric, value, ..., with an explicit
-`stage` and `role`); `results_table` turns runs (id, design `Labels`, rows) into the analysis table, one row
-per run x benchmark x metric::
+At the bottom of the layers because every side uses it (the sweep sits below the analysis). A run's
+measurements are `ResultRow`s with an explicit `stage` and `role`; `results_table` turns runs (id, design
+`Labels`, rows) into the analysis table, one row per run x benchmark x metric::
 
     run_id, model, dataset, prompt_weight, response_weight, normalization, seed,
-    benchmark, metric, score, higher_is_better, stderr
-    [rg, weight_distance, memorization_bleu, generation_length, ... per-run columns]
+    benchmark, metric, score, higher_is_better, stderr, [rg, weight_distance, ... per-run columns]
 
 Which metrics are diagnostics is declared once, where an evaluation is registered (`Diagnostics`, given to
 `witune.eval.register_evaluator`, or beside what the sweep measures itself): diagnostics never vote.
@@ -21,10 +18,12 @@ import fnmatch
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
+
+T = TypeVar("T")
 
 # What identifies a run (its design): one value per run, repeated on each of its rows.
 DESIGN_COLUMNS = ["run_id", "model", "dataset", "prompt_weight", "response_weight", "normalization", "seed"]
@@ -42,6 +41,11 @@ STAGES = ("sft", "dpo")  # a sweep point's training, and the DPO stage a sweep m
 # score: a benchmark row that votes; diagnostic: beside the scores, never in an aggregate (a per-run column
 # when declared with one, else a row the analysis recognises by the same declaration); detail: stored only.
 ROLES = ("score", "diagnostic", "detail")
+
+
+def known_fields(cls: type[T], d: Mapping[str, Any]) -> T:
+    """A dataclass from stored JSON: the fields it has; the others keep their defaults."""
+    return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class Labels:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Labels:
         """From stored JSON; keys it lacks (a run `witune eval --db` registered) keep their defaults."""
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        return known_fields(cls, d)
 
 
 @dataclass(frozen=True)

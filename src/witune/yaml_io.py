@@ -55,32 +55,24 @@ UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, 
 
 def _check_expansion(root: yaml.Node) -> None:
     """Refuse a node graph that expands (every alias followed) to more than MAX_EXPANDED_NODES nodes, or that
-    refers to itself. Sizes are memoised per node, so the check is linear in the nodes actually written."""
-    sizes: dict[int, int] = {}
-    visiting: set[int] = set()
+    refers to itself. Sizes are memoised per node: the check is linear in the nodes actually written."""
+    sizes: dict[int, int] = {}  # id(node) -> expanded size; 0 while it is being measured
 
     def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in visiting:
+        known = sizes.get(id(node))
+        if known == 0:
             raise _alias_error(node, "refers to itself")
-        visiting.add(key)
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        total = 1 + sum(size(c) for c in children)
-        visiting.discard(key)
-        sizes[key] = total
-        return total
+        if known is None:
+            sizes[id(node)] = 0
+            children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+            children = list(node.value) if isinstance(node, yaml.SequenceNode) else children
+            known = sizes[id(node)] = 1 + sum(size(c) for c in children)
+        return known
 
-    pairs = list(root.value) if isinstance(root, yaml.MappingNode) else [(root, None)]
     total = 1
-    for key_node, value_node in pairs:  # per top-level key, so that the error names the key's line
+    for key_node, value_node in root.value if isinstance(root, yaml.MappingNode) else [(root, None)]:
         total += size(key_node) + (size(value_node) if value_node is not None else 0)
-        if total > MAX_EXPANDED_NODES:
+        if total > MAX_EXPANDED_NODES:  # per top-level key, so that the error names the key's line
             raise _alias_error(key_node, f"expands its aliases (*name) to more than {MAX_EXPANDED_NODES} values")
 
 

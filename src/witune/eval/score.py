@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -76,3 +76,21 @@ def score(
         response_tokens=int(total.response_tokens),
         samples=len(rows),
     )
+
+
+def score_each(model: Any, rows: list[Rendered], pad_token_id: int) -> tuple[Score, list[float]]:
+    """(pooled Score, each row's response NLL per token): every row scored once, on its own (no padding), and
+    the pooled score summed from them, so per-row comparisons and the totals come from the same single pass."""
+    each = [score(model, [r], pad_token_id, progress=False) for r in rows]
+    total = replace(
+        each[0],
+        prompt_nll=sum(s.prompt_nll for s in each),
+        prompt_tokens=sum(s.prompt_tokens for s in each),
+        response_nll=sum(s.response_nll for s in each),
+        response_tokens=sum(s.response_tokens for s in each),
+        samples=sum(s.samples for s in each),
+        weighted_sum=float("nan"),
+        normalizer=float("nan"),
+        loss=float("nan"),
+    )
+    return total, [s.response_nll_per_token for s in each]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -60,17 +61,24 @@ def _reading(text: str) -> str:
     return f'<p class="reading">{html.escape(text)}</p>'
 
 
-def render(a: Analysis, title: str = "witune sweep report") -> str:
-    """The whole report as one HTML string."""
-    import matplotlib
+def _findings(lines: Sequence[str]) -> str:
+    return '<div class="rec"><ul>' + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul></div>"
 
-    matplotlib.use("Agg")  # no display needed; must be set before pyplot is first imported
-    d = design(a)
-    design_rows = pd.DataFrame(
-        [{"what": k, "value": ", ".join(map(str, v)) if isinstance(v, list) else v} for k, v in d.items()]
-    )
-    sections = [_section("Sweep design", table(design_rows))]
-    engine_note = (
+
+def _details(summary: str, body: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+
+
+# --- the sections, in page order: each takes the analysis and returns its HTML ("" when it has nothing to show)
+
+
+def design_section(a: Analysis) -> str:
+    rows = [{"what": k, "value": ", ".join(map(str, v)) if isinstance(v, list) else v} for k, v in design(a).items()]
+    return _section("Sweep design", table(pd.DataFrame(rows)))
+
+
+def engine_section(a: Analysis) -> str:
+    note = (
         "The Python engine is a Gaussian approximation: it finds the critical PLW, but its "
         "coefficients and p-values are not comparable with the PLW paper's Table 3 (install R with "
         "glmmTMB and mgcv and use --engine r for the paper's own models)."
@@ -78,139 +86,173 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
         else "The R engine fits the PLW paper's own models: coefficients comparable with its Table 3 "
         "(a fit's note says when the paper's random effects did not converge and were simplified)."
     )
-    sections.append(
-        _section(
-            f"Which engine and model fitted what (engine: {a.engine})",
-            _reading(engine_note),
-            table(pd.DataFrame(a.models_used)),
-        )
+    return _section(
+        f"Which engine and model fitted what (engine: {a.engine})", _reading(note), table(pd.DataFrame(a.models_used))
     )
-    if a.roles is not None:
-        votes = pd.DataFrame(sorted(a.primary.items()), columns=["benchmark", "primary metric (its one vote)"])
-        sections.append(
-            _section(
-                "Scores and diagnostics",
-                _reading(
-                    "Each benchmark votes once, on its primary metric; lm-eval subtasks are folded into their "
-                    "benchmark (lm-eval's group score where present). Diagnostics are reported beside the "
-                    "scores and never enter an aggregate, gain, best configuration or model."
-                ),
-                table(votes),
-                "<details><summary>every (benchmark, metric) and its role</summary>"
-                + table(a.roles, scroll=True)
-                + "</details>",
-            )
-        )
-    run_cols = [c for c in a.runs.columns if c not in ("rg",)]
-    sections.append(
-        _section(
-            "Runs",
-            table(a.runs[run_cols].sort_values(["model", "dataset", "prompt_weight", "response_weight"]), scroll=True),
-        )
+
+
+def roles_section(a: Analysis) -> str:
+    if a.roles is None:
+        return ""
+    votes = pd.DataFrame(sorted(a.primary.items()), columns=["benchmark", "primary metric (its one vote)"])
+    return _section(
+        "Scores and diagnostics",
+        _reading(
+            "Each benchmark votes once, on its primary metric; lm-eval subtasks are folded into their "
+            "benchmark (lm-eval's group score where present). Diagnostics are reported beside the "
+            "scores and never enter an aggregate, gain, best configuration or model."
+        ),
+        table(votes),
+        _details("every (benchmark, metric) and its role", table(a.roles, scroll=True)),
     )
-    agg_fig = figures.aggregate_figure(a.aggregates)
-    sections.append(
-        _section(
-            "Aggregates",
-            _reading(readings.aggregate_reading(a)),
-            table(a.best),
-            fig_to_img(agg_fig, "aggregates against PLW") if agg_fig is not None else "",
-        )
+
+
+def runs_section(a: Analysis) -> str:
+    runs = a.runs[[c for c in a.runs.columns if c != "rg"]]
+    return _section(
+        "Runs", table(runs.sort_values(["model", "dataset", "prompt_weight", "response_weight"]), scroll=True)
     )
-    if not a.gains.empty:
-        sections.append(
-            _section(
-                "WIT view: gains over conventional tuning",
-                _reading(readings.wit_reading(a)),
-                fig_to_img(wit.heatmap_figure(a.gains), "WIT heatmaps"),
-                "<h3>Where the optimum lies</h3>",
-                table(a.optimum_counts),
-            )
-        )
+
+
+def aggregates_section(a: Analysis) -> str:
+    fig = figures.aggregate_figure(a.aggregates)
+    return _section(
+        "Aggregates",
+        _reading(readings.aggregate_reading(a)),
+        table(a.best),
+        fig_to_img(fig, "aggregates against PLW") if fig is not None else "",
+    )
+
+
+def wit_section(a: Analysis) -> str:
+    if a.gains.empty:
+        return ""
+    return _section(
+        "WIT view: gains over conventional tuning",
+        _reading(readings.wit_reading(a)),
+        fig_to_img(wit.heatmap_figure(a.gains), "WIT heatmaps"),
+        "<h3>Where the optimum lies</h3>",
+        table(a.optimum_counts),
+    )
+
+
+def plw_section(a: Analysis) -> str:
     fits = pd.DataFrame([{**f.__dict__, "significant": f.significant} for f in a.fits])
-    plw_fig = figures.plw_fit_figure(a.results, a.fits)
-    model = a.fits[0].model if a.fits else ""
-    sections.append(
-        _section(
-            f"PLW view: quadratic mixed model in wp {model}",
-            _reading(readings.plw_reading(a)),
-            table(fits) if len(fits) else "",
-            fig_to_img(plw_fig, "PLW fits") if plw_fig is not None else "",
-        )
+    fig = figures.plw_fit_figure(a.results, a.fits)
+    return _section(
+        f"PLW view: quadratic mixed model in wp {a.fits[0].model if a.fits else ''}",
+        _reading(readings.plw_reading(a)),
+        table(fits) if len(fits) else "",
+        fig_to_img(fig, "PLW fits") if fig is not None else "",
     )
-    if a.gam is not None:
-        sections.append(
-            _section(
-                f"Optimal PLW per generation ratio: [{a.gam.engine}] {a.gam.model}",
-                _reading(readings.gam_reading(a)),
-                table(a.gam.table),
-                fig_to_img(gam_figure(a.gam), "GAM surface"),
-            )
-        )
-    sections.append(
-        _section(
-            "Correlations with the optimal prompt weight",
-            _reading(readings.correlation_reading(a)),
-            table(a.correlations),
-            table(a.mean_optima),
-        )
+
+
+def gam_section(a: Analysis) -> str:
+    if a.gam is None:
+        return ""
+    return _section(
+        f"Optimal PLW per generation ratio: [{a.gam.engine}] {a.gam.model}",
+        _reading(readings.gam_reading(a)),
+        table(a.gam.table),
+        fig_to_img(gam_figure(a.gam), "GAM surface"),
     )
-    dyn = dynamics_figure(a.runs)
+
+
+def correlations_section(a: Analysis) -> str:
+    return _section(
+        "Correlations with the optimal prompt weight",
+        _reading(readings.correlation_reading(a)),
+        table(a.correlations),
+        table(a.mean_optima),
+    )
+
+
+def dynamics_section(a: Analysis) -> str:
+    fig = dynamics_figure(a.runs)
     diag = diagnostic_columns(a)
-    diag_table = table(a.runs.groupby("prompt_weight")[diag].mean().reset_index()) if diag else ""
-    sections.append(
-        _section(
-            "Training dynamics and diagnostics (never in any aggregate)",
-            _reading(readings.dynamics_reading(a)),
-            diag_table,
-            fig_to_img(dyn, "training dynamics") if dyn is not None else "",
-        )
+    return _section(
+        "Training dynamics and diagnostics (never in any aggregate)",
+        _reading(readings.dynamics_reading(a)),
+        table(a.runs.groupby("prompt_weight")[diag].mean().reset_index()) if diag else "",
+        fig_to_img(fig, "training dynamics") if fig is not None else "",
     )
-    if a.subtasks is not None and (a.subtasks["benchmark"] != a.subtasks["group"]).any():
-        drill = (
-            a.subtasks.groupby(["group", "benchmark", "metric", "prompt_weight", "response_weight"])["score"]
-            .mean()
-            .reset_index()
-        )
-        sections.append(
-            _section(
-                "Subtasks (drill-down; each benchmark still votes once)",
-                "<details><summary>mean score per subtask and configuration</summary>"
-                + table(drill, scroll=True)
-                + "</details>",
-            )
-        )
-    if a.stages is not None and len(a.stages):
-        sections.append(
-            _section(
-                "After DPO: gains over conventional tuning (WIT's DPO claim)",
-                _reading(
-                    "Mean gain over (0, 1) in percent after SFT, and after the same DPO stage applied to every "
-                    "configuration (the reference is (0, 1) followed by DPO); dpo_change: mean score change through DPO."
-                ),
-                table(a.stages),
-            )
-        )
-    if a.robustness is not None:
-        sections.append(
-            _section(
-                "Prompt robustness (diagnostic)",
-                _reading(
-                    "Accuracy with the clean prompt, its drop under reworded instructions, changed option formats, typos "
-                    "and shuffled few-shot order, and the worst variant. Not part of the aggregates."
-                ),
-                table(a.robustness),
-            )
-        )
-    recs = "".join(f"<li>{html.escape(r)}</li>" for r in readings.recommendation(a))
+
+
+def subtasks_section(a: Analysis) -> str:
+    if a.subtasks is None or not (a.subtasks["benchmark"] != a.subtasks["group"]).any():
+        return ""
+    keys = ["group", "benchmark", "metric", "prompt_weight", "response_weight"]
+    drill = a.subtasks.groupby(keys)["score"].mean().reset_index()
+    return _section(
+        "Subtasks (drill-down; each benchmark still votes once)",
+        _details("mean score per subtask and configuration", table(drill, scroll=True)),
+    )
+
+
+def dpo_section(a: Analysis) -> str:
+    if a.stages is None or not len(a.stages):
+        return ""
+    return _section(
+        "After DPO: gains over conventional tuning (WIT's DPO claim)",
+        _reading(
+            "Mean gain over (0, 1) in percent after SFT, and after the same DPO stage applied to every "
+            "configuration (the reference is (0, 1) followed by DPO); dpo_change: mean score change through DPO."
+        ),
+        table(a.stages),
+    )
+
+
+def robustness_section(a: Analysis) -> str:
+    if a.robustness is None:
+        return ""
+    return _section(
+        "Prompt robustness (diagnostic)",
+        _reading(
+            "Accuracy with the clean prompt, its drop under reworded instructions, changed option formats, typos "
+            "and shuffled few-shot order, and the worst variant. Not part of the aggregates."
+        ),
+        table(a.robustness),
+    )
+
+
+def recommendation_section(a: Analysis) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in a.notes)
-    sections.append(
-        _section(
-            "Recommendation",
-            f'<div class="rec"><ul>{recs}</ul></div>',
-            f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "",
-        )
+    return _section(
+        "Recommendation",
+        _findings(readings.recommendation(a)),
+        f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "",
     )
+
+
+SECTIONS: list[Callable[[Analysis], str]] = [
+    design_section,
+    engine_section,
+    roles_section,
+    runs_section,
+    aggregates_section,
+    wit_section,
+    plw_section,
+    gam_section,
+    correlations_section,
+    dynamics_section,
+    subtasks_section,
+    dpo_section,
+    robustness_section,
+    recommendation_section,
+]
+
+
+def findings_section(title: str, lines: Sequence[str], reading: str = "") -> str:
+    """A section of plain findings (a list of sentences) and how to read them: the demo's headline."""
+    return _section(title, _findings(lines), _reading(reading) if reading else "")
+
+
+def render(a: Analysis, title: str = "witune sweep report", lead: Sequence[str] = ()) -> str:
+    """The whole report as one HTML string: the `lead` sections (already HTML) first, then every section."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must be set before pyplot is first imported
+    sections = [*lead, *(part for section in SECTIONS if (part := section(a)))]
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n"
@@ -220,8 +262,10 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
     )
 
 
-def write_html_report(a: Analysis, path: str | Path, title: str = "witune sweep report") -> Path:
+def write_html_report(
+    a: Analysis, path: str | Path, title: str = "witune sweep report", lead: Sequence[str] = ()
+) -> Path:
     """Write the report to ``path`` (parent folders created) and return the path."""
     from witune.atomic import atomic_write_text
 
-    return atomic_write_text(path, render(a, title))
+    return atomic_write_text(path, render(a, title, lead))

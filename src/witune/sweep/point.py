@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from witune.dpo.config import DPOConfig, load_dpo_config
-from witune.results_schema import Labels
+from witune.results_schema import Labels, known_fields
 from witune.train.config import TrainConfig, config_dict, load_config
 
 # Stand-ins until the point runs: the sweep decides where (runs/<run_id>) and from which model (its SFT stage).
@@ -38,10 +38,6 @@ class EvalSpec:
     def task_names(self, train_data: str) -> list[str]:
         """The tasks to run; a bare `witune:memorization` means "on this point's training data"."""
         return [f"witune:memorization={train_data}" if t == "witune:memorization" else t for t in self.tasks]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EvalSpec:
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 @dataclass
@@ -86,7 +82,7 @@ class Point:
             d["run_id"],
             train,
             Labels.from_dict(d.get("labels", {})),
-            EvalSpec.from_dict(d.get("eval", {})),
+            known_fields(EvalSpec, d.get("eval", {})),
             dpo_stage(dpo, train.seed) if dpo else None,
         )
 

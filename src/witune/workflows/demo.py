@@ -12,21 +12,29 @@ held-out prompt NLL is tautological; it is shown only as a diagnostic. The headl
 on which a 135M model is well above chance (SmolLM2-135M ~0.6-0.7 vs chance 0.5; ARC-Challenge sat at chance
 0.26 for every model). Both differences come with a *paired* standard error over the same records / items
 (per-item differences, so the shared item difficulty cancels), and are called "within noise" below 2 SE.
+
+It is built from the calls a user makes: `witune.train.train`, `witune.eval` (per-record scores, per-item
+harness results), a results table in the schema every sweep writes (`witune.results_schema`), analysed and
+reported as a sweep is (`witune.workflows.analyze_results`, `witune.report`); the statistics are
+`witune.analysis.paired`'s.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from witune.analysis import paired
 from witune.atomic import atomic_savefig, atomic_write_text
 from witune.train.config import TrainConfig
 
-if TYPE_CHECKING:  # witune.eval pulls in the harness: imported only where an evaluation runs
+if TYPE_CHECKING:
     from witune.eval.rows import MetricRow
+    from witune.results_schema import ResultRow
 
 SHARED_FILE = "train/alpaca_seed_tasks.jsonl"
 # (name, lambda_p, lambda_r): conventional instruction tuning, and a WIT-style weighted setting.
@@ -108,6 +116,8 @@ def run_demo(
     """Train every setting for one epoch over `n_train` records, score the held-out records and, where the
     shared evaluation files are present, run a benchmark (0-shot, `benchmark_limit` items) on every model."""
     from witune.data import RoleWeights, load_examples, tokenize_examples
+    from witune.eval.score import score_each
+    from witune.models import load_model
     from witune.train import setup
     from witune.train.engine import train
 
@@ -137,7 +147,7 @@ def run_demo(
         examples[n_train:], tokenizer, RoleWeights(1.0, 1.0), max_length=max_length, on_error="skip"
     ).rows
     pad = setup.pad_id(tokenizer)
-    base, result_items = score_records(setup.load_model(base_cfg), heldout, pad)
+    base, result_items = score_each(setup.load_model(base_cfg), heldout, pad)
     result = DemoResult(
         str(out), model, path, kind, n_train, len(heldout), base.prompt_nll_per_token, base.response_nll_per_token
     )
@@ -147,13 +157,11 @@ def run_demo(
 
     def run_benchmark(name: str, model_path: str) -> None:
         if bench:
+            from witune.eval.items import harness_items
             from witune.models import resolve_model_path
 
             assert shared is not None  # bench is only set when the shared data folder exists
-
-            rows, items = benchmark_with_items(
-                resolve_model_path(model_path), bench, benchmark_limit, str(shared / "eval")
-            )
+            rows, items = harness_items(resolve_model_path(model_path), bench, benchmark_limit, str(shared / "eval"))
             result.benchmarks[name], result.benchmark_items[name] = rows, items
 
     run_benchmark("base", model)
@@ -164,11 +172,7 @@ def run_demo(
         t0 = time.perf_counter()
         run = train(cfg, overwrite=True)  # the demo's own sub-folders: a re-run replaces them
         seconds = time.perf_counter() - t0
-        from transformers import AutoModelForCausalLM
-
-        s, result.response_nll_items[name] = score_records(
-            AutoModelForCausalLM.from_pretrained(run.model_dir), heldout, pad
-        )
+        s, result.response_nll_items[name] = score_each(load_model(str(run.model_dir)), heldout, pad)
         result.settings.append(
             SettingResult(
                 name,
@@ -216,98 +220,70 @@ def plot_losses(result: DemoResult, path: Path) -> Path:
     return path
 
 
-def write_report(result: DemoResult) -> str:
-    """The demo's models as a small sweep (base, conventional, weighted) scored on held-out per-role NLL,
-    analysed and rendered by `witune.report` exactly like any sweep: `output_dir/report.html`."""
-    import math
-    import statistics
+def result_rows(result: DemoResult, name: str) -> list[ResultRow]:
+    """One model's measurements as the results rows every sweep writes: held-out response NLL (the outcome;
+    the prompt NLL is what the weighted run was trained to lower, so it stays in the headline as a diagnostic),
+    the benchmark's accuracy, and for trained models the distance moved from the base weights."""
+    from witune.eval.rows import metric_row
+    from witune.sweep.rows import WEIGHT_DISTANCE, tag_rows
 
+    nll = (
+        result.base_response_nll
+        if name == "base"
+        else next(s for s in result.settings if s.name == name).heldout_response_nll
+    )
+    items = [x for x in result.response_nll_items.get(name, []) if math.isfinite(x)]
+    rows = [metric_row("heldout", "response_nll", nll, paired.mean_se(items), higher=False)]
+    accuracy = result.benchmark_items.get(name, [])
+    for r in result.benchmarks.get(name, []):
+        if r["metric"] == "acc":  # one benchmark, one vote: the headline metric only (acc_norm left out)
+            # lm-eval gives no stderr with bootstrap_iters=0: the binomial SE of the per-item accuracies stands in
+            rows.append({**r, "stderr": paired.binomial_se(accuracy) if r["stderr"] is None else r["stderr"]})
+    setting = next((s for s in result.settings if s.name == name), None)
+    if setting is not None:
+        from witune.models.distance import weight_distance
+
+        distance = weight_distance(result.model, Path(setting.model_dir))
+        rows.append(metric_row(WEIGHT_DISTANCE, "l2", distance, None, higher=False))
+    return tag_rows(rows)
+
+
+def write_report(result: DemoResult) -> str:
+    """The demo's models as a small sweep (base, conventional, weighted): their results table and losses
+    written as a user's would be (`results.csv`, `losses.csv` in the output folder), analysed and rendered by
+    the same calls as `witune report results.csv --losses losses.csv`, the headline first:
+    `output_dir/report.html`."""
     import pandas as pd
 
-    from witune.analysis.summary import analyze
-    from witune.models.distance import weight_distance
+    from witune.report.html import findings_section, write_html_report
+    from witune.results_schema import Labels, results_table
     from witune.train.metrics import read_metrics
+    from witune.workflows.analysis import analyze_results
 
-    rows: list[dict[str, Any]] = []
-    losses: list[tuple[str, int, float]] = []
-
-    def add(run_id: str, wp: float, wr: float, prompt_nll: float, response_nll: float, **extra: Any) -> None:
-        # Only the response NLL is an outcome; the prompt NLL is what the weighted run was trained to lower, so it
-        # is a diagnostic, shown in the headline section and kept out of every aggregate.
-        # Its standard error (sd of the per-record NLLs / sqrt(n)) lets the report's noise guard say "within noise".
-        items = [x for x in result.response_nll_items.get(run_id, []) if math.isfinite(x)]
-        se = statistics.stdev(items) / math.sqrt(len(items)) if len(items) >= 2 else math.nan
-        for metric, value in (("response_nll", response_nll),):
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "model": result.model,
-                    "dataset": Path(result.data).name,
-                    "prompt_weight": wp,
-                    "response_weight": wr,
-                    "normalization": "nonzero",
-                    "seed": 0,
-                    "benchmark": "heldout",
-                    "metric": metric,
-                    "score": value,
-                    "higher_is_better": False,
-                    "stderr": se,
-                    **extra,
-                }
-            )
-
-    def add_benchmark(run_id: str, wp: float, wr: float, **extra: Any) -> None:
-        # lm-eval gives no stderr with bootstrap_iters=0: the binomial SE of the per-item accuracies stands in
-        items = result.benchmark_items.get(run_id, [])
-        p = sum(items) / len(items) if items else math.nan
-        binomial = math.sqrt(p * (1 - p) / len(items)) if len(items) >= 2 else math.nan
-        for r in result.benchmarks.get(run_id, []):
-            if r["metric"] != "acc":  # one benchmark, one vote: the headline metric only (acc_norm left out)
-                continue
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "model": result.model,
-                    "dataset": Path(result.data).name,
-                    "prompt_weight": wp,
-                    "response_weight": wr,
-                    "normalization": "nonzero",
-                    "seed": 0,
-                    "benchmark": r["task"].removeprefix("witune_"),
-                    "metric": r["metric"],
-                    "score": r["value"],
-                    "higher_is_better": bool(r.get("higher_is_better", True)),
-                    "stderr": binomial if (row_se := r["stderr"]) is None else float(row_se),
-                    **extra,
-                }
-            )
-
-    add("base", float("nan"), float("nan"), result.base_prompt_nll, result.base_response_nll)
-    add_benchmark("base", float("nan"), float("nan"))
-    for s in result.settings:
-        distance = weight_distance(result.model, Path(s.model_dir))
-        add(
+    out = Path(result.output_dir)
+    dataset = Path(result.data).name
+    runs = [("base", Labels(result.model, dataset, math.nan, math.nan, "nonzero", 0), result_rows(result, "base"))]
+    runs += [
+        (
             s.name,
-            s.prompt_weight,
-            s.response_weight,
-            s.heldout_prompt_nll,
-            s.heldout_response_nll,
-            weight_distance=distance,
+            Labels(result.model, dataset, s.prompt_weight, s.response_weight, "nonzero", 0),
+            result_rows(result, s.name),
         )
-        add_benchmark(s.name, s.prompt_weight, s.response_weight, weight_distance=distance)
-        losses += [(s.name, int(m["step"]), float(m["loss"])) for m in read_metrics(s.metrics_path)]
-    analysis = analyze(pd.DataFrame(rows), pd.DataFrame(losses, columns=["run_id", "step", "loss"]))
+        for s in result.settings
+    ]
+    losses = [(s.name, int(m["step"]), float(m["loss"])) for s in result.settings for m in read_metrics(s.metrics_path)]
+    atomic_write_text(out / "results.csv", results_table(runs).to_csv(index=False))
+    atomic_write_text(out / "losses.csv", pd.DataFrame(losses, columns=["run_id", "step", "loss"]).to_csv(index=False))
+    analysis = analyze_results(out / "results.csv", out / "losses.csv", engine="python", n_boot=0, progress=False)
+    headline_section = findings_section(
+        f"Headline: {' vs '.join(s.name for s in result.settings)}",
+        result.headline,
+        "Outcomes are the held-out response NLL and the benchmark accuracy; differences are weighted minus "
+        'conventional with paired standard errors, "within noise" when under 2 SE. The sections below analyse '
+        "the same runs as a small sweep.",
+    )
     title = f"witune demo: conventional vs weighted tuning of {result.model}"
-    from witune.report.html import render
-
-    page = render(analysis, title=title)
-    # The headline goes first, above the sweep sections (witune.report has no slot for it: inserted after <h1>).
-    page = page.replace("</h1>", "</h1>\n" + headline_html(result), 1)
-    path = Path(result.output_dir) / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return str(path)
+    return str(write_html_report(analysis, out / "report.html", title, lead=[headline_section]))
 
 
 def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
@@ -347,115 +323,31 @@ def summary_rows(result: DemoResult) -> list[dict[str, Any]]:
     return rows
 
 
-def score_records(model: Any, rows: list, pad: int) -> tuple[Any, list[float]]:
-    """(pooled Score, each record's response NLL per token): every record scored once, on its own (no padding),
-    and the pooled score summed from them, so the paired SE and the totals come from the same single pass."""
-    from dataclasses import replace
-
-    from witune.eval.score import score
-
-    each = [score(model, [r], pad, progress=False) for r in rows]
-    total = replace(
-        each[0],
-        prompt_nll=sum(s.prompt_nll for s in each),
-        prompt_tokens=sum(s.prompt_tokens for s in each),
-        response_nll=sum(s.response_nll for s in each),
-        response_tokens=sum(s.response_tokens for s in each),
-        samples=sum(s.samples for s in each),
-        weighted_sum=float("nan"),
-        normalizer=float("nan"),
-        loss=float("nan"),
-    )
-    return total, [s.response_nll_per_token for s in each]
-
-
-def benchmark_with_items(
-    model_path: str, task: str, limit: int | None, data_dir: str
-) -> tuple[list[MetricRow], list[float]]:
-    """The harness rows of one local task plus each item's 0/1 accuracy (lm-eval's logged samples, by doc_id)."""
-    import tempfile
-
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    from witune.eval.harness import make_lm, results_to_rows
-    from witune.eval.local_tasks import write_local_tasks
-
-    with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
-        write_local_tasks(tmp, data_dir)
-        out = simple_evaluate(
-            model=make_lm(model_path, batch_size=16),
-            tasks=[task],
-            num_fewshot=0,
-            limit=limit,
-            task_manager=TaskManager(include_path=tmp, include_defaults=False),
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=0,
-            numpy_random_seed=0,
-            torch_random_seed=0,
-        )
-    samples = sorted(out["samples"][task], key=lambda d: d["doc_id"])
-    return results_to_rows(out), [float(d["acc"]) for d in samples]
-
-
-def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean of b - a over the same items and its paired standard error (sd of the differences / sqrt(n)).
-
-    >>> mean, se = paired_difference([1, 0, 1, 1], [1, 1, 1, 0]); (mean, round(se, 3))
-    (0.0, 0.408)
-    """
-    import math
-
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"paired difference needs two equal-length lists of >= 2 items, got {len(a)} and {len(b)}")
-    d = [y - x for x, y in zip(a, b)]
-    mean = sum(d) / len(d)
-    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
-    return mean, math.sqrt(var / len(d))
-
-
-def verdict(diff: float, se: float, better_if_lower: bool) -> str:
-    """ "within noise" when |diff| < 2 SE, else which way it went."""
-    if (se == 0 and diff == 0) or abs(diff) < 2 * se:
-        return "within noise"
-    better = diff < 0 if better_if_lower else diff > 0
-    return "better" if better else "worse"
-
-
 def headline(result: DemoResult) -> list[str]:
     """The demo's honest summary: weighted vs conventional on response NLL and the benchmark, paired SEs."""
-    import math
-
     names = [s.name for s in result.settings]
     if len(names) < 2:
         return []
     ref, alt = names[0], names[1]
     lines = []
-    a, b = result.response_nll_items.get(ref, []), result.response_nll_items.get(alt, [])
-    pairs = [(x, y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
-    if len(pairs) >= 2:
-        d, se = paired_difference([x for x, _ in pairs], [y for _, y in pairs])
-        base = sum(x for x, _ in pairs) / len(pairs)
+    nll = paired.compare(result.response_nll_items.get(ref, []), result.response_nll_items.get(alt, []), True)
+    if nll is not None:
         lines.append(
-            f"Held-out response NLL per token, mean over {len(pairs)} records (lower is better; the table "
-            f"pools tokens instead): {ref} {base:.4f}, {alt} minus {ref} = {d:+.4f} ± {se:.4f} (paired SE), "
-            f"{100 * d / base:+.1f}%: {verdict(d, se, better_if_lower=True)}."
+            f"Held-out response NLL per token, mean over {nll.n} records (lower is better; the table "
+            f"pools tokens instead): {ref} {nll.mean_a:.4f}, {alt} minus {ref} = {nll.diff:+.4f} ± {nll.se:.4f} "
+            f"(paired SE), {100 * nll.diff / nll.mean_a:+.1f}%: {nll.verdict}."
         )
-    a, b = result.benchmark_items.get(ref, []), result.benchmark_items.get(alt, [])
-    if len(a) >= 2 and len(a) == len(b):
+    acc = paired.compare(result.benchmark_items.get(ref, []), result.benchmark_items.get(alt, []), False)
+    if acc is not None:
         ref_rows = result.benchmarks.get(ref, [])
         task = (ref_rows[0]["task"] if ref_rows else "benchmark").removeprefix("witune_")
         accs = {n: result.benchmark_items[n] for n in ["base", *names] if n in result.benchmark_items}
-        means = {n: sum(v) / len(v) for n, v in accs.items()}
-        # binomial SE of each model's accuracy on its own; the difference below uses the paired SE
-        each = ", ".join(f"{n} {m:.3f} ± {math.sqrt(m * (1 - m) / len(accs[n])):.3f}" for n, m in means.items())
-        d, se = paired_difference(a, b)
-        same = " (every item answered alike)" if all(x == y for x, y in zip(a, b)) else ""
+        # each model's accuracy with its own binomial SE; the difference uses the paired SE
+        each = ", ".join(f"{n} {sum(v) / len(v):.3f} ± {paired.binomial_se(v):.3f}" for n, v in accs.items())
+        same = " (every item answered alike)" if acc.identical else ""
         lines.append(
-            f"{task} accuracy (0-shot, {len(a)} items, chance 0.5): {each}. {alt} minus {ref} = "
-            f"{d:+.3f} ± {se:.3f} (paired SE over the same items){same}: "
-            f"{verdict(d, se, better_if_lower=False)}."
+            f"{task} accuracy (0-shot, {acc.n} items, chance 0.5): {each}. {alt} minus {ref} = "
+            f"{acc.diff:+.3f} ± {acc.se:.3f} (paired SE over the same items){same}: {acc.verdict}."
         )
     diag = {s.name: s.heldout_prompt_nll for s in result.settings}
     lines.append(
@@ -465,16 +357,3 @@ def headline(result: DemoResult) -> list[str]:
         "prompt tokens, so a lower prompt NLL is expected and says nothing about answer quality)."
     )
     return lines
-
-
-def headline_html(result: DemoResult) -> str:
-    import html
-
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in result.headline)
-    return (
-        f"<h2>Headline: {html.escape(' vs '.join(s.name for s in result.settings))}</h2>"
-        f'<div class="rec"><ul>{items}</ul></div>'
-        "<p class='reading'>Outcomes are the held-out response NLL and the benchmark accuracy; differences "
-        'are weighted minus conventional with paired standard errors, "within noise" when under 2 SE. '
-        "The sections below analyse the same runs as a small sweep.</p>"
-    )
