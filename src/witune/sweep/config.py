@@ -19,17 +19,16 @@ The kernel of every witune config reads it (`witune.flat_config`: types, ranges,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from witune.data.errors import ConfigError
-from witune.data.weights import check_weight_range
-from witune.flat_config import ConfigKeyError, FiniteFloat, FlatConfig, at_least, one_of, optional
+from witune.flat_config import FiniteFloat, FlatConfig, at_least, one_of, optional
 from witune.loss.normalization import Normalization
 from witune.sweep.point import EvalSpec
+from witune.train.fields import check_weights
 from witune.yaml_io import load_yaml_file
 
 # PLW paper: the prompt-loss weights it trained with (response weight 1).
@@ -137,18 +136,11 @@ class SweepConfig(FlatConfig):
 
     def validate(self) -> SweepConfig:
         super().validate()
-        for key in ("plw", "prompt_weights", "response_weights", "weights"):
-            values = [x for pair in self.weights for x in pair] if key == "weights" else getattr(self, key)
-            try:
-                warnings = check_weight_range(
-                    {f"key '{key}' value": max(values, default=None)},
-                    self.allow_weight_above_one,
-                    "set allow_weight_above_one: true",
-                )
-            except ConfigError as e:
-                raise ConfigKeyError(key, str(e)) from None
-            for warning in warnings:
-                print(f"warning: {warning}", file=sys.stderr)
+        weights = {k: max(getattr(self, k), default=None) for k in ("plw", "prompt_weights", "response_weights")}
+        check_weights(
+            {**weights, "weights": max((x for pair in self.weights for x in pair), default=None)},
+            self.allow_weight_above_one,
+        )
         return self
 
     def weight_pairs(self) -> list[tuple[float, float]]:

@@ -8,18 +8,16 @@ field defaults < preset < YAML file < `--set key=value` overrides.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from witune import flat_config
-from witune.data.errors import ConfigError
-from witune.data.weights import check_weight_range, weight_pair
+from witune.data.weights import weight_pair
 from witune.flat_config import FlatConfig, at_least, one_of, optional, parse_overrides
 from witune.loss.normalization import Normalization, normalization_problem
-from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields
+from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields, check_weights
 
 __all__ = ["PRESETS", "TrainConfig", "config_dict", "field_docs", "load_config", "parse_overrides", "to_yaml"]
 
@@ -183,21 +181,10 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
     def validate(self) -> TrainConfig:
         """Check values that no type can express; raises ConfigError naming the key."""
         super().validate()
-        weights = {
-            "prompt_weight": self.prompt_weight,
-            "response_weight": self.response_weight,
-            "plw": self.plw,
-            **{f"role_weights.{r}": w for r, w in self.role_weights.items()},
-        }
-        for key, w in weights.items():
-            try:
-                warnings = check_weight_range(
-                    {f"config key '{key}'": w}, self.allow_weight_above_one, "set allow_weight_above_one: true"
-                )
-            except ConfigError as e:
-                raise flat_config.ConfigKeyError(key.split(".")[0], str(e)) from None
-            for warning in warnings:
-                print(f"warning: {warning}", file=sys.stderr)
+        weights = {"prompt_weight": self.prompt_weight, "response_weight": self.response_weight, "plw": self.plw}
+        check_weights(
+            {**weights, **{f"role_weights.{r}": w for r, w in self.role_weights.items()}}, self.allow_weight_above_one
+        )
         return self
 
     def role_weights_obj(self):

@@ -6,11 +6,14 @@ field to change its default or its docstring (DPO's learning rate is 5e-7, its o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from witune.flat_config import FlatConfig, above, at_least, interval, one_of
+from witune.data.weights import check_weight_range
+from witune.errors import ConfigError
+from witune.flat_config import ConfigKeyError, FlatConfig, above, at_least, interval, one_of
 
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -123,3 +126,17 @@ class RuntimeFields(FlatConfig):
         yield from super().problems()
         if not self.output_dir.strip():
             yield "output_dir", "must not be empty"
+
+
+def check_weights(named: Mapping[str, float | None], allow_above_one: bool) -> None:
+    """Loss weights of a config in the papers' range [0, 1] (`check_weight_range`): a value out of it is an error
+    naming its key; one above 1 that `allow_weight_above_one` permits is a warning on stderr."""
+    for key, w in named.items():
+        try:
+            warnings = check_weight_range(
+                {f"config key '{key}'": w}, allow_above_one, "set allow_weight_above_one: true"
+            )
+        except ConfigError as e:
+            raise ConfigKeyError(key.split(".")[0], str(e)) from None
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
