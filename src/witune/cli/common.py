@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
 from witune.data.render import TEMPLATES
 from witune.errors import ConfigError
-
-if TYPE_CHECKING:
-    pass
 
 
 # Argument types: argparse checks them while parsing, so a bad number is one usage line before any model or

@@ -33,7 +33,6 @@ from witune.sweep.rows import declared_columns, legacy_row, tag_rows
 
 DB_NAME = "sweep.db"
 STATUSES = ("pending", "running", "done", "failed")
-__all__ = ["STAGES", "STATUSES", "results_frame", "losses_frame"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
