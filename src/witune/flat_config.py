@@ -278,28 +278,33 @@ def coerce(hint: Any, key: str, value: Any, where: str) -> Any:
         if args[1] is Any:
             return dict(value)
         return {str(k): coerce(args[1], f"{key}.{k}", v, where) for k, v in value.items()}
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if hint is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise bad
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise bad
-        try:
-            return float(value)
-        except ValueError:
-            raise bad from None
-    if hint is str:
-        if isinstance(value, (dict, list)):
-            raise bad
-        return str(value)
     if hint is Any:
         return value
-    raise bad
+    scalar = _SCALARS.get(hint)
+    converted = scalar(value) if scalar is not None else None
+    if converted is None:
+        raise bad
+    return converted
+
+
+def _to_float(v: Any) -> float | None:
+    try:  # YAML 1.1 reads '1e-5' (no dot) as a string
+        return float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None
+    except ValueError:
+        return None
+
+
+# type -> converter returning None for a value of the wrong type (a bool is not a number; 1.5 is not an int)
+_SCALARS: dict[Any, Callable[[Any], Any]] = {
+    bool: lambda v: v if isinstance(v, bool) else None,
+    int: lambda v: (
+        int(v)
+        if not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
+        else None
+    ),
+    float: _to_float,
+    str: lambda v: None if isinstance(v, (dict, list)) else str(v),
+}
 
 
 def _type_name(hint: Any) -> str:
@@ -308,13 +313,8 @@ def _type_name(hint: Any) -> str:
 
 def finite_number(value: Any) -> float:
     """A finite number (YAML reads .nan and .inf as floats: a NaN weight trains nothing without a word)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("expects finite numbers")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expects finite numbers") from None
-    if not math.isfinite(number):
+    number = _to_float(value)
+    if number is None or not math.isfinite(number):
         raise ValueError("expects finite numbers")
     return number
 

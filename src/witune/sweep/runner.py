@@ -122,10 +122,10 @@ def run_point(sweep_dir: str | Path, run_id: str) -> str:
     rows = [r for r in db.runs(sweep_dir) if r["run_id"] == run_id]
     if not rows:
         raise KeyError(f"run {run_id} is not in {db.db_path(sweep_dir)}")
-    point = Point.from_json(json.dumps(rows[0]["point"]))
     db.mark_running(sweep_dir, run_id)
     out = run_dir(sweep_dir, run_id)
     try:
+        point = Point.from_json(json.dumps(rows[0]["point"]))  # a stored point that no longer loads fails
         with output_to(out / "eval.log"):  # harness logs and progress bars would garble the sweep's own
             result = execute_point(point, out)
     except Exception as e:  # noqa: BLE001 - recorded, never propagated
