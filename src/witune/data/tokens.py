@@ -39,6 +39,8 @@ from witune.errors import DataError
 
 Encoded = tuple[list[int], list[tuple[int, int]]]  # ids and (start, end) character offsets
 _BACKENDS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_ADDED: weakref.WeakKeyDictionary[Any, frozenset[int]] = weakref.WeakKeyDictionary()
+_BYTE_LEVEL: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def tokenize_segments(
@@ -56,10 +58,17 @@ def tokenize_segments(
         encoded = [_per_segment(tokenizer, segs) for segs in segments_per_example]
         cuts = [0] * len(texts)
     else:
-        whole = _encode(backend, texts + [t[:n] for t, n in zip(texts, prompt_ends)])
+        whole = _encode(backend, texts)
+        # Rule 2 needs the prompt's own ids. Tokenizers split the text at added tokens (<|im_start|>, <s>, ...)
+        # before anything else, so the prompt's ids from its last added token on are all that can differ:
+        # only that tail is tokenised again (for a chat template, a few characters).
+        added = _added_ids(tokenizer, backend)
+        byte_level = _byte_level(tokenizer, backend)
+        anchors = [_anchor(enc, t, n, added, byte_level) for enc, t, n in zip(whole, texts, prompt_ends)]
+        tails = backend.encode_batch_fast([t[a:n] for t, n, (a, _) in zip(texts, prompt_ends, anchors)], False)
         encoded, cuts = [], []
-        for text, segs, n, enc, prompt in zip(texts, segments_per_example, prompt_ends, whole, whole[len(texts) :]):
-            ids, offsets, made = _exact(backend, text, _boundaries(segs), n, enc, prompt[0])
+        for text, segs, n, enc, anchor, tail in zip(texts, segments_per_example, prompt_ends, whole, anchors, tails):
+            ids, offsets, made = _exact(backend, text, _boundaries(segs), n, enc, anchor[1], tail.ids)
             encoded.append((ids, offsets))
             cuts.append(made)
     out = []
@@ -95,6 +104,44 @@ def _encode(backend: Any, texts: Sequence[str]) -> list[Encoded]:
     return [(e.ids, e.offsets) for e in backend.encode_batch(list(texts), add_special_tokens=False)]
 
 
+def _added_ids(tokenizer: Any, backend: Any) -> frozenset[int]:
+    """Ids of the tokenizer's added tokens (special or not): the text is split at them before tokenizing."""
+    if tokenizer not in _ADDED:
+        _ADDED[tokenizer] = frozenset(backend.get_added_tokens_decoder())
+    return _ADDED[tokenizer]
+
+
+def _byte_level(tokenizer: Any, backend: Any) -> bool:
+    """Whether the pre-tokenizer is byte-level (GPT-2 style regex, no prefix space): a token then starts at every
+    whitespace run that follows a non-space, unless a pre-token spans it (which the offsets show)."""
+    if tokenizer not in _BYTE_LEVEL:
+        pre = backend.pre_tokenizer
+        text = pre.__getstate__().decode() if pre is not None else ""
+        _BYTE_LEVEL[tokenizer] = '"ByteLevel"' in text and '"add_prefix_space":true' not in text
+    return _BYTE_LEVEL[tokenizer]
+
+
+def _anchor(whole: Encoded, text: str, prompt_end: int, added: frozenset[int], byte_level: bool) -> tuple[int, int]:
+    """(character, token index) from which the prompt's own tokens can differ from the whole text's: the last
+    added token before `prompt_end` (the text is split there first), or for byte-level tokenizers a later
+    whitespace run after a non-space where a whole-text token starts (pre-tokens never cross it). A wrong
+    anchor can only make the comparison fail, and a failure is confirmed on the whole prompt (`_exact`)."""
+    ids, offsets = whole
+    starts = [o[0] for o in offsets]
+    k = bisect_left(starts, prompt_end)
+    found = (0, 0)
+    for j in range(k - 1, -1, -1):
+        if ids[j] in added:
+            found = (offsets[j][0], j)
+            break
+    if byte_level:
+        for j in range(k - 1, found[1], -1):
+            p = starts[j]
+            if 0 < p and text[p].isspace() and not text[p - 1].isspace():
+                return p, j
+    return found
+
+
 def _boundaries(segs: list[Segment]) -> list[int]:
     """Character offsets where one segment ends and the next begins."""
     out, pos = [], 0
@@ -115,14 +162,21 @@ def _straddled(offsets: list[tuple[int, int]], boundaries: Sequence[int]) -> set
 
 
 def _exact(
-    backend: Any, text: str, boundaries: list[int], prompt_end: int, whole: Encoded, prompt_ids: list[int]
+    backend: Any,
+    text: str,
+    boundaries: list[int],
+    prompt_end: int,
+    whole: Encoded,
+    anchor: int,
+    tail_ids: list[int],
 ) -> tuple[list[int], list[tuple[int, int]], int]:
-    """The whole-text ids, cut where rules 1 and 2 of the module docstring say; returns ids, offsets, cuts."""
+    """The whole-text ids, cut where rules 1 and 2 of the module docstring say; returns ids, offsets, cuts.
+    `tail_ids`: the prompt's own ids from token `anchor` on (see `_anchor`)."""
     ids, offsets = whole
     cuts = _straddled(offsets, boundaries)
     if prompt_end and prompt_end not in cuts:
         k = bisect_left([o[0] for o in offsets], prompt_end)
-        if ids[:k] != prompt_ids:
+        if ids[anchor:k] != tail_ids and ids[:k] != _encode(backend, [text[:prompt_end]])[0][0]:
             cuts.add(prompt_end)
     while cuts:  # rare: tokenise the pieces between cuts; a cut can expose another straddle inside a piece
         edges = [0, *sorted(cuts), len(text)]
@@ -191,14 +245,14 @@ def _check_decodes(
             raise DataError(
                 ex.location,
                 f"the tokens of a {s.span} span do not decode back to its text "
-                f"({tokenizer.decode(ids[lo:hi])[:60]!r} vs {s.text[:60]!r}); the tokenizer normalises text, so "
+                f"({_decoder(tokenizer)(ids[lo:hi])[:60]!r} vs {s.text[:60]!r}); the tokenizer normalises text, so "
                 "the span's weight would not fall exactly on it",
                 f"messages[{s.message}].content",
                 kind="template",
             )
     responses = [(s, rng) for s, rng in zip(segs, ranges) if s.is_response]
     if not all(_decodes(tokenizer, ids, lo, hi, s.text) for s, (lo, hi) in responses):
-        got = "".join(tokenizer.decode(ids[lo:hi]) for _, (lo, hi) in responses)
+        got = "".join(_decoder(tokenizer)(ids[lo:hi]) for _, (lo, hi) in responses)
         want = "".join(s.text for s, _ in responses)
         raise DataError(
             ex.location,
@@ -212,10 +266,19 @@ def _check_decodes(
 def _decodes(tokenizer: Any, ids: list[int], lo: int, hi: int, text: str) -> bool:
     """Whether ids[lo:hi] decode to `text`. Decoders that drop the leading space of a decoded sequence
     (SentencePiece) are checked with the token before as context."""
-    if tokenizer.decode(ids[lo:hi]) == text:
+    decode = _decoder(tokenizer)
+    if decode(ids[lo:hi]) == text:
         return True
     if lo == 0:
         return False
-    context = tokenizer.decode(ids[lo - 1 : lo])
-    both = tokenizer.decode(ids[lo - 1 : hi])
+    context = decode(ids[lo - 1 : lo])
+    both = decode(ids[lo - 1 : hi])
     return both.startswith(context) and both[len(context) :] == text
+
+
+def _decoder(tokenizer: Any) -> Any:
+    """The raw decoder: the Rust backend's (no clean-up of spaces, special tokens kept), else transformers'."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return lambda ids: backend.decode(ids, skip_special_tokens=False)
+    return lambda ids: tokenizer.decode(ids, clean_up_tokenization_spaces=False)

@@ -106,6 +106,12 @@ class TrainConfig:
     """Prompt-loss weight (PLW paper): when set, prompt weight = plw and response weight = 1."""
     role_weights: dict[str, float] = field(default_factory=dict)
     """Per-role weights overriding prompt/response, e.g. {system: 0.0, template: 0.0}."""
+    span_weights: dict[str, float] = field(default_factory=dict)
+    """Weights multiplying the tokens of spans inside messages, e.g. {think: 0.5, tool_call: 0.2} (see
+    witune.data.weights; message `weight` and record `sample_weight` fields in the data multiply too)."""
+    span_markers: dict[str, list[str]] = field(default_factory=dict)
+    """Delimiters [opening, closing] of span kinds beyond the defaults think and tool_call, e.g.
+    {reason: ['<reason>', '</reason>']}."""
     normalization: str = "nonzero"
     """Normaliser Z of each optimizer step: nonzero (tokens with weight != 0), weight_sum, tokens, or a number."""
     allow_weight_above_one: bool = False
@@ -232,6 +238,7 @@ class TrainConfig:
             "response_weight": self.response_weight,
             "plw": self.plw,
             **{f"role_weights.{r}": w for r, w in self.role_weights.items()},
+            **{f"span_weights.{k}": w for k, w in self.span_weights.items()},
         }
         for key, w in weights.items():
             try:
@@ -243,6 +250,10 @@ class TrainConfig:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         normalization_value(self.normalization)
+        try:
+            self.role_weights_obj()  # unknown roles and span kinds, malformed span markers
+        except ConfigError as e:
+            raise _key_error("span_weights" if "span" in str(e) else "role_weights", str(e)) from None
         from witune.loss.chunked import BACKENDS
 
         if self.loss_backend not in BACKENDS:
@@ -253,7 +264,15 @@ class TrainConfig:
         """The `RoleWeights` these loss settings mean (PLW overrides prompt/response)."""
         from witune.data import RoleWeights
 
-        return RoleWeights(*weight_pair(self.prompt_weight, self.response_weight, self.plw), dict(self.role_weights))
+        from witune.data.weights import DEFAULT_SPAN_MARKERS
+
+        markers = {**DEFAULT_SPAN_MARKERS, **{k: tuple(v) for k, v in self.span_markers.items()}}
+        return RoleWeights(
+            *weight_pair(self.prompt_weight, self.response_weight, self.plw),
+            dict(self.role_weights),
+            dict(self.span_weights),
+            markers,  # type: ignore[arg-type]  # checked by RoleWeights: two strings each
+        )
 
 
 def _key_error(key: str, message: str) -> ConfigError:
