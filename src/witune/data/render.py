@@ -208,7 +208,9 @@ def _chat_segments(example: Example, tokenizer: Any, trained: Callable[[int], bo
         own = whole if k == len(msgs) - 1 else render(k + 1)
         if m.role != "assistant":
             exact = len(own) >= cursor and whole.startswith(own)  # else e.g. Phi-3 adds EOS after the last turn
-            pos, content = _locate(whole, m.content, cursor, len(own) if exact else len(whole), last=exact)
+            pos, content = _locate(whole, m.content, cursor, len(own), last=True) if exact else (-1, "")
+            if pos < 0:  # not where the template ends it: placed later (a system message folded into the first
+                pos, content = _locate(whole, m.content, cursor, len(whole), last=False)  # user turn: Mixtral)
             if pos < 0:
                 raise _rewrites(loc, k, "the text of this message")
             segs.append(Segment(whole[cursor:pos], "template", False))
@@ -236,7 +238,7 @@ def _chat_segments(example: Example, tokenizer: Any, trained: Callable[[int], bo
                 raise _rewrites(loc, k, "this assistant turn once later turns follow")
             lead = ""  # the template adds its lead (Qwen 3's empty reasoning block) to the last turn only
         end = at + len(lead) + len(content)
-        closing = _common_prefix(tail, whole[end:]).rstrip()  # the end-of-turn marker belongs to the response
+        closing = _closing(tail, whole, end)  # the end-of-turn marker belongs to the response
         added = "" if closing else _eos(tokenizer)  # the template closes nothing: close with EOS ourselves
         segs.append(Segment(lead + content + closing + added, "assistant", trained(k), m.weight, message=k))
         cursor = end + len(closing)
@@ -266,13 +268,14 @@ def _rewrites(loc: Location, k: int, what: str) -> DataError:
     )
 
 
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
+def _closing(tail: str, whole: str, end: int) -> str:
+    """The end-of-turn marker after an assistant text: what the template writes after it when the turn is last
+    (`tail`, trailing whitespace dropped), as far as the whole conversation has it too. Phi-3 ends a last turn
+    with "<|end|>\n<|endoftext|>" but an earlier one with "<|end|>\n": its marker there is "<|end|>"."""
+    for candidate in (tail.rstrip(), tail.lstrip().split(maxsplit=1)[0] if tail.strip() else ""):
+        if candidate and whole.startswith(candidate, end):
+            return candidate
+    return ""
 
 
 def render(
