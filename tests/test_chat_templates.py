@@ -177,7 +177,9 @@ def test_mixtral_folds_the_system_message_into_the_first_user_turn():
 def test_qwen3_reasoning_of_the_last_turn_is_a_weighted_span():
     tok = tokenizer_for("qwen3")
     reasoning = "<think>\nThe capital of France is Paris.\n</think>\n\n"
-    ex = Example((Message("user", "What is the capital of France?"), Message("assistant", reasoning + "Paris.")), "messages", LOC)
+    ex = Example(
+        (Message("user", "What is the capital of France?"), Message("assistant", reasoning + "Paris.")), "messages", LOC
+    )
     row = render(ex, tok, RoleWeights(0.0, 1.0, spans={"think": 0.5}))
     think = [t for t, s in zip(row.input_ids, row.spans) if s == "think"]
     assert decode(tok, think) == reasoning.rstrip("\n")

@@ -230,7 +230,10 @@ def test_bad_message_weights(tmp_path, turn, message):
 
 
 def test_bad_sample_weights_and_formats_that_cannot_carry_a_message_weight(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "x", "output": "y"}, {"instruction": "x", "output": "y", "sample_weight": -2}])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"instruction": "x", "output": "y"}, {"instruction": "x", "output": "y", "sample_weight": -2}],
+    )
     with pytest.raises(DataError, match=r"a.jsonl, line 2, field 'sample_weight': a weight must be a finite number"):
         load_examples(path)
     path = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "p", "completion": "c", "weight": 0.5}])

@@ -138,9 +138,7 @@ def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> 
 
 def role_weights(args: argparse.Namespace):
     from witune.data import RoleWeights
-    from witune.data.weights import check_weight_range, weight_pair
-
-    from witune.data.weights import DEFAULT_SPAN_MARKERS
+    from witune.data.weights import DEFAULT_SPAN_MARKERS, check_weight_range, weight_pair
 
     roles = _named_values(args.role_weight, "--role-weight", "ROLE=NUMBER", _number)
     spans = _named_values(getattr(args, "span_weight", []), "--span-weight", "SPAN=NUMBER", _number)

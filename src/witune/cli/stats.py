@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from witune.cli.common import add_weight_args, escaped, int_at_least, print_error, role_weights
 
@@ -149,7 +150,7 @@ def stats_tables(stats) -> list:
     return tables
 
 
-def trained_table(parts) -> object:
+def trained_table(parts) -> Any:
     """Rendered rows (template included) per role and span: what the loss sees, with the weights given."""
     from rich.table import Table
 

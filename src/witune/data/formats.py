@@ -100,7 +100,9 @@ def _message_weight(turn: Mapping[str, Any], location: Location, where: str) -> 
         raise DataError(location, f"'weight' and 'loss_weight' disagree ({given})", f"{where}.loss_weight")
     if SAMPLE_WEIGHT in turn:
         raise DataError(
-            location, f"{SAMPLE_WEIGHT!r} is a record field (top level), not a message field", f"{where}.{SAMPLE_WEIGHT}"
+            location,
+            f"{SAMPLE_WEIGHT!r} is a record field (top level), not a message field",
+            f"{where}.{SAMPLE_WEIGHT}",
         )
     return next(iter(given.values()), 1.0)
 
@@ -184,7 +186,8 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
                 raise DataError(location, "expected an object with input and output", f"instances[{i}]")
             if SAMPLE_WEIGHT in inst:
                 raise DataError(
-                    location, f"{SAMPLE_WEIGHT!r} is a record field (top level), not an instance field",
+                    location,
+                    f"{SAMPLE_WEIGHT!r} is a record field (top level), not an instance field",
                     f"instances[{i}].{SAMPLE_WEIGHT}",
                 )
             rec = {

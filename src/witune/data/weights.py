@@ -95,9 +95,7 @@ class RoleWeights:
                 "(set response_weight > 0, e.g. 1 for conventional instruction tuning)"
             )
 
-    def for_segment(
-        self, role: str, is_response: bool, message_weight: float = 1.0, span: str | None = None
-    ) -> float:
+    def for_segment(self, role: str, is_response: bool, message_weight: float = 1.0, span: str | None = None) -> float:
         """Role weight x message weight x span weight (the sample weight is applied per sample)."""
         base = self.roles[role] if role in self.roles else (self.response if is_response else self.prompt)
         return float(base) * message_weight * (float(self.spans[span]) if span else 1.0)

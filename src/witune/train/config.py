@@ -263,7 +263,6 @@ class TrainConfig:
     def role_weights_obj(self):
         """The `RoleWeights` these loss settings mean (PLW overrides prompt/response)."""
         from witune.data import RoleWeights
-
         from witune.data.weights import DEFAULT_SPAN_MARKERS
 
         markers = {**DEFAULT_SPAN_MARKERS, **{k: tuple(v) for k, v in self.span_markers.items()}}
@@ -271,7 +270,7 @@ class TrainConfig:
             *weight_pair(self.prompt_weight, self.response_weight, self.plw),
             dict(self.role_weights),
             dict(self.span_weights),
-            markers,  # type: ignore[arg-type]  # checked by RoleWeights: two strings each
+            markers,  # checked by RoleWeights: two strings each
         )
 
 
