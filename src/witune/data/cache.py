@@ -183,7 +183,8 @@ def _load(path: Path, key: str) -> TokenizedData:
             raise ValueError("cache entry of another version or key")
         offsets = z["offsets"].tolist()
         ids, weights, roles, response = (z[k].tolist() for k in ("input_ids", "weights", "roles", "response"))
-        span_ids, cuts = z["spans"].tolist(), z["cuts"].tolist()
+        cuts = z["cuts"].tolist()
+        span_ids = z["spans"].tolist() if len(header["spans"]) > 1 else []  # only "" (no spans): not needed
         locs = z["loc"].tolist()
     names, span_names, sources, units = header["roles"], header["spans"], header["sources"], header["units"]
     rows = []
@@ -196,7 +197,7 @@ def _load(path: Path, key: str) -> TokenizedData:
                 [names[x] for x in roles[a:b]],
                 response[a:b],
                 Location(sources[src], index, units[unit]),
-                [span_names[x] for x in span_ids[a:b]],
+                [span_names[x] for x in span_ids[a:b]] if len(span_names) > 1 else [""] * (b - a),
                 cuts[i],
             )
         )
