@@ -148,3 +148,34 @@ def test_inspect_and_score_every_shared_training_file(shared_data, smollm2_dir, 
         # A real pretrained instruct model: response perplexity well below vocabulary-sized chance.
         assert 1.0 < got["response_perplexity"] < 1000, (f, got)
         assert got["normalizer"] == got["prompt_tokens"] + got["response_tokens"], f
+
+
+def test_inspect_stats_and_score_carry_every_static_weight(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
+    """Message, sample and span weights reach `inspect` (final weight per token, span per token, legend),
+    `stats` (tokens and weight per role and span) and `score` (the weighted loss); a span kind that never occurs
+    is a warning with counts."""
+    msgs = [
+        {"role": "user", "content": "Add 2 and 3.", "weight": 0.5},
+        {"role": "assistant", "content": "<think>2 + 3 = 5</think> The sum is 5.", "loss_weight": 2.0},
+    ]
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": msgs, "sample_weight": 0.5}) + "\n")
+    args = ["--model", str(tiny_model_dir), "--prompt-weight", "0.2", "--span-weight", "think=0.25"]
+    out = tmp_path / "rows.jsonl"
+    assert main(["inspect", str(data), *args, "--json", str(out)]) == 0
+    row = json.loads(out.read_text())
+    think = [t for t, s in zip(row["input_ids"], row["spans"]) if s == "think"]
+    assert tiny_tokenizer.decode(think) == "<think>2 + 3 = 5</think>"
+    assert {round(w, 9) for w, s in zip(row["weights"], row["spans"]) if s == "think"} == {0.25}  # 1 x 2 x .25 x .5
+    assert {round(w, 9) for w, r in zip(row["weights"], row["roles"]) if r == "user"} == {0.05}  # 0.2 x 0.5 x 0.5
+    assert main(["inspect", str(data), *args]) == 0
+    assert "span think x0.25" in capsys.readouterr().out
+    stats = tmp_path / "stats.json"
+    assert main(["stats", str(data), *args, "--logprob-samples", "0", "--json", str(stats)]) == 0
+    trained = json.loads(stats.read_text())["trained"]
+    assert trained["tokens"]["span think"] == len(think)
+    assert trained["weight_sum"]["span think"] == pytest.approx(len(think) * 0.25)
+    assert main(["score", str(data), *args, "--span-weight", "tool_call=0.5", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert "span weight tool_call=0.5: no <tool_call>...</tool_call> span in any of the 1 rows" in captured.err
+    assert json.loads(captured.out)["weighted_sum"] > 0

@@ -5,7 +5,7 @@ import pytest
 from witune.data import DataError, Example, Location, Message, RoleWeights, tokenize_examples
 from witune.data.cache import cache_key, prepare_examples
 
-WEIGHTS = RoleWeights(prompt=0.1, response=1.0, roles={"system": 0.0})
+WEIGHTS = RoleWeights(prompt=0.1, response=1.0, roles={"system": 0.0, "template": 0.0})
 
 
 def tiny_tokenizer(vocab_size: int = 320):

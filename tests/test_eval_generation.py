@@ -149,7 +149,7 @@ def test_prompts_use_the_template_the_model_was_trained_with(tmp_path, template)
     segs = render_segments(ex, tok, "plain" if template == "plain" else "alpaca", final_turn_only=True)
     assert prompt == "".join(s.text for s in segs[:-1])  # exactly the training rendering up to the response
     if template != "plain":
-        assert prompt.endswith("### Instruction:\nName a colour.\n\n### Response:\n")
+        assert prompt.endswith("### Instruction:\nName a colour.\n\n### Response:")  # Stanford: no newline
     else:
         assert "### Response" not in prompt and prompt.endswith("Name a colour.")
     # the judge reads its verdict after the same rendering
@@ -167,4 +167,4 @@ def test_prompts_without_a_training_config_use_the_chat_template(tiny):
     assert prompt == tok.apply_chat_template(
         [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
     )
-    assert gen.format_prompt(tok, "Hi", template="alpaca").endswith("### Response:\n")
+    assert gen.format_prompt(tok, "Hi", template="alpaca").endswith("### Response:")

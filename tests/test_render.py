@@ -158,8 +158,11 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_tokenizer, tiny_model):
     assert (leaky_sum - unpacked.weighted_sum).abs() > 100 * exact_gap + 1e-3
 
 
-def test_backend_batch_encoding_equals_transformers_call(tiny_tokenizer):
-    from witune.data.render import _encode_batch
+def test_backend_batch_encoding_equals_transformers_call(tiny_tokenizer, smollm2_dir):
+    from witune.data.tokens import _encode, offsets_backend
+    from witune.models import load_tokenizer
 
     texts = ["Hello world", " leading space", "<|im_start|>user\nHi<|im_end|>\n", "ünïcödé ✓\n\n", "a" * 300, ""]
-    assert _encode_batch(tiny_tokenizer, texts) == tiny_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for tok in (tiny_tokenizer, load_tokenizer(smollm2_dir)):
+        ids = [e[0] for e in _encode(offsets_backend(tok), texts)]
+        assert ids == tok(texts, add_special_tokens=False)["input_ids"]

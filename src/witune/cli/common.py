@@ -121,6 +121,21 @@ def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> 
         help="weight for every token of a role (system, user, assistant, tool, template); repeatable",
     )
     p.add_argument(
+        "--span-weight",
+        action="append",
+        default=[],
+        metavar="SPAN=W",
+        help="weight multiplying every token of a span inside a message: think (<think>...</think>), tool_call "
+        "(<tool_call>...</tool_call>) or a kind named in --span-markers; repeatable",
+    )
+    p.add_argument(
+        "--span-markers",
+        action="append",
+        default=[],
+        metavar="SPAN=OPEN,CLOSE",
+        help="delimiters of a span kind, e.g. reason='<reason>,</reason>' (defaults: think, tool_call); repeatable",
+    )
+    p.add_argument(
         "--allow-weight-above-one",
         action="store_true",
         help="accept weights above 1 (outside the papers' range [0, 1]); a warning is printed",
@@ -129,22 +144,43 @@ def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> 
 
 def role_weights(args: argparse.Namespace):
     from witune.data import RoleWeights
-    from witune.data.weights import check_weight_range, weight_pair
+    from witune.data.weights import DEFAULT_SPAN_MARKERS, check_weight_range, weight_pair
 
-    roles = {}
-    for item in args.role_weight:
-        role, sep, value = item.partition("=")
-        try:
-            roles[role.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"--role-weight expects ROLE=NUMBER, got {item!r}") from None
-        if not sep:
-            raise ConfigError(f"--role-weight expects ROLE=NUMBER, got {item!r}")
+    roles = _named_values(args.role_weight, "--role-weight", "ROLE=NUMBER", _number)
+    spans = _named_values(getattr(args, "span_weight", []), "--span-weight", "SPAN=NUMBER", _number)
+    markers = {**DEFAULT_SPAN_MARKERS}
+    markers.update(_named_values(getattr(args, "span_markers", []), "--span-markers", "SPAN=OPEN,CLOSE", _pair))
     named = {"--prompt-weight": args.prompt_weight, "--response-weight": args.response_weight, "--plw": args.plw}
     named.update({f"--role-weight {r}": w for r, w in roles.items()})
+    named.update({f"--span-weight {k}": w for k, w in spans.items()})
     for warning in check_weight_range(named, args.allow_weight_above_one, "add --allow-weight-above-one"):
         print_error(warning, "warning")
-    return RoleWeights(*weight_pair(args.prompt_weight, args.response_weight, args.plw), roles)
+    return RoleWeights(*weight_pair(args.prompt_weight, args.response_weight, args.plw), roles, spans, markers)
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    opening, sep, closing = text.partition(",")
+    if not sep:
+        raise ValueError(text)
+    return opening, closing
+
+
+def _named_values(items: list[str], flag: str, form: str, parse: Callable[[str], object]) -> dict:
+    """['a=1', 'b=2'] -> {'a': parse('1'), 'b': parse('2')}; one clear line for a malformed item."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            out[name.strip()] = parse(value)
+        except ValueError:
+            raise ConfigError(f"{flag} expects {form}, got {item!r}") from None
+    return out
 
 
 def load_rows(args: argparse.Namespace, tokenizer, weights):
@@ -169,6 +205,8 @@ def load_rows(args: argparse.Namespace, tokenizer, weights):
     err = Console(stderr=True)
     for e in loaded.skipped + data.skipped + data.zero_trainable:
         err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
+    for line in data.warnings(weights):
+        print_error(line, "warning")
     err.print(f"[dim]{escaped(loaded.summary())}; {escaped(data.summary())}[/]", highlight=False)
     return data
 

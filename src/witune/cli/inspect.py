@@ -64,13 +64,18 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"wrote {len(data.rows)} samples to {escaped(args.json)}")
         return 0
     console = Console()
-    console.print(legend(weights.prompt, weights.response))
-    max_w = max([weights.prompt, weights.response, *weights.roles.values()])
-    for row in data.rows[: args.show]:
+    shown = data.rows[: args.show]
+    max_w = max([w for row in shown for w in row.weights] + [weights.prompt, weights.response]) or 1.0
+    console.print(legend(weights, max_w))
+    for row in shown:
         counts = (
             f"{len(row)} tokens · prompt {row.prompt_tokens} · response {row.response_tokens}"
             f" · trainable {row.trainable_tokens}"
         )
+        spans = {k: sum(1 for x in row.spans if x == k) for k in sorted(set(row.spans) - {""})}
+        counts += "".join(f" · {k} {n}" for k, n in spans.items())
+        if row.cuts:
+            counts += f" · {row.cuts} boundary cut{'s' if row.cuts > 1 else ''} (a token straddled it)"
         console.print(
             Panel(
                 colored_tokens(row, tokenizer, max_w),

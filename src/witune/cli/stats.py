@@ -7,8 +7,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from witune.cli.common import escaped, int_at_least
+from witune.cli.common import add_weight_args, escaped, int_at_least, print_error, role_weights
 
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -40,13 +41,31 @@ def compute_from_args(args: argparse.Namespace, logprob: bool):
     from witune.stats.loading import get_model, get_tokenizer
 
     err = Console(stderr=True)
-    loaded = load_examples(
-        args.data, format=args.format, on_error="skip" if args.skip_bad else "raise", limit=args.limit
-    )
+    on_error = "skip" if args.skip_bad else "raise"
+    loaded = load_examples(args.data, format=args.format, on_error=on_error, limit=args.limit)
     for e in loaded.skipped:
         err.print(f"[yellow]skipped:[/] {escaped(e)}", highlight=False, soft_wrap=True)
     tokenizer = get_tokenizer(args.model)
     model = get_model(args.model, args.device) if logprob else None
+    rows = None
+    if getattr(args, "template", None) is not None:  # `witune stats`: also the rendered rows, as training sees them
+        from witune.data import tokenize_examples
+
+        weights = role_weights(args)
+        data = tokenize_examples(
+            loaded.examples,
+            tokenizer,
+            weights,
+            template=args.template,
+            final_turn_only=args.final_turn_only,
+            on_error=on_error,
+            progress=True,
+        )
+        for e in data.skipped:
+            err.print(f"[yellow]skipped (rendering):[/] {escaped(e)}", highlight=False, soft_wrap=True)
+        for line in data.warnings(weights):
+            print_error(line, "warning")
+        rows = data.rows
     with err.status(f"measuring {len(loaded.examples)} samples"):
         return compute_stats(
             loaded.examples,
@@ -57,6 +76,7 @@ def compute_from_args(args: argparse.Namespace, logprob: bool):
             logprob_samples=getattr(args, "logprob_samples", 128),
             seed=args.seed,
             progress=True,
+            rows=rows,
         )
 
 
@@ -68,6 +88,11 @@ def register(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_stats_args(p)
+    from witune.data.render import TEMPLATES
+
+    p.add_argument("--template", default="auto", choices=list(TEMPLATES), help="template for the rendered counts")
+    p.add_argument("--final-turn-only", action="store_true", help="train only the last assistant turn")
+    add_weight_args(p)
     p.add_argument(
         "--logprob-samples",
         type=int_at_least(0),
@@ -119,7 +144,27 @@ def stats_tables(stats) -> list:
         "avg next-token log-prob of prompt tokens",
         f"{stats.prompt_logprob:.4f} nats" if stats.prompt_logprob is not None else "not computed (no model)",
     )
-    return [t, r, c]
+    tables = [t, r, c]
+    if stats.trained is not None:
+        tables.append(trained_table(stats.trained))
+    return tables
+
+
+def trained_table(parts) -> Any:
+    """Rendered rows (template included) per role and span: what the loss sees, with the weights given."""
+    from rich.table import Table
+
+    t = Table(
+        title=f"rendered with the template, {parts.rows} rows: tokens per role and span, as the loss sees them",
+        caption=f"Rg of the trained parts: {parts.rg_tokens:.4g} by tokens (response / prompt), "
+        f"{parts.rg_weighted:.4g} by weight (sum of response weights / sum of prompt weights); "
+        f"{parts.rows_cut} rows with a token boundary cut (witune.data.tokens)",
+    )
+    for col in ("part", "tokens", "trained (weight != 0)", "weight sum"):
+        t.add_column(col, justify="left" if col == "part" else "right")
+    for part in sorted(parts.tokens, key=lambda p: (p.startswith("span"), p)):
+        t.add_row(part, f"{parts.tokens[part]:,}", f"{parts.trained[part]:,}", f"{parts.weight_sum[part]:,.2f}")
+    return t
 
 
 def run(args: argparse.Namespace) -> int:

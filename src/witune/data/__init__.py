@@ -7,10 +7,11 @@ from witune.data.formats import FORMATS, detect_format, to_examples
 from witune.data.pipeline import TRUNCATIONS, TokenizedData, tokenize_examples, truncate
 from witune.data.readers import LoadResult, load_examples, read_records
 from witune.data.render import TEMPLATES, Rendered, Segment, alpaca_prompt, render, render_segments
-from witune.data.weights import TOKEN_ROLES, RoleWeights
+from witune.data.weights import DEFAULT_SPAN_MARKERS, TOKEN_ROLES, RoleWeights
 from witune.errors import ConfigError, DataError, Location
 
 __all__ = [
+    "DEFAULT_SPAN_MARKERS",
     "FORMATS",
     "TEMPLATES",
     "TOKEN_ROLES",

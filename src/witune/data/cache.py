@@ -34,7 +34,9 @@ from witune.data.pipeline import TokenizedData
 from witune.data.weights import RoleWeights
 from witune.errors import DataError, Location
 
-CACHE_VERSION = 3  # bump when Rendered or the rendering rules change meaning (2: npz + JSON, no pickle; 3: error kind)
+# Bump when Rendered or the rendering rules change meaning (2: npz + JSON, no pickle; 3: error kind; 4: whole-text
+# tokenising, Stanford's "### Response:", message / sample / span weights, per-token spans and cuts).
+CACHE_VERSION = 4
 
 
 def prepare_examples(
@@ -86,7 +88,13 @@ def cache_key(examples: list[Example], tokenizer: Any, weights: RoleWeights, **o
     for ex in examples:
         h.update(
             json.dumps(
-                [ex.format, str(ex.location), [(m.role, m.content) for m in ex.messages], sorted(ex.fields.items())]
+                [
+                    ex.format,
+                    str(ex.location),
+                    [(m.role, m.content, m.weight) for m in ex.messages],
+                    sorted(ex.fields.items()),
+                    ex.sample_weight,
+                ]
             ).encode()
         )
         h.update(b"\x00")
@@ -126,13 +134,16 @@ def _save(path: Path, key: str, data: TokenizedData) -> None:
 
     rows = data.rows
     roles = sorted({r for row in rows for r in row.roles})
+    spans = sorted({"", *(x for row in rows for x in row.spans)})  # "": outside spans
     sources = sorted({row.location.source for row in rows})
     units = sorted({row.location.unit for row in rows})
-    role_ix, src_ix, unit_ix = ({v: i for i, v in enumerate(t)} for t in (roles, sources, units))
+    role_ix, span_ix, src_ix, unit_ix = ({v: i for i, v in enumerate(t)} for t in (roles, spans, sources, units))
     header = {
         "version": CACHE_VERSION,
         "key": key,
         "roles": roles,
+        "spans": spans,
+        "span_counts": data.span_counts,
         "sources": sources,
         "units": units,
         "dropped_too_long": data.dropped_too_long,
@@ -147,6 +158,8 @@ def _save(path: Path, key: str, data: TokenizedData) -> None:
         "weights": np.array([w for r in rows for w in r.weights], dtype=np.float64),
         "roles": np.array([role_ix[x] for r in rows for x in r.roles], dtype=np.int32),
         "response": np.array([x for r in rows for x in r.response], dtype=np.bool_),
+        "spans": np.array([span_ix[r.span_at(i)] for r in rows for i in range(len(r))], dtype=np.int32),
+        "cuts": np.array([r.cuts for r in rows], dtype=np.int64),
         "loc": np.array(
             [(src_ix[r.location.source], r.location.index, unit_ix[r.location.unit]) for r in rows], dtype=np.int64
         ).reshape(len(rows), 3),
@@ -170,8 +183,10 @@ def _load(path: Path, key: str) -> TokenizedData:
             raise ValueError("cache entry of another version or key")
         offsets = z["offsets"].tolist()
         ids, weights, roles, response = (z[k].tolist() for k in ("input_ids", "weights", "roles", "response"))
+        cuts = z["cuts"].tolist()
+        span_ids = z["spans"].tolist() if len(header["spans"]) > 1 else []  # only "" (no spans): not needed
         locs = z["loc"].tolist()
-    names, sources, units = header["roles"], header["sources"], header["units"]
+    names, span_names, sources, units = header["roles"], header["spans"], header["sources"], header["units"]
     rows = []
     for i, (a, b) in enumerate(itertools.pairwise(offsets)):
         src, index, unit = locs[i]
@@ -182,6 +197,8 @@ def _load(path: Path, key: str) -> TokenizedData:
                 [names[x] for x in roles[a:b]],
                 response[a:b],
                 Location(sources[src], index, units[unit]),
+                [span_names[x] for x in span_ids[a:b]] if len(span_names) > 1 else [""] * (b - a),
+                cuts[i],
             )
         )
     return TokenizedData(
@@ -190,4 +207,5 @@ def _load(path: Path, key: str) -> TokenizedData:
         header["truncated"],
         [_error(e) for e in header["zero_trainable"]],
         [_error(e) for e in header["skipped"]],
+        header["span_counts"],
     )

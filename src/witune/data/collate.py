@@ -75,6 +75,7 @@ def packed_collate(bins: Sequence[Sequence[Rendered]], pad_token_id: int) -> dic
             m.weights += r.weights  # each sample's weights[0] is 0: its first token is not predicted
             m.roles += r.roles
             m.response += r.response
+            m.spans += r.spans if r.spans else [""] * len(r)
         merged.append(m)
     length = max(len(m) for m in merged)
     batch = _shifted(merged, pad_token_id, length)

@@ -14,6 +14,7 @@ ROLES = ("system", "user", "assistant", "tool")
 class Message:
     role: str  # one of ROLES
     content: str
+    weight: float = 1.0  # the record's per-message weight (`weight` / `loss_weight`): multiplies the role weight
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,16 @@ class Example:
     """One sample: a conversation plus, for Alpaca-style data, the original fields.
 
     `fields` keeps `instruction`, `input`, `output` (Alpaca) or `prompt`, `completion` so that the Alpaca
-    template and the per-field statistics can use them; it is empty for chat data.
+    template and the per-field statistics can use them; it is empty for chat data. `sample_weight` and each
+    message's `weight` come from the record (1 when it gives none); see `witune.data.weights` for how they
+    combine with the role and span weights.
     """
 
     messages: tuple[Message, ...]
     format: str  # "alpaca", "prompt_completion", "messages", "sharegpt"
     location: Location
     fields: dict[str, str] = field(default_factory=dict)
+    sample_weight: float = 1.0  # the record's `sample_weight`: multiplies every token weight of the sample
 
     @property
     def prompt_text(self) -> str:

@@ -9,10 +9,22 @@ Supported record shapes (one record = one JSON object, CSV row, Parquet row or d
 - prompt_completion: ``prompt`` and ``completion`` (or ``response``).
 - messages: ``messages: [{role, content}, ...]`` (OpenAI / Tulu style).
 - sharegpt: ``conversations: [{from, value}, ...]`` (ShareGPT / Vicuna style).
+
+Weights carried by the data (see `witune.data.weights` for how they combine):
+
+- ``sample_weight`` on any record: multiplies every token weight of that record (self_instruct: of each of
+  its instances);
+- ``weight`` or ``loss_weight`` (the names axolotl and LLaMA-Factory use) on a message / ShareGPT turn, any role:
+  multiplies that message's role weight. Records without messages (alpaca, self_instruct, prompt_completion)
+  cannot carry one: a top-level ``weight`` there is an error that says to use ``sample_weight``.
+
+A weight is a number >= 0 (numeric text such as a CSV cell is read as a number); anything else is an error
+naming the file, line and field.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,9 +45,66 @@ _SHAREGPT_ROLES = {
     "system": "system",
     "tool": "tool",
     "function": "tool",
-    "function_call": "tool",
-    "observation": "tool",
+    "function_call": "assistant",  # LLaMA-Factory's ShareGPT: the assistant's tool call (trained as a response)
+    "observation": "tool",  # ... and the tool's output
 }
+
+SAMPLE_WEIGHT = "sample_weight"
+MESSAGE_WEIGHTS = ("weight", "loss_weight")
+
+
+def data_weight(value: Any, location: Location, name: str) -> float:
+    """A weight read from a record: a finite number >= 0 (numeric text, as in CSV cells, is read as a number).
+
+    >>> data_weight(0.5, Location("x.jsonl", 3, "line"), "sample_weight"), data_weight("2", None, "w")
+    (0.5, 2.0)
+    >>> data_weight("heavy", Location("x.jsonl", 3, "line"), "messages[1].weight")
+    Traceback (most recent call last):
+    ...
+    witune.errors.DataError: x.jsonl, line 3, field 'messages[1].weight': expected a number >= 0, got 'heavy'
+    """
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise DataError(location, f"expected a number >= 0, got {value!r}", name, kind="wrong_type")
+    if not math.isfinite(number) or number < 0:
+        raise DataError(location, f"a weight must be a finite number >= 0, got {value!r}", name)
+    return float(number)
+
+
+def _sample_weight(record: Mapping[str, Any], location: Location) -> float:
+    value = record.get(SAMPLE_WEIGHT)
+    if value is None or value == "":  # absent (an empty CSV cell included): weight 1
+        return 1.0
+    return data_weight(value, location, SAMPLE_WEIGHT)
+
+
+def _no_message_weight(record: Mapping[str, Any], location: Location, fmt: str) -> None:
+    for key in MESSAGE_WEIGHTS:
+        if record.get(key) not in (None, ""):
+            raise DataError(
+                location,
+                f"{fmt} records have no messages to carry a per-message weight; use {SAMPLE_WEIGHT!r} to weigh "
+                "the whole record",
+                key,
+            )
+
+
+def _message_weight(turn: Mapping[str, Any], location: Location, where: str) -> float:
+    given = {k: data_weight(turn[k], location, f"{where}.{k}") for k in MESSAGE_WEIGHTS if turn.get(k) is not None}
+    if len(set(given.values())) > 1:
+        raise DataError(location, f"'weight' and 'loss_weight' disagree ({given})", f"{where}.loss_weight")
+    if SAMPLE_WEIGHT in turn:
+        raise DataError(
+            location,
+            f"{SAMPLE_WEIGHT!r} is a record field (top level), not a message field",
+            f"{where}.{SAMPLE_WEIGHT}",
+        )
+    return next(iter(given.values()), 1.0)
 
 
 def matching_formats(record: Mapping[str, Any]) -> list[str]:
@@ -102,8 +171,11 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
     """Convert one record of a known format; raises DataError naming the field at fault."""
     if not isinstance(record, Mapping):
         raise DataError(location, f"expected a JSON object, got {type(record).__name__}")
+    if fmt in ("alpaca", "self_instruct", "prompt_completion"):
+        _no_message_weight(record, location, fmt)
+    sample_weight = _sample_weight(record, location)
     if fmt == "alpaca":
-        return [_alpaca(record, location)]
+        return [_alpaca(record, location, sample_weight=sample_weight)]
     if fmt == "self_instruct":
         instances = record.get("instances")
         if not isinstance(instances, list) or not instances:
@@ -112,21 +184,27 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
         for i, inst in enumerate(instances):
             if not isinstance(inst, Mapping):
                 raise DataError(location, "expected an object with input and output", f"instances[{i}]")
+            if SAMPLE_WEIGHT in inst:
+                raise DataError(
+                    location,
+                    f"{SAMPLE_WEIGHT!r} is a record field (top level), not an instance field",
+                    f"instances[{i}].{SAMPLE_WEIGHT}",
+                )
             rec = {
                 "instruction": record.get("instruction"),
                 "input": inst.get("input", ""),
                 "output": inst.get("output"),
             }
-            out.append(_alpaca(rec, location, field_prefix=f"instances[{i}]."))
+            out.append(_alpaca(rec, location, field_prefix=f"instances[{i}].", sample_weight=sample_weight))
         return out
     if fmt == "prompt_completion":
         key = "completion" if "completion" in record else "response"
         prompt = _text(record, "prompt", location)
         completion = _text(record, key, location, nonempty=True)
         messages = (Message("user", prompt), Message("assistant", completion))
-        return [Example(messages, fmt, location, {"prompt": prompt, "completion": completion})]
+        return [Example(messages, fmt, location, {"prompt": prompt, "completion": completion}, sample_weight)]
     if fmt in ("messages", "sharegpt"):
-        return [_conversation(record, fmt, location)]
+        return [_conversation(record, fmt, location, sample_weight)]
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
@@ -152,7 +230,9 @@ def _text(
     return value
 
 
-def _alpaca(record: Mapping[str, Any], location: Location, field_prefix: str = "") -> Example:
+def _alpaca(
+    record: Mapping[str, Any], location: Location, field_prefix: str = "", sample_weight: float = 1.0
+) -> Example:
     instruction = _text(record, "instruction", location, name="instruction")
     if not instruction.strip():
         raise DataError(location, "empty instruction", "instruction")
@@ -169,10 +249,10 @@ def _alpaca(record: Mapping[str, Any], location: Location, field_prefix: str = "
     user = f"{instruction}\n\n{inp}" if inp.strip() else instruction
     messages += [Message("user", user), Message("assistant", output)]
     fields = {"instruction": instruction, "input": inp, "output": output}
-    return Example(tuple(messages), "alpaca", location, fields)
+    return Example(tuple(messages), "alpaca", location, fields, sample_weight)
 
 
-def _conversation(record: Mapping[str, Any], fmt: str, location: Location) -> Example:
+def _conversation(record: Mapping[str, Any], fmt: str, location: Location, sample_weight: float) -> Example:
     key, role_key, content_key = (
         ("messages", "role", "content") if fmt == "messages" else ("conversations", "from", "value")
     )
@@ -188,6 +268,13 @@ def _conversation(record: Mapping[str, Any], fmt: str, location: Location) -> Ex
         role = raw_role if fmt == "messages" else _SHAREGPT_ROLES.get(str(raw_role).lower())
         if role not in ROLES:
             raise DataError(location, f"unknown role {raw_role!r}", f"{where}.{role_key}")
+        if turn.get("tool_calls"):
+            raise DataError(
+                location,
+                "structured tool_calls are not rendered by witune: write the call into the content (e.g. "
+                "<tool_call>...</tool_call>, weighted with --span-weight tool_call=W)",
+                f"{where}.tool_calls",
+            )
         content = turn.get(content_key)
         if not isinstance(content, str):
             raise DataError(
@@ -200,9 +287,9 @@ def _conversation(record: Mapping[str, Any], fmt: str, location: Location) -> Ex
             raise DataError(
                 location, "empty response: nothing to train on", f"{where}.{content_key}", kind="empty_response"
             )
-        messages.append(Message(role, content))
+        messages.append(Message(role, content, _message_weight(turn, location, where)))
     if not any(m.role == "assistant" for m in messages):
         raise DataError(location, "conversation has no assistant turn: nothing to train on", key)
     if messages[0].role == "assistant":
         raise DataError(location, "conversation starts with an assistant turn (no prompt before it)", f"{key}[0]")
-    return Example(tuple(messages), fmt, location)
+    return Example(tuple(messages), fmt, location, sample_weight=sample_weight)

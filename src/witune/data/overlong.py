@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from dataclasses import replace
 from typing import Any
 
 from witune.data.render import Segment
@@ -58,7 +59,7 @@ def _prefix(segs: list[Segment], chars: int) -> list[Segment] | None:
         m = _CUT.search(s.text, max(0, chars - total))
         if m is None:
             return None
-        out.append(Segment(s.text[: m.start()], s.role, s.is_response))
+        out.append(replace(s, text=s.text[: m.start()]))
         return out
     return None
 
@@ -77,7 +78,7 @@ def _suffix(segs: list[Segment], chars: int) -> list[Segment] | None:
             last = match
         if last is None or last.start() > hi:
             return None
-        out.append(Segment(s.text[last.start() :], s.role, s.is_response))
+        out.append(replace(s, text=s.text[last.start() :]))
         return out[::-1]
     return None
 

@@ -52,6 +52,8 @@ def tokenize_parallel(
         out.truncated += part.truncated
         out.zero_trainable += part.zero_trainable
         out.skipped += part.skipped
+        for kind, n in part.span_counts.items():
+            out.span_counts[kind] = out.span_counts.get(kind, 0) + n
     return out
 
 

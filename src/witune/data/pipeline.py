@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class TokenizedData:
     truncated: int = 0  # rows that lost tokens to truncation
     zero_trainable: list[DataError] = field(default_factory=list)  # lost every trainable token (skipped)
     skipped: list[DataError] = field(default_factory=list)  # could not be rendered (skipped)
+    span_counts: dict[str, int] = field(default_factory=dict)  # weighted spans found, per kind (0: none found)
 
     def summary(self) -> str:
         parts = [f"{len(self.rows)} rows"]
@@ -35,7 +37,18 @@ class TokenizedData:
             parts.append(f"{len(self.zero_trainable)} dropped with zero trainable tokens")
         if self.skipped:
             parts.append(f"{len(self.skipped)} skipped as unrenderable")
+        if cut := sum(1 for r in self.rows if r.cuts):
+            parts.append(f"{cut} with a token boundary cut (witune.data.tokens)")
         return ", ".join(parts)
+
+    def warnings(self, weights: RoleWeights) -> list[str]:
+        """One line per span kind given a weight that no sample contains (the weight then changes nothing)."""
+        return [
+            f"span weight {kind}={w:g}: no {weights.span_markers[kind][0]}...{weights.span_markers[kind][1]} span "
+            f"in any of the {len(self.rows)} rows, so it weighs nothing (check the delimiters: span_markers)"
+            for kind, w in weights.spans.items()
+            if not self.span_counts.get(kind)
+        ]
 
 
 def truncate(row: Rendered, max_length: int, policy: str) -> Rendered | None:
@@ -54,9 +67,7 @@ def truncate(row: Rendered, max_length: int, policy: str) -> Rendered | None:
         sl = slice(0, max_length)
     else:
         raise ConfigError(f"unknown truncation {policy!r}; choose one of {TRUNCATIONS}")
-    cut = Rendered(row.input_ids[sl], row.weights[sl], row.roles[sl], row.response[sl], row.location)
-    cut.weights[0] = 0.0  # the new first token is not predicted by anything
-    return cut
+    return row.sliced(sl)  # the new first token is not predicted by anything: weight 0
 
 
 def tokenize_examples(
@@ -76,7 +87,9 @@ def tokenize_examples(
     check_on_error(on_error)
     if truncation not in TRUNCATIONS:
         raise ConfigError(f"unknown truncation {truncation!r}; choose one of {TRUNCATIONS}")
-    out = TokenizedData([])
+    out = TokenizedData([], span_counts=dict.fromkeys(weights.spans, 0))
+    found: Counter[str] = Counter()
+    markers = weights.active_markers
     chars = overlong.budget(tokenizer, max_length)
     bar = tqdm(total=len(examples), desc="tokenizing", unit="ex", disable=not progress)
     for b in range(0, len(examples), _BATCH):
@@ -84,7 +97,8 @@ def tokenize_examples(
         segs, kept, cuts = [], [], []
         for ex in batch:
             try:
-                full = render_segments(ex, tokenizer, template, final_turn_only)
+                full = render_segments(ex, tokenizer, template, final_turn_only, markers)
+                found.update(s.span for s in full if s.span)
                 # Tokenize only what truncation can keep (see witune.data.overlong): bounded work per sample.
                 cut, parts = overlong.cut_segments(full, chars, truncation) if chars else (full, [])
                 segs.append(cut)
@@ -119,6 +133,7 @@ def tokenize_examples(
             out.rows.append(row)
         bar.update(len(batch))
     bar.close()
+    out.span_counts.update(found)
     return out
 
 

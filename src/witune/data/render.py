@@ -1,24 +1,53 @@
-"""Render an Example into text segments with roles, then into token ids with exact per-token weights.
+"""Render an Example into text segments with roles and weights, then into token ids with exact per-token weights.
 
-Why segments: the prompt/response boundary must be exact at the token level. Each segment is tokenized on
-its own, so no token can straddle a boundary, and the split never depends on re-tokenizing a prefix and
-hoping it matches. After tokenizing we check that the response tokens decode back to exactly the response
-text (plus the end-of-turn / EOS marker).
+A sample is first cut into `Segment`s: runs of text whose tokens all get the same weight (template scaffolding,
+each message's text, each weighted span inside a message). `witune.data.tokens` then tokenises the whole text
+once, as generation does, and maps tokens back to segments by their character offsets; its docstring gives the
+rule for the rare token that straddles a segment boundary.
+
+Templates:
+- alpaca: the Stanford Alpaca prompts exactly (tatsu-lab/stanford_alpaca, train.py `PROMPT_DICT`, the code the
+  PLW paper trained with): the prompt ends with "### Response:" and the response follows with no separator, then
+  EOS. The preamble (and BOS, and the blank line between LIMA-style history turns) is `template`; the
+  "### Instruction:" block with the user's text is `user`.
+- plain: the messages' texts concatenated, EOS after each response.
+- chat: the tokenizer's chat template. The whole conversation is rendered once; each message's text is located
+  in it, and everything else is `template` scaffolding. A response is everything the model emits after the
+  template's generation prompt for that turn (`add_generation_prompt=True`): the assistant text, its
+  end-of-turn marker, and any text the template itself puts first (Qwen 3's empty `<think>\n\n</think>\n\n`
+  on the last turn: the model must produce it at inference). A template that renders a turn differently once
+  later turns follow, so that the training text and the prompt at inference disagree, is refused with a
+  one-line error naming the message.
+After tokenizing, the tokens of every response and span decode back to exactly their text (else an error).
 """
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from witune.data.example import Example
+from witune.data.rendered import Rendered, Segment, generation_prompt_chars
+from witune.data.spans import split_spans
+from witune.data.tokens import tokenize_segments
 from witune.data.weights import RoleWeights
 from witune.errors import ConfigError, DataError, Location
 
+__all__ = [
+    "TEMPLATES",
+    "Rendered",
+    "Segment",
+    "alpaca_prompt",
+    "generation_prompt_chars",
+    "render",
+    "render_segments",
+    "tokenize_segments",
+]
+
 TEMPLATES = ("auto", "alpaca", "chat", "plain")
 
-# The Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, train.py), as used by the PLW paper.
+# The Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), as used by the PLW paper.
 ALPACA_PREAMBLE_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides "
     "further context. Write a response that appropriately completes the request.\n\n"
@@ -26,6 +55,7 @@ ALPACA_PREAMBLE_INPUT = (
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 )
+ALPACA_RESPONSE = "### Response:"  # Stanford's prompt ends here: the response follows without a newline
 
 
 def alpaca_prompt(instruction: str, input: str = "") -> str:
@@ -42,44 +72,10 @@ def alpaca_prompt(instruction: str, input: str = "") -> str:
     2 3
     <BLANKLINE>
     ### Response:
-    <BLANKLINE>
     """
     if input.strip():
-        return f"{ALPACA_PREAMBLE_INPUT}### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-    return f"{ALPACA_PREAMBLE}### Instruction:\n{instruction}\n\n### Response:\n"
-
-
-@dataclass(frozen=True)
-class Segment:
-    text: str
-    role: str  # system, user, assistant, tool or template
-    is_response: bool  # trained as response (gets lambda_r); checked to decode back exactly
-
-
-@dataclass
-class Rendered:
-    """Token ids of one sample with the weight of *predicting* each token (weights[0] is always 0)."""
-
-    input_ids: list[int]
-    weights: list[float]
-    roles: list[str]
-    response: list[bool]
-    location: Location
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def trainable_tokens(self) -> int:
-        return sum(1 for w in self.weights[1:] if w != 0)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(1 for r in self.response if not r)
-
-    @property
-    def response_tokens(self) -> int:
-        return sum(self.response)
+        return f"{ALPACA_PREAMBLE_INPUT}### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n{ALPACA_RESPONSE}"
+    return f"{ALPACA_PREAMBLE}### Instruction:\n{instruction}\n\n{ALPACA_RESPONSE}"
 
 
 def resolve_template(example: Example, template: str) -> str:
@@ -91,9 +87,16 @@ def resolve_template(example: Example, template: str) -> str:
 
 
 def render_segments(
-    example: Example, tokenizer: Any, template: str = "auto", final_turn_only: bool = False
+    example: Example,
+    tokenizer: Any,
+    template: str = "auto",
+    final_turn_only: bool = False,
+    spans: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[Segment]:
-    """The text of a sample cut into role segments. EOS (or the template's end-of-turn) closes every response."""
+    """The text of a sample cut into segments. EOS (or the template's end-of-turn) closes every response.
+
+    `spans`: delimiters of the span kinds to cut out of each message's text (`RoleWeights.active_markers`).
+    """
     template = resolve_template(example, template)
     last_assistant = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
 
@@ -101,39 +104,56 @@ def render_segments(
         return example.messages[i].role == "assistant" and (not final_turn_only or i == last_assistant)
 
     if template == "chat":
-        return _chat_segments(example, tokenizer, trained)
+        segs = _chat_segments(example, tokenizer, trained)
+    else:
+        segs = _text_segments(example, tokenizer, template, trained, last_assistant)
+    segs = [s for s in segs if s.text]
+    return _cut_spans(segs, spans, example.location) if spans else segs
+
+
+def _text_segments(
+    example: Example, tokenizer: Any, template: str, trained: Callable[[int], bool], last_assistant: int
+) -> list[Segment]:
+    """The alpaca and plain templates."""
     eos = _eos(tokenizer)
     segs = [Segment(bos, "template", False)] if (bos := _bos_text(tokenizer)) else []
+    msgs = example.messages
     if template == "plain":
-        for i, m in enumerate(example.messages):
+        for i, m in enumerate(msgs):
             text = m.content + eos if m.role == "assistant" else m.content
-            segs.append(Segment(text, m.role, trained(i)))
+            segs.append(Segment(text, m.role, trained(i), m.weight, message=i))
         return segs
     # alpaca: earlier turns (LIMA-style history) become earlier Instruction/Response blocks.
-    msgs = example.messages
     final_input = example.fields.get("input", "")
     final_instruction = example.fields.get("instruction", msgs[last_assistant - 1].content)
     preamble = ALPACA_PREAMBLE_INPUT if final_input.strip() else ALPACA_PREAMBLE
     segs.append(Segment(preamble, "template", False))
     for i, m in enumerate(msgs):
         if m.role == "assistant":
-            segs.append(Segment(m.content + eos, "assistant", trained(i)))
+            segs.append(Segment(m.content + eos, "assistant", trained(i), m.weight, message=i))
             if i != last_assistant:
                 segs.append(Segment("\n\n", "template", False))
         elif i == last_assistant - 1 and m.role == "user":
             body = f"### Instruction:\n{final_instruction}\n\n"
             if final_input.strip():
                 body += f"### Input:\n{final_input}\n\n"
-            segs.append(Segment(body + "### Response:\n", "user", False))
+            segs.append(Segment(body + ALPACA_RESPONSE, "user", False, m.weight, message=i))
         else:
-            segs.append(
-                Segment(
-                    f"### Instruction:\n{m.content}\n\n### Response:\n" if m.role == "user" else m.content + "\n\n",
-                    m.role,
-                    False,
-                )
-            )
+            text = f"### Instruction:\n{m.content}\n\n{ALPACA_RESPONSE}" if m.role == "user" else m.content + "\n\n"
+            segs.append(Segment(text, m.role, False, m.weight, message=i))
     return segs
+
+
+def _cut_spans(segs: list[Segment], markers: Mapping[str, tuple[str, str]], loc: Location) -> list[Segment]:
+    """Each message's segment cut into its spans (template scaffolding is never cut)."""
+    out = []
+    for s in segs:
+        if s.message is None:
+            out.append(s)
+            continue
+        for text, kind in split_spans(s.text, markers, loc, f"messages[{s.message}].content"):
+            out.append(Segment(text, s.role, s.is_response, s.weight, kind, s.message))
+    return out
 
 
 def _eos(tokenizer: Any) -> str:
@@ -161,7 +181,7 @@ def _probe_bos_text(tokenizer: Any) -> str:
     return ""
 
 
-def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
+def _chat_segments(example: Example, tokenizer: Any, trained: Callable[[int], bool]) -> list[Segment]:
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "this model")
         raise ConfigError(
@@ -179,112 +199,88 @@ def _chat_segments(example: Example, tokenizer: Any, trained) -> list[Segment]:
                 loc, f"chat template failed: {type(e).__name__}: {e}", "messages", kind="template"
             ) from None
 
+    whole = render(len(msgs))  # the training text: the conversation rendered once
     segs: list[Segment] = []
-    done = ""
+    cursor = 0  # everything before it is in `segs`
     for k, m in enumerate(example.messages):
-        if m.role == "assistant":
-            header = render(k, gen=True)
-            full = render(k + 1)
-            _check_prefix(done, header, loc, k)
-            _check_prefix(header, full, loc, k)
-            segs.append(Segment(header[len(done) :], "template", False))
-            body = full[len(header) :]
-            start = body.find(m.content)
-            if start < 0:
-                stripped = m.content.strip()
-                start = body.find(stripped)
-                if start < 0 or not stripped:
-                    raise DataError(
-                        loc,
-                        "the chat template rewrites the assistant text, so the response cannot be located exactly",
-                        f"messages[{k}].content",
-                        kind="template",
-                    )
-                content = stripped
-            else:
-                content = m.content
-            if start:
-                segs.append(Segment(body[:start], "template", False))
-            rest = body[start + len(content) :]
-            closing = rest.rstrip()  # the end-of-turn marker (e.g. <|im_end|>) belongs to the response
-            if not closing:
-                closing = _eos(tokenizer)  # template adds no end marker: close with EOS ourselves
-                rest = closing + rest
-            segs.append(Segment(content + closing, "assistant", trained(k)))
-            if rest[len(closing) :]:
-                segs.append(Segment(rest[len(closing) :], "template", False))
-            done = full
-        else:
-            full = render(k + 1)
-            _check_prefix(done, full, loc, k)
-            segs.append(Segment(full[len(done) :], m.role, False))
-            done = full
-    return [s for s in segs if s.text]
-
-
-def _check_prefix(prefix: str, text: str, loc: Location, k: int) -> None:
-    if not text.startswith(prefix):
-        raise DataError(
-            loc,
-            "the chat template renders earlier turns differently once later turns are added, so "
-            "turn boundaries are not exact; use template 'plain' or 'alpaca'",
-            f"messages[{k}]",
-            kind="template",
-        )
-
-
-def tokenize_segments(
-    segments_per_example: list[list[Segment]],
-    examples: list[Example],
-    tokenizer: Any,
-    weights: RoleWeights,
-    check: bool = True,
-) -> list[Rendered]:
-    """Tokenize all segments of many examples in one batched call and attach exact weights."""
-    texts = [s.text for segs in segments_per_example for s in segs]
-    ids = _encode_batch(tokenizer, texts) if texts else []
-    out, pos = [], 0
-    for segs, ex in zip(segments_per_example, examples):
-        r = Rendered([], [], [], [], ex.location)
-        response_ids, response_text = [], ""
-        for s in segs:
-            tok = ids[pos]
-            pos += 1
-            w = weights.for_segment(s.role, s.is_response)
-            r.input_ids += tok
-            r.weights += [w] * len(tok)
-            r.roles += [s.role] * len(tok)
-            r.response += [s.is_response] * len(tok)
-            if s.is_response:
-                response_ids += tok
-                response_text += s.text
-        if r.weights:
-            r.weights[0] = 0.0  # nothing predicts the first token
-        if check and tokenizer.decode(response_ids) != response_text:
+        # `own`: the conversation up to this message, rendered with it as the last one (for the last message it is
+        # `whole`); it tells where this message ends, since `whole` goes on with later turns.
+        own = whole if k == len(msgs) - 1 else render(k + 1)
+        if m.role != "assistant":
+            exact = len(own) >= cursor and whole.startswith(own)  # else e.g. Phi-3 adds EOS after the last turn
+            pos, content = _locate(whole, m.content, cursor, len(own), last=True) if exact else (-1, "")
+            if pos < 0:  # not where the template ends it: placed later (a system message folded into the first
+                pos, content = _locate(whole, m.content, cursor, len(whole), last=False)  # user turn: Mixtral)
+            if pos < 0:
+                raise _rewrites(loc, k, "the text of this message")
+            segs.append(Segment(whole[cursor:pos], "template", False))
+            segs.append(Segment(content, m.role, False, m.weight, message=k))
+            cursor = pos + len(content)
+            continue
+        header = render(k, gen=True)  # the prompt at inference for this turn
+        if len(header) < cursor or not whole.startswith(header) or not own.startswith(header):
             raise DataError(
-                ex.location,
-                "response tokens do not decode back to the response text "
-                f"({tokenizer.decode(response_ids)[:60]!r} vs {response_text[:60]!r}); the tokenizer "
-                "normalises text, so the prompt/response boundary would not be exact",
-                "response",
+                loc,
+                "the chat template's prompt for this turn (add_generation_prompt) is not how the whole conversation "
+                "renders it (the template renders earlier turns differently once later turns follow), so the "
+                "prompt at inference would differ from the one trained on; use template 'plain' or 'alpaca'",
+                f"messages[{k}]",
                 kind="template",
             )
-        out.append(r)
-    return out
+        segs.append(Segment(whole[cursor : len(header)], "template", False))
+        at = len(header)
+        pos, content = _locate(own, m.content, at, len(own), last=True)
+        if pos < 0:
+            raise _rewrites(loc, k, "the assistant text")
+        lead, tail = own[at:pos], own[pos + len(content) :]  # what the template adds before / after the text
+        if not whole.startswith(lead + content, at):
+            if not whole.startswith(content, at):  # e.g. Qwen 3 drops the reasoning of earlier turns
+                raise _rewrites(loc, k, "this assistant turn once later turns follow")
+            lead = ""  # the template adds its lead (Qwen 3's empty reasoning block) to the last turn only
+        end = at + len(lead) + len(content)
+        closing = _closing(tail, whole, end)  # the end-of-turn marker belongs to the response
+        added = "" if closing else _eos(tokenizer)  # the template closes nothing: close with EOS ourselves
+        segs.append(Segment(lead + content + closing + added, "assistant", trained(k), m.weight, message=k))
+        cursor = end + len(closing)
+    segs.append(Segment(whole[cursor:], "template", False))
+    return segs
 
 
-def _encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of many texts, no special tokens added. A fast tokenizer's Rust backend is called directly:
-    transformers' `__call__` would wrap every encoding in Python dicts, about half of the tokenizing time."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+def _locate(text: str, content: str, lo: int, hi: int, last: bool) -> tuple[int, str]:
+    """Where a message's text is in text[lo:hi] (the last occurrence when `last`, since the region ends with the
+    message), trying it as given, then stripped (templates that trim). (-1, "") when it is not there."""
+    for candidate in dict.fromkeys((content, content.strip())):
+        if not candidate and content:
+            continue
+        pos = text.rfind(candidate, lo, hi) if last else text.find(candidate, lo, hi)
+        if pos >= 0:
+            return pos, candidate
+    return -1, ""
+
+
+def _rewrites(loc: Location, k: int, what: str) -> DataError:
+    return DataError(
+        loc,
+        f"the chat template rewrites {what} (it does not appear verbatim where the template puts it), so its "
+        "tokens cannot be located exactly; use template 'plain' or 'alpaca', or data in the template's own form",
+        f"messages[{k}].content",
+        kind="template",
+    )
+
+
+def _closing(tail: str, whole: str, end: int) -> str:
+    """The end-of-turn marker after an assistant text: what the template writes after it when the turn is last
+    (`tail`, trailing whitespace dropped), as far as the whole conversation has it too. Phi-3 ends a last turn
+    with "<|end|>\n<|endoftext|>" but an earlier one with "<|end|>\n": its marker there is "<|end|>"."""
+    for candidate in (tail.rstrip(), tail.lstrip().split(maxsplit=1)[0] if tail.strip() else ""):
+        if candidate and whole.startswith(candidate, end):
+            return candidate
+    return ""
 
 
 def render(
     example: Example, tokenizer: Any, weights: RoleWeights, template: str = "auto", final_turn_only: bool = False
 ) -> Rendered:
     """One example -> token ids, per-token weights, roles. The single entry point for rendering one sample."""
-    segs = render_segments(example, tokenizer, template, final_turn_only)
+    segs = render_segments(example, tokenizer, template, final_turn_only, weights.active_markers)
     return tokenize_segments([segs], [example], tokenizer, weights)[0]

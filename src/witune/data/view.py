@@ -6,7 +6,8 @@ from typing import Any
 
 from rich.text import Text
 
-from witune.data.render import Rendered
+from witune.data.rendered import Rendered
+from witune.data.weights import RoleWeights
 
 
 def weight_style(w: float, max_w: float) -> str:
@@ -29,11 +30,21 @@ def colored_tokens(row: Rendered, tokenizer: Any, max_weight: float = 1.0) -> Te
     return text
 
 
-def legend(prompt: float, response: float) -> Text:
+def legend(weights: RoleWeights, max_weight: float, dynamic: str | None = None) -> Text:
+    """What the colours mean: the configured static weights. Tokens are coloured by their *final* static weight
+    (role x message x span x sample weight, `witune.data.weights`), so message and sample weights from the data
+    show as in-between colours. `dynamic`: the name of a dynamic token weight (e.g. DFT) that the loss
+    multiplies in during training; it depends on the model's predictions, so no colour can show it."""
     t = Text("legend: ")
-    mx = max(prompt, response)
-    for label, w in (("weight 0 ", 0.0), (f"prompt {prompt:g} ", prompt), (f"response {response:g}", response)):
-        t.append(label, style=weight_style(w, mx))
+    items = [("weight 0", 0.0), (f"prompt {weights.prompt:g}", weights.prompt)]
+    items.append((f"response {weights.response:g}", weights.response))
+    items += [(f"role {r} {w:g}", w) for r, w in weights.roles.items()]
+    items += [(f"span {k} x{w:g}", w) for k, w in weights.spans.items()]
+    for label, w in items:
+        t.append(label + "  ", style=weight_style(w, max_weight))
+    t.append("(colour = final static weight; message and sample weights from the data multiply in)", style="dim")
+    if dynamic:
+        t.append(f"\nduring training the {dynamic} dynamic weight multiplies every token's weight on top", style="bold")
     return t
 
 
@@ -46,7 +57,9 @@ def row_json(row: Rendered) -> dict[str, Any]:
         "roles": [
             r + ("/response" if resp else "") if r == "assistant" else r for r, resp in zip(row.roles, row.response)
         ],
+        "spans": [row.span_at(i) for i in range(len(row))],
         "prompt_tokens": row.prompt_tokens,
         "response_tokens": row.response_tokens,
         "trainable_tokens": row.trainable_tokens,
+        "cuts": row.cuts,
     }

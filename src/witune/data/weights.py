@@ -1,4 +1,24 @@
-"""Loss weights per role: lambda_p for prompt tokens, lambda_r for response tokens, optional per-role values."""
+"""Every static loss weight of a token, in one typed object (`RoleWeights`), and the rule that combines them.
+
+The weight of predicting a token is the product
+
+    role weight x message weight x span weight x sample weight
+
+- role weight: `roles[r]` when the token's role r has one (`--role-weight r=W`), else lambda_r (`response`)
+  for the tokens of a trained response, else lambda_p (`prompt`). `--role-weight` replaces lambda_p / lambda_r
+  for that role; nothing else replaces anything, the other factors multiply;
+- message weight: the data's `weight` / `loss_weight` on that message (any role; 1 when absent). It covers
+  the message's text and, for a response, its end-of-turn marker; template scaffolding (role headers) is not
+  part of any message. A message weight 0 takes the message out of the loss (and out of the `nonzero` count);
+- span weight: `spans[k]` for the tokens of a span of kind k (`--span-weight think=0.5`: `<think> ... </think>`
+  including its delimiters; the delimiters of each kind are `span_markers[k]`); 1 outside spans;
+- sample weight: the record's `sample_weight` (1 when absent), on every token of the sample.
+
+Normalisers (`witune.loss`) then see these final weights: `nonzero` counts the tokens whose final weight is not
+0 (a sample weight of 0.5 halves that sample's contribution, it does not change the count); `weight_sum`
+divides by the sum of the final weights, so a uniform factor on every token cancels out, and a sample or message
+weight only shifts the balance between samples and messages; `tokens` counts every labelled token.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +32,30 @@ from witune.errors import ConfigError
 # "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
 TOKEN_ROLES = (*ROLES, "template")
 
+# Span kinds known without configuration: reasoning traces and tool calls (Qwen, Hermes and others write calls
+# as <tool_call>...</tool_call>). Tool *outputs* are messages of the `tool` role: weigh them by role.
+DEFAULT_SPAN_MARKERS: dict[str, tuple[str, str]] = {
+    "think": ("<think>", "</think>"),
+    "tool_call": ("<tool_call>", "</tool_call>"),
+}
+
 
 @dataclass(frozen=True)
 class RoleWeights:
-    """lambda_p (`prompt`) and lambda_r (`response`), with optional per-role overrides.
+    """lambda_p (`prompt`) and lambda_r (`response`), optional per-role overrides and span weights.
 
     A token of a response segment (the assistant turn(s) being trained) gets `response`; every other token
-    gets `prompt`; `roles[r]`, when given, replaces either for every token of role r.
+    gets `prompt`; `roles[r]`, when given, replaces either for every token of role r. `spans[k]` multiplies the
+    tokens of every span of kind k, delimited by `span_markers[k]` (defaults: `DEFAULT_SPAN_MARKERS`); text is
+    cut into spans only for the kinds given a weight. Message and sample weights come from the data; the module
+    docstring gives the whole rule.
 
     >>> RoleWeights(0.1, 1.0).for_segment("user", False), RoleWeights(0.1, 1.0).for_segment("assistant", True)
     (0.1, 1.0)
     >>> RoleWeights(0.1, 1.0, {"system": 0.0}).for_segment("system", False)
     0.0
+    >>> RoleWeights(0.1, 1.0, spans={"think": 0.5}).for_segment("assistant", True, message_weight=2.0, span="think")
+    1.0
     >>> RoleWeights(0.0, 0.0)
     Traceback (most recent call last):
     ...
@@ -33,10 +65,24 @@ class RoleWeights:
     prompt: float = 0.0
     response: float = 1.0
     roles: Mapping[str, float] = field(default_factory=dict)
+    spans: Mapping[str, float] = field(default_factory=dict)
+    span_markers: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_SPAN_MARKERS))
 
     def __post_init__(self) -> None:
         named = {"prompt weight": self.prompt, "response weight": self.response}
         named.update({f"weight of role {r!r}": w for r, w in self.roles.items()})
+        named.update({f"weight of span {k!r}": w for k, w in self.spans.items()})
+        for kind, pair in self.span_markers.items():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(d, str) and d for d in pair)):
+                raise ConfigError(f"span {kind!r} needs two non-empty delimiters (opening, closing), got {pair!r}")
+            if pair[0] == pair[1]:
+                raise ConfigError(f"span {kind!r}: the opening and closing delimiters must differ, got {pair[0]!r}")
+        unknown_spans = set(self.spans) - set(self.span_markers)
+        if unknown_spans:
+            raise ConfigError(
+                f"no delimiters for span kinds {sorted(unknown_spans)}; known: {sorted(self.span_markers)} "
+                "(give new ones with span_markers, e.g. --span-markers reason='<reason>,</reason>')"
+            )
         for name, w in named.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {w!r}")
@@ -49,10 +95,15 @@ class RoleWeights:
                 "(set response_weight > 0, e.g. 1 for conventional instruction tuning)"
             )
 
-    def for_segment(self, role: str, is_response: bool) -> float:
-        if role in self.roles:
-            return float(self.roles[role])
-        return float(self.response if is_response else self.prompt)
+    def for_segment(self, role: str, is_response: bool, message_weight: float = 1.0, span: str | None = None) -> float:
+        """Role weight x message weight x span weight (the sample weight is applied per sample)."""
+        base = self.roles[role] if role in self.roles else (self.response if is_response else self.prompt)
+        return float(base) * message_weight * (float(self.spans[span]) if span else 1.0)
+
+    @property
+    def active_markers(self) -> dict[str, tuple[str, str]]:
+        """Delimiters of the span kinds that have a weight: only these cut the text into spans."""
+        return {k: tuple(self.span_markers[k]) for k in self.spans}  # type: ignore[misc]
 
 
 def weight_pair(prompt_weight: float, response_weight: float, plw: float | None = None) -> tuple[float, float]:

@@ -15,6 +15,7 @@ Hugging Face convention (unshifted labels):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ def weighted_dataset(
     response_weight: float = 1.0,
     *,
     role_weights: dict[str, float] | None = None,
+    span_weights: dict[str, float] | None = None,
+    span_markers: dict[str, tuple[str, str]] | None = None,
     template: str = "auto",
     max_length: int | None = None,
     truncation: str = "left",
@@ -50,13 +53,17 @@ def weighted_dataset(
     """`data` (a file or folder path, a hub name, a `datasets.Dataset` or a list of records) -> `datasets.Dataset`.
 
     Every format witune reads is accepted (alpaca, self_instruct, prompt_completion, messages, sharegpt);
-    rendering, truncation and errors are those of `witune train` with the same arguments.
+    rendering, truncation and errors are those of `witune train` with the same arguments, static weights
+    included (`span_weights`, `span_markers`; message and sample weights from the data: `witune.data.weights`).
     """
     import datasets
 
-    weights = RoleWeights(prompt_weight, response_weight, dict(role_weights or {}))
+    from witune.data import DEFAULT_SPAN_MARKERS
+
+    markers = {**DEFAULT_SPAN_MARKERS, **(span_markers or {})}
+    weights = RoleWeights(prompt_weight, response_weight, dict(role_weights or {}), dict(span_weights or {}), markers)
     examples = _examples(data, format, split, on_error)
-    rows = tokenize_examples(
+    data = tokenize_examples(
         examples,
         tokenizer,
         weights,
@@ -65,8 +72,10 @@ def weighted_dataset(
         truncation=truncation,
         final_turn_only=final_turn_only,
         on_error=on_error,
-    ).rows
-    return datasets.Dataset.from_list([hf_row(r) for r in rows])
+    )
+    for line in data.warnings(weights):
+        warnings.warn(line, stacklevel=2)
+    return datasets.Dataset.from_list([hf_row(r) for r in data.rows])
 
 
 def hf_row(r: Rendered) -> dict[str, list]:

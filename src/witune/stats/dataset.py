@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from witune.data.example import Example
-from witune.stats.lengths import RatioStats, SampleLengths, Summary, ratio_stats, sample_lengths, summarize
+from witune.stats.lengths import (
+    RatioStats,
+    SampleLengths,
+    Summary,
+    TrainedParts,
+    ratio_stats,
+    sample_lengths,
+    summarize,
+    trained_parts,
+)
 from witune.stats.prompts import ParseDepth, ngram_diversity, parse_depth, prompt_logprob, sample_prompts
 
 
@@ -26,6 +35,7 @@ class DatasetStats:
     prompt_logprob: float | None  # nats per prompt token; None when no model was given
     characteristic_samples: int  # prompts used for diversity, parse depth and log-prob
     lengths: list[SampleLengths] = field(default_factory=list, repr=False)
+    trained: TrainedParts | None = None  # the rendered rows (template, weights) when they were given
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -54,8 +64,10 @@ def compute_stats(
     logprob_samples: int = 128,
     seed: int = 0,
     progress: bool = True,
+    rows: Sequence | None = None,
 ) -> DatasetStats:
-    """Statistics of ``examples`` with ``tokenizer``; the model's prompt log-prob only when ``model`` is given."""
+    """Statistics of ``examples`` with ``tokenizer``; the model's prompt log-prob only when ``model`` is given;
+    the trained parts (tokens per role and span, Rg of what the loss sees) when the rendered ``rows`` are."""
     lengths = sample_lengths(examples, tokenizer)
     field_names = [
         f for f in ("instruction", "input", "output", "prompt", "completion") if any(f in s.fields for s in lengths)
@@ -79,4 +91,5 @@ def compute_stats(
         prompt_logprob=logprob,
         characteristic_samples=len(prompts),
         lengths=list(lengths),
+        trained=trained_parts(rows) if rows is not None else None,
     )

@@ -125,3 +125,45 @@ def ratio_stats(lengths: Sequence[SampleLengths]) -> RatioStats:
         short_fraction=sum(r < 1 for r in ratios) / n,
         empty_prompts=len(lengths) - n,
     )
+
+
+@dataclass(frozen=True)
+class TrainedParts:
+    """The rendered rows (template text included) as the loss sees them: per part (each role, and each weighted
+    span as ``span <kind>``) the tokens, the tokens with a non-zero final weight, and the sum of their weights;
+    and the generation ratio of the trained parts. Weights are those of *predicting* each token."""
+
+    tokens: dict[str, int]
+    trained: dict[str, int]
+    weight_sum: dict[str, float]
+    rg_tokens: float  # rendered response tokens / rendered prompt tokens
+    rg_weighted: float  # sum of response-token weights / sum of prompt-token weights (inf when prompts weigh 0)
+    rows: int
+    rows_cut: int  # rows where a token straddled a segment boundary and the text was cut (witune.data.tokens)
+
+
+def trained_parts(rows: Sequence) -> TrainedParts:
+    """Per-role and per-span counts of `witune.data.Rendered` rows."""
+    tokens: dict[str, int] = {}
+    trained: dict[str, int] = {}
+    weight_sum: dict[str, float] = {}
+    side = {True: [0, 0.0], False: [0, 0.0]}  # response / prompt: tokens, weight sum
+    for r in rows:
+        for i, (role, w, resp) in enumerate(zip(r.roles, r.weights, r.response)):
+            parts = [role] + ([f"span {s}"] if (s := r.span_at(i)) else [])
+            for part in parts:
+                tokens[part] = tokens.get(part, 0) + 1
+                trained[part] = trained.get(part, 0) + (w != 0)
+                weight_sum[part] = weight_sum.get(part, 0.0) + w
+            side[bool(resp)][0] += 1
+            side[bool(resp)][1] += w
+    (resp_n, resp_w), (prompt_n, prompt_w) = side[True], side[False]
+    return TrainedParts(
+        tokens,
+        trained,
+        weight_sum,
+        resp_n / prompt_n if prompt_n else math.inf,
+        resp_w / prompt_w if prompt_w else math.inf,
+        len(rows),
+        sum(1 for r in rows if r.cuts),
+    )

@@ -15,7 +15,8 @@ from typing import Any
 
 from witune import flat_config
 from witune.data.weights import weight_pair
-from witune.flat_config import FlatConfig, at_least, one_of, optional, parse_overrides
+from witune.errors import ConfigError
+from witune.flat_config import ConfigKeyError, FlatConfig, at_least, one_of, optional, parse_overrides
 from witune.loss.normalization import Normalization, normalization_problem
 from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields, check_weights
 
@@ -102,6 +103,12 @@ class _Head(FlatConfig):
     """Prompt-loss weight (PLW paper): when set, prompt weight = plw and response weight = 1."""
     role_weights: dict[str, float] = field(default_factory=dict)
     """Per-role weights overriding prompt/response, e.g. {system: 0.0, template: 0.0}."""
+    span_weights: dict[str, float] = field(default_factory=dict)
+    """Weights multiplying the tokens of spans inside messages, e.g. {think: 0.5, tool_call: 0.2} (see
+    witune.data.weights; message `weight` and record `sample_weight` fields in the data multiply too)."""
+    span_markers: dict[str, list[str]] = field(default_factory=dict)
+    """Delimiters [opening, closing] of span kinds beyond the defaults think and tool_call, e.g.
+    {reason: ['<reason>', '</reason>']}."""
     normalization: Normalization = "nonzero"
     """Normaliser Z of each optimizer step: nonzero (tokens with weight != 0), weight_sum, tokens, or a number."""
     allow_weight_above_one: bool = False
@@ -183,15 +190,31 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
         super().validate()
         weights = {"prompt_weight": self.prompt_weight, "response_weight": self.response_weight, "plw": self.plw}
         check_weights(
-            {**weights, **{f"role_weights.{r}": w for r, w in self.role_weights.items()}}, self.allow_weight_above_one
+            {
+                **weights,
+                **{f"role_weights.{r}": w for r, w in self.role_weights.items()},
+                **{f"span_weights.{k}": w for k, w in self.span_weights.items()},
+            },
+            self.allow_weight_above_one,
         )
+        try:
+            self.role_weights_obj()  # unknown roles and span kinds, malformed span markers
+        except ConfigError as e:
+            raise ConfigKeyError("span_weights" if "span" in str(e) else "role_weights", str(e)) from None
         return self
 
     def role_weights_obj(self):
         """The `RoleWeights` these loss settings mean (PLW overrides prompt/response)."""
         from witune.data import RoleWeights
+        from witune.data.weights import DEFAULT_SPAN_MARKERS
 
-        return RoleWeights(*weight_pair(self.prompt_weight, self.response_weight, self.plw), dict(self.role_weights))
+        markers = {**DEFAULT_SPAN_MARKERS, **{k: tuple(v) for k, v in self.span_markers.items()}}
+        return RoleWeights(
+            *weight_pair(self.prompt_weight, self.response_weight, self.plw),
+            dict(self.role_weights),
+            dict(self.span_weights),
+            markers,  # checked by RoleWeights: two strings each
+        )
 
 
 def load_config(

@@ -100,6 +100,8 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
         err = Console(stderr=True)
         for e in loaded.skipped + data.skipped + data.zero_trainable:
             err.print(f"[yellow]skipped:[/] {e}", highlight=False, soft_wrap=True)
+        for line in data.warnings(cfg.role_weights_obj()):
+            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
         err.print(f"[dim]{loaded.summary()}; {data.summary()}[/]", highlight=False)
     if not data.rows:
         raise ConfigError(f"no trainable rows in {cfg.data}")
