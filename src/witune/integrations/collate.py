@@ -27,7 +27,7 @@ from witune.loss import IGNORE_INDEX
 
 @dataclass
 class WeightedCollator:
-    pad_token_id: int
+    pad_token_id: int | None = None  # required: None is refused with a clear error, not a TypeError
     padding_free: bool = False
     pad_to_multiple_of: int | None = None
 
@@ -84,9 +84,9 @@ class WeightedCollator:
             "response_mask": _pad(resp, length, False),
         }
         if not self.padding_free:
+            # Packed rows stay one sequence (attention and positions run across segments), as TRL's own collator
+            # treats them without padding_free: a `seq_lengths` column only matters padding-free.
             out["attention_mask"] = _pad([torch.ones_like(i) for i in ids], length, 0)
-            if any("seq_lengths" in f for f in features):
-                out["position_ids"] = _pad(pos, length, 0)  # packed rows: attention still crosses segments
             return out
         position_ids = _pad(pos, length, 0)
         # padding at the end of a flattened row counts as one more sample (its positions restart at 0)

@@ -210,7 +210,11 @@ class WeightedLossMixin(_TrainerBase):
         norm = self.witune_normalization
         if not isinstance(norm, str):
             return torch.tensor(norm, dtype=torch.float64, device=device)
-        if norm == "nonzero" and torch.is_tensor(trainer_count) and (world == 1 or self.args.average_tokens_across_devices):
+        if (
+            norm == "nonzero"
+            and torch.is_tensor(trainer_count)
+            and (world == 1 or self.args.average_tokens_across_devices)
+        ):
             return trainer_count  # the same count (check_rows holds), as the Trainer's own device and dtype
         return normalizer_from_counts(counts, norm)
 

@@ -199,7 +199,9 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
         saved = self.completion_only_loss
         self.completion_only_loss = not full_sequence  # labels then mark exactly the response tokens
         try:
-            prepared = super()._prepare_dataset(dataset, processing_class, trl_args, False, formatting_func, dataset_name)
+            prepared = super()._prepare_dataset(
+                dataset, processing_class, trl_args, False, formatting_func, dataset_name
+            )
         finally:
             self.completion_only_loss = saved
         prompt_weight = self.witune_weights.prompt if has_prompt else 0.0  # else unlabelled tokens stay masked
@@ -224,7 +226,7 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if model.training else "eval"
         inputs = dict(inputs)
         if "loss_weights" not in inputs:
             raise ValueError(f"the batch has no loss_weights (columns {sorted(inputs)}): collate with WeightedCollator")

@@ -171,7 +171,9 @@ class _HiddenWeightedCE(torch.autograd.Function):
             nll[sel] = row_nll
             if rule is not None:
                 # x holds exp(logits - m) = total_exp * p, so the entropy is log(total_exp) - sum(x log x) / total_exp
-                entropy = total_exp.log() - torch.special.xlogy(x, x).sum(dim=1) / total_exp if rule.needs_entropy else None
+                entropy = (
+                    total_exp.log() - torch.special.xlogy(x, x).sum(dim=1) / total_exp if rule.needs_entropy else None
+                )
                 wc = wc * row_factor(rule, row_nll, entropy, None if side is None else side[sel])
             row_parts = row_nll * wc
             parts[sel] = row_parts

@@ -117,6 +117,9 @@ class TrainConfig:
     """Kernel of the chunked loss: auto (fused Liger / cut-cross-entropy kernel on CUDA when installed, else
     torch), torch (witune's chunked autograd function, any device), liger or cce (that package's fused kernel;
     CUDA only, an error when it is not installed). Used only with chunked_loss: true."""
+    dynamic_weight: str = "none"
+    """Dynamic token weight on top of the static weights: none, or dft (each token's loss times its detached
+    probability, arXiv 2508.05629; TRL's loss_type dft). The normaliser stays the one above."""
 
     # --- optimisation
     learning_rate: float = 2e-5
@@ -247,6 +250,19 @@ class TrainConfig:
 
         if self.loss_backend not in BACKENDS:
             raise ConfigError(f"config key 'loss_backend' must be one of {BACKENDS}, got {self.loss_backend!r}")
+        from witune.loss import DYNAMIC_WEIGHTS
+
+        names = ("none", *sorted(DYNAMIC_WEIGHTS))
+        if self.dynamic_weight not in names:
+            raise _key_error(
+                "dynamic_weight", f"config key 'dynamic_weight' must be one of {names}, got {self.dynamic_weight!r}"
+            )
+        if self.dynamic_weight != "none" and self.chunked_loss and self.loss_backend in ("liger", "cce"):
+            raise _key_error(
+                "dynamic_weight",
+                f"config key 'dynamic_weight' {self.dynamic_weight!r} needs per-token probabilities, which "
+                f"loss_backend {self.loss_backend!r} does not give: use loss_backend torch or auto",
+            )
         return self
 
     def role_weights_obj(self):
