@@ -302,6 +302,17 @@ def test_truncation_and_the_drop_of_fully_masked_examples_follow_the_weights(tin
     assert len(weighted.train_dataset) == N
 
 
+def test_the_normaliser_never_counts_position_0(tiny_model_dir, pc_dataset, tmp_path):
+    """At lambda_p != 0 every sequence's first token carries a label (TRL's, kept), yet nothing predicts it: Z (and
+    the Trainer's own count) leave it out, unlike WIT's FSDP script, which counts it (docs/loss.md)."""
+    ours = _trainer(tiny_model_dir, pc_dataset, tmp_path, cls=WeightedSFTTrainer, prompt_weight=0.3)
+    batch = ours.data_collator([ours.train_dataset[i] for i in range(N)])
+    assert bool((batch["labels"][:, 0] != -100).all())  # the first tokens are labelled prompt tokens here
+    trained = int((batch["loss_weights"][:, 1:] != 0).sum())
+    z = ours.step_normalizer([batch], None, torch.device("cpu"))
+    assert int(z) == trained == int((batch["labels"] != -100).sum()) - N
+
+
 # ---- the data's own labels ------------------------------------------------------------------------------------
 
 
