@@ -333,6 +333,23 @@ def test_existing_labels_are_kept(tiny_model_dir, tmp_path):
         _trainer(tiny_model_dir, ds, tmp_path / "x", cls=WeightedSFTTrainer, bs=2, prompt_weight=0.2)
 
 
+@pytest.mark.parametrize("completion_only", [None, True])
+def test_pretokenized_completion_mask_as_stock(tiny_model_dir, tmp_path, completion_only):
+    """Token ids with a completion_mask column: TRL applies the mask only when completion_only_loss is True (unset
+    means False for data without prompt/completion text); the labels follow stock either way."""
+    import datasets
+
+    rows = [
+        {"input_ids": [5, 6, 7, 8, 9], "completion_mask": [0, 0, 1, 1, 1]},
+        {"input_ids": [10, 11, 12], "completion_mask": [0, 1, 1]},
+    ]
+    kw = {"bs": 2, "completion_only_loss": completion_only}
+    stock, ours = _stock_and_ours(tiny_model_dir, datasets.Dataset.from_list(rows), tmp_path, **kw)
+    assert ours.train_dataset["labels"] == stock.train_dataset["labels"]
+    assert (ours.train_dataset[0]["labels"][0] == -100) == bool(completion_only)
+    assert ours.train_dataset[0]["response_mask"] == [False, False, True, True, True]
+
+
 def test_add_weight_columns_keeps_masked_labels_at_prompt_weight_zero():
     row = {"input_ids": [1, 2, 3, 4], "labels": [1, -100, 3, -100]}
     got = add_weight_columns(row, 0.0, 1.0)
@@ -374,6 +391,9 @@ def test_settings_that_cannot_compose_are_refused(tiny_model_dir, pc_dataset, lm
     with pytest.raises(ConfigError, match="response_weight is 2, above the papers' range"):
         ours(response_weight=2.0)
     assert ours(response_weight=2.0, allow_weight_above_one=True).witune_weights.response == 2.0
+    wrows = weighted_dataset([{"prompt": "a b", "completion": " c d"}], tiny_tokenizer, 0.1, 1.0)
+    with pytest.raises(ConfigError, match="already has loss_weights .*: prompt_weight would not apply"):
+        ours(wrows, prompt_weight=0.3)
     ids = datasets.Dataset.from_list([{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}])
     with pytest.raises(ConfigError, match="skip_prepare_dataset.*has none"):
         ours(ids, dataset_kwargs={"skip_prepare_dataset": True})

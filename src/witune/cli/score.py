@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from witune.errors import ConfigError
     from witune.eval.score import score
     from witune.loss import dynamic_weight
     from witune.models import load_model, load_tokenizer
@@ -55,10 +54,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     from witune.atomic import atomic_write_text, check_output
 
-    try:
-        dynamic = dynamic_weight(args.dynamic_weight)
-    except ValueError as e:
-        raise ConfigError(f"--dynamic-weight: {e}") from None
+    dynamic = dynamic_weight(args.dynamic_weight)  # a ConfigError names the valid values
 
     if args.json not in (None, "-"):
         check_output(args.json, [args.data], args.force)  # before any work

@@ -48,12 +48,12 @@ from witune.loss import (
     IGNORE_INDEX,
     DynamicWeight,
     LossSums,
-    dynamic_weight,
     normalizer_counts,
     normalizer_from_counts,
     safe_divide,
     weighted_nll,
 )
+from witune.loss import dynamic_weight as resolve_dynamic_weight  # the name `dynamic_weight` is an argument here
 
 INTEGRATION_NORMALIZATIONS = ("nonzero", "weight_sum")
 # Below this an external Z turns ordinary sums into inf in float32 (1e-300 did), which the Trainer logs as 0.0.
@@ -145,7 +145,7 @@ class WeightedLossMixin(_TrainerBase):
         **kwargs: Any,
     ):
         self.witune_normalization = check_normalization(normalization)
-        rule = dynamic_weight_or_error(dynamic_weight)
+        rule = resolve_dynamic_weight(dynamic_weight)
         if kwargs.get("compute_loss_func") is not None:
             raise ConfigError(
                 "compute_loss_func replaces the loss, so the loss weights would not apply: leave it out (the "
@@ -195,7 +195,7 @@ class WeightedLossMixin(_TrainerBase):
         has a non-zero weight is an error: it would train a loss of 0.0 without a word."""
         for b in batches:
             if "loss_weights" not in b:
-                raise ValueError(_NO_WEIGHTS.format(columns=sorted(b)))
+                raise ValueError(NO_WEIGHTS.format(columns=sorted(b)))
             check_rows(b["labels"], b["loss_weights"])
         counts = sum(normalizer_counts(b["labels"][..., 1:], b["loss_weights"][..., 1:]) for b in batches)
         counts = torch.as_tensor(counts, dtype=torch.float64).to(device)
@@ -223,7 +223,7 @@ class WeightedLossMixin(_TrainerBase):
     ) -> Any:
         inputs = dict(inputs)
         if "loss_weights" not in inputs:
-            raise ValueError(_NO_WEIGHTS.format(columns=sorted(inputs)))
+            raise ValueError(NO_WEIGHTS.format(columns=sorted(inputs)))
         labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
         response = inputs.pop("response_mask", None)
         for k in _MODEL_EXTRA:
@@ -282,18 +282,10 @@ class WeightedLossMixin(_TrainerBase):
         super().log(logs, *args, **kwargs)
 
 
-_NO_WEIGHTS = (
+NO_WEIGHTS = (
     "the batch has no loss_weights (columns {columns}): build the data with witune.integrations.weighted_dataset "
     "and collate it with WeightedCollator"
 )
-
-
-def dynamic_weight_or_error(spec: Any) -> DynamicWeight | None:
-    """`witune.loss.dynamic_weight`, its ValueError as the API's ConfigError."""
-    try:
-        return dynamic_weight(spec)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def _default_collator(processing_class: Any, padding_free: bool = False) -> Any:

@@ -7,9 +7,10 @@ What stays TRL's: dataset preparation (prompt/completion, conversational prompt/
 `assistant_only_loss`, ChatML conversion, EOS), packing (`pack_dataset`, any strategy), padding-free batches,
 the fused LM head that never builds the (tokens x vocab) logits, its metrics, everything else.
 What changes:
-- a token is a *response* token when TRL would train on it with `completion_only_loss` (the completion, or the
-  assistant tokens) and a prompt token otherwise; it gets `response_weight` or `prompt_weight`, and its label
-  is kept exactly where that weight is non-zero. At (0, 1) the labels are TRL's own and so is the loss;
+- a token is a *response* token when stock TRL would train on it (the completion of prompt/completion data,
+  the assistant tokens with `assistant_only_loss` or an `assistant_masks` column) and a prompt token where TRL
+  masks it; it gets `response_weight` or `prompt_weight`, and its label is kept exactly where that weight is
+  non-zero. At (0, 1) the labels are TRL's own and so is the loss;
 - the data's own `labels`, when it has them, decide what is trained: a user's -100 stays -100 (weight 0), the
   other tokens get `response_weight` (as in stock TRL, which leaves such labels as they are);
 - `completion_only_loss=False` trains the whole sequence as stock TRL does: prompt tokens at `response_weight`
@@ -53,7 +54,7 @@ from witune.data import RoleWeights
 from witune.data.weights import check_weight_range
 from witune.errors import ConfigError
 from witune.integrations.collate import WeightedCollator
-from witune.integrations.hf_trainer import WeightedLossMixin, causal_lm_loss_sums, side_input
+from witune.integrations.hf_trainer import NO_WEIGHTS, WeightedLossMixin, causal_lm_loss_sums, side_input
 from witune.loss import DFT, IGNORE_INDEX, DynamicWeight, LossSums
 from witune.loss.dynamic import row_factor
 
@@ -78,8 +79,9 @@ def add_weight_columns(example: dict[str, Any], prompt_weight: float, response_w
     return {"labels": labels, "loss_weights": weights, "response_mask": response}
 
 
-def _truncate(example: dict[str, Any], columns: list[str], sl: slice) -> dict[str, Any]:
-    return {c: example[c][sl] for c in columns}
+def _truncate(example: dict[str, Any], sl: slice) -> dict[str, Any]:
+    """Every per-token column of the example cut alike (an IterableDataset does not list its columns)."""
+    return {c: example[c][sl] for c in _ALIGNED_COLUMNS if c in example}
 
 
 def _has_target(example: dict[str, Any]) -> bool:
@@ -91,8 +93,9 @@ def _has_target(example: dict[str, Any]) -> bool:
 class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  # TRL's None-typed class attribute
     """`trl.SFTTrainer` with lambda_p (`prompt_weight`), lambda_r (`response_weight`) and a step normaliser.
 
-    `prompt_weight=None` (the default) means 0 where there are prompt tokens; given explicitly it must have
-    prompt tokens to weight. Weights above 1 need `allow_weight_above_one=True`, as on the command line."""
+    `prompt_weight=None` / `response_weight=None` (the defaults) mean 0 and 1; given explicitly, a prompt weight
+    must have prompt tokens to weight, and neither may be given for rows that carry their own `loss_weights`
+    (`weighted_dataset`). Weights above 1 need `allow_weight_above_one=True`, as on the command line."""
 
     if TYPE_CHECKING:
         args: SFTConfig  # SFTTrainer.__init__ turns any TrainingArguments into an SFTConfig
@@ -101,7 +104,7 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
         self,
         *args: Any,
         prompt_weight: float | None = None,
-        response_weight: float = 1.0,
+        response_weight: float | None = None,
         normalization: str | float = "nonzero",
         dynamic_weight: str | DynamicWeight | None = None,
         allow_weight_above_one: bool = False,
@@ -110,8 +113,10 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
         named = {"prompt_weight": prompt_weight, "response_weight": response_weight}
         for warning in check_weight_range(named, allow_weight_above_one, "pass allow_weight_above_one=True"):
             log.warning(warning)
-        self.witune_weights = RoleWeights(prompt_weight or 0.0, response_weight)  # both zero is an error
+        # both zero is an error
+        self.witune_weights = RoleWeights(prompt_weight or 0.0, 1.0 if response_weight is None else response_weight)
         self.witune_prompt_weight_given = prompt_weight is not None
+        self.witune_weights_given = [k for k, v in named.items() if v is not None]
         own_collator = kwargs.get("data_collator") is None
         super().__init__(*args, normalization=normalization, dynamic_weight=dynamic_weight, **kwargs)
         if self._skip_prepare_dataset:
@@ -145,6 +150,11 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
     ) -> Any:
         columns = get_dataset_column_names(dataset) or []
         if "loss_weights" in columns:
+            if self.witune_weights_given:
+                raise ConfigError(
+                    f"{dataset_name} dataset already has loss_weights (weighted_dataset): "
+                    f"{' and '.join(self.witune_weights_given)} would not apply; set the weights when building it"
+                )
             prepared = dataset  # weighted_dataset rows: witune's rendering and weights
         else:
             prepared = self._prepare_with_weights(dataset, processing_class, args, formatting_func, dataset_name)
@@ -155,8 +165,7 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
             if args.truncation_mode not in ("keep_start", "keep_end"):
                 raise ConfigError(f"truncation_mode must be 'keep_start' or 'keep_end', got {args.truncation_mode!r}")
             sl = slice(None, args.max_length) if args.truncation_mode == "keep_start" else slice(-args.max_length, None)
-            aligned = [c for c in get_dataset_column_names(prepared) or [] if c in _ALIGNED_COLUMNS]
-            prepared = prepared.map(_truncate, fn_kwargs={"columns": aligned, "sl": sl}, **map_kwargs)
+            prepared = prepared.map(_truncate, fn_kwargs={"sl": sl}, **map_kwargs)
             prepared = prepared.filter(_has_target, **map_kwargs)  # as TRL: nothing left to train after truncation
         if packing:
             if args.max_length is None:
@@ -176,18 +185,21 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
         with completion-only labels unless the user turned them off; then the weight columns."""
         columns = get_dataset_column_names(dataset) or []
         own_labels = "labels" in columns
-        full_sequence = args.completion_only_loss is False
-        has_prompt = (
-            ("prompt" in columns and "completion" in columns and not full_sequence and formatting_func is None)
+        completion_data = ("prompt" in columns and "completion" in columns) or "completion_mask" in columns
+        # The split TRL itself makes (self.completion_only_loss is TRL's own, resolved from the data when unset):
+        # masked tokens are prompt tokens, except where the data's own labels do the masking.
+        has_prompt = not own_labels and (
+            (completion_data and bool(self.completion_only_loss) and formatting_func is None)
             or args.assistant_only_loss
-        ) and not own_labels
+            or "assistant_masks" in columns
+        )
         given = self.witune_weights.prompt if self.witune_prompt_weight_given else None
         if given and not has_prompt and given != self.witune_weights.response:
             why = (
                 "the dataset's own labels decide what is trained"
                 if own_labels
                 else "completion_only_loss=False trains the prompt like the completion, at response_weight"
-                if full_sequence
+                if completion_data
                 else "language-modeling data without a completion or assistant mask has no prompt tokens"
             )
             raise ConfigError(
@@ -196,14 +208,7 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
             )
         trl_args = copy.copy(args)
         trl_args.max_length, trl_args.shuffle_dataset = None, False
-        saved = self.completion_only_loss
-        self.completion_only_loss = not full_sequence  # labels then mark exactly the response tokens
-        try:
-            prepared = super()._prepare_dataset(
-                dataset, processing_class, trl_args, False, formatting_func, dataset_name
-            )
-        finally:
-            self.completion_only_loss = saved
+        prepared = super()._prepare_dataset(dataset, processing_class, trl_args, False, formatting_func, dataset_name)
         prompt_weight = self.witune_weights.prompt if has_prompt else 0.0  # else unlabelled tokens stay masked
         drop = [c for c in _MASK_COLUMNS if c in (get_dataset_column_names(prepared) or [])]
         return prepared.map(
@@ -229,7 +234,7 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
         mode = "train" if model.training else "eval"
         inputs = dict(inputs)
         if "loss_weights" not in inputs:
-            raise ValueError(f"the batch has no loss_weights (columns {sorted(inputs)}): collate with WeightedCollator")
+            raise ValueError(NO_WEIGHTS.format(columns=sorted(inputs)))
         weights = inputs.pop("loss_weights")
         response = inputs.pop("response_mask", None)
         for k in ("roles", "seq_lengths", "seq_idx"):

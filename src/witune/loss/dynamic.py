@@ -36,6 +36,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from witune.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class TokenStats:
@@ -84,7 +86,7 @@ def register_dynamic_weight(cls: type[DynamicWeight]) -> type[DynamicWeight]:
 
 
 def dynamic_weight(spec: str | DynamicWeight | None) -> DynamicWeight | None:
-    """None / "none" -> None; a registered name -> that rule; a rule -> itself. Anything else: ValueError."""
+    """None / "none" -> None; a registered name -> that rule; a rule -> itself. Anything else: ConfigError."""
     if spec is None or isinstance(spec, DynamicWeight):
         return spec
     if isinstance(spec, str):
@@ -92,7 +94,7 @@ def dynamic_weight(spec: str | DynamicWeight | None) -> DynamicWeight | None:
             return None
         if spec in DYNAMIC_WEIGHTS:
             return DYNAMIC_WEIGHTS[spec]()
-    raise ValueError(f"dynamic weight must be 'none' or one of {sorted(DYNAMIC_WEIGHTS)}, got {spec!r}")
+    raise ConfigError(f"dynamic weight must be 'none' or one of {sorted(DYNAMIC_WEIGHTS)}, got {spec!r}")
 
 
 def row_factor(rule: DynamicWeight, nll: Tensor, entropy: Tensor | None, side: Tensor | None) -> Tensor:
