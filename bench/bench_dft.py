@@ -64,9 +64,9 @@ def run_case(case: str, tokens: int, lambda_p: float, prompt_frac: float) -> dic
         from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
         outputs = ("log_probs",) if case == "trl_dft" else ("log_probs", "entropy", "is_top1")
-        lp = ChunkedLogProbFunction.apply(
-            h, W, None, labels, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, outputs
-        )[0].masked_fill(~response, 0)
+        lp = ChunkedLogProbFunction.apply(h, W, None, labels, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, outputs)[
+            0
+        ].masked_fill(~response, 0)
         return (-lp * lp.exp().detach()).sum()
 
     before = _rss_bytes()

@@ -10,7 +10,7 @@ TRL's packing made, from their `seq_lengths`), no attention mask: transformers t
 The first token of every sample is never a target, so no loss crosses a sample boundary.
 
 Rows are checked as they are collated (`check_rows`): weights finite and >= 0, labels -100 exactly where the
-weight is 0 (from the second token on: nothing predicts the first), `seq_lengths` summing to the row length.
+weight is 0 (except where a sequence starts: nothing predicts that token), `seq_lengths` summing to the row length.
 A row that breaks the contract would train a different loss than its weights say, or a loss of 0.0, in silence.
 """
 
@@ -71,7 +71,9 @@ class WeightedCollator:
                 )
         pos = [_positions(f, len(i)) for f, i in zip(features, ids)]
         for row, (l, w, p) in enumerate(zip(labels, weights, pos)):
-            check_rows(l[None], w[None], (p == 0)[None], first_row=row)
+            # padding-free, every sample's first token starts a new sequence (never a target); padded, only the row's
+            starts = (p == 0)[None] if self.padding_free else None
+            check_rows(l[None], w[None], starts, first_row=row)
         if self.padding_free:
             ids, labels, weights, resp, pos = ([torch.cat(x)] for x in (ids, labels, weights, resp, pos))
         length = max(len(i) for i in ids)
