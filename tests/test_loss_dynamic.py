@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from shared import shared_file
 from test_train_invariance import _assert_same_step, _overrides, setup_dir  # noqa: F401  (setup_dir: a fixture)
 
 from witune.loss import (
@@ -293,3 +294,23 @@ def test_score_with_dft(tiny_model_dir, tiny_tokenizer):
     assert dft.weighted_sum == pytest.approx(float(want), rel=1e-5) and dft.dynamic_weight == "dft"
     assert dft.weighted_sum < plain.weighted_sum and dft.normalizer == plain.normalizer
     assert dft.response_nll == pytest.approx(plain.response_nll)
+
+
+def test_score_cli_dynamic_weight(tiny_model_dir, tmp_path, capsys):
+    """`witune score --dynamic-weight dft` reports the DFT loss; an unknown rule is one line, exit status 2."""
+    from witune.cli.main import main
+
+    data = shared_file("alpaca_seed_tasks.jsonl")
+    args = ["score", str(data), "--model", str(tiny_model_dir), "--limit", "4", "--prompt-weight", "0.1"]
+    results = {}
+    for rule in ("none", "dft"):
+        out = tmp_path / f"{rule}.json"
+        assert main([*args, "--dynamic-weight", rule, "--json", str(out)]) == 0
+        results[rule] = json.loads(out.read_text())
+    assert results["dft"]["dynamic_weight"] == "dft" and results["none"]["dynamic_weight"] == "none"
+    assert results["dft"]["loss"] < results["none"]["loss"]
+    assert results["dft"]["normalizer"] == results["none"]["normalizer"]
+    capsys.readouterr()
+    assert main([*args, "--dynamic-weight", "dtf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dynamic weight must be 'none' or one of ['dft'], got 'dtf'" in err[0]

@@ -29,7 +29,8 @@ the tokens that carry a non-zero weight. Refused with one line: `compute_loss_fu
 `prompt_weight` where nothing is a prompt token (language-modeling data without a completion or assistant mask,
 data with its own labels, `completion_only_loss=False`), `skip_prepare_dataset` on data without `loss_weights`.
 A dataset already prepared by `witune.integrations.weighted_dataset` (any format witune reads, witune's exact
-rendering, per-role weights) is used as it is, weights included.
+rendering, per-role weights) is used as it is, weights included (so weights given here are refused for it);
+`max_length` still cuts it, as TRL cuts any tokenized data.
 """
 
 from __future__ import annotations
