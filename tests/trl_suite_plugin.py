@@ -7,25 +7,29 @@ tests/test_sft_trainer.py. The same two adaptations apply to the stock run and t
 - with `WITUNE_TRL_SUBSTITUTE=1`, `trl.SFTTrainer` is `witune.integrations.trl.WeightedSFTTrainer` before the
   test module imports it (the only difference between the two runs).
 The hub model the tests name is a local folder the runner puts in the working directory (offline machine).
+Nothing happens on import (witune's own suite imports this file to look for doctests): only `pytest_configure`,
+which pytest calls for a plugin it was told to load, changes anything.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-import torch
-import trl
 
-if not torch.cuda.is_available():
-    _post_init = trl.SFTConfig.__post_init__
+def pytest_configure(config: Any) -> None:
+    import torch
+    import trl
 
-    def _cpu_post_init(self) -> None:
-        self.use_cpu = True
-        _post_init(self)
+    if not torch.cuda.is_available():
+        post_init = trl.SFTConfig.__post_init__
 
-    trl.SFTConfig.__post_init__ = _cpu_post_init  # type: ignore[method-assign]
+        def cpu_post_init(self: Any) -> None:
+            self.use_cpu = True
+            post_init(self)
 
-if os.environ.get("WITUNE_TRL_SUBSTITUTE") == "1":
-    from witune.integrations.trl import WeightedSFTTrainer
+        trl.SFTConfig.__post_init__ = cpu_post_init  # type: ignore[method-assign]
+    if os.environ.get("WITUNE_TRL_SUBSTITUTE") == "1":
+        from witune.integrations.trl import WeightedSFTTrainer
 
-    trl.SFTTrainer = WeightedSFTTrainer  # type: ignore[misc]
+        trl.SFTTrainer = WeightedSFTTrainer  # type: ignore[misc]
