@@ -32,9 +32,8 @@ opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 # --- the loop: 4 optimizer steps of 4 micro-batches of 2 samples ---
 for step in range(4):
     micro = [pad_collate(rows[step * 8 + i : step * 8 + i + 2], tok.pad_token_id) for i in range(0, 8, 2)]
-    z = sum(normalizer_counts(b["labels"], b["weights"]) for b in micro)[
-        0
-    ]  # [0] = nonzero (WIT); all-reduce it under DDP
+    counts = sum(normalizer_counts(b["labels"], b["weights"]) for b in micro)  # all-reduce it under DDP
+    z = counts[0]  # [0] = nonzero (WIT); normalizer_from_counts(counts, "weight_sum") for the others
     step_loss = 0.0
     for b in micro:
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits

@@ -261,7 +261,7 @@ def test_trl_step_on_weighted_dataset_equals_witune_train(tiny_model_dir, seed_f
     """witune's rendering through SFTTrainer (fused head, accumulation 4) == one `witune train` step."""
     from witune.integrations.trl import WeightedSFTTrainer
 
-    trainer, model = _sft(tiny_model_dir, ds, tmp_path / "t", cls=WeightedSFTTrainer, bs=2, acc=4, prompt_weight=0.3)
+    trainer, model = _sft(tiny_model_dir, ds, tmp_path / "t", cls=WeightedSFTTrainer, bs=2, acc=4)  # rows: 0.3
     ours = (trainer.train().training_loss, _params(model))
     _assert_same_step(init, ours, _witune_step(tiny_model_dir, seed_file, tmp_path / "witune", 0.3))
 

@@ -34,6 +34,11 @@ def register(sub) -> None:
         default="nonzero",
         help="nonzero (WIT), weight_sum, tokens, or a number",
     )
+    p.add_argument(
+        "--dynamic-weight",
+        default="none",
+        help="dynamic token weight in the loss, as `witune train` uses it: none, or dft (times the detached p)",
+    )
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write the result as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -46,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     from witune.atomic import atomic_write_text, check_output
     from witune.eval.score import score
+    from witune.loss import dynamic_weight
     from witune.models import load_model, load_tokenizer
+
+    dynamic = dynamic_weight(args.dynamic_weight)  # a ConfigError names the valid values
 
     if args.json not in (None, "-"):
         check_output(args.json, [args.data], args.force)  # before any work
@@ -54,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     data = load_rows(args, tokenizer, weights)
     model = load_model(args.model)
-    result = score(model, data.rows, tokenizer.pad_token_id, args.normalization, args.batch_size).as_dict()
+    result = score(
+        model, data.rows, tokenizer.pad_token_id, args.normalization, args.batch_size, dynamic=dynamic
+    ).as_dict()
     if args.json is not None:
         text = json.dumps(result, indent=2)
         if args.json == "-":
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     Console().print(table)
     Console().print(
         f"weighted loss [bold]{result['loss']:.4f}[/] = {result['weighted_sum']:.2f} / "
-        f"{result['normalizer']:.1f} ({result['normalization']} normaliser, {result['samples']} samples)"
+        f"{result['normalizer']:.1f} ({result['normalization']} normaliser, {result['samples']} samples"
+        + (f", dynamic weight {result['dynamic_weight']})" if dynamic is not None else ")")
     )
     return 0

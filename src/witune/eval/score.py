@@ -11,13 +11,14 @@ from tqdm.auto import tqdm
 
 from witune.data.collate import pad_collate
 from witune.data.render import Rendered
-from witune.loss import LossSums, weighted_nll
+from witune.loss import DynamicWeight, LossSums, weighted_nll
 
 
 @dataclass
 class Score:
     loss: float  # weighted_sum / normalizer
     normalization: str
+    dynamic_weight: str  # "none", or the dynamic weight in weighted_sum (e.g. "dft")
     normalizer: float
     weighted_sum: float
     prompt_nll: float  # summed over prompt tokens (unweighted)
@@ -51,8 +52,10 @@ def score(
     normalization: str | float = "nonzero",
     batch_size: int = 8,
     progress: bool = True,
+    dynamic: DynamicWeight | None = None,
 ) -> Score:
-    """Sum the weighted NLL over all rows (batched by similar length) and normalise once at the end."""
+    """Sum the weighted NLL over all rows (batched by similar length) and normalise once at the end.
+    `dynamic`: a dynamic token weight in the weighted sum, as in training (the per-role NLL stays plain)."""
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths together: less padding
@@ -60,14 +63,19 @@ def score(
     for start in tqdm(range(0, len(order), batch_size), desc="scoring", unit="batch", disable=not progress):
         batch = pad_collate([rows[i] for i in order[start : start + batch_size]], pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        s = weighted_nll(logits, batch["labels"], batch["weights"], batch["response_mask"]).detached()
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        logits = model(**inputs, use_cache=False).logits
+        side = None if dynamic is None else dynamic.side_input(inputs, batch["labels"])
+        s = weighted_nll(
+            logits, batch["labels"], batch["weights"], batch["response_mask"], dynamic=dynamic, side=side
+        ).detached()
         total = s if total is None else total + s
     assert total is not None, "no rows to score"
     norm = total.normalizer(normalization)
     return Score(
         loss=float(total.loss(normalization)),
         normalization=str(normalization),
+        dynamic_weight="none" if dynamic is None else dynamic.name,
         normalizer=float(norm),
         weighted_sum=float(total.weighted_sum),
         prompt_nll=float(total.prompt_nll),

@@ -15,6 +15,7 @@ Hugging Face convention (unshifted labels):
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ from witune.data import (
 )
 from witune.data.example import Example
 from witune.data.render import Rendered
+from witune.data.weights import check_weight_range
+from witune.errors import ConfigError
 from witune.loss import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
 
 
 def weighted_dataset(
@@ -49,21 +54,25 @@ def weighted_dataset(
     format: str = "auto",
     split: str = "train",
     on_error: str = "raise",
+    allow_weight_above_one: bool = False,
 ) -> Any:
     """`data` (a file or folder path, a hub name, a `datasets.Dataset` or a list of records) -> `datasets.Dataset`.
 
     Every format witune reads is accepted (alpaca, self_instruct, prompt_completion, messages, sharegpt);
     rendering, truncation and errors are those of `witune train` with the same arguments, static weights
-    included (`span_weights`, `span_markers`; message and sample weights from the data: `witune.data.weights`).
+    included (`span_weights`, `span_markers`; message and sample weights from the data: `witune.data.weights`),
+    and so are the checks: weights above 1 need `allow_weight_above_one=True`, and no usable row at all is an
+    error (with `on_error="skip"` too), never an empty Dataset.
     """
     import datasets
 
-    from witune.data import DEFAULT_SPAN_MARKERS
-
-    markers = {**DEFAULT_SPAN_MARKERS, **(span_markers or {})}
-    weights = RoleWeights(prompt_weight, response_weight, dict(role_weights or {}), dict(span_weights or {}), markers)
+    weights = _checked_weights(
+        prompt_weight, response_weight, role_weights, span_weights, span_markers, allow_weight_above_one
+    )
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+        raise ConfigError(f"max_length must be >= 2 or None, got {max_length!r}")
     examples = _examples(data, format, split, on_error)
-    data = tokenize_examples(
+    tokenized = tokenize_examples(
         examples,
         tokenizer,
         weights,
@@ -73,9 +82,37 @@ def weighted_dataset(
         final_turn_only=final_turn_only,
         on_error=on_error,
     )
-    for line in data.warnings(weights):
+    for line in tokenized.warnings(weights):
         warnings.warn(line, stacklevel=2)
-    return datasets.Dataset.from_list([hf_row(r) for r in data.rows])
+    if not tokenized.rows:
+        raise ConfigError(f"no trainable rows in {_name(data)} ({tokenized.summary()})")
+    return datasets.Dataset.from_list([hf_row(r) for r in tokenized.rows])
+
+
+def _checked_weights(
+    prompt: float,
+    response: float,
+    roles: dict[str, float] | None,
+    spans: dict[str, float] | None,
+    span_markers: dict[str, tuple[str, str]] | None,
+    allow_above_one: bool,
+) -> RoleWeights:
+    """The CLI's weight checks (finite, >= 0, at most 1 unless allowed), with the API's argument names."""
+    from witune.data import DEFAULT_SPAN_MARKERS
+
+    named = {"prompt_weight": prompt, "response_weight": response}
+    named.update({f"role_weights[{r!r}]": w for r, w in (roles or {}).items()})
+    named.update({f"span_weights[{k!r}]": w for k, w in (spans or {}).items()})
+    for warning in check_weight_range(named, allow_above_one, "pass allow_weight_above_one=True"):
+        log.warning(warning)
+    markers = {**DEFAULT_SPAN_MARKERS, **(span_markers or {})}
+    return RoleWeights(prompt, response, dict(roles or {}), dict(spans or {}), markers)
+
+
+def _name(data: Any) -> str:
+    if isinstance(data, (str, Path)):
+        return str(data)
+    return str(getattr(getattr(data, "info", None), "dataset_name", None) or type(data).__name__)
 
 
 def hf_row(r: Rendered) -> dict[str, list]:
@@ -93,18 +130,23 @@ def hf_row(r: Rendered) -> dict[str, list]:
 def _examples(data: Any, format: str, split: str, on_error: str) -> list[Example]:
     if isinstance(data, (str, Path)):
         return load_examples(data, format=format, on_error=on_error, split=split).examples
-    name = getattr(getattr(data, "info", None), "dataset_name", None) or type(data).__name__
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    name = _name(data)
     out: list[Example] = []
+    skipped: list[DataError] = []
     fmt = format
     for i, rec in enumerate(data, start=1):  # a datasets.Dataset or any iterable of records
-        loc = Location(str(name), i)
+        loc = Location(name, i)
         try:
             if fmt == "auto":
                 fmt = detect_format(rec, loc)
             out.extend(to_examples(rec, fmt, loc))
-        except DataError:
+        except DataError as err:
             if on_error == "raise":
                 raise
+            skipped.append(err)
     if not out:
-        raise DataError(Location(str(name), 0, "dataset"), "no usable examples")
+        detail = f" ({len(skipped)} bad records skipped, first: {skipped[0]})" if skipped else ""
+        raise DataError(Location(name, 0, "dataset"), f"no usable examples{detail}")
     return out

@@ -18,24 +18,42 @@ Then every micro-batch backpropagates `sum(w * nll) / Z * processes`: the step's
 d(sum over the step of w*nll)/dtheta / Z however the step is split (the gradient-accumulation bug of
 per-micro-batch means, transformers #34191, cannot happen). `tokens` (witune's count of every supervised token
 whatever its weight) is not offered here: zero-weight tokens carry no label in this layout.
-Tested: one process and DDP (gloo). Tensor, context or sequence parallelism (ranks sharing one batch) are not
-supported: the count and the x-processes factor would both count replicated ranks.
+Tested: one process and DDP (gloo). Tensor, context or sequence parallelism (ranks sharing one batch) are
+refused: the count and the x-processes factor would both count replicated ranks.
+
+Trainer settings that change the loss are honoured, composed with the weights:
+- `label_smoothing_factor` eps: each token's loss is (1 - eps) * nll + eps * mean_v(-log p_v) (transformers'
+  `LabelSmoother`), times its weight, over the same Z;
+- a Mixture-of-Experts model that returns its router load-balancing loss (`output_router_logits` in its config):
+  `router_aux_loss_coef * aux_loss` is added to each micro-batch's loss, divided by the accumulation steps (the
+  mean over the step's micro-batches, as TRL does; transformers' own Trainer adds it once per micro-batch);
+- `dynamic_weight` (a `witune.loss.DynamicWeight` or its name, e.g. "dft"): a detached per-token factor on top of
+  the weights, in the same loss (see `witune.loss.dynamic`).
+`compute_loss_func` would replace the weighted loss altogether: it is refused, as are label smoothing together
+with a dynamic weight (no definition to follow: TRL drops the smoothing under DFT) and nn.DataParallel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import Trainer
 
+from witune.errors import ConfigError
+from witune.integrations.collate import check_rows
 from witune.loss import (
+    IGNORE_INDEX,
+    DynamicWeight,
     LossSums,
     normalizer_counts,
     normalizer_from_counts,
+    parse_normalization,
     safe_divide,
     weighted_nll,
 )
+from witune.loss import dynamic_weight as resolve_dynamic_weight  # the name `dynamic_weight` is an argument here
 
 INTEGRATION_NORMALIZATIONS = ("nonzero", "weight_sum")
 _DIAGNOSTICS = ("prompt_nll", "prompt_tokens", "response_nll", "response_tokens")
@@ -43,24 +61,57 @@ _MODEL_EXTRA = ("loss_weights", "response_mask", "roles", "seq_lengths")
 
 
 def causal_lm_loss_sums(
-    logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor, response_mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss_weights: torch.Tensor,
+    response_mask: torch.Tensor | None = None,
+    *,
+    dynamic: DynamicWeight | None = None,
+    side: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> LossSums:
-    """`witune.loss.weighted_nll` for unshifted (Hugging Face) labels: logits[:, t] predicts labels[:, t+1]."""
+    """`witune.loss.weighted_nll` for unshifted (Hugging Face) labels: logits[:, t] predicts labels[:, t+1].
+    `side`: a dynamic weight's input aligned with the logits (as `aligned_labels`)."""
     resp = None if response_mask is None else response_mask[..., 1:]
-    return weighted_nll(logits[..., :-1, :], labels[..., 1:], loss_weights[..., 1:], resp)
+    return weighted_nll(
+        logits[..., :-1, :],
+        labels[..., 1:],
+        loss_weights[..., 1:],
+        resp,
+        dynamic=dynamic,
+        side=None if side is None else side[..., :-1],
+        label_smoothing=label_smoothing,
+    )
 
 
-def check_normalization(normalization: str | float) -> str | float:
-    if isinstance(normalization, str):
-        if normalization not in INTEGRATION_NORMALIZATIONS:
-            raise ValueError(
-                f"normalization {normalization!r} is not available in the Trainer integration; choose "
-                f"one of {INTEGRATION_NORMALIZATIONS} or a positive number"
-            )
-        return normalization
-    if not float(normalization) > 0:
-        raise ValueError(f"an external normaliser must be positive, got {normalization}")
-    return float(normalization)
+def aligned_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Unshifted labels -> the label each logits position predicts (-100 at the last): what a dynamic weight's
+    `side_input` is given, the same in every loop."""
+    return torch.cat([labels[..., 1:], torch.full_like(labels[..., :1], IGNORE_INDEX)], dim=-1)
+
+
+def side_input(rule: DynamicWeight | None, inputs: Mapping[str, Any], labels: torch.Tensor) -> torch.Tensor | None:
+    """The rule's per-token input for one micro-batch (None without a rule), aligned with the logits."""
+    if rule is None:
+        return None
+    model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    with torch.no_grad():
+        return rule.side_input(model_inputs, aligned_labels(labels))
+
+
+def check_normalization(normalization: Any) -> str | float:
+    """The API edge's check of a normaliser: `witune.loss.parse_normalization`, then the names the Trainer
+    integration implements."""
+    try:
+        parsed = parse_normalization(normalization)
+    except ValueError as e:
+        raise ConfigError(f"normalization {e}, got {normalization!r}") from None
+    if isinstance(parsed, str) and parsed not in INTEGRATION_NORMALIZATIONS:
+        raise ConfigError(
+            f"normalization {normalization!r} is not available in the Trainer integration; choose "
+            f"one of {INTEGRATION_NORMALIZATIONS} or a positive number"
+        )
+    return parsed
 
 
 if TYPE_CHECKING:
@@ -81,15 +132,43 @@ class WeightedLossMixin(_TrainerBase):
 
     loss_is_scaled_for_ga = True  # our loss is already divided by the whole step's normaliser
 
-    def __init__(self, *args: Any, normalization: str | float = "nonzero", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        normalization: str | float = "nonzero",
+        dynamic_weight: str | DynamicWeight | None = None,
+        **kwargs: Any,
+    ):
         self.witune_normalization = check_normalization(normalization)
+        rule = resolve_dynamic_weight(dynamic_weight)
+        if kwargs.get("compute_loss_func") is not None:
+            raise ConfigError(
+                "compute_loss_func replaces the loss, so the loss weights would not apply: leave it out (the "
+                "weighted loss is this trainer's loss), or subclass and override weighted_loss"
+            )
         self._witune_logged: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         if self.args.n_gpu > 1:
-            raise ValueError(
+            raise ConfigError(
                 "the weighted loss does not support nn.DataParallel (several GPUs in one process): "
                 "launch with torchrun or accelerate launch"
             )
+        if self.get_tp_size() * self.get_cp_size() * self.get_sp_size() > 1:
+            raise ConfigError(
+                "the weighted loss does not support tensor, context or sequence parallelism (ranks sharing one "
+                "batch): its step normaliser would count the shared tokens once per rank"
+            )
+        self.witune_dynamic = self._witune_resolve_dynamic(rule)
+        if self.witune_dynamic is not None and self.args.label_smoothing_factor > 0:
+            raise ConfigError(
+                f"label_smoothing_factor={self.args.label_smoothing_factor:g} with the dynamic weight "
+                f"{self.witune_dynamic.name!r} is not defined (TRL drops the smoothing under loss_type='dft'): "
+                "use one of them"
+            )
+
+    def _witune_resolve_dynamic(self, rule: DynamicWeight | None) -> DynamicWeight | None:
+        """The dynamic weight in force (a subclass maps its own settings, e.g. TRL's loss_type, here)."""
+        return rule
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -105,37 +184,68 @@ class WeightedLossMixin(_TrainerBase):
         return batches, self.step_normalizer(batches, trainer_count, device)
 
     def step_normalizer(self, batches: list[dict[str, Any]], trainer_count: Any, device: torch.device) -> torch.Tensor:
-        """Z over every micro-batch of the step on every rank (see the module docstring for which count)."""
+        """Z over every micro-batch of the step on every rank (see the module docstring for which count).
+
+        The batches are checked first, whatever collator made them (`check_rows`), and a step in which no token
+        has a non-zero weight is an error: it would train a loss of 0.0 without a word."""
+        for b in batches:
+            if "loss_weights" not in b:
+                raise ValueError(NO_WEIGHTS.format(columns=sorted(b)))
+            check_rows(b["labels"], b["loss_weights"])
+        counts = sum(normalizer_counts(b["labels"][..., 1:], b["loss_weights"][..., 1:]) for b in batches)
+        counts = torch.as_tensor(counts, dtype=torch.float64).to(device)
+        world = self.accelerator.num_processes
+        if world > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        if not bool(counts[0] > 0):
+            raise ValueError(
+                "no token of this optimizer step has a non-zero loss weight (and a label): the step would train a "
+                "loss of 0.0; check the data's loss_weights and labels"
+            )
         norm = self.witune_normalization
         if not isinstance(norm, str):
             return torch.tensor(norm, dtype=torch.float64, device=device)
-        world = self.accelerator.num_processes
-        replicated = self.get_tp_size() * self.get_cp_size() * self.get_sp_size()  # ranks sharing one batch
         if (
             norm == "nonzero"
             and torch.is_tensor(trainer_count)
-            and replicated == 1
             and (world == 1 or self.args.average_tokens_across_devices)
         ):
-            return trainer_count
-        counts = sum(normalizer_counts(b["labels"][..., 1:], b["loss_weights"][..., 1:]) for b in batches)
-        counts = torch.as_tensor(counts, dtype=torch.float64).to(device)
-        if world > 1:
-            counts = self.accelerator.reduce(counts, reduction="sum")
+            return trainer_count  # the same count (check_rows holds), as the Trainer's own device and dtype
         return normalizer_from_counts(counts, norm)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         inputs = dict(inputs)
+        if "loss_weights" not in inputs:
+            raise ValueError(NO_WEIGHTS.format(columns=sorted(inputs)))
         labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
         response = inputs.pop("response_mask", None)
         for k in _MODEL_EXTRA:
             inputs.pop(k, None)
         outputs = model(**inputs, use_cache=False)
-        sums = causal_lm_loss_sums(outputs.logits, labels, weights, response)
-        loss = self.weighted_loss(sums, num_items_in_batch if model.training else None)
+        sums = causal_lm_loss_sums(
+            outputs.logits,
+            labels,
+            weights,
+            response,
+            dynamic=self.witune_dynamic,
+            side=side_input(self.witune_dynamic, inputs, labels),
+            label_smoothing=self.args.label_smoothing_factor,
+        )
+        step_z = num_items_in_batch if model.training else None
+        loss = self.weighted_loss(sums, step_z)
+        aux = getattr(outputs, "aux_loss", None)  # a MoE model's router loss, when its config asks for it
+        if aux is not None:
+            coef = getattr(self.accelerator.unwrap_model(model).config.get_text_config(), "router_aux_loss_coef", 0.0)
+            loss = loss + self.router_aux_term(aux, coef, step_z)
         return (loss, outputs) if return_outputs else loss
+
+    def router_aux_term(self, aux_loss: torch.Tensor, coef: float, step_normalizer: Any) -> torch.Tensor:
+        """coef * aux over the step's micro-batches: a per-micro-batch mean, so divided by the accumulation steps
+        in training (DDP's gradient average already averages it over ranks)."""
+        steps = self.current_gradient_accumulation_steps if step_normalizer is not None else 1
+        return coef * aux_loss / steps
 
     def weighted_loss(self, sums: LossSums, step_normalizer: Any) -> torch.Tensor:
         """sum(w*nll) / Z * processes with the step's Z; without one (evaluation), this batch's own mean."""
@@ -165,6 +275,12 @@ class WeightedLossMixin(_TrainerBase):
                 logs["response_nll"] = r_nll / r_tok
             self._witune_logged = None
         super().log(logs, *args, **kwargs)
+
+
+NO_WEIGHTS = (
+    "the batch has no loss_weights (columns {columns}): build the data with witune.integrations.weighted_dataset "
+    "and collate it with WeightedCollator"
+)
 
 
 def _default_collator(processing_class: Any, padding_free: bool = False) -> Any:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from witune.loss.dynamic import DynamicWeight, row_factor
 from witune.loss.weighted import _CHUNK_ELEMENTS, IGNORE_INDEX, LossSums
 
 # Logits per chunk: `_CHUNK_ELEMENTS` (owned by loss.weighted: one budget for both paths) = 2^25 fp32
@@ -52,6 +53,8 @@ def weighted_nll_from_hidden(
     diagnostics: bool = False,
     backend: str = "auto",
     ignore_index: int = IGNORE_INDEX,
+    dynamic: DynamicWeight | None = None,
+    side: Tensor | None = None,
 ) -> LossSums:
     """Weighted NLL sums of `hidden @ lm_head_weight.T (+ bias)` against labels, never materialising the logits.
 
@@ -59,6 +62,8 @@ def weighted_nll_from_hidden(
     aligned with hidden (no shifting here, as `weighted_nll`). Same `LossSums` contract as `weighted_nll`;
     `weighted_sum` carries the graph to `hidden`, `lm_head_weight` and `lm_head_bias`. `chunk_size` is rows
     per chunk (default: about 2^24 logits per chunk). See the module docstring for `diagnostics`/`backend`.
+    `dynamic` / `side`: a dynamic token weight and its per-token input, as in `weighted_nll`; computed chunk by
+    chunk from the logits in hand (the torch path only: the fused kernels give no per-token probabilities).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
@@ -74,7 +79,13 @@ def weighted_nll_from_hidden(
     valid = labels != ignore_index
     w = torch.where(valid, weights.reshape(-1).to(torch.float32), 0.0)
 
-    fused = _fused_backend(backend, h)
+    if dynamic is not None and backend in ("liger", "cce"):
+        raise ValueError(
+            f"dynamic weight {dynamic.name!r} needs per-token probabilities, which the fused {backend!r} kernel "
+            "does not give; use loss_backend 'torch' or 'auto'"
+        )
+    fused = None if dynamic is not None else _fused_backend(backend, h)
+    parts = None
     if fused is not None:
         weighted_sum, nll = _fused_weighted_sum(fused, h, lm_head_weight, lm_head_bias, labels, w, valid, diagnostics)
     else:
@@ -84,16 +95,27 @@ def weighted_nll_from_hidden(
         need_w = torch.is_grad_enabled() and lm_head_weight.requires_grad
         need_b = torch.is_grad_enabled() and lm_head_bias is not None and lm_head_bias.requires_grad
         active = (w != 0) | (valid & diagnostics)
-        weighted_sum, nll = _HiddenWeightedCE.apply(
-            h, lm_head_weight, lm_head_bias, labels.clamp_min(0), w, active, rows, (need_h, need_w, need_b)
+        flat_side = None if side is None else side.reshape(-1).to(torch.float32)
+        weighted_sum, nll, parts = _HiddenWeightedCE.apply(
+            h,
+            lm_head_weight,
+            lm_head_bias,
+            labels.clamp_min(0),
+            w,
+            active,
+            rows,
+            (need_h, need_w, need_b),
+            dynamic,
+            flat_side,
         )
-    return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask)
+    return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask, parts)
 
 
 class _HiddenWeightedCE(torch.autograd.Function):
-    """(weighted sum, per-row nll) over the active rows of hidden @ W.T (+ b); gradients made in forward.
+    """(weighted sum, per-row nll, per-row contribution) over the active rows of hidden @ W.T (+ b); gradients
+    made in forward. A dynamic rule's factor is taken per chunk and multiplies the row weights before the gradient.
 
-    Per-row nll is NaN for inactive rows (never computed) and is a detached diagnostic.
+    Per-row nll is NaN for inactive rows (never computed); it and the contributions are detached diagnostics.
     """
 
     @staticmethod
@@ -107,6 +129,8 @@ class _HiddenWeightedCE(torch.autograd.Function):
         active: Tensor,
         rows: int,
         needs: tuple[bool, bool, bool],
+        rule: DynamicWeight | None = None,
+        side: Tensor | None = None,
     ):
         need_h, need_w, need_b = needs
         n = h.shape[0]
@@ -116,6 +140,7 @@ class _HiddenWeightedCE(torch.autograd.Function):
         contiguous = idx.numel() > 0 and int(idx[-1] - idx[0]) + 1 == idx.numel()
         first = int(idx[0]) if contiguous else 0
         nll = torch.full((n,), float("nan"), dtype=torch.float32, device=h.device)
+        parts = torch.zeros((n,), dtype=torch.float32, device=h.device)
         grad_h = torch.zeros_like(h) if need_h else None
         # dL/dW is summed over chunks in fp32 whatever W's dtype, so bf16 rounding does not pile up over chunks.
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
@@ -144,7 +169,15 @@ class _HiddenWeightedCE(torch.autograd.Function):
             total_exp = x.sum(dim=1)
             row_nll = m + total_exp.log() - target
             nll[sel] = row_nll
-            total += (row_nll * wc).sum()
+            if rule is not None:
+                # x holds exp(logits - m) = total_exp * p, so the entropy is log(total_exp) - sum(x log x) / total_exp
+                entropy = (
+                    total_exp.log() - torch.special.xlogy(x, x).sum(dim=1) / total_exp if rule.needs_entropy else None
+                )
+                wc = wc * row_factor(rule, row_nll, entropy, None if side is None else side[sel])
+            row_parts = row_nll * wc
+            parts[sel] = row_parts
+            total += row_parts.sum()
             if not (need_h or need_w or need_b):
                 continue
             # d/dx [lse(x) - x_y] = softmax(x) - onehot(y), scaled by the row weight; in place on x.
@@ -170,11 +203,11 @@ class _HiddenWeightedCE(torch.autograd.Function):
         ctx.save_for_backward(*(t if t is not None else torch.empty(0) for t in (grad_h, grad_w, grad_b)))
         ctx.has = (grad_h is not None, grad_w is not None, grad_b is not None)
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        ctx.mark_non_differentiable(nll)
-        return total, nll
+        ctx.mark_non_differentiable(nll, parts)
+        return total, nll, parts
 
     @staticmethod
-    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):
+    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None, _grad_parts: Tensor | None):
         saved = ctx.saved_tensors
         out: list[Tensor | None] = []
         for t, has, dtype in zip(saved, ctx.has, ctx.dtypes):
@@ -184,7 +217,7 @@ class _HiddenWeightedCE(torch.autograd.Function):
             # grad_sum is 1 for a plain loss.backward(); skip the full-size multiply then.
             g = t if bool(grad_sum == 1) else t * grad_sum.to(t.dtype)
             out.append(g.to(dtype))
-        return out[0], out[1], out[2], None, None, None, None, None
+        return out[0], out[1], out[2], None, None, None, None, None, None, None
 
 
 # ---- optional fused GPU kernels (not exercised on CPU) --------------------------------------------------------

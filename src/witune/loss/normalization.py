@@ -12,7 +12,9 @@ from typing import Annotated
 
 from witune.loss.weighted import NORMALIZATIONS
 
-_WHAT = f"must be one of {NORMALIZATIONS} or a positive number"
+# A fixed Z below this is a typo, not a setting: 1e-300 turns every loss into inf (which a Trainer logs as 0.0).
+MIN_NORMALIZER = 1e-6
+_WHAT = f"must be one of {NORMALIZATIONS} or a positive number (finite, >= {MIN_NORMALIZER:g})"
 
 
 def parse_normalization(value: object) -> str | float:
@@ -25,7 +27,7 @@ def parse_normalization(value: object) -> str | float:
         number = float(value)
     except ValueError:
         raise ValueError(_WHAT) from None
-    if not (number > 0 and math.isfinite(number)):
+    if not (number >= MIN_NORMALIZER and math.isfinite(number)):
         raise ValueError(_WHAT)
     return number
 

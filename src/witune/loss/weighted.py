@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from witune.loss.dynamic import DynamicWeight, row_factor
+
 IGNORE_INDEX = -100
 NORMALIZATIONS = ("nonzero", "weight_sum", "tokens")  # also the order of normalizer_counts
 # Rows per chunk are chosen so that one fp32 chunk holds about this many elements (128 MiB).
@@ -45,12 +47,20 @@ class LossSums:
 
     @classmethod
     def from_rows(
-        cls, weighted_sum: Tensor, nll: Tensor, w: Tensor, valid: Tensor, response_mask: Tensor | None
+        cls,
+        weighted_sum: Tensor,
+        nll: Tensor,
+        w: Tensor,
+        valid: Tensor,
+        response_mask: Tensor | None,
+        contributions: Tensor | None = None,
     ) -> LossSums:
-        """Sums from per-row nll (NaN where a row was skipped), weights w (0 at ignored rows) and masks."""
+        """Sums from per-row nll (NaN where a row was skipped), weights w (0 at ignored rows) and masks.
+        `contributions`: each row's part of weighted_sum when it is not w * nll (dynamic weights, smoothing)."""
         resp = valid if response_mask is None else valid & response_mask.reshape(-1)
         prompt = valid & ~resp
         f32 = torch.float32
+        parts = torch.nan_to_num(nll) * w if contributions is None else torch.nan_to_num(contributions)
         return cls(
             weighted_sum=weighted_sum,
             nonzero=(w != 0).sum().to(f32),
@@ -60,7 +70,7 @@ class LossSums:
             prompt_tokens=prompt.sum().to(f32),
             response_nll=nll[resp].sum(),
             response_tokens=resp.sum().to(f32),
-            response_weighted=(torch.nan_to_num(nll) * w)[resp].sum(),
+            response_weighted=parts[resp].sum(),
         )
 
     def detached(self) -> LossSums:
@@ -116,22 +126,35 @@ def weighted_nll(
     weights: Tensor,
     response_mask: Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
+    *,
+    dynamic: DynamicWeight | None = None,
+    side: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> LossSums:
     """Weighted NLL sums of logits (..., V) against labels (...) with per-position weights (...).
 
     `labels`/`weights` are aligned with `logits` (no shifting here). `response_mask` (bool, same shape as
     labels) splits the diagnostics into prompt and response; without it every position counts as response.
+    `dynamic`: a `witune.loss.dynamic.DynamicWeight` whose detached factor multiplies each weight (`side`: its
+    per-token input, aligned with labels). `label_smoothing` eps: each token's loss is (1 - eps) * nll + eps *
+    mean over the vocabulary of -log p (transformers' `LabelSmoother`), times its weight. The diagnostics
+    (`prompt_nll`, `response_nll`) stay the plain, unweighted nll.
     """
     vocab = logits.shape[-1]
     if labels.shape != logits.shape[:-1] or weights.shape != labels.shape:
         raise ValueError(
             f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, weights {tuple(weights.shape)}"
         )
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     labels = labels.reshape(-1)
     valid = labels != ignore_index
     w = torch.where(valid, weights.reshape(-1).to(torch.float32), 0.0)
-    weighted_sum, nll = _ChunkedWeightedCE.apply(logits.reshape(-1, vocab), labels.clamp_min(0), w)
-    return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask)
+    flat_side = None if side is None else side.reshape(-1).to(torch.float32)
+    weighted_sum, nll, parts = _ChunkedWeightedCE.apply(
+        logits.reshape(-1, vocab), labels.clamp_min(0), w, dynamic, flat_side, float(label_smoothing)
+    )
+    return LossSums.from_rows(weighted_sum, nll, w, valid, response_mask, parts)
 
 
 def weighted_loss(
@@ -140,40 +163,59 @@ def weighted_loss(
     weights: Tensor,
     normalization: str | float = "nonzero",
     ignore_index: int = IGNORE_INDEX,
+    *,
+    dynamic: DynamicWeight | None = None,
 ) -> Tensor:
     """The normalised weighted loss of one batch, like `F.cross_entropy(..., reduction="mean")`.
 
     For training with gradient accumulation or several processes, use `weighted_nll` and a step normaliser.
     """
-    return weighted_nll(logits, labels, weights, ignore_index=ignore_index).loss(normalization)
+    return weighted_nll(logits, labels, weights, ignore_index=ignore_index, dynamic=dynamic).loss(normalization)
 
 
 class _ChunkedWeightedCE(torch.autograd.Function):
-    """sum_i w_i * (logsumexp(x_i) - x_i[y_i]) over rows of a 2-D logits matrix, chunk by chunk in fp32.
+    """sum_i w_i f_i * ((1 - eps) nll_i + eps * smooth_i) over rows of a 2-D logits matrix, chunk by chunk in fp32,
+    with nll_i = logsumexp(x_i) - x_i[y_i], smooth_i = logsumexp(x_i) - mean(x_i) and f_i the detached dynamic
+    factor (1 without a rule).
 
-    Returns (weighted sum, per-row nll). The per-row nll is a detached diagnostic. Rows with w_i = 0
-    (ignored positions are given w_i = 0 by the caller) get exactly zero gradient.
+    Returns (weighted sum, per-row nll, per-row contribution to the sum); the last two are detached diagnostics.
+    Rows with w_i = 0 (ignored positions are given w_i = 0 by the caller) get exactly zero gradient.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, w: Tensor):
+    def forward(
+        ctx, logits: Tensor, labels: Tensor, w: Tensor, rule: DynamicWeight | None, side: Tensor | None, eps: float
+    ):
         n, vocab = logits.shape
         rows = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
         lse = torch.empty(n, dtype=torch.float32, device=logits.device)
         target = torch.empty(n, dtype=torch.float32, device=logits.device)
+        mean = torch.empty_like(lse) if eps else None
+        entropy = torch.empty_like(lse) if rule is not None and rule.needs_entropy else None
         for s in range(0, n, rows):
             x = logits[s : s + rows].float()
-            lse[s : s + rows] = torch.logsumexp(x, dim=-1)
+            chunk_lse = torch.logsumexp(x, dim=-1)
+            lse[s : s + rows] = chunk_lse
             target[s : s + rows] = x.gather(1, labels[s : s + rows, None]).squeeze(1)
+            if mean is not None:
+                mean[s : s + rows] = x.mean(dim=-1)
+            if entropy is not None:
+                entropy[s : s + rows] = torch.special.entr((x - chunk_lse[:, None]).exp_()).sum(dim=-1)
         nll = lse - target  # for every row, weighted or not: the per-role diagnostics use it
-        weighted_sum = (nll * w).sum()
+        if rule is not None:
+            w = w * row_factor(rule, nll, entropy, side)
+        row_loss = nll if mean is None else (1 - eps) * nll + eps * (lse - mean)
+        parts = row_loss * w
+        weighted_sum = parts.sum()
         ctx.save_for_backward(logits, labels, w, lse)
-        ctx.mark_non_differentiable(nll)
-        return weighted_sum, nll
+        ctx.eps = eps
+        ctx.mark_non_differentiable(nll, parts)
+        return weighted_sum, nll, parts
 
     @staticmethod
-    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None):
+    def backward(ctx, grad_sum: Tensor, _grad_nll: Tensor | None, _grad_parts: Tensor | None):
         logits, labels, w, lse = ctx.saved_tensors
+        eps = ctx.eps
         n, vocab = logits.shape
         rows = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
         grad = torch.empty_like(logits)
@@ -188,13 +230,16 @@ class _ChunkedWeightedCE(torch.autograd.Function):
             if not bool((sc != 0).any()):  # e.g. a chunk of prompt tokens at lambda_p = 0
                 grad[s:e].zero_()
                 continue
-            # d/dx [lse(x) - x_y] = softmax(x) - onehot(y); fp32 logits are written straight into grad.
+            # d/dx [lse(x) - x_y] = softmax(x) - onehot(y); smoothing adds eps * (onehot(y) - 1/V).
+            # fp32 logits are written straight into grad.
             p = grad[s:e] if logits.dtype == torch.float32 else None
             p = torch.sub(logits[s:e].float(), shift[s:e, None], out=p)
             p.exp_()
             if not folded:
                 p.mul_(sc[:, None])
-            p.scatter_add_(1, labels[s:e, None], -sc[:, None])
+            p.scatter_add_(1, labels[s:e, None], (-sc if not eps else -(1 - eps) * sc)[:, None])
+            if eps:
+                p.sub_((sc * (eps / vocab))[:, None])
             if p.dtype != grad.dtype:
                 grad[s:e] = p
-        return grad, None, None
+        return grad, None, None, None, None, None

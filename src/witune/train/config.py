@@ -120,6 +120,9 @@ class _Head(FlatConfig):
     """Kernel of the chunked loss: auto (fused Liger / cut-cross-entropy kernel on CUDA when installed, else
     torch), torch (witune's chunked autograd function, any device), liger or cce (that package's fused kernel;
     CUDA only, an error when it is not installed). Used only with chunked_loss: true."""
+    dynamic_weight: str = "none"
+    """Dynamic token weight on top of the static weights: none, or dft (each token's loss times its detached
+    probability, arXiv 2508.05629; TRL's loss_type dft). The normaliser stays the one above."""
 
 
 @dataclass
@@ -183,6 +186,17 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
             yield "template", f"must be one of {TEMPLATES}"
         if self.loss_backend not in BACKENDS:
             yield "loss_backend", f"must be one of {BACKENDS}"
+        from witune.loss import DYNAMIC_WEIGHTS
+
+        names = ("none", *sorted(DYNAMIC_WEIGHTS))
+        if self.dynamic_weight not in names:
+            yield "dynamic_weight", f"must be one of {names}"
+        elif self.dynamic_weight != "none" and self.chunked_loss and self.loss_backend in ("liger", "cce"):
+            yield (
+                "dynamic_weight",
+                f"needs per-token probabilities, which loss_backend {self.loss_backend!r} does not give: "
+                "use loss_backend torch or auto",
+            )
         yield from super().problems()
 
     def validate(self) -> TrainConfig:

@@ -26,7 +26,16 @@ import torch
 
 from witune.data.collate import packed_collate, pad_collate
 from witune.data.errors import ConfigError
-from witune.loss import IGNORE_INDEX, LossSums, normalizer_counts, normalizer_from_counts, safe_divide, weighted_nll
+from witune.loss import (
+    IGNORE_INDEX,
+    DynamicWeight,
+    LossSums,
+    dynamic_weight,
+    normalizer_counts,
+    normalizer_from_counts,
+    safe_divide,
+    weighted_nll,
+)
 from witune.loss.chunked import weighted_nll_from_hidden
 from witune.train import runfolder, setup
 from witune.train.batches import Schedule
@@ -170,7 +179,16 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
         z, sums, tokens, grad_norm = _optimizer_step(
-            acc, model, optimizer, batches, norm, cfg.max_grad_norm, grad_accum, cfg.chunked_loss, cfg.loss_backend
+            acc,
+            model,
+            optimizer,
+            batches,
+            norm,
+            cfg.max_grad_norm,
+            grad_accum,
+            cfg.chunked_loss,
+            cfg.loss_backend,
+            dynamic_weight(cfg.dynamic_weight),
         )
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -238,6 +256,7 @@ def _optimizer_step(
     grad_accum: int,
     chunked: bool = False,
     loss_backend: str = "auto",
+    dynamic: DynamicWeight | None = None,
 ) -> tuple[float, torch.Tensor, float, float]:
     """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
     local = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
@@ -252,7 +271,7 @@ def _optimizer_step(
     grad_norm = float("nan")
     for batch in batches:
         with acc.accumulate(model):
-            sums = _forward_sums(acc, model, batch, chunked, loss_backend)
+            sums = _forward_sums(acc, model, batch, chunked, loss_backend, dynamic)
             acc.backward(safe_divide(sums.weighted_sum, z) * scale)
             if acc.sync_gradients:
                 if max_grad_norm > 0:
@@ -271,7 +290,12 @@ def _optimizer_step(
 
 
 def _forward_sums(
-    acc: Any, model: Any, batch: dict[str, torch.Tensor], chunked: bool, loss_backend: str = "auto"
+    acc: Any,
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    chunked: bool,
+    loss_backend: str = "auto",
+    dynamic: DynamicWeight | None = None,
 ) -> LossSums:
     """Forward one micro-batch through the (wrapped) model and return its loss sums.
 
@@ -280,10 +304,17 @@ def _forward_sums(
     kept position doubles as a check that the last hidden state really is what the output head sees
     (models that post-process logits, e.g. soft-capping, cannot use the chunked loss).
     """
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    inputs: dict[str, torch.Tensor] = {
+        k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch
+    }
     labels, weights, response = batch["labels"], batch["weights"], batch["response_mask"]
+    side = None
+    if dynamic is not None:  # a dynamic weight's own per-token input (labels are shifted once, as it expects)
+        with torch.no_grad():
+            side = dynamic.side_input(inputs, labels)
     if not chunked:
-        return weighted_nll(model(**inputs, use_cache=False).logits, labels, weights, response)
+        logits = model(**inputs, use_cache=False).logits
+        return weighted_nll(logits, labels, weights, response, dynamic=dynamic, side=side)
     out = model(**inputs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
     hidden = out.hidden_states[-1]
     head = acc.unwrap_model(model).get_output_embeddings()
@@ -295,7 +326,15 @@ def _forward_sums(
             "state (post-processed logits?); train with chunked_loss: false"
         )
     return weighted_nll_from_hidden(
-        hidden, head.weight, labels, weights, response, lm_head_bias=getattr(head, "bias", None), backend=loss_backend
+        hidden,
+        head.weight,
+        labels,
+        weights,
+        response,
+        lm_head_bias=getattr(head, "bias", None),
+        backend=loss_backend,
+        dynamic=dynamic,
+        side=side,
     )
 
 
