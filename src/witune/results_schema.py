@@ -34,3 +34,12 @@ RUN_COLUMNS = {**DIAGNOSTIC_COLUMNS, **DATA_COLUMNS}
 # loss stability (mean RSD, computed by the analysis from the loss table) the list the analysis plots.
 PER_RUN_DIAGNOSTICS = ["weight_distance", "memorization_bleu", "generation_length"]
 DIAGNOSTICS = ["mean_rsd", *PER_RUN_DIAGNOSTICS]
+
+# Optional columns of lm-eval's group structure (stored by the sweep when it runs lm-eval; a CSV may carry them):
+# the task's parent group (lm-eval's `group_subtasks`), the items it was scored on, and for a group row whether
+# lm-eval weights its subtasks by size. `witune.analysis.groups` reads them.
+STRUCTURE_COLUMNS = ["parent", "n_items", "weight_by_size"]
+# Per-run number columns (a CSV's text is converted to finite numbers or empty).
+NUMERIC_COLUMNS = sorted({*RUN_COLUMNS.values()})
+# Per-item scores (optional, for the noise guard's pairing over test items).
+ITEM_COLUMNS = ["run_id", "benchmark", "metric", "item", "score"]

@@ -26,7 +26,9 @@ def register(subparsers) -> None:
 
 
 def add_model_options(p) -> None:
-    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, bootstrap."""
+    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, groups, bootstrap."""
+    from witune.cli.common import positive_float
+
     p.add_argument(
         "--engine",
         choices=["auto", "r", "python"],
@@ -36,6 +38,13 @@ def add_model_options(p) -> None:
         "glmmTMB and mgcv is installed, else python",
     )
     p.add_argument(
+        "--r-timeout",
+        type=positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop an Rscript fit that runs longer than this (one error line)",
+    )
+    p.add_argument(
         "--primary",
         action="append",
         default=[],
@@ -43,22 +52,39 @@ def add_model_options(p) -> None:
         help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc",
     )
     p.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="TASK=BENCHMARK",
+        help="fold a task (or fnmatch pattern) into a benchmark, where the results carry no lm-eval group "
+        "structure (repeatable), e.g. 'mybench_*=mybench'",
+    )
+    p.add_argument(
+        "--items",
+        default=None,
+        help="CSV of per-item scores (run_id, benchmark, metric, item, score): the noise guard pairs runs over items",
+    )
+    p.add_argument(
         "--bootstrap",
         type=int_at_least(0),
-        default=200,
-        help="bootstrap replicates for the critical-PLW interval (python engine)",
+        default=0,
+        help="parametric bootstrap replicates of the critical PLW, shown beside Fieller's interval (both engines)",
     )
     p.add_argument("--seed", type=int, default=0)
 
 
-def parse_primary(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], option: str, what: str) -> dict[str, str]:
     out = {}
     for item in items:
-        bench, sep, metric = item.partition("=")
-        if not sep or not bench or not metric:
-            raise SystemExit(f"--primary {item!r}: expected BENCHMARK=METRIC")
-        out[bench.strip()] = metric.strip()
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SystemExit(f"{option} {item!r}: expected {what}")
+        out[key.strip()] = value.strip()
     return out
+
+
+def parse_primary(items: list[str]) -> dict[str, str]:
+    return parse_pairs(items, "--primary", "BENCHMARK=METRIC")
 
 
 def load_inputs(args: argparse.Namespace):
@@ -81,24 +107,41 @@ def _is_dir(path: str) -> bool:
     return Path(path).is_dir()
 
 
-def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
-    from rich.progress import Progress
+def _size(path: str) -> str:
+    from pathlib import Path
 
+    p = Path(path)
+    return f"{p.stat().st_size / 1e6:.1f} MB" if p.is_file() else "sweep folder"
+
+
+def analyze_with_progress(args: argparse.Namespace, quiet: bool = False):
+    """Read and analyse with one progress bar on stderr that names each stage (every stage is linear)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from witune.analysis.results import load_items
     from witune.analysis.summary import analyze
 
-    results, losses, features = load_inputs(args)
-    with Progress(disable=quiet, transient=True, console=_console(stderr=True)) as bar:
-        datasets = results["dataset"].nunique()
-        task = bar.add_task("fitting (bootstrap of the critical PLW)", total=max(1, args.bootstrap * datasets))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=quiet, transient=True, console=_console(stderr=True)) as bar:
+        task = bar.add_task(f"reading {args.sweep} ({_size(args.sweep)})", total=1)
+        results, losses, features = load_inputs(args)
+        items = load_items(args.items) if getattr(args, "items", None) else None
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{stage} ({len(results):,} rows)", completed=done, total=total)
+
         a = analyze(
             results,
             losses,
             features,
             n_boot=args.bootstrap,
             seed=args.seed,
-            progress=lambda: bar.advance(task),
+            progress=progress,
             engine=getattr(args, "engine", "auto"),
             primary=parse_primary(getattr(args, "primary", [])),
+            groups=parse_pairs(getattr(args, "group", []), "--group", "TASK=BENCHMARK"),
+            items=items,
+            r_timeout=getattr(args, "r_timeout", None),
         )
     dpo = read_dpo_stage(args.sweep)
     if dpo is not None:  # sweeps with a DPO stage: gains after SFT and after DPO
@@ -137,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         a = analyze_with_progress(args, quiet=args.json)
-    except RuntimeError as exc:  # no R for --engine r, R failing, no scores: one line
+    except (RuntimeError, ValueError) as exc:  # no R for --engine r, R failing or hanging, no scores: one line
         print_error(exc)
         return 2
     if args.json:
@@ -156,28 +199,11 @@ def run(args: argparse.Namespace) -> int:
         )
         con.print(escape(RULE))
         con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
-        fits = pd.DataFrame(
-            [
-                {
-                    "dataset": f.dataset,
-                    "engine": f.engine,
-                    "n": f.n,
-                    "wp": f.b1,
-                    "se(wp)": f.se_b1,
-                    "wp^2": f.b2,
-                    "se(wp^2)": f.se_b2,
-                    "p(wp)": f.p_wp,
-                    "p(wp^2)": f.p_wp2,
-                    "p(LRT)": f.p_lrt,
-                    "critical PLW": f.critical_plw,
-                    "CI low": f.ci_low,
-                    "CI high": f.ci_high,
-                }
-                for f in a.fits
-            ]
-        )
-        if len(fits):
-            con.print(_rich_table(f"PLW quadratic mixed model: {a.fits[0].model}", fits))
+        for f in a.fits:
+            con.print(_rich_table(f"PLW fit on {f.dataset}: {f.model}", pd.DataFrame([f.summary()])))
+            con.print(f"[bold]PLW reading ({escape(f.dataset)}):[/] {escape(f.reading())}")
+            for note in f.notes:
+                con.print(f"[yellow]fit note ({escape(f.dataset)}):[/] {escape(note)}")
         if a.gam is not None:
             con.print(_rich_table(f"Optimal PLW per Rg: [{a.gam.engine}] {a.gam.model}", a.gam.table))
         if len(a.correlations):
@@ -215,7 +241,7 @@ def _write_plots(a, folder: str) -> None:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     figs = {
-        "aggregates": figures.aggregate_figure(a.aggregates),
+        "aggregates": figures.aggregate_figure(a.aggregates, a.results),
         "wit_heatmaps": wit.heatmap_figure(a.gains) if not a.gains.empty else None,
         "plw_fit": figures.plw_fit_figure(a.results, a.fits),
         "gam": gam_figure(a.gam) if a.gam is not None else None,

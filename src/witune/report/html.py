@@ -25,7 +25,7 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
 th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5em 0}.reading{background:#f6f8ff;
 padding:.6em 1em;border-left:4px solid #4a6fdc}.rec{background:#effaf0;border-left:4px solid #3a9b4a;
-padding:.6em 1em}.scroll{max-height:420px;overflow:auto}"""
+padding:.6em 1em}.scroll{max-height:420px;overflow:auto}.wide{max-width:100%;overflow-x:auto}"""
 
 CHECK = """<div id="render-check" data-done="0"></div><script>
 var errs=[];window.addEventListener('error',function(e){errs.push(String(e.message))});
@@ -49,7 +49,8 @@ def fig_to_img(fig, alt: str) -> str:
 
 def table(df: pd.DataFrame, digits: int = 3, scroll: bool = False) -> str:
     body = df.to_html(index=False, float_format=lambda x: f"{x:.{digits}g}", na_rep="–", border=0)
-    return f'<div class="scroll">{body}</div>' if scroll else body
+    # every table scrolls sideways inside the page instead of widening it
+    return f'<div class="scroll">{body}</div>' if scroll else f'<div class="wide">{body}</div>'
 
 
 def _section(title: str, *parts: str) -> str:
@@ -108,7 +109,7 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
             table(a.runs[run_cols].sort_values(["model", "dataset", "prompt_weight", "response_weight"]), scroll=True),
         )
     )
-    agg_fig = figures.aggregate_figure(a.aggregates)
+    agg_fig = figures.aggregate_figure(a.aggregates, a.results)
     sections.append(
         _section(
             "Aggregates",
@@ -127,14 +128,15 @@ def render(a: Analysis, title: str = "witune sweep report") -> str:
                 table(a.optimum_counts),
             )
         )
-    fits = pd.DataFrame([{**f.__dict__, "significant": f.significant} for f in a.fits])
     plw_fig = figures.plw_fit_figure(a.results, a.fits)
-    model = a.fits[0].model if a.fits else ""
     sections.append(
         _section(
-            f"PLW view: quadratic mixed model in wp {model}",
+            "PLW view: quadratic mixed model in wp",
             _reading(readings.plw_reading(a)),
-            table(fits) if len(fits) else "",
+            *[
+                f"<h3>{html.escape(f.dataset)}: {html.escape(f.model)}</h3>" + table(pd.DataFrame([f.summary()]))
+                for f in a.fits
+            ],
             fig_to_img(plw_fig, "PLW fits") if plw_fig is not None else "",
         )
     )
