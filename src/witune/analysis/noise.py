@@ -185,8 +185,8 @@ def _item_comparisons(mine: pd.DataFrame, theirs: pd.DataFrame, items: pd.DataFr
             out.append(_Cmp(task[0], diff, pair[0], pair[1]))
             paired = True
             continue
-        if "stderr" not in a.columns:
-            continue
+        if "stderr" not in a.columns or not (a["stderr"].notna().all() and r["stderr"].notna().all()):
+            continue  # an unknown stderr on either side: no estimate from stderr
         se_a = math.sqrt(float((a["stderr"] ** 2).sum())) / len(a)
         se_r = math.sqrt(float((r["stderr"] ** 2).sum())) / len(r)
         se = math.sqrt(se_a**2 + se_r**2)

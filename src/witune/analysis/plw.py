@@ -7,8 +7,8 @@ interval of the critical PLW. It imports no engine; each engine imports it.
 Reading a fit. A quadratic in wp over [0, 1] has one of these shapes, and only the first has a "critical PLW":
 
 * ``interior optimum``: b2 < 0 with the vertex -b1 / (2 b2) inside (0, 1): the paper's case;
-* ``increasing`` / ``decreasing``: the fitted curve is best at PLW 1 / PLW 0 (a strong effect that rises with
-  PLW is an effect, not "no effect");
+* ``increasing`` / ``decreasing``: the fitted curve is best at PLW 1 / PLW 0, or its vertex's interval runs
+  into that end of [0, 1] (a strong effect that rises with PLW is an effect, not "no effect");
 * ``U-shaped``: b2 > 0 with the minimum inside (0, 1): best at one end, worst in between;
 * ``flat``: the joint test of (wp, wp^2) finds no PLW effect (p >= 0.05);
 * ``could not be tested``: the test or the standard errors are NaN (a failed fit), never read as "no effect";
@@ -38,6 +38,7 @@ P = 0.30103  # f(0.1) = 0.5: spreads the PLW grid evenly over [0, 1]
 ALPHA = 0.05
 SHAPES = ("interior optimum", "increasing", "decreasing", "U-shaped", "flat", "could not be tested", "poor fit")
 FIELLER = "Fieller (Wald test inversion, t reference)"
+_EDGE = 1e-3  # an interval end this close (in wp) to 0 or 1 reaches that end
 
 
 def to_wp(plw: np.ndarray | float) -> np.ndarray | float:
@@ -149,6 +150,13 @@ class QuadFit:
         vertex = -self.b1 / (2 * self.b2) if self.b2 != 0 else math.nan
         inside = math.isfinite(vertex) and 0.0 < vertex < 1.0
         if inside and self.b2 < 0:
+            # A vertex whose interval runs into exactly one end of [0, 1] is not evidence that the curve comes
+            # down again: the data say "best towards that end", i.e. monotone.
+            at_0, at_1 = self.ci_low <= from_wp(_EDGE), self.ci_high >= from_wp(1 - _EDGE)
+            if at_1 and not at_0:
+                return "increasing"
+            if at_0 and not at_1:
+                return "decreasing"
             return "interior optimum"
         if inside and self.b2 > 0:
             return "U-shaped"
@@ -165,7 +173,9 @@ class QuadFit:
         s = self.shape
         if s == "interior optimum":
             return self.critical_plw
-        if s in ("increasing", "decreasing", "U-shaped"):
+        if s in ("increasing", "decreasing"):
+            return 1.0 if s == "increasing" else 0.0
+        if s == "U-shaped":
             return 1.0 if self.b1 + self.b2 > 0 else 0.0
         return float("nan")
 

@@ -5,6 +5,7 @@ Tables::
     runs(run_id PK, point JSON, status, started, finished, seconds, error, attempts)
     metrics(run_id, task, metric, value, stderr, higher_is_better, PRIMARY KEY(run_id, task, metric))
     losses(run_id, step, loss, PRIMARY KEY(run_id, step))
+    task_structure(run_id, task, parent, n_items, weight_by_size, PRIMARY KEY(run_id, task))  (lm-eval's groups)
 
 Every write is one transaction and metric/loss rows are `INSERT OR REPLACE`d on their keys, so a point that is
 re-run (after a kill) replaces its rows instead of adding a second copy. Status: pending -> running -> done |
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS metrics (
     higher_is_better INTEGER NOT NULL, PRIMARY KEY (run_id, task, metric));
 CREATE TABLE IF NOT EXISTS losses (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_id, step));
+CREATE TABLE IF NOT EXISTS task_structure (
+    run_id TEXT NOT NULL, task TEXT NOT NULL, parent TEXT, n_items INTEGER, weight_by_size INTEGER,
+    PRIMARY KEY (run_id, task));
 """
 
 
@@ -171,6 +175,7 @@ def write_eval_rows(db: str | Path, run_id: str, rows: list[MetricRow]) -> None:
 
 
 def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[MetricRow]) -> None:
+    _write_structure(conn, run_id, rows)
     conn.executemany(
         "INSERT OR REPLACE INTO metrics (run_id, task, metric, value, stderr, higher_is_better) VALUES (?,?,?,?,?,?)",
         [
@@ -185,6 +190,31 @@ def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: list[MetricRow])
             for r in rows
         ],
     )
+
+
+def _write_structure(conn: sqlite3.Connection, run_id: str, rows: list[MetricRow]) -> None:
+    """lm-eval's group structure of the evaluated tasks (rows that carry it), one row per task."""
+    seen: dict[str, tuple] = {}
+    for r in rows:
+        if any(k in r for k in ("parent", "n_items", "weight_by_size")):
+            wbs = r.get("weight_by_size")
+            seen[str(r["task"])] = (r.get("parent"), r.get("n_items"), None if wbs is None else int(bool(wbs)))
+    conn.executemany(
+        "INSERT OR REPLACE INTO task_structure (run_id, task, parent, n_items, weight_by_size) VALUES (?,?,?,?,?)",
+        [(run_id, task, *values) for task, values in seen.items()],
+    )
+
+
+def _structure(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, Any]]:
+    """(run_id, task) -> {parent, n_items, weight_by_size}; empty for a database written before the table."""
+    try:
+        rows = conn.execute("SELECT run_id, task, parent, n_items, weight_by_size FROM task_structure").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return {
+        (r[0], r[1]): {"parent": r[2] or "", "n_items": r[3], "weight_by_size": None if r[4] is None else bool(r[4])}
+        for r in rows
+    }
 
 
 def _num(x: Any) -> float | None:
@@ -242,7 +272,7 @@ def results_frame(folder: str | Path, stage: str = "sft"):
         )
         if row_stage != stage:
             continue
-        m = {**m, "task": task}
+        m = {**m, "task": task, "_stored_task": m["task"]}
         column = _diagnostic_column(m["task"], m["metric"])
         if column:
             diag[m["run_id"]][column] = m["value"]
@@ -264,9 +294,21 @@ def results_frame(folder: str | Path, stage: str = "sft"):
                 "score": m["value"],
                 "higher_is_better": bool(m["higher_is_better"]),
                 "stderr": math.nan if m.get("stderr") is None else m["stderr"],
+                "_task": m["_stored_task"],
             }
         )
-    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr"])
+    with connect(p) as conn:
+        structure = _structure(conn)
+    if structure:  # lm-eval's group structure, per row (witune.analysis.groups reads it)
+        for row in rows:
+            info = structure.get((row["run_id"], row.pop("_task")), {})
+            row.update({"parent": info.get("parent", ""), "n_items": info.get("n_items")})
+            row["weight_by_size"] = info.get("weight_by_size")
+    else:
+        for row in rows:
+            row.pop("_task")
+    extra = ["parent", "n_items", "weight_by_size"] if structure else []
+    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr", *extra])
     for col in sorted(set(RUN_COLUMNS.values())):
         frame[col] = [diag.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     frame["stage"] = stage
