@@ -14,6 +14,7 @@ import pandas as pd
 
 from witune.analysis.gam import GamResult
 from witune.analysis.plw import QuadFit
+from witune.errors import ConfigError
 
 Tick = Callable[[], None]
 NAMES = ("auto", "r", "python")
@@ -58,9 +59,9 @@ def r_available() -> tuple[bool, str]:
 def resolve_engine(name: str, r_timeout: float | None = None) -> Engine:
     """``auto`` -> R when ``Rscript`` with glmmTMB and mgcv is present, else Python; ``r`` without R raises."""
     if name not in NAMES:
-        raise ValueError(f"unknown engine {name!r} (auto, r or python)")
+        raise ConfigError(f"unknown engine {name!r} (auto, r or python)")
     if r_timeout is not None and not r_timeout > 0:
-        raise ValueError(f"--r-timeout must be > 0 seconds, got {r_timeout}")
+        raise ConfigError(f"--r-timeout must be > 0 seconds, got {r_timeout}")
     if name == "python":
         return python_engine()
     ok, why = r_available()

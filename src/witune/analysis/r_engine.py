@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -75,14 +77,15 @@ def run_script(name: str, folder: Path, timeout: float = TIMEOUT, tick: Tick | N
     """Run ``Rscript --vanilla r/NAME FOLDER``; ``tick`` is called for every "tick" line it prints."""
     cmd = ["Rscript", "--vanilla", str(script(name)), str(folder)]
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # its own process group: a hung Rscript is stopped with everything it started (their pipes close too)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     except OSError as exc:
         raise RuntimeError(f"Rscript could not start ({exc})") from None
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr or []), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
-    watchdog = threading.Timer(timeout, proc.kill)  # a hanging Rscript is killed at the deadline
+    watchdog = threading.Timer(timeout, _stop, args=(proc,))  # a hanging Rscript is stopped at the deadline
     watchdog.start()
     try:
         for line in proc.stdout or []:
@@ -97,6 +100,13 @@ def run_script(name: str, folder: Path, timeout: float = TIMEOUT, tick: Tick | N
     if proc.returncode != 0:
         tail = " | ".join(line.strip() for line in err[-3:] if line.strip()) or f"exit status {proc.returncode}"
         raise RuntimeError(f"Rscript ({name}) failed: {tail}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def read_output(path: Path, columns: list[str], keep_na: bool = True) -> pd.DataFrame:

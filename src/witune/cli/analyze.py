@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         a = analyze_with_progress(args, quiet=args.json)
-    except (RuntimeError, ValueError) as exc:  # no R for --engine r, R failing or hanging, no scores: one line
+    except RuntimeError as exc:  # no R for --engine r, R failing or hanging, no scores: one line
         print_error(exc)
         return 2
     if args.json:
