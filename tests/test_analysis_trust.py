@@ -249,3 +249,34 @@ def test_r_analysis_and_report_name_the_engine():
     assert data["engine"] == "r" and "glmmTMB beta GLMM, logit link" in data["plw_fits"][0]["model"]
     text = render(a)
     assert "engine: r" in text and "glmmTMB beta GLMM, logit link" in text and "Fieller" in text
+
+
+def test_engines_do_not_import_each_other_and_analysis_has_no_import_circle():
+    import ast
+    from pathlib import Path
+
+    folder = Path(plw.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("witune.analysis."):
+                    names.add(node.module.split(".")[2])
+                elif node.module == "witune.analysis":
+                    names.update(a.name for a in node.names)
+        graph[path.stem] = names & {p.stem for p in folder.glob("*.py")}
+    assert "r_engine" not in graph["python_engine"] and "python_engine" not in graph["r_engine"]
+    assert not ({"python_engine", "r_engine", "engines"} & (graph["plw"] | graph["gam"]))
+
+    def reach(start, node, seen):
+        for nxt in graph[node]:
+            assert nxt != start, f"import circle through analysis.{start}"
+            if nxt not in seen:
+                seen.add(nxt)
+                reach(start, nxt, seen)
+
+    for module in graph:
+        reach(module, module, set())
+    scripts = {p.name for p in (folder / "r").glob("*.R")}
+    assert scripts == {"glmm.R", "gam.R"} and "GLMM_R" not in (folder / "r_engine.py").read_text()

@@ -112,7 +112,7 @@ class QuadFit:
     se_b2: float = float("nan")
     cov12: float = float("nan")
     df: float = float("nan")  # degrees of freedom of the t reference of the interval
-    p_lack_of_fit: float = float("nan")  # quadratic vs one mean per PLW level; NaN: not tested (<= 3 levels)
+    p_lack_of_fit: float = float("nan")  # quadratic vs one mean per PLW level (``lack_of_fit``); NaN: not tested
     n_benchmarks: int = 0
     notes: list[str] = field(default_factory=list)  # every caveat of the fit, printed by the CLI and the report
     boot_low: float = float("nan")  # parametric bootstrap percentile interval (only with n_boot > 0)
@@ -273,6 +273,36 @@ def finish(fit: QuadFit) -> QuadFit:
     if 0 < fit.n_benchmarks < 3:
         fit.notes.append(f"only {fit.n_benchmarks} benchmark(s): the benchmark slopes are not random effects")
     return fit
+
+
+def lack_of_fit(data: pd.DataFrame) -> float:
+    """p-value of the quadratic's lack of fit, on per-run means (one dataset's ``plw_rows``).
+
+    Each run's mean min-max score is regressed on model + wp + wp^2 and on model + one mean per PLW level; the
+    F test compares the two against the spread of runs at the same PLW (pure error, from seeds and models).
+    Per-run means because a run's benchmarks share its training noise: a test on run x benchmark rows would
+    call that noise lack of fit. NaN without replicated runs or with 3 PLW levels or fewer.
+    """
+    runs = data.groupby(["run_id", "model", "plw", "wp"], as_index=False)["relative"].mean()
+    levels = runs["plw"].nunique()
+    if levels <= 3:
+        return float("nan")
+    models = pd.get_dummies(runs["model"], drop_first=True, dtype=float).to_numpy()
+    one = np.ones((len(runs), 1))
+    wp = runs["wp"].to_numpy(float)[:, None]
+    quad = np.hstack([one, models, wp, wp**2])
+    full = np.hstack([models, pd.get_dummies(runs["plw"], dtype=float).to_numpy()])
+    y = runs["relative"].to_numpy(float)
+
+    def rss(x: np.ndarray) -> tuple[float, int]:
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return float(np.sum((y - x @ beta) ** 2)), int(np.linalg.matrix_rank(x))
+
+    (rq, kq), (rf, kf) = rss(quad), rss(full)
+    df_num, df_den = kf - kq, len(y) - kf
+    if df_num <= 0 or df_den <= 0 or rf <= 0:
+        return float("nan")
+    return float(stats.f.sf(((rq - rf) / df_num) / (rf / df_den), df_num, df_den))
 
 
 def lrt_p(llf_full: float, llf_null: float, df: int) -> float:

@@ -11,8 +11,8 @@ its coefficients live on the min-max scale (e.g. 1.25 / -0.98 where the beta mod
 data) and its p-values come from another model: neither is comparable with the paper's Table 3. Variance
 components are independent, so unlike the paper the two benchmark slopes are uncorrelated.
 
-Tests: the joint likelihood-ratio test of (wp, wp^2) against ``relative ~ 1`` (ML fits), and a lack-of-fit test
-of the quadratic against one mean per PLW level. Interval: Fieller's (``witune.analysis.plw``); with
+Tests: the joint likelihood-ratio test of (wp, wp^2) against ``relative ~ 1`` (ML fits), and the lack-of-fit
+test of ``witune.analysis.plw`` (per-run means). Interval: Fieller's (``witune.analysis.plw``); with
 ``n_boot`` > 0 also a parametric bootstrap from the fitted model (random effects and noise redrawn, refitted).
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from witune.analysis import gam as gam_view
-from witune.analysis.plw import QuadFit, critical_plw, finish, lrt_p, plw_datasets
+from witune.analysis.plw import QuadFit, critical_plw, finish, lack_of_fit, lrt_p, plw_datasets
 
 QUADRATIC = "relative ~ wp + I(wp**2)"
 WP, WP2 = "wp", "I(wp ** 2)"
@@ -64,7 +64,6 @@ def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int =
     b0, b1, b2 = (float(res.params[k]) for k in ["Intercept", WP, WP2])
     cov = res.cov_params()
     tasks = int(data["task"].nunique())
-    levels = int(data["plw"].nunique())
     llf = _llf(data, QUADRATIC)
     fit = QuadFit(
         dataset=dataset,
@@ -81,7 +80,7 @@ def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int =
         se_b2=float(res.bse[WP2]),
         cov12=float(cov.loc[WP, WP2]),
         df=float(tasks - 1 if method == "MixedLM" and tasks > 1 else len(data) - 3),
-        p_lack_of_fit=lrt_p(_llf(data, "relative ~ C(plw)"), llf, levels - 3) if levels > 3 else float("nan"),
+        p_lack_of_fit=lack_of_fit(data),
         n_benchmarks=tasks,
     )
     if n_boot > 0:

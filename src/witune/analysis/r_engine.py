@@ -10,7 +10,7 @@ with CSV in and out of a temporary folder (no rpy2, so R stays an optional syste
   which min-max scores always reach, so the response is squeezed first (Smithson & Verkuilen 2006,
   y' = (y (n - 1) + 0.5) / n, n the number of rows). A random effect with a single level is dropped. The joint
   test of wp and wp^2 is a likelihood-ratio test against ``score ~ 1`` with the same random effects; the lack of
-  fit is tested against one mean per PLW level; the interval is Fieller's (``witune.analysis.plw``).
+  fit (per-run means) and the interval (Fieller's) are ``witune.analysis.plw``'s.
 * GAMs (paper section 6, Table 4; ``r/gam.R``): witune's per-run fit ``y ~ te(wp, r, k = 3)`` (the flat test
   and ``optimal_plw``) and the paper's ``score ~ te(w, r, k=3) + factor(b)`` on raw PLW (``paper_optimal_plw``),
   both mgcv with its default smoothing selection (``witune.analysis.gam`` says why two).
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from witune.analysis import gam as gam_view
-from witune.analysis.plw import QuadFit, critical_plw, finish, from_wp, lrt_p, plw_datasets
+from witune.analysis.plw import QuadFit, critical_plw, finish, from_wp, lack_of_fit, lrt_p, plw_datasets
 
 GLMM_LABEL = "R glmmTMB beta GLMM, logit link"
 TIMEOUT = 600.0  # seconds; the CLI's --r-timeout
@@ -157,7 +157,7 @@ def fit_plw(
 def _glmm_fit(dataset: str, data: pd.DataFrame, folder: Path, k: int, n_boot: int) -> QuadFit:
     coef = read_output(folder / f"coef_{k}.csv", ["term", "estimate", "se", "p"]).set_index("term")
     info = read_output(
-        folder / f"info_{k}.csv", ["llf", "llf_null", "llf_lof", "cov12", "df", "converged", "formula"], False
+        folder / f"info_{k}.csv", ["llf", "llf_null", "cov12", "df", "converged", "formula"], False
     ).iloc[0]
     try:
         b0, b1, b2 = (float(coef.loc[t, "estimate"]) for t in ["Intercept", "wp", "wp2"])
@@ -166,7 +166,6 @@ def _glmm_fit(dataset: str, data: pd.DataFrame, folder: Path, k: int, n_boot: in
     except (KeyError, TypeError, ValueError):
         raise RuntimeError(f"Rscript output coef_{k}.csv is malformed (terms {list(coef.index)})") from None
     llf = _num(info["llf"])
-    levels = int(data["plw"].nunique())
     fit = QuadFit(
         dataset=dataset,
         n=len(data),
@@ -183,7 +182,7 @@ def _glmm_fit(dataset: str, data: pd.DataFrame, folder: Path, k: int, n_boot: in
         se_b2=se2,
         cov12=_num(info["cov12"]),
         df=_num(info["df"]),
-        p_lack_of_fit=lrt_p(_num(info["llf_lof"]), llf, levels - 3) if levels > 3 else float("nan"),
+        p_lack_of_fit=lack_of_fit(data),
         n_benchmarks=int(data["task"].nunique()),
     )
     if str(info["converged"]).upper() != "TRUE":

@@ -12,7 +12,6 @@ for (k in sort(unique(all$ds))) {
 d <- all[all$ds == k, ]
 n <- nrow(d)
 d$y <- (d$y * (n - 1) + 0.5) / n  # Smithson & Verkuilen (2006) squeeze into (0, 1)
-d$pf <- factor(d$plw)
 slopes <- length(unique(d$b)) > 1
 models <- length(unique(d$m)) > 1
 # The paper's structure first; simpler ones only when it does not converge (the paper, too, "tried
@@ -36,7 +35,6 @@ for (re in unique(lapply(structures, as.character))) {
   tried <- c(tried, full$formula)
 }
 null <- fit_one("y ~ 1", re)
-lof <- if (nlevels(d$pf) > 3) fit_one("y ~ pf", re) else list(model = NULL, ok = FALSE)
 if (is.null(full$model)) {  # every structure failed outright: report NA rather than abort the others
   cf <- matrix(NA, 3, 4); v <- matrix(NA, 3, 3)
 } else {
@@ -46,7 +44,7 @@ if (is.null(full$model)) {  # every structure failed outright: report NA rather 
 out <- data.frame(term = c("Intercept", "wp", "wp2"), estimate = cf[, 1], se = cf[, 2], p = cf[, 4])
 write.csv(out, file.path(args[1], paste0("coef_", k, ".csv")), row.names = FALSE)
 random_slopes <- any(grepl("| b)", re, fixed = TRUE))
-info <- data.frame(llf = llf(full), llf_null = llf(null), llf_lof = llf(lof), cov12 = v[2, 3],
+info <- data.frame(llf = llf(full), llf_null = llf(null), cov12 = v[2, 3],
                    df = if (random_slopes) length(unique(d$b)) - 1 else n - 3,
                    converged = full$ok, formula = full$formula, simplified_from = paste(tried, collapse = " | "),
                    warnings = paste(unique(full$warn), collapse = "; "), r_version = R.version.string,
