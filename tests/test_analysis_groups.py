@@ -23,7 +23,12 @@ def lm_eval_results(config: str) -> dict:
     bbh = 0.40 + (0.01 if config == "A" else 0.0)
     other = 0.50 + (0.10 if config == "B" else 0.0)
     results = {t: {"alias": t, "sample_len": 100, "acc_norm,none": bbh, "acc_norm_stderr,none": 0.02} for t in BBH}
-    results["leaderboard_bbh"] = {"alias": "bbh", "sample_len": 2400, "acc_norm,none": bbh, "acc_norm_stderr,none": 0.004}
+    results["leaderboard_bbh"] = {
+        "alias": "bbh",
+        "sample_len": 2400,
+        "acc_norm,none": bbh,
+        "acc_norm_stderr,none": 0.004,
+    }
     for t in ("arc_challenge", "piqa"):
         results[t] = {"alias": t, "acc,none": other - 0.05, "acc_norm,none": other, "acc_norm_stderr,none": 0.01}
     return {

@@ -134,8 +134,8 @@ def test_analyze_is_linear_in_the_rows(tmp_path):
         path = tmp_path / f"r{seeds}.csv"
         df.to_csv(path, index=False)
         start = time.perf_counter()
-        stages = []
-        a = analyze(load_results(path), progress=lambda s, d, t: stages.append(s))
+        stages: list[str] = []
+        a = analyze(load_results(path), progress=lambda s, d, t, seen=stages: seen.append(s))
         seconds.append(time.perf_counter() - start)
         sizes.append(len(df))
         assert a.fits and len(a.results) == len(df) and "PLW fit [python]" in stages
@@ -181,3 +181,16 @@ def _twice(df: pd.DataFrame, tmp_path) -> str:
     path = tmp_path / "dup.csv"
     pd.concat([df, df.iloc[[0]]]).to_csv(path, index=False)
     return str(path)
+
+
+def test_a_table_handed_over_in_python_gets_the_same_rules():
+    from witune.analysis.results import validate_results
+
+    df = _sweep(with_base=False)
+    df.loc[2, "score"] = np.nan  # the NaN error used to print np.float64(nan)
+    with pytest.raises(DataError, match=r"line 4, field 'score': a number is needed here: 'nan'$") as err:
+        validate_results(df, "sweep")
+    assert "np.float64" not in str(err.value)
+    df.loc[2, "score"] = np.inf
+    with pytest.raises(DataError, match="not a finite number: 'inf'"):
+        validate_results(df, "sweep")

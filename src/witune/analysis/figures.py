@@ -128,7 +128,7 @@ def plw_fit_figure(results_rel: pd.DataFrame, fits: list[QuadFit]):
 
 
 def _inverse_link(fit: QuadFit):
-    # The R engine's coefficients are on the logit scale of the beta GLMM: back to the score scale.
-    if fit.engine == "r":
+    # A logit-link fit (the beta GLMM) has its coefficients on the logit scale: back to the score scale.
+    if fit.link == "logit":
         return lambda eta: 1.0 / (1.0 + np.exp(-eta))
     return lambda eta: eta

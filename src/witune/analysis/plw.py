@@ -118,6 +118,8 @@ class QuadFit:
     boot_low: float = float("nan")  # parametric bootstrap percentile interval (only with n_boot > 0)
     boot_high: float = float("nan")
     n_boot: int = 0
+    link: str = "identity"  # of the fixed effects: "identity" (min-max scale) or "logit" (beta GLMM)
+    label: str = ""  # the engine's full description (family, link, caveats); `method` when empty
 
     @property
     def note(self) -> str:
@@ -126,12 +128,7 @@ class QuadFit:
     @property
     def model(self) -> str:
         """Engine, model, family and link, as printed next to every number of this fit."""
-        if self.engine == "r":
-            return f"[r] {self.method}"
-        return (
-            f"[python] statsmodels {self.method}, Gaussian, identity link (approximation: coefficients "
-            "and p-values not comparable with the paper's Table 3)"
-        )
+        return f"[{self.engine}] {self.label or self.method}"
 
     @property
     def testable(self) -> bool:
@@ -283,6 +280,8 @@ def lack_of_fit(data: pd.DataFrame) -> float:
     Per-run means because a run's benchmarks share its training noise: a test on run x benchmark rows would
     call that noise lack of fit. NaN without replicated runs or with 3 PLW levels or fewer.
     """
+    if "run_id" not in data.columns or "relative" not in data.columns:
+        return float("nan")
     runs = data.groupby(["run_id", "model", "plw", "wp"], as_index=False)["relative"].mean()
     levels = runs["plw"].nunique()
     if levels <= 3:

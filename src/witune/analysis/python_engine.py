@@ -82,6 +82,8 @@ def fit_quadratic(rows: pd.DataFrame, dataset: str, n_boot: int = 0, seed: int =
         df=float(tasks - 1 if method == "MixedLM" and tasks > 1 else len(data) - 3),
         p_lack_of_fit=lack_of_fit(data),
         n_benchmarks=tasks,
+        label=f"statsmodels {method}, Gaussian, identity link (approximation: coefficients and p-values not "
+        "comparable with the paper's Table 3)",
     )
     if n_boot > 0:
         fit.boot_low, fit.boot_high = _parametric_bootstrap(data, res, method, n_boot, seed, progress)

@@ -184,6 +184,7 @@ def _glmm_fit(dataset: str, data: pd.DataFrame, folder: Path, k: int, n_boot: in
         df=_num(info["df"]),
         p_lack_of_fit=lack_of_fit(data),
         n_benchmarks=int(data["task"].nunique()),
+        link="logit",
     )
     if str(info["converged"]).upper() != "TRUE":
         fit.notes.append("glmmTMB did not converge (nor did any simpler random-effects structure)")

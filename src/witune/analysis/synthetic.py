@@ -136,8 +136,16 @@ def make_beta_sweep(
                     + a[m]
                 )
                 mu = 1.0 / (1.0 + np.exp(-eta))
-                for y in rng.beta(mu * phi, (1 - mu) * phi, reps):
+                for rep, y in enumerate(rng.beta(mu * phi, (1 - mu) * phi, reps)):
                     rows.append(
-                        {"dataset": "short", "model": f"m{m}", "task": f"b{b}:acc", "plw": plw, "wp": wp, "y": float(y)}
+                        {
+                            "run_id": f"m{m}|{plw}|{rep}",  # one run is scored on every benchmark
+                            "dataset": "short",
+                            "model": f"m{m}",
+                            "task": f"b{b}:acc",
+                            "plw": plw,
+                            "wp": wp,
+                            "y": float(y),
+                        }
                     )
     return pd.DataFrame(rows)
