@@ -153,3 +153,19 @@ def test_a_user_mapping_folds_tasks_the_results_do_not_group():
     rows = [_row(r, f"mysuite_part{i}", 0.1 * i) for r in "AB" for i in range(5)] + [_row("A", "arc", 0.4)]
     bench, _ = benchmarks.one_vote(pd.DataFrame(rows), groups={"mysuite_*": "mysuite"})
     assert sorted(bench["benchmark"].unique()) == ["arc", "mysuite"]
+
+
+@pytest.mark.slow
+def test_the_harness_stores_lm_evals_own_structure(tmp_path, tiny_model_dir, shared_data):
+    # Real lm-eval on witune's local MMLU group (57 subjects, one item each) and PIQA: the group's
+    # weight_by_size comes from lm-eval's own group config, the parents from its group_subtasks.
+    from witune.eval.harness import run_harness
+
+    rows = run_harness(str(tiny_model_dir), ["witune_mmlu", "witune_piqa"], limit=1, num_fewshot=0)
+    by = {(r["task"], r["metric"]): r for r in rows}
+    assert by[("witune_mmlu", "acc")]["weight_by_size"] is True and by[("witune_mmlu", "acc")]["n_items"] == 57
+    assert by[("witune_mmlu_anatomy", "acc")]["parent"] == "witune_mmlu"
+    db.write_eval_rows(db.db_path(tmp_path), "r", rows)
+    frame = db.results_frame(tmp_path)
+    bench, _ = benchmarks.one_vote(validate_results(frame.assign(prompt_weight=0.0, response_weight=1.0)))
+    assert sorted(bench["benchmark"].unique()) == ["mmlu", "piqa"]

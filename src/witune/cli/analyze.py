@@ -56,8 +56,8 @@ def add_model_options(p) -> None:
         action="append",
         default=[],
         metavar="TASK=BENCHMARK",
-        help="fold a task (or fnmatch pattern) into a benchmark, where the results carry no lm-eval group "
-        "structure (repeatable), e.g. 'mybench_*=mybench'",
+        help="fold a task (or fnmatch pattern) into a benchmark (repeatable; wins over the lm-eval group "
+        "structure a sweep stores and over the grouping inferred from a CSV), e.g. 'mybench_*=mybench'",
     )
     p.add_argument(
         "--items",
