@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from witune.analysis import correlations, dynamics, plw, wit
+from witune.analysis import correlations, dynamics, plw, python_engine, wit
 from witune.analysis.aggregate import add_relative, aggregates
-from witune.analysis.gam import fit_gam
+from witune.analysis.python_engine import fit_gam
 from witune.analysis.results import load_results
 from witune.analysis.synthetic import SyntheticSweep, make_sweep
 from witune.data.errors import DataError
@@ -28,11 +28,12 @@ def test_mixed_model_recovers_planted_optimum(random_state):
     # random intercepts, noise 0.01. Tolerance: |wp_hat - 0.5| < 0.04, i.e. PLW within [0.079, 0.127].
     df, _ = make_sweep(SyntheticSweep(random_state=random_state))
     rows = plw.plw_rows(add_relative(df))
-    fit = plw.fit_quadratic(rows, "short", n_boot=12, seed=1)
+    fit = python_engine.fit_quadratic(rows, "short", n_boot=12, seed=1)
     assert fit.method == "MixedLM"
     assert abs(plw.to_wp(fit.critical_plw) - 0.5) < 0.04
-    assert fit.b2 < 0 and fit.p_lrt < 1e-3 and fit.significant
-    assert fit.ci_low <= fit.critical_plw <= fit.ci_high
+    assert fit.b2 < 0 and fit.p_lrt < 1e-3 and fit.significant and fit.shape == "interior optimum"
+    assert fit.ci_low <= fit.critical_plw <= fit.ci_high and fit.interval.startswith("Fieller")
+    assert fit.n_boot == 12 and fit.boot_low <= fit.critical_plw <= fit.boot_high
 
 
 def test_no_plw_effect_is_not_significant():
@@ -40,8 +41,8 @@ def test_no_plw_effect_is_not_significant():
     df, _ = make_sweep(design)
     rng = np.random.default_rng(0)
     df["score"] = np.where(df["metric"] == "ppl", 5.0, 0.5) + rng.normal(0, 0.01, len(df))  # pure noise
-    fits = plw.fit_all(add_relative(df))
-    assert len(fits) == 1 and fits[0].p_lrt > 0.01
+    fits = python_engine.fit_plw(plw.plw_rows(add_relative(df)))
+    assert len(fits) == 1 and fits[0].p_lrt > 0.01 and fits[0].shape == "flat" and not fits[0].significant
 
 
 def test_relative_aggregate_matches_independent_computation():

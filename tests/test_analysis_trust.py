@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from witune.analysis import benchmarks, correlations, gam, plw, r_engine, wit
+from witune.analysis import benchmarks, correlations, engines, plw, python_engine, r_engine, wit
 from witune.analysis.aggregate import add_relative
 from witune.analysis.summary import analyze, to_json
 from witune.analysis.synthetic import (
@@ -179,8 +179,8 @@ def test_gam_flags_no_effect_dataset_flat_python(random_state):
     # Planted: a real PLW effect at Rg 0.1, none at all at Rg 3.0 (the paper's long-completion finding).
     df, _ = make_sweep(_flat_design(random_state))
     rows = plw.plw_rows(add_relative(df))
-    res = gam.fit_gam(rows)
-    assert res.engine == "python" and "score scale" in res.model
+    res = python_engine.fit_gam(rows)
+    assert res.engine == "python" and "score scale" in res.model and "one row per run" in res.model
     # The old failure: min-max within the no-effect dataset stretches its noise to [0, 1] and gave a
     # confident optimum; on the score scale the test sees noise of 0.01 and calls it flat.
     assert np.ptp(rows.loc[rows["dataset"] == "long", "relative"]) == pytest.approx(1.0)
@@ -193,8 +193,9 @@ def test_gam_flags_no_effect_dataset_flat_r():
     df, _ = make_sweep(_flat_design(0))
     res = r_engine.fit_gam(plw.plw_rows(add_relative(df)))
     assert res.engine == "r" and "mgcv" in res.model and "te(w, r, k = 3)" in res.model
-    assert _at(res.table, 3.0)["flat"]
-    assert not _at(res.table, 0.1)["flat"]
+    assert "te(wp, r, k = 3)" in res.model  # witune's wp-scale fit beside the paper's raw-PLW model
+    assert _at(res.table, 3.0)["flat"] and np.isnan(_at(res.table, 3.0)["optimal_plw"])  # flat: no optimum
+    assert not _at(res.table, 0.1)["flat"] and np.isfinite(_at(res.table, 0.1)["paper_optimal_plw"])
 
 
 @needs_r
@@ -202,12 +203,12 @@ def test_r_engine_recovers_paper_beta_coefficients():
     # Data drawn from the paper's own beta GLMM (Table 3: 5.590 / -4.284 on the logit scale); the same
     # model in glmmTMB must recover them within 2 standard errors. The Gaussian engine cannot (other scale).
     rows = make_beta_sweep(random_state=0)
-    fit = r_engine.fit_glmm(rows, "short", response="y")
+    fit = r_engine.fit_plw(rows, response="y")[0]
     assert fit.engine == "r" and "beta" in fit.model and "logit" in fit.model
     assert abs(fit.b1 - PAPER_BETA["wp"]) < 2 * fit.se_b1
     assert abs(fit.b2 - PAPER_BETA["wp2"]) < 2 * fit.se_b2
     assert 0.1 < fit.se_b1 < 1.0  # a real standard error, not a degenerate one
-    py = plw.fit_quadratic(rows.assign(relative=rows["y"]), "short")
+    py = python_engine.fit_quadratic(rows.assign(relative=rows["y"]), "short")
     assert abs(py.b1) < 2.0  # the Gaussian coefficients live on another scale: not comparable
     assert "not comparable" in py.model
 
@@ -216,9 +217,9 @@ def test_r_engine_recovers_paper_beta_coefficients():
 def test_engines_agree_on_critical_plw():
     # Same min-max data, both engines: the vertex in wp agrees within 0.03 (PLW within ~±15% around 0.1).
     df, _ = make_sweep(SyntheticSweep(random_state=0))
-    rel = add_relative(df)
-    py = plw.fit_all(rel, engine="python")[0]
-    r = plw.fit_all(rel, engine="r")[0]
+    rows = plw.plw_rows(add_relative(df))
+    py = engines.resolve_engine("python").fit_plw(rows)[0]
+    r = engines.resolve_engine("r").fit_plw(rows)[0]
     assert abs(plw.to_wp(py.critical_plw) - plw.to_wp(r.critical_plw)) < 0.03
     assert abs(plw.to_wp(r.critical_plw) - 0.5) < 0.04  # and both find the planted vertex
     assert r.ci_low <= r.critical_plw <= r.ci_high and r.significant
@@ -228,9 +229,9 @@ def test_engine_resolution_without_r(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no Rscript here
     r_engine.r_status.cache_clear()
     try:
-        assert r_engine.resolve_engine("auto") == "python"
+        assert engines.resolve_engine("auto").name == "python"
         with pytest.raises(RuntimeError, match="Rscript not found"):
-            r_engine.resolve_engine("r")
+            engines.resolve_engine("r")
     finally:
         r_engine.r_status.cache_clear()
 
@@ -247,4 +248,35 @@ def test_r_analysis_and_report_name_the_engine():
     data = to_json(a)
     assert data["engine"] == "r" and "glmmTMB beta GLMM, logit link" in data["plw_fits"][0]["model"]
     text = render(a)
-    assert "engine: r" in text and "glmmTMB beta GLMM, logit link" in text and "delta-method" in text
+    assert "engine: r" in text and "glmmTMB beta GLMM, logit link" in text and "Fieller" in text
+
+
+def test_engines_do_not_import_each_other_and_analysis_has_no_import_circle():
+    import ast
+    from pathlib import Path
+
+    folder = Path(plw.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("witune.analysis."):
+                    names.add(node.module.split(".")[2])
+                elif node.module == "witune.analysis":
+                    names.update(a.name for a in node.names)
+        graph[path.stem] = names & {p.stem for p in folder.glob("*.py")}
+    assert "r_engine" not in graph["python_engine"] and "python_engine" not in graph["r_engine"]
+    assert not ({"python_engine", "r_engine", "engines"} & (graph["plw"] | graph["gam"]))
+
+    def reach(start, node, seen):
+        for nxt in graph[node]:
+            assert nxt != start, f"import circle through analysis.{start}"
+            if nxt not in seen:
+                seen.add(nxt)
+                reach(start, nxt, seen)
+
+    for module in graph:
+        reach(module, module, set())
+    scripts = {p.name for p in (folder / "r").glob("*.R")}
+    assert scripts == {"glmm.R", "gam.R"} and "GLMM_R" not in (folder / "r_engine.py").read_text()

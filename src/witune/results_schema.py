@@ -37,6 +37,16 @@ DIAGNOSTICS = ["mean_rsd", *PER_RUN_DIAGNOSTICS]
 # Per-run columns every sweep's table has (NaN where not measured); declared columns add to them.
 STANDARD_RUN_COLUMNS = ["rg", *PER_RUN_DIAGNOSTICS]
 
+# Optional columns of lm-eval's group structure (stored by the sweep when it runs lm-eval; a CSV may carry them):
+# the task's parent group (lm-eval's `group_subtasks`), the items it was scored on, and for a group row whether
+# lm-eval weights its subtasks by size. `witune.analysis.groups` reads them.
+STRUCTURE_COLUMNS = ["parent", "n_items", "weight_by_size"]
+# Per-run number columns of every table (a CSV's text is converted to finite numbers or empty); the columns
+# evaluators declare are converted by the same rule (`witune.analysis.results`).
+NUMERIC_COLUMNS = STANDARD_RUN_COLUMNS
+# Per-item scores (optional, for the noise guard's pairing over test items).
+ITEM_COLUMNS = ["run_id", "benchmark", "metric", "item", "score"]
+
 STAGES = ("sft", "dpo")  # a sweep point's training, and the DPO stage a sweep may chain after it
 # score: a benchmark row that votes; diagnostic: beside the scores, never in an aggregate (a per-run column
 # when declared with one, else a row the analysis recognises by the same declaration); detail: stored only.
@@ -102,6 +112,10 @@ class ResultRow:
     stage: str = "sft"  # one of STAGES
     role: str = "score"  # one of ROLES
     column: str | None = None  # the per-run results column of a diagnostic declared with one
+    # lm-eval's group structure of the task, where the harness gave it (STRUCTURE_COLUMNS)
+    parent: str | None = None
+    n_items: int | None = None
+    weight_by_size: bool | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES or self.role not in ROLES:
@@ -121,6 +135,9 @@ def tag(row: Mapping[str, Any], declared: Diagnostics | None, stage: str = "sft"
         stage,
         role,
         column,
+        None if row.get("parent") is None else str(row["parent"]),
+        None if row.get("n_items") is None else int(row["n_items"]),
+        None if row.get("weight_by_size") is None else bool(row["weight_by_size"]),
     )
 
 
@@ -139,6 +156,7 @@ def results_table(
 
     rows: list[dict[str, Any]] = []
     per_run: dict[str, dict[str, float]] = {}
+    structured = False
     columns = dict.fromkeys([*STANDARD_RUN_COLUMNS, *columns])
     for run_id, labels, results in runs:
         per_run[run_id] = {}
@@ -150,6 +168,7 @@ def results_table(
             if r.column:
                 per_run[run_id][r.column] = r.value
                 continue
+            structured = structured or r.parent is not None or r.n_items is not None
             rows.append(
                 {
                     "run_id": run_id,
@@ -159,9 +178,15 @@ def results_table(
                     "score": r.value,
                     "higher_is_better": r.higher_is_better,
                     "stderr": math.nan if r.stderr is None else r.stderr,
+                    "parent": benchmark_name(r.parent or ""),
+                    "n_items": r.n_items,
+                    "weight_by_size": r.weight_by_size,
                 }
             )
-    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr"])
+    # lm-eval's group structure only where some row has it (witune.analysis.groups infers it otherwise)
+    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr", *STRUCTURE_COLUMNS])
+    if not structured:
+        frame = frame.drop(columns=STRUCTURE_COLUMNS)
     for col in columns:
         frame[col] = [per_run.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     frame["stage"] = stage

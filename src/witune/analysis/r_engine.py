@@ -1,111 +1,49 @@
-"""Reference engine: the PLW paper's own models in R, run through ``Rscript`` (CSV in and out of a
-temporary folder; no rpy2, so R stays an optional system package).
+"""The R engine: the PLW paper's own models, run through ``Rscript`` on the package's R files (``analysis/r/``),
+with CSV in and out of a temporary folder (no rpy2, so R stays an optional system package).
 
-* GLMM (paper section 5.2, Table 3), fitted with glmmTMB exactly as written there::
+* GLMM (paper section 5.2, Table 3; ``r/glmm.R``), fitted with glmmTMB exactly as written there::
 
       score ~ wp + I(wp^2) + (0 + wp + I(wp^2) | benchmark) + (1 | model),  family = beta_family(logit)
 
   on the min-max scores, with raw (not orthogonal) polynomial terms: the paper derives its vertex
-  0.652 = 5.590 / (2 * 4.284) straight from the coefficients. A beta likelihood is undefined at exactly
-  0 and 1, which min-max scores always reach, so the response is squeezed first with the standard
-  transformation of Smithson & Verkuilen (2006), y' = (y (n - 1) + 0.5) / n, n the number of rows (the
-  paper does not print its squeeze; this is the one the glmmTMB / betareg documentation recommends).
-  A random effect with a single level is dropped (not identifiable). The joint test of wp and wp^2 is a
-  likelihood-ratio test against ``score ~ 1`` with the same random effects; the critical-PLW interval is
-  the delta-method interval of the vertex -b1 / (2 b2), mapped to PLW.
-* GAM (paper section 6, Table 4): mgcv ``score ~ te(w, r, k=3) + factor(b)`` (+ ``factor(m)`` with
-  several models), w the raw PLW, on the score scale, mgcv's default smoothing selection (GCV), as in the
-  paper. The flat test uses mgcv's Bayesian covariance ``vcov(g)`` (see ``witune.analysis.gam``).
+  0.652 = 5.590 / (2 * 4.284) straight from the coefficients. A beta likelihood is undefined at exactly 0 and 1,
+  which min-max scores always reach, so the response is squeezed first (Smithson & Verkuilen 2006,
+  y' = (y (n - 1) + 0.5) / n, n the number of rows). A random effect with a single level is dropped. The joint
+  test of wp and wp^2 is a likelihood-ratio test against ``score ~ 1`` with the same random effects; the lack of
+  fit (per-run means) and the interval (Fieller's) are ``witune.analysis.plw``'s.
+* GAMs (paper section 6, Table 4; ``r/gam.R``): witune's per-run fit ``y ~ te(wp, r, k = 3)`` (the flat test
+  and ``optimal_plw``) and the paper's ``score ~ te(w, r, k=3) + factor(b)`` on raw PLW (``paper_optimal_plw``),
+  both mgcv with its default smoothing selection (``witune.analysis.gam`` says why two).
+
+``Rscript`` runs under a time limit (``timeout``, the CLI's ``--r-timeout``); the scripts print a line per
+finished fit, which drives the progress bar. A time-out, a failure or output that cannot be read is one
+``RuntimeError`` line, never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from witune.analysis import gam as gam_mod
-from witune.analysis.plw import QuadFit, critical_plw, from_wp
+from witune.analysis import gam as gam_view
+from witune.analysis.plw import QuadFit, critical_plw, finish, from_wp, lack_of_fit, lrt_p, plw_datasets
 
 GLMM_LABEL = "R glmmTMB beta GLMM, logit link"
-TIMEOUT = 600
-
-GLMM_R = r"""
-args <- commandArgs(TRUE)
-suppressMessages(library(glmmTMB))
-all <- read.csv(file.path(args[1], "data.csv"))
-for (k in sort(unique(all$ds))) {
-d <- all[all$ds == k, ]
-n <- nrow(d)
-d$y <- (d$y * (n - 1) + 0.5) / n  # Smithson & Verkuilen (2006) squeeze into (0, 1)
-slopes <- length(unique(d$b)) > 1
-models <- length(unique(d$m)) > 1
-# The paper's structure first; simpler ones only when it does not converge (the paper, too, "tried
-# reducing the complexity of the model" where it failed).
-structures <- list(c(if (slopes) "(0 + wp + I(wp^2) | b)", if (models) "(1 | m)"),
-                   c(if (slopes) "diag(0 + wp + I(wp^2) | b)", if (models) "(1 | m)"),
-                   c(if (models) "(1 | m)"), character(0))
-fam <- beta_family(link = "logit")
-fit_one <- function(lhs, re) {
-  warn <- character(0)
-  f <- as.formula(paste(lhs, paste(c("", re), collapse = " + ")))
-  m <- tryCatch(withCallingHandlers(glmmTMB(f, data = d, family = fam), warning = function(w) {
-    warn <<- c(warn, conditionMessage(w)); invokeRestart("muffleWarning") }), error = function(e) NULL)
-  ok <- !is.null(m) && m$fit$convergence == 0 && isTRUE(m$sdr$pdHess) && is.finite(as.numeric(logLik(m)))
-  list(model = m, ok = ok, warn = warn, formula = paste(deparse(f, width.cutoff = 500), collapse = ""))
-}
-tried <- character(0)
-for (re in unique(lapply(structures, as.character))) {
-  full <- fit_one("y ~ wp + I(wp^2)", re)
-  if (full$ok) break
-  tried <- c(tried, full$formula)
-}
-null <- fit_one("y ~ 1", re)
-if (is.null(full$model)) {  # every structure failed outright: report NA rather than abort the others
-  cf <- matrix(NA, 3, 4); v <- matrix(NA, 3, 3)
-} else {
-  cf <- summary(full$model)$coefficients$cond
-  v <- vcov(full$model)$cond
-}
-out <- data.frame(term = c("Intercept", "wp", "wp2"), estimate = cf[, 1], se = cf[, 2], p = cf[, 4])
-write.csv(out, file.path(args[1], paste0("coef_", k, ".csv")), row.names = FALSE)
-llf_null <- if (is.null(null$model)) NA else as.numeric(logLik(null$model))
-llf <- if (is.null(full$model)) NA else as.numeric(logLik(full$model))
-info <- data.frame(llf = llf, llf_null = llf_null, cov12 = v[2, 3],
-                   converged = full$ok, formula = full$formula, simplified_from = paste(tried, collapse = " | "),
-                   warnings = paste(unique(full$warn), collapse = "; "), r_version = R.version.string,
-                   glmmtmb = as.character(packageVersion("glmmTMB")))
-write.csv(info, file.path(args[1], paste0("info_", k, ".csv")), row.names = FALSE)
-}
-"""
-
-GAM_R = r"""
-args <- commandArgs(TRUE)
-suppressMessages(library(mgcv))
-d <- read.csv(file.path(args[1], "data.csv"))
-g <- read.csv(file.path(args[1], "grid.csv"))
-d$b <- factor(d$b); d$m <- factor(d$m)
-form <- "y ~ te(w, r, k = 3)"
-if (nlevels(d$b) > 1) form <- paste(form, "+ b")
-if (nlevels(d$m) > 1) form <- paste(form, "+ m")
-fit <- gam(as.formula(form), data = d)
-g$b <- factor(levels(d$b)[1], levels = levels(d$b)); g$m <- factor(levels(d$m)[1], levels = levels(d$m))
-X <- predict(fit, g, type = "lpmatrix")
-idx <- grep("^te\\(", colnames(X))
-write.csv(X[, idx, drop = FALSE], file.path(args[1], "basis.csv"), row.names = FALSE)
-write.csv(data.frame(coef = coef(fit)[idx]), file.path(args[1], "coef.csv"), row.names = FALSE)
-write.csv(vcov(fit)[idx, idx, drop = FALSE], file.path(args[1], "vcov.csv"), row.names = FALSE)
-s <- summary(fit)$s.table
-write.csv(data.frame(edf = s[1, "edf"], p = s[1, "p-value"], formula = form,
-                     mgcv = as.character(packageVersion("mgcv"))), file.path(args[1], "info.csv"),
-          row.names = FALSE)
-"""
+TIMEOUT = 600.0  # seconds; the CLI's --r-timeout
+Tick = Callable[[], None]
 
 
 @functools.lru_cache(maxsize=1)
@@ -130,39 +68,72 @@ def r_status() -> tuple[bool, str]:
     return True, "R with glmmTMB and mgcv"
 
 
-def resolve_engine(engine: str) -> str:
-    """``auto`` -> ``r`` when R with glmmTMB and mgcv is present, else ``python``; ``r`` without R raises."""
-    if engine not in ("auto", "r", "python"):
-        raise ValueError(f"unknown engine {engine!r} (auto, r or python)")
-    if engine == "python":
-        return engine
-    ok, why = r_status()
-    if engine == "r" and not ok:
-        raise RuntimeError(f"--engine r: {why}")
-    return "r" if ok else "python"
+def script(name: str) -> Path:
+    """Path of one of the package's R files (``glmm.R``, ``gam.R``)."""
+    return Path(str(resources.files("witune.analysis").joinpath("r", name)))
 
 
-def _run(script: str, folder: Path) -> None:
-    (folder / "script.R").write_text(script, encoding="utf-8")
-    proc = subprocess.run(
-        ["Rscript", "--vanilla", str(folder / "script.R"), str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+def run_script(name: str, folder: Path, timeout: float = TIMEOUT, tick: Tick | None = None) -> None:
+    """Run ``Rscript --vanilla r/NAME FOLDER``; ``tick`` is called for every "tick" line it prints."""
+    cmd = ["Rscript", "--vanilla", str(script(name)), str(folder)]
+    try:
+        # its own process group: a hung Rscript is stopped with everything it started (their pipes close too)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as exc:
+        raise RuntimeError(f"Rscript could not start ({exc})") from None
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    watchdog = threading.Timer(timeout, _stop, args=(proc,))  # a hanging Rscript is stopped at the deadline
+    watchdog.start()
+    try:
+        for line in proc.stdout or []:
+            if line.strip() == "tick" and tick is not None:
+                tick()
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    reader.join(timeout=5)
+    if time.monotonic() >= deadline and proc.returncode != 0:
+        raise RuntimeError(f"Rscript ({name}) did not finish within {timeout:g} s and was stopped (--r-timeout)")
     if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"Rscript failed: {tail}")
+        tail = " | ".join(line.strip() for line in err[-3:] if line.strip()) or f"exit status {proc.returncode}"
+        raise RuntimeError(f"Rscript ({name}) failed: {tail}")
 
 
-def fit_glmm(rows: pd.DataFrame, dataset: str, response: str = "relative") -> QuadFit:
-    """The paper's beta GLMM on one dataset's PLW rows (``plw_rows``), response column ``response``."""
-    return fit_glmms(rows, [dataset], response)[0]
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
-def fit_glmms(rows: pd.DataFrame, datasets: list[str], response: str = "relative") -> list[QuadFit]:
-    """The paper's beta GLMM for each dataset, all in one Rscript process (loading glmmTMB takes seconds)."""
+def read_output(path: Path, columns: list[str], keep_na: bool = True) -> pd.DataFrame:
+    """A CSV the R script wrote, with the columns it must have; anything else is one ``RuntimeError`` line."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=keep_na)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RuntimeError(f"Rscript output {path.name} is unreadable ({first})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing or frame.empty:
+        raise RuntimeError(f"Rscript output {path.name} is malformed (missing {missing or 'rows'})")
+    return frame
+
+
+def fit_plw(
+    rows: pd.DataFrame,
+    n_boot: int = 0,
+    seed: int = 0,
+    progress: Tick | None = None,
+    timeout: float = TIMEOUT,
+    response: str = "relative",
+) -> list[QuadFit]:
+    """The paper's beta GLMM for every dataset of ``plw_rows`` with >= 3 PLWs, all in one Rscript process."""
+    datasets = plw_datasets(rows)
+    if not datasets:
+        return []
     data = rows[rows["dataset"].isin(datasets)]
     index = {name: i for i, name in enumerate(datasets)}
     frame = pd.DataFrame(
@@ -170,6 +141,7 @@ def fit_glmms(rows: pd.DataFrame, datasets: list[str], response: str = "relative
             "ds": data["dataset"].map(index),
             "y": data[response].astype(float).clip(0, 1),
             "wp": data["wp"].astype(float),
+            "plw": data["plw"].astype(float),
             "b": data["task"].astype(str),
             "m": data["model"].astype(str),
         }
@@ -177,46 +149,56 @@ def fit_glmms(rows: pd.DataFrame, datasets: list[str], response: str = "relative
     with tempfile.TemporaryDirectory(prefix="witune-r-") as tmp:
         folder = Path(tmp)
         frame.to_csv(folder / "data.csv", index=False)
-        _run(GLMM_R, folder)
-        out = [
-            _glmm_fit(
-                name,
-                int((data["dataset"] == name).sum()),
-                pd.read_csv(folder / f"coef_{index[name]}.csv").set_index("term"),
-                pd.read_csv(folder / f"info_{index[name]}.csv", keep_default_na=False).iloc[0],
-            )
-            for name in datasets
-        ]
-    return out
+        pd.DataFrame({"nboot": [n_boot], "seed": [seed]}).to_csv(folder / "options.csv", index=False)
+        run_script("glmm.R", folder, timeout, progress)
+        return [_glmm_fit(name, data[data["dataset"] == name], folder, index[name], n_boot) for name in datasets]
 
 
-def _glmm_fit(dataset: str, n: int, coef: pd.DataFrame, info: pd.Series) -> QuadFit:
-    b0, b1, b2 = (float(coef.loc[k, "estimate"]) for k in ["Intercept", "wp", "wp2"])
-    se1, se2 = float(coef.loc["wp", "se"]), float(coef.loc["wp2", "se"])
-    lrt = 2.0 * (_num(info["llf"]) - _num(info["llf_null"]))  # NaN when either fit failed
+def _glmm_fit(dataset: str, data: pd.DataFrame, folder: Path, k: int, n_boot: int) -> QuadFit:
+    coef = read_output(folder / f"coef_{k}.csv", ["term", "estimate", "se", "p"]).set_index("term")
+    info = read_output(
+        folder / f"info_{k}.csv", ["llf", "llf_null", "cov12", "df", "converged", "formula"], False
+    ).iloc[0]
+    try:
+        b0, b1, b2 = (float(coef.loc[t, "estimate"]) for t in ["Intercept", "wp", "wp2"])
+        se1, se2 = float(coef.loc["wp", "se"]), float(coef.loc["wp2", "se"])
+        p1, p2 = float(coef.loc["wp", "p"]), float(coef.loc["wp2", "p"])
+    except (KeyError, TypeError, ValueError):
+        raise RuntimeError(f"Rscript output coef_{k}.csv is malformed (terms {list(coef.index)})") from None
+    llf = _num(info["llf"])
     fit = QuadFit(
         dataset=dataset,
-        n=n,
+        n=len(data),
         intercept=b0,
         b1=b1,
         b2=b2,
-        p_wp=float(coef.loc["wp", "p"]),
-        p_wp2=float(coef.loc["wp2", "p"]),
-        p_lrt=float(stats.chi2.sf(max(lrt, 0.0), df=2)) if np.isfinite(lrt) else float("nan"),
+        p_wp=p1,
+        p_wp2=p2,
+        p_lrt=lrt_p(llf, _num(info["llf_null"]), 2),
         critical_plw=critical_plw(b1, b2),
         method=f"{GLMM_LABEL}: {info['formula']}",
         engine="r",
         se_b1=se1,
         se_b2=se2,
+        cov12=_num(info["cov12"]),
+        df=_num(info["df"]),
+        p_lack_of_fit=lack_of_fit(data),
+        n_benchmarks=int(data["task"].nunique()),
+        link="logit",
     )
-    fit.ci_low, fit.ci_high = _vertex_interval(b1, b2, se1**2, se2**2, _num(info["cov12"]))
-    notes = [] if str(info["converged"]).upper() == "TRUE" else ["glmmTMB did not converge (no simpler model did)"]
-    if str(info["simplified_from"]).strip():
-        notes.append(f"simplified: the paper's random effects did not converge ({info['simplified_from']})")
-    if str(info["warnings"]).strip():
-        notes.append(f"R warnings: {str(info['warnings'])[:200]}")
-    fit.note = "; ".join(notes)
-    return fit
+    if str(info["converged"]).upper() != "TRUE":
+        fit.notes.append("glmmTMB did not converge (nor did any simpler random-effects structure)")
+    if str(info.get("simplified_from", "")).strip():
+        fit.notes.append(f"simplified: the paper's random effects did not converge ({info['simplified_from']})")
+    if str(info.get("warnings", "")).strip():
+        fit.notes.append(f"R warnings: {str(info['warnings'])[:200]}")
+    boot = folder / f"boot_{k}.csv"
+    if n_boot > 0 and boot.exists():
+        vertex = read_output(boot, ["vertex"])["vertex"].to_numpy(float)
+        plw = np.where(np.isfinite(vertex), from_wp(np.clip(vertex, 0.0, 1.0)), 1.0)
+        fit.boot_low, fit.boot_high = (float(x) for x in np.percentile(plw, [2.5, 97.5]))
+        fit.n_boot = n_boot
+    return finish(fit)
 
 
 def _num(value) -> float:
@@ -226,52 +208,44 @@ def _num(value) -> float:
         return float("nan")
 
 
-def _vertex_interval(b1: float, b2: float, v11: float, v22: float, v12: float) -> tuple[float, float]:
-    """Delta-method 95% interval of the vertex wp* = -b1 / (2 b2), clipped to [0, 1], as PLW."""
-    if not b2 < 0 or not np.isfinite(v11 + v22 + v12):
-        return float("nan"), float("nan")
-    vertex = -b1 / (2 * b2)
-    grad = np.array([-1 / (2 * b2), b1 / (2 * b2**2)])
-    se = float(np.sqrt(grad @ np.array([[v11, v12], [v12, v22]]) @ grad))
-    lo, hi = np.clip([vertex - 1.96 * se, vertex + 1.96 * se], 0.0, 1.0)
-    return float(from_wp(lo)), float(from_wp(hi))
-
-
-def fit_gam(rows: pd.DataFrame) -> gam_mod.GamResult | None:
-    """The paper's mgcv GAM on the score scale; same table and surface as the Python engine."""
-    data = gam_mod.gam_data(rows)
+def fit_gam(rows: pd.DataFrame, timeout: float = TIMEOUT, progress: Tick | None = None) -> gam_view.GamResult | None:
+    """witune's per-run mgcv fit and the paper's mgcv GAM; same table and surface as the Python engine."""
+    data = gam_view.gam_data(rows)
     if data is None:
         return None
-    wp = np.linspace(0.0, 1.0, 201)
-    rgs = gam_mod.rg_grid(data["rg"].unique())
-    grid = pd.DataFrame({"w": np.tile(from_wp(wp), len(rgs)), "r": np.repeat(rgs, len(wp))})
-    frame = pd.DataFrame(
-        {
-            "y": data["y"],
-            "w": data["plw"].astype(float),
-            "r": data["rg"].astype(float),
-            "b": data["task"].astype(str),
-            "m": data["model"].astype(str),
-        }
+    runs = gam_view.run_means(data)
+    wp = gam_view.WP_GRID
+    rgs = gam_view.rg_grid(data["rg"].unique())
+    grid = pd.DataFrame(
+        {"wp": np.tile(wp, len(rgs)), "w": np.tile(from_wp(wp), len(rgs)), "r": np.repeat(rgs, len(wp))}
     )
     with tempfile.TemporaryDirectory(prefix="witune-r-") as tmp:
         folder = Path(tmp)
-        frame.to_csv(folder / "data.csv", index=False)
+        runs.assign(r=runs["rg"], m=runs["model"].astype(str))[["y", "wp", "r", "m"]].to_csv(
+            folder / "runs.csv", index=False
+        )
+        pd.DataFrame(
+            {"y": data["y"], "w": data["plw"], "r": data["rg"], "b": data["task"].astype(str), "m": data["model"]}
+        ).to_csv(folder / "rows.csv", index=False)
         grid.to_csv(folder / "grid.csv", index=False)
-        _run(GAM_R, folder)
-        basis = pd.read_csv(folder / "basis.csv").to_numpy(float)
-        coef = pd.read_csv(folder / "coef.csv")["coef"].to_numpy(float)
-        cov = pd.read_csv(folder / "vcov.csv").to_numpy(float)
-        info = pd.read_csv(folder / "info.csv").iloc[0]
-    curves, p_flat = [], []  # one smooth curve over wp (and its flatness test) per rg
-    for i in range(len(rgs)):
-        x = basis[i * len(wp) : (i + 1) * len(wp)]
-        curves.append(x @ coef)
-        p_flat.append(gam_mod.wald_flat(x - x.mean(axis=0), coef, cov))
-    surface = np.asarray(curves)
-    table = gam_mod.summarise(rgs, wp, surface, p_flat, float(np.ptp(data["y"])))
+        run_script("gam.R", folder, timeout, progress)
+        basis = read_output(folder / "basis.csv", []).to_numpy(float)
+        coef = read_output(folder / "coef.csv", ["coef"])["coef"].to_numpy(float)
+        cov = read_output(folder / "vcov.csv", []).to_numpy(float)
+        paper = read_output(folder / "paper.csv", ["fit"])["fit"].to_numpy(float)
+        info = read_output(folder / "info.csv", ["df_resid", "edf", "formula", "paper_formula"]).iloc[0]
+    n = len(wp)
+    if basis.shape != (n * len(rgs), len(coef)) or cov.shape != (len(coef), len(coef)) or len(paper) != len(grid):
+        raise RuntimeError("Rscript output of gam.R is malformed (shapes do not match the grid)")
+    bases = [basis[i * n : (i + 1) * n] for i in range(len(rgs))]
+    surface, p_raw = gam_view.curves_and_tests(bases, coef, cov, _num(info["df_resid"]))
+    paper_surface = paper.reshape(len(rgs), n)
+    table = gam_view.summarise(rgs, wp, surface, p_raw, float(np.ptp(data["y"])), paper_surface)
     label = (
-        f"R mgcv gam({info['formula']}), Gaussian, identity link, score scale, w = raw PLW "
-        f"(te edf {float(info['edf']):.2f}, p = {float(info['p']):.2g})"
+        f"R mgcv gam({info['formula']}) on per-run means (wp scale: optimal_plw, flat test); "
+        f"paper's gam({info['paper_formula']}) on raw PLW (paper_optimal_plw); Gaussian, identity link, score scale"
     )
-    return gam_mod.GamResult(table, wp, rgs, surface, len(data), "r", label)
+    edf = _num(info["edf"])
+    if not math.isfinite(edf):
+        raise RuntimeError("Rscript output info.csv is malformed (edf)")
+    return gam_view.GamResult(table, wp, rgs, surface, len(data), "r", label, len(runs))

@@ -25,11 +25,30 @@ import numpy as np
 import pandas as pd
 
 from witune.errors import DataError, Location
-from witune.results_schema import DESIGN_COLUMNS, PER_RUN_DIAGNOSTICS, REQUIRED
+from witune.results_schema import (
+    DESIGN_COLUMNS,
+    ITEM_COLUMNS,
+    NUMERIC_COLUMNS,
+    PER_RUN_DIAGNOSTICS,
+    REQUIRED,
+    STRUCTURE_COLUMNS,
+)
+
+
+def numeric_columns() -> list[str]:
+    """Per-run number columns: the standard ones and every column an evaluator declares (`witune.eval`)."""
+    from witune.eval.builtins import DIAGNOSTICS
+
+    return sorted({*NUMERIC_COLUMNS, *(c for d in DIAGNOSTICS.values() for c in d.columns.values())})
+
 
 NUMERIC = ["prompt_weight", "response_weight", "score"]
 LOSS_COLUMNS = ["run_id", "step", "loss"]
 FEATURE_COLUMNS = ["level", "name", "feature", "value"]
+NAMES = ["run_id", "model", "dataset", "benchmark", "metric", "normalization", "seed", "parent"]
+NONEMPTY = ["run_id", "benchmark", "metric"]  # a row without one of these cannot be placed
+# Text that means "no number" in a number column (only there: in a name column "NA" is a name).
+MISSING = {"", "nan", "na", "n/a", "none", "null"}
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -64,12 +83,29 @@ def load_features(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def load_items(path: str | Path) -> pd.DataFrame:
+    """Per-item scores ``run_id, benchmark, metric, item, score`` (the noise guard pairs runs over items)."""
+    path = Path(path)
+    df = _read_csv(path)
+    source = str(path)
+    _check_columns(df, ITEM_COLUMNS, source)
+    _check_rows(df, source)
+    df = df.reset_index(drop=True)
+    for col in ["run_id", "benchmark", "metric", "item"]:
+        df[col] = _name(df, col, source, required=True)
+    df["benchmark"] = df["benchmark"].str.removeprefix("witune_")
+    _to_numeric(df, "score", source, allow_nan=False)
+    return df
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Every field as text (no pandas guessing): a dataset called "NA" or a model called "null" stays a name,
+    and each column is then converted by its own explicit rule."""
     if not path.is_file():
         raise DataError(Location(str(path), 0, "file"), "no such file" if not path.exists() else "not a file")
     try:
         # utf-8-sig: a BOM written by a spreadsheet would otherwise become part of the first column's name.
-        return pd.read_csv(path, encoding="utf-8-sig")
+        return pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False, na_filter=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(Location(str(path), 0, "file"), f"not a readable CSV file ({_first_line(exc)})") from None
 
@@ -94,27 +130,73 @@ def _check_columns(df: pd.DataFrame, needed: list[str], source: str) -> None:
         raise DataError(Location(source, 1, "line"), f"missing column(s) {missing}", field=missing[0])
 
 
-def _to_numeric(df: pd.DataFrame, col: str, source: str, allow_nan: bool) -> None:
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() & (df[col].notna() if allow_nan else True)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(Location(source, _line(i), "line"), f"not a number: {df[col].iloc[i]!r}", field=col)
-    df[col] = values.astype(float)
+def _fail(source: str, col: str, bad: np.ndarray, shown: pd.Series, message: str) -> None:
+    """One error line for the first offending row of ``col`` (its value as text), and how many more there are."""
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        more = f" ({len(rows) - 1} more row(s) like it)" if len(rows) > 1 else ""
+        value = str(shown.iloc[rows[0]])
+        raise DataError(Location(source, _line(rows[0]), "line"), f"{message}: {value!r}{more}", field=col)
 
 
-def _to_bool(value: object) -> bool | None:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    text = str(value).strip().lower()
-    return True if text in _TRUE else False if text in _FALSE else None
+def _as_text(col: pd.Series) -> pd.Series:
+    """A column as stripped text; a missing value handed over in a DataFrame (None, NaN) becomes ""."""
+    return col.where(col.notna(), "").astype(str).str.strip()
+
+
+def _name(df: pd.DataFrame, col: str, source: str, required: bool) -> pd.Series:
+    """A name column as text, kept as it is ("NA", "null", "None", "nan" are names); empty only if allowed."""
+    text = _as_text(df[col]) if df[col].dtype != object or df[col].isna().any() else df[col].astype(str)
+    if required:
+        _fail(source, col, (text.str.strip() == "").to_numpy(), text, "empty name (needed to place the row)")
+    return text
+
+
+def _to_numeric(df: pd.DataFrame, col: str, source: str, allow_nan: bool, low: float | None = None) -> None:
+    """Convert ``col`` in place: a finite number (>= ``low``), or missing where ``allow_nan`` (empty, nan, NA,
+    null, None). Text that is not a number, inf, a missing value where one is needed, or a value below ``low``
+    is one error line naming the row and the column."""
+    raw = df[col]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        values = raw.astype(float)
+        missing = values.isna().to_numpy()
+        shown = values.map(repr)
+    else:
+        shown = _as_text(raw)
+        missing = shown.str.lower().isin(MISSING).to_numpy()
+        values = pd.to_numeric(shown.where(~missing, None), errors="coerce").astype(float)
+    v = values.to_numpy()
+    _fail(source, col, ~missing & np.isnan(v), shown, "not a number")
+    _fail(source, col, ~missing & np.isinf(v), shown, "not a finite number")
+    if not allow_nan:
+        _fail(source, col, missing, shown, "a number is needed here")
+    if low is not None:
+        _fail(source, col, ~missing & (v < low), shown, f"must be >= {low:g}")
+    df[col] = values
+
+
+def _to_bool(df: pd.DataFrame, col: str, source: str, allow_missing: bool = False) -> None:
+    raw = df[col]
+    if pd.api.types.is_bool_dtype(raw):
+        return
+    text = _as_text(raw).str.lower()
+    true, false = text.isin(_TRUE), text.isin(_FALSE)
+    missing = text.isin(MISSING) if allow_missing else pd.Series(False, index=text.index)
+    _fail(source, col, (~true & ~false & ~missing).to_numpy(), _as_text(raw), "expected true/false")
+    df[col] = true.where(~missing, None) if allow_missing else true
 
 
 def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFrame:
-    """Check the schema and types; return a copy with clean dtypes. Errors name the CSV line and field."""
+    """Check the schema and convert every column by an explicit rule; return a copy. Errors name line and field.
+
+    Names stay names; scores are finite numbers; weights are finite and >= 0 (both empty: the base model);
+    standard errors, item counts and per-run measurements are finite and >= 0 or empty.
+    """
     _check_columns(df, REQUIRED, source)
     _check_rows(df, source)
     df = df.copy().reset_index(drop=True)
+    for col in [c for c in NAMES if c in df.columns]:
+        df[col] = _name(df, col, source, required=col in NONEMPTY)
     # The same (run, benchmark, metric) twice counts one measurement twice: every test would see twice the
     # data it has and report p-values that are far too small.
     key_cols = ["run_id", "benchmark", "metric"]
@@ -130,48 +212,49 @@ def validate_results(df: pd.DataFrame, source: str = "<results>") -> pd.DataFram
             field="run_id",
         )
     for col in ["prompt_weight", "response_weight"]:
-        _to_numeric(df, col, source, allow_nan=True)  # NaN weights mark the base model
+        _to_numeric(df, col, source, allow_nan=True, low=0.0)  # NaN weights mark the base model
     _to_numeric(df, "score", source, allow_nan=False)
-    if "stderr" in df.columns:
-        _to_numeric(df, "stderr", source, allow_nan=True)
-        negative = df["stderr"] < 0
-        if negative.any():
-            i = int(np.flatnonzero(negative.to_numpy())[0])
-            raise DataError(
-                Location(source, _line(i), "line"),
-                f"a standard error cannot be negative: {df['stderr'].iloc[i]!r}",
-                field="stderr",
-            )
-    flags = df["higher_is_better"].map(_to_bool)
-    if flags.isna().any():
-        i = int(np.flatnonzero(flags.isna().to_numpy())[0])
-        raise DataError(
-            Location(source, _line(i), "line"),
-            f"expected true/false, got {df['higher_is_better'].iloc[i]!r}",
-            field="higher_is_better",
-        )
-    df["higher_is_better"] = flags.astype(bool)
+    numeric = numeric_columns()
+    for col in [c for c in ["stderr", "n_items", *numeric] if c in df.columns]:
+        _to_numeric(df, col, source, allow_nan=True, low=0.0 if col in ("stderr", "n_items") else None)
+    _to_bool(df, "higher_is_better", source)
+    if "weight_by_size" in df.columns:
+        _to_bool(df, "weight_by_size", source, allow_missing=True)
     half_base = df["prompt_weight"].isna() != df["response_weight"].isna()
-    if half_base.any():
-        i = int(np.flatnonzero(half_base.to_numpy())[0])
-        raise DataError(
-            Location(source, _line(i), "line"),
-            "prompt_weight and response_weight must both be set, or both empty (base model)",
-            field="prompt_weight",
-        )
-    for col in ["run_id", "model", "dataset", "benchmark", "metric", "normalization"]:
-        df[col] = df[col].astype(str)
+    _fail(
+        source,
+        "prompt_weight",
+        half_base.to_numpy(),
+        _as_text(df["prompt_weight"].astype(object)),
+        "prompt_weight and response_weight must both be set, or both empty (base model)",
+    )
     df["normalization"] = df["normalization"].replace("nan", "")
+    if "parent" in df.columns:
+        df["parent"] = df["parent"].str.removeprefix("witune_")
+    for col in [
+        c
+        for c in df.columns
+        if c not in REQUIRED and c not in {*numeric, *STRUCTURE_COLUMNS, "stderr"} and df[c].dtype == object
+    ]:
+        _maybe_numeric(df, col)  # extra columns (features): numbers when every value is one, else text
     return df
+
+
+def _maybe_numeric(df: pd.DataFrame, col: str) -> None:
+    text = _as_text(df[col])
+    missing = text.str.lower().isin(MISSING)
+    values = pd.to_numeric(text.where(~missing, None), errors="coerce").astype(float)
+    if bool((values.notna() | missing).all()) and bool(np.isfinite(values[~missing]).all()):
+        df[col] = values
 
 
 def validate_losses(df: pd.DataFrame, source: str = "<losses>") -> pd.DataFrame:
     _check_columns(df, LOSS_COLUMNS, source)
     _check_rows(df, source)
     df = df.copy().reset_index(drop=True)
+    df["run_id"] = _name(df, "run_id", source, required=True)
     _to_numeric(df, "step", source, allow_nan=False)
     _to_numeric(df, "loss", source, allow_nan=False)
-    df["run_id"] = df["run_id"].astype(str)
     return df
 
 

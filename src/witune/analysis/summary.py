@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from witune.analysis import benchmarks, correlations, dynamics, gam, noise, plw, stages, wit
+from witune.analysis import benchmarks, correlations, dynamics, engines, gam, noise, plw, stages, wit
 from witune.analysis.aggregate import add_relative, aggregates, best_configs
 from witune.analysis.results import is_base, run_table
 
@@ -48,8 +49,8 @@ class Analysis:
             },
             {
                 "analysis": "best configuration vs (0, 1) (noise guard)",
-                "model": "raw-score difference per benchmark / SE (seed spread or evaluation stderr), "
-                "Bonferroni over configurations x benchmarks",
+                "model": "raw-score difference per benchmark / SE: >= 2 seeds: pooled seed spread, t with its df, "
+                "Bonferroni over configurations x benchmarks; 1 seed: test items (paired where given), no training claim",
             },
         ]
         for f in self.fits:
@@ -59,34 +60,45 @@ class Analysis:
         return out
 
 
+Progress = Callable[[str, int, int], None]  # (stage, done, total): the CLI draws it as a bar
+
+
 def analyze(
     df: pd.DataFrame,
     losses: pd.DataFrame | None = None,
     features: pd.DataFrame | None = None,
     n_boot: int = 0,
     seed: int = 0,
-    progress=None,
+    progress: Progress | None = None,
     engine: str = "python",
     primary: dict[str, str] | None = None,
     dpo: pd.DataFrame | None = None,
+    groups: dict[str, str] | None = None,
+    items: pd.DataFrame | None = None,
+    r_timeout: float | None = None,
 ) -> Analysis:
     """All views of the issue: aggregates, WIT gains and optima, PLW fits and GAM, correlations, dynamics.
 
     Diagnostics (``benchmarks.ROLES``) are split off first and never reach an aggregate, gain, optimum or
     model; lm-eval subtasks are folded into one row per run x benchmark on its primary metric
-    (``benchmarks.PRIMARY``, overridable with ``primary``). ``engine``: ``python``, ``r`` or ``auto``.
+    (``benchmarks.PRIMARY``, overridable with ``primary``; ``groups`` maps a task to its benchmark where the
+    results do not say). ``engine``: ``python``, ``r`` or ``auto``; ``items``: per-item scores (``run_id,
+    benchmark, metric, item, score``) for the noise guard's paired comparison. Every step is linear in the rows.
     ``dpo``: the results of the DPO stage a sweep chained after SFT (gains after both, ``stages``).
     """
-    from witune.analysis import r_engine
-
     notes: list[str] = []
-    engine = r_engine.resolve_engine(engine)
+    stage = _stages(progress)
+    stage("choosing the engine")
+    eng = engines.resolve_engine(engine, r_timeout)
+    stage("folding subtasks into benchmarks")
     scores, diag = benchmarks.split_roles(df)
     roles = benchmarks.role_table(df)
     if scores.empty:
         raise RuntimeError("the results hold no scores, only diagnostics: nothing to compare configurations on")
-    bench, subtasks = benchmarks.one_vote(scores, primary)
-    chosen = benchmarks.choose_primary(subtasks, primary)
+    bench, subtasks, fold_notes = benchmarks.fold(scores, primary, groups)
+    notes += fold_notes
+    chosen = benchmarks.choose_primary(bench.assign(group=bench["benchmark"]), primary)
+    stage("aggregates")
     rel = add_relative(bench)
     runs = run_table(rel).merge(rel.groupby("run_id")["relative"].mean().rename("relative_aggregate"), on="run_id")
     runs = dynamics.run_diagnostics(runs, losses)
@@ -97,29 +109,45 @@ def analyze(
     if gains.empty:
         notes.append("No conventional-tuning run (λp, λr) = (0, 1): relative gains and heatmaps skipped.")
     opt = wit.optima(rel)
-    fits = plw.fit_all(rel, n_boot=n_boot, seed=seed, progress=progress, engine=engine)
+    rows = plw.plw_rows(rel)
+    if rel.loc[~is_base(rel), "response_weight"].nunique() > 1 and len(rows):
+        notes.append(
+            "WIT grid: the PLW fit and the GAM use only the λr = 1 rows (the PLW design; elsewhere PLW is not λp)."
+        )
+    n_fits = len(plw.plw_datasets(rows))
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        stage(f"PLW fit [{eng.name}]", done[0], n_fits * (1 + n_boot))
+
+    stage(f"PLW fit [{eng.name}]", 0, n_fits * (1 + n_boot))
+    fits = eng.fit_plw(rows, n_boot=n_boot, seed=seed, progress=tick)
+    if eng.name == "python":  # the Python engine has no per-fit ticks for the fit itself
+        stage(f"PLW fit [{eng.name}]", n_fits * (1 + n_boot), n_fits * (1 + n_boot))
     if not fits:
         notes.append("Fewer than 3 prompt weights with response weight 1: PLW fit skipped.")
     gam_res = None
     if "rg" in rel.columns:
-        rows = plw.plw_rows(rel)
-        if engine == "r" and rows["rg"].nunique() < 3:
+        stage(f"GAM [{eng.name}]")
+        fitter = eng
+        if rows["rg"].nunique() < eng.min_rg_levels:
             notes.append(
-                "mgcv's te(w, r, k=3) needs at least 3 distinct Rg; the GAM was fitted with the "
-                "Python engine (pygam) instead."
+                f"the {eng.name} engine's GAM needs at least {eng.min_rg_levels} distinct Rg; "
+                "it was fitted with the Python engine (pygam) instead."
             )
-            gam_res = gam.fit_gam(rows)
-        else:
-            gam_res = r_engine.fit_gam(rows) if engine == "r" else gam.fit_gam(rows)
+            fitter = engines.python_engine()
+        gam_res = fitter.fit_gam(rows)
     if gam_res is None:
         notes.append("The Rg GAM needs an `rg` column and at least 2 datasets with different Rg.")
+    stage("correlations and the noise guard")
     feats = correlations.features_from_results(bench)
     if features is not None:
         feats = pd.concat([feats, features], ignore_index=True)
     corr = correlations.correlate(opt, feats)
     agg = aggregates(rel)
     # The best configuration's lead over (0, 1) on raw scores against their standard errors (noise.RULE)
-    best = noise.guard(rel, agg, best_configs(agg))
+    best = noise.guard(rel, agg, best_configs(agg), items)
     return Analysis(
         results=rel,
         runs=runs,
@@ -137,10 +165,18 @@ def analyze(
         diagnostics=diag_wide,
         roles=roles,
         primary=chosen,
-        engine=engine,
+        engine=eng.name,
         stages=stages.stage_gains(df, dpo) if dpo is not None else None,
         robustness=stages.robustness_table(df),
     )
+
+
+def _stages(progress: Progress | None) -> Callable[..., None]:
+    def stage(name: str, done: int = 0, total: int = 1) -> None:
+        if progress is not None:
+            progress(name, done, max(total, 1))
+
+    return stage
 
 
 def _clean(value):
@@ -169,7 +205,8 @@ def to_json(a: Analysis) -> dict:
         "optima": _records(a.optima),
         "optimum_counts": _records(a.optimum_counts),
         "plw_fits": [
-            {k: _clean(v) for k, v in asdict(f).items()} | {"significant": f.significant, "model": f.model}
+            {k: _clean(v) for k, v in asdict(f).items()}
+            | {"shape": f.shape, "best_plw": _clean(f.best_plw), "reading": f.reading(), "model": f.model}
             for f in a.fits
         ],
         "gam_model": f"[{a.gam.engine}] {a.gam.model}" if a.gam is not None else None,

@@ -3,7 +3,8 @@
 Each benchmark's score is a concave quadratic in wp = PLW**0.30103 whose vertex sits at the planted
 ``opt_wp`` for every benchmark (each benchmark scales the curve by its own positive factor, so a
 min-max normalisation per benchmark keeps the vertex where it was), plus a random intercept per model,
-a random slope scale per benchmark, a quadratic effect of the response weight and Gaussian noise.
+a random slope scale per benchmark, a quadratic effect of the response weight, Gaussian noise, and optionally
+noise shared by all benchmarks of one run (``run_sd``: real sweeps have it, one training run's luck).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class SyntheticSweep:
     with_base: bool = True
     random_state: int = 0
     no_effect: list[str] = field(default_factory=list)  # datasets where the PLW has no effect at all
+    run_sd: float = 0.0  # noise shared by every benchmark of one trained run (its training luck)
 
     def planted_wp(self, rg: float) -> float:
         return float(np.clip(self.opt_wp + self.opt_wp_per_rg * rg, 0.0, 1.0))
@@ -62,12 +64,14 @@ def make_sweep(design: SyntheticSweep | None = None) -> tuple[pd.DataFrame, pd.D
                     run_id = f"{model}|{dataset}|{lp}|{lr}|{seed}"
                     base = np.isnan(lp)
                     wp = 0.0 if base else lp**P
+                    run_effect = rng.normal(0, d.run_sd) if d.run_sd > 0 else 0.0
                     for bench in d.benchmarks:
                         effect = -0.5 if base else -((wp - wp_star) ** 2) - 0.3 * (lr - d.opt_response) ** 2
                         value = (
                             bench_base[bench]
                             + model_shift[model]
                             + amp * bench_scale[bench] * effect
+                            + run_effect
                             + rng.normal(0, d.noise)
                         )
                         lower = bench == "ppl"  # one lower-is-better metric, to exercise the flip
@@ -132,8 +136,16 @@ def make_beta_sweep(
                     + a[m]
                 )
                 mu = 1.0 / (1.0 + np.exp(-eta))
-                for y in rng.beta(mu * phi, (1 - mu) * phi, reps):
+                for rep, y in enumerate(rng.beta(mu * phi, (1 - mu) * phi, reps)):
                     rows.append(
-                        {"dataset": "short", "model": f"m{m}", "task": f"b{b}:acc", "plw": plw, "wp": wp, "y": float(y)}
+                        {
+                            "run_id": f"m{m}|{plw}|{rep}",  # one run is scored on every benchmark
+                            "dataset": "short",
+                            "model": f"m{m}",
+                            "task": f"b{b}:acc",
+                            "plw": plw,
+                            "wp": wp,
+                            "y": float(y),
+                        }
                     )
     return pd.DataFrame(rows)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         a = analysis_from_args(args, quiet=args.json)
-    except RuntimeError as exc:  # no R for --engine r, R failing, no scores: one line
+    except RuntimeError as exc:  # no R for --engine r, R failing or hanging, no scores: one line
         print_error(exc)
         return 2
     if args.json:
@@ -73,28 +73,11 @@ def run(args: argparse.Namespace) -> int:
         )
         con.print(escape(RULE))
         con.print(_rich_table("Where the optimum lies (model x dataset x benchmark)", a.optimum_counts))
-        fits = pd.DataFrame(
-            [
-                {
-                    "dataset": f.dataset,
-                    "engine": f.engine,
-                    "n": f.n,
-                    "wp": f.b1,
-                    "se(wp)": f.se_b1,
-                    "wp^2": f.b2,
-                    "se(wp^2)": f.se_b2,
-                    "p(wp)": f.p_wp,
-                    "p(wp^2)": f.p_wp2,
-                    "p(LRT)": f.p_lrt,
-                    "critical PLW": f.critical_plw,
-                    "CI low": f.ci_low,
-                    "CI high": f.ci_high,
-                }
-                for f in a.fits
-            ]
-        )
-        if len(fits):
-            con.print(_rich_table(f"PLW quadratic mixed model: {a.fits[0].model}", fits))
+        for f in a.fits:
+            con.print(_rich_table(f"PLW fit on {f.dataset}: {f.model}", pd.DataFrame([f.summary()])))
+            con.print(f"[bold]PLW reading ({escape(f.dataset)}):[/] {escape(f.reading())}")
+            for note in f.notes:
+                con.print(f"[yellow]fit note ({escape(f.dataset)}):[/] {escape(note)}")
         if a.gam is not None:
             con.print(_rich_table(f"Optimal PLW per Rg: [{a.gam.engine}] {a.gam.model}", a.gam.table))
         if len(a.correlations):
@@ -132,7 +115,7 @@ def _write_plots(a, folder: str) -> None:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     figs = {
-        "aggregates": figures.aggregate_figure(a.aggregates),
+        "aggregates": figures.aggregate_figure(a.aggregates, a.results),
         "wit_heatmaps": wit.heatmap_figure(a.gains) if not a.gains.empty else None,
         "plw_fit": figures.plw_fit_figure(a.results, a.fits),
         "gam": gam_figure(a.gam) if a.gam is not None else None,

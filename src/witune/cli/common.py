@@ -222,7 +222,7 @@ def print_error(message: object, label: str = "error") -> None:
 
 
 def add_model_options(p) -> None:
-    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, bootstrap."""
+    """Options shared by `witune analyze` and `witune report`: engine, primary metrics, groups, bootstrap."""
     p.add_argument(
         "--engine",
         choices=["auto", "r", "python"],
@@ -232,6 +232,13 @@ def add_model_options(p) -> None:
         "glmmTMB and mgcv is installed, else python",
     )
     p.add_argument(
+        "--r-timeout",
+        type=positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop an Rscript fit that runs longer than this (one error line)",
+    )
+    p.add_argument(
         "--primary",
         action="append",
         default=[],
@@ -239,22 +246,40 @@ def add_model_options(p) -> None:
         help="the metric a benchmark votes with (repeatable), e.g. ifeval=prompt_level_strict_acc",
     )
     p.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="TASK=BENCHMARK",
+        help="fold a task (or fnmatch pattern) into a benchmark (repeatable; wins over the lm-eval group "
+        "structure a sweep stores and over the grouping inferred from a CSV), e.g. 'mybench_*=mybench'",
+    )
+    p.add_argument(
+        "--items",
+        default=None,
+        help="CSV of per-item scores (run_id, benchmark, metric, item, score): the noise guard pairs runs over items",
+    )
+    p.add_argument(
         "--bootstrap",
         type=int_at_least(0),
-        default=200,
-        help="bootstrap replicates for the critical-PLW interval (python engine)",
+        default=0,
+        help="parametric bootstrap replicates of the critical PLW, shown beside Fieller's interval (both engines)",
     )
     p.add_argument("--seed", type=int, default=0)
 
 
-def parse_primary(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], option: str, what: str) -> dict[str, str]:
+    """`KEY=VALUE` arguments of a repeatable option as a dict; a malformed one is one error line."""
     out = {}
     for item in items:
-        bench, sep, metric = item.partition("=")
-        if not sep or not bench or not metric:
-            raise SystemExit(f"--primary {item!r}: expected BENCHMARK=METRIC")
-        out[bench.strip()] = metric.strip()
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SystemExit(f"{option} {item!r}: expected {what}")
+        out[key.strip()] = value.strip()
     return out
+
+
+def parse_primary(items: list[str]) -> dict[str, str]:
+    return parse_pairs(items, "--primary", "BENCHMARK=METRIC")
 
 
 def analysis_from_args(args: argparse.Namespace, quiet: bool = False):
@@ -267,6 +292,9 @@ def analysis_from_args(args: argparse.Namespace, quiet: bool = False):
         getattr(args, "features", None),
         engine=args.engine,
         primary=parse_primary(args.primary),
+        groups=parse_pairs(args.group, "--group", "TASK=BENCHMARK"),
+        items=args.items,
+        r_timeout=args.r_timeout,
         n_boot=args.bootstrap,
         seed=args.seed,
         progress=not quiet,

@@ -1,12 +1,13 @@
-"""`witune recommend DATA`: prompt-loss weight and (lambda_p, lambda_r) for a data set, with reasons and sources
-(PLW paper Table 4 and its regression critical value, continuous in Rg; WIT paper shares and correlations).
-With `--from SWEEP` (a sweep folder or results CSV of your own), your fitted optimum and its interval replace
-the papers' tables."""
+"""`witune recommend DATA`: one (lambda_p, lambda_r) pair for a data set and its PLW equivalent, with one reason
+and source per number (PLW paper Table 4, continuous in Rg; WIT paper shares; witune's own midpoint, labelled).
+With `--from SWEEP` (a sweep folder or results CSV of your own), your fit's shape and interval replace the papers'
+numbers, and only your sweep's reasons are given."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from witune.cli.common import escaped, int_at_least
@@ -46,17 +47,22 @@ def register(sub) -> None:
         default=None,
         help="which dataset of the sweep is DATA (its label, the file stem); needed when it has several",
     )
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for the sweep optimum's interval")
+    p.add_argument(
+        "--n-boot",
+        type=int_at_least(0),
+        default=0,
+        help="parametric bootstrap replicates of the sweep's critical PLW, shown beside Fieller's interval",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from witune.stats import recommend
-    from witune.stats.recommend import KEEP_MASKING
 
     stats = compute_from_args(args, logprob=args.logprob_samples > 0)
     sweep = None
@@ -92,25 +98,21 @@ def run(args: argparse.Namespace) -> int:
     t.add_column("setting")
     t.add_column("recommended", justify="right")
     t.add_column("interval / range to sweep", justify="right")
-    plw = f"{rec.plw:.3f}" if rec.weight_matters else "0 (keep masking)"
+    t.add_row("lambda_p (prompt weight)", f"{rec.lambda_p:g}", f"{rec.lambda_p_range[0]}-{rec.lambda_p_range[1]}")
+    t.add_row("lambda_r (response weight)", f"{rec.lambda_r:g}", f"{rec.lambda_r_range[0]}-{rec.lambda_r_range[1]}")
     interval = (
-        f"{rec.plw_interval[0]:.3g}-{rec.plw_interval[1]:.3g} (95% bootstrap)"
+        f"{rec.plw_interval[0]:.3g}-{rec.plw_interval[1]:.3g} (95%, {rec.interval_method})"
         if rec.plw_interval
-        else "0-1 (any)"
-        if not rec.weight_matters
         else "0.01-0.5"
     )
-    t.add_row("PLW (response weight 1)", plw, interval)
-    t.add_row("lambda_p (WIT)", f"{rec.lambda_p:.3g}", f"{rec.lambda_p_range[0]}-{rec.lambda_p_range[1]}")
-    t.add_row("lambda_r (WIT)", f"{rec.lambda_r:.3g}", f"{rec.lambda_r_range[0]}-{rec.lambda_r_range[1]}")
+    plw = f"{rec.plw:g}" if math.isfinite(rec.plw) else "-"
+    t.add_row("PLW = lambda_p / lambda_r (response weight 1)", plw, escape(interval))
     console.print(t)
-    if not rec.weight_matters:
-        console.print(f"[bold]PLW: {KEEP_MASKING}.[/]")
-    r = Table(title="reasons", show_lines=False)
-    r.add_column("#", justify="right")
+    r = Table(title="one reason per number, then context", show_lines=False)
+    r.add_column("about")
     r.add_column("reason")
     r.add_column("source")
-    for i, (reason, source) in enumerate(rec.reasons, start=1):
-        r.add_row(str(i), reason, source)
+    for reason in rec.reasons:
+        r.add_row(reason.about, escape(reason.text), escape(reason.source))
     console.print(r)
     return 0

@@ -32,13 +32,16 @@ def make_lm(model_path: str, device: str = "cpu", batch_size: int = 4, dtype: st
     return HFLM(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype, **kwargs)
 
 
-def results_to_rows(results: dict) -> list[MetricRow]:
+def results_to_rows(results: dict, weight_by_size: dict[str, bool] | None = None) -> list[MetricRow]:
     """Flatten `simple_evaluate` output into rows {task, metric, value, stderr, higher_is_better}.
 
     The harness keys metrics as "<metric>,<filter>"; the default filter "none" is dropped from the name.
+    lm-eval's group structure rides along where the results have it (witune.analysis.groups reads it): `parent`
+    (the task's group, from `group_subtasks`), `n_items` (items scored) and, on a group's rows, `weight_by_size`.
     """
     rows: list[MetricRow] = []
     hib = results.get("higher_is_better", {})
+    structure = _structure(results, weight_by_size or {})
     for task, metrics in results.get("results", {}).items():
         for key, value in metrics.items():
             if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
@@ -53,9 +56,48 @@ def results_to_rows(results: dict) -> list[MetricRow]:
                     "value": float(value),
                     "stderr": stderr,
                     "higher_is_better": bool(hib.get(task, {}).get(metric, True)),
+                    **structure.get(task, {}),  # type: ignore[typeddict-item]
                 }
             )
     return rows
+
+
+def _structure(results: dict, weight_by_size: dict[str, bool]) -> dict[str, dict[str, Any]]:
+    """Per task: its parent group, its item count and (groups) lm-eval's `weight_by_size`."""
+    out: dict[str, dict[str, Any]] = {}
+    for group, children in (results.get("group_subtasks") or {}).items():
+        for child in children:
+            out.setdefault(child, {})["parent"] = group
+    counts = results.get("n-samples") or {}
+    for task, metrics in (results.get("results") or {}).items():
+        n = (counts.get(task) or {}).get("effective", metrics.get("sample_len"))
+        if isinstance(n, int) and not isinstance(n, bool):
+            out.setdefault(task, {})["n_items"] = n
+        if task in weight_by_size:
+            out.setdefault(task, {})["weight_by_size"] = weight_by_size[task]
+    return out
+
+
+def group_weighting(manager: Any, groups: Sequence[str]) -> dict[str, bool]:
+    """lm-eval's `weight_by_size` of each group, read from its group config through lm-eval's own loader;
+    a group it cannot read is left out (the analysis then says how it combined the subtasks)."""
+    out: dict[str, bool] = {}
+    try:
+        from lm_eval.config.group import GroupConfig
+        from lm_eval.tasks._yaml_loader import load_yaml
+    except ImportError:  # pragma: no cover - older or newer lm-eval layouts
+        return out
+    fields = set(GroupConfig.__dataclass_fields__)
+    for name in groups:
+        try:
+            entry = manager.task_index[name]
+            raw = entry.cfg or load_yaml(entry.yaml_path, resolve_func=False)
+            cfg = GroupConfig(**{k: v for k, v in raw.items() if k in fields} | {"group": name})
+            if cfg.aggregate_metric_list:
+                out[name] = all(bool(a.weight_by_size) for a in cfg.aggregate_metric_list)
+        except Exception:  # noqa: BLE001 - any layout lm-eval does not document: unknown, not fatal
+            continue
+    return out
 
 
 def run_harness(
@@ -106,5 +148,5 @@ def run_harness(
             )
             if out is None:  # non-zero ranks in distributed runs
                 continue
-            rows.extend(results_to_rows(out))
+            rows.extend(results_to_rows(out, group_weighting(manager, list(out.get("group_subtasks") or {}))))
     return rows

@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import TypedDict
 
 
-class MetricRow(TypedDict):
+class _Structure(TypedDict, total=False):
+    """lm-eval's group structure, where the harness gave it (witune.analysis.groups): the task's parent group,
+    the items it was scored on, and for a group's rows whether lm-eval weights its subtasks by size."""
+
+    parent: str
+    n_items: int
+    weight_by_size: bool
+
+
+class MetricRow(_Structure):
     """One metric of one task. `task` keeps a built-in's argument (``witune:generation=FILE``): one row per file."""
 
     task: str

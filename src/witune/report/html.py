@@ -26,7 +26,7 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
 th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5em 0}.reading{background:#f6f8ff;
 padding:.6em 1em;border-left:4px solid #4a6fdc}.rec{background:#effaf0;border-left:4px solid #3a9b4a;
-padding:.6em 1em}.scroll{max-height:420px;overflow:auto}"""
+padding:.6em 1em}.scroll{max-height:420px;overflow:auto}.wide{max-width:100%;overflow-x:auto}"""
 
 CHECK = """<div id="render-check" data-done="0"></div><script>
 var errs=[];window.addEventListener('error',function(e){errs.push(String(e.message))});
@@ -50,7 +50,8 @@ def fig_to_img(fig, alt: str) -> str:
 
 def table(df: pd.DataFrame, digits: int = 3, scroll: bool = False) -> str:
     body = df.to_html(index=False, float_format=lambda x: f"{x:.{digits}g}", na_rep="–", border=0)
-    return f'<div class="scroll">{body}</div>' if scroll else body
+    # every table scrolls sideways inside the page instead of widening it
+    return f'<div class="scroll">{body}</div>' if scroll else f'<div class="wide">{body}</div>'
 
 
 def _section(title: str, *parts: str) -> str:
@@ -115,7 +116,7 @@ def runs_section(a: Analysis) -> str:
 
 
 def aggregates_section(a: Analysis) -> str:
-    fig = figures.aggregate_figure(a.aggregates)
+    fig = figures.aggregate_figure(a.aggregates, a.results)
     return _section(
         "Aggregates",
         _reading(readings.aggregate_reading(a)),
@@ -137,12 +138,14 @@ def wit_section(a: Analysis) -> str:
 
 
 def plw_section(a: Analysis) -> str:
-    fits = pd.DataFrame([{**f.__dict__, "significant": f.significant} for f in a.fits])
     fig = figures.plw_fit_figure(a.results, a.fits)
     return _section(
-        f"PLW view: quadratic mixed model in wp {a.fits[0].model if a.fits else ''}",
+        "PLW view: quadratic mixed model in wp",
         _reading(readings.plw_reading(a)),
-        table(fits) if len(fits) else "",
+        *[
+            f"<h3>{html.escape(f.dataset)}: {html.escape(f.model)}</h3>" + table(pd.DataFrame([f.summary()]))
+            for f in a.fits
+        ],
         fig_to_img(fig, "PLW fits") if fig is not None else "",
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from witune.analysis.noise import NO_ESTIMATE, RULE
+from witune.analysis.noise import IS_IT, NO_ESTIMATE, RULE
 from witune.analysis.summary import Analysis
 from witune.analysis.wit import REGIONS
 
@@ -22,13 +22,19 @@ def aggregate_reading(a: Analysis) -> str:
             f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task); "
             f"against {row.get('reference') or 'the others'} on raw scores: {row.get('evidence', 'not checked')}"
         )
+    base = (
+        " The base model (no tuning) is placed on the tuned runs' scale, so it can fall below 0 (or above 1): "
+        "its relative aggregate says how far outside the tuned runs' range it lies, not a rank among them."
+        if a.aggregates["prompt_weight"].isna().any()
+        else ""
+    )
     return (
         (
             "Each benchmark's primary score is min-max normalised within each dataset × benchmark, so every "
             "benchmark counts once whatever its number of subtasks (diagnostics such as prompt NLL are left out); "
             + "; ".join(parts)
             + ". Min-max scaling stretches any difference, noise included, to the full "
-            "[0, 1] range, so the best relative aggregate alone is no evidence. " + RULE
+            "[0, 1] range, so the best relative aggregate alone is no evidence. " + RULE + base
         )
         if parts
         else "No fine-tuned runs to compare."
@@ -55,20 +61,14 @@ def wit_reading(a: Analysis) -> str:
 def plw_reading(a: Analysis) -> str:
     if not a.fits:
         return "The sweep has too few prompt loss weights (with response weight 1) for the quadratic fit."
-    out = [f"Fitted with {a.fits[0].model}."]
+    out = []
     for f in a.fits:
-        interval = "95% bootstrap interval" if f.engine == "python" else "95% delta-method interval"
-        if f.significant:
-            ci = f" ({interval} {f.ci_low:.3g} to {f.ci_high:.3g})" if np.isfinite(f.ci_low) else ""
-            out.append(
-                f"On {f.dataset} the scores follow a significant downward parabola in wp "
-                f"(p = {f.p_lrt:.2g}); they peak at PLW ≈ {f.critical_plw:.3g}{ci}."
-            )
-        else:
-            out.append(
-                f"On {f.dataset} there is no significant quadratic relationship with PLW "
-                f"(p = {f.p_lrt:.2g}): the prompt loss weight does not matter here; keep masking (PLW 0)."
-            )
+        text = f"On {f.dataset} ({f.model}): {f.reading()}"
+        if f.interval and np.isfinite(f.ci_low):
+            text += f" (interval: {f.interval})"
+        if f.notes:
+            text += " Notes: " + "; ".join(f.notes) + "."
+        out.append(text + ("" if text.endswith(".") else "."))
     return " ".join(out)
 
 
@@ -80,20 +80,26 @@ def gam_reading(a: Analysis) -> str:
     for _, row in t.iloc[[0, -1]].drop_duplicates("rg").iterrows():
         if row["flat"]:
             parts.append(
-                f"at Rg = {row['rg']:g} the PLW makes no detectable difference (p = {row['p_flat']:.2g}): "
-                "keep masking (PLW 0)"
+                f"at Rg = {row['rg']:g} the PLW makes no detectable difference (Holm p = {row['p_flat']:.2g}): "
+                "no optimum is read there"
             )
         else:
+            paper = (
+                f"; the paper's raw-PLW model puts it at {row['paper_optimal_plw']:.3g}"
+                if "paper_optimal_plw" in row and np.isfinite(row["paper_optimal_plw"])
+                else ""
+            )
             parts.append(
-                f"at Rg = {row['rg']:g} the fitted optimum is PLW ≈ {row['optimal_plw']:.3g} "
-                f"(p = {row['p_flat']:.2g} that the PLW does not matter)"
+                f"at Rg = {row['rg']:g} the wp-scale fit's optimum is PLW ≈ {row['optimal_plw']:.3g} "
+                f"(Holm p = {row['p_flat']:.2g} that the PLW does not matter){paper}"
             )
     flat = int(t["flat"].sum())
     said = "; ".join(parts)
     said = said[:1].upper() + said[1:]
     return (
-        f"Fitted with [{a.gam.engine}] {a.gam.model}. {said}. {flat} of {len(t)} Rg rows "
-        "are flat: a Wald test cannot tell the PLWs apart there (p ≥ 0.05), so their optimum means nothing."
+        f"Fitted with [{a.gam.engine}] {a.gam.model} ({a.gam.n_runs} runs). {said}. {flat} of {len(t)} Rg rows "
+        "are flat: a Wald test cannot tell the PLWs apart there (p ≥ 0.05 after Holm's correction over the rows), "
+        "so they have no optimum."
     )
 
 
@@ -130,7 +136,8 @@ def dynamics_reading(a: Analysis) -> str:
 
 def recommendation(a: Analysis) -> list[str]:
     """One sentence per model x dataset. Another configuration than conventional tuning (0, 1) is recommended
-    only when the noise guard (``witune.analysis.noise``) found it better beyond noise; otherwise keep (0, 1)."""
+    only when the noise guard (``witune.analysis.noise``) found it better beyond noise; otherwise keep (0, 1).
+    The PLW fit of the λr = 1 rows is quoted by its shape (its own test, pooled over PLWs and benchmarks)."""
     fits = {f.dataset: f for f in a.fits}
     out = []
     for _, row in a.best.iterrows():
@@ -140,7 +147,7 @@ def recommendation(a: Analysis) -> list[str]:
         reference = row.get("reference", "")
         if bool(row.get("distinguishable", False)):
             text = head + f"train with {cell} ({evidence}"
-        elif evidence == "is conventional tuning (0, 1)":
+        elif evidence == IS_IT:
             text = head + "keep conventional tuning (0, 1) (best relative aggregate in this sweep"
         elif reference == "(0, 1)":
             text = (
@@ -153,9 +160,7 @@ def recommendation(a: Analysis) -> list[str]:
                 f"no recommendation (best measured {cell}: {evidence}; the sweep has no (0, 1) run"
             )
         fit = fits.get(row["dataset"])
-        if fit is not None and fit.significant:
-            text += f"; the PLW fit puts the optimum at PLW ≈ {fit.critical_plw:.3g} with λr = 1"
-        elif fit is not None:
-            text += "; with λr = 1 the PLW showed no significant effect"
+        if fit is not None:
+            text += f"; separately, the PLW fit with λr = 1 says: {fit.reading()}"
         out.append(text + ").")
     return out

@@ -20,23 +20,31 @@ Sources (texts in shared/seeds/):
   negatively with prompt length, n-gram diversity and parse depth. The text gives the *signs* only (the
   coefficients are in an image, Figure "correlation table"), over 3 fine-tuning datasets.
 
-How the evidence becomes one continuous answer (``plw_curve``):
-- Each column is a piecewise-linear curve through its anchors: Table 4's rows, where a starred row contributes
-  PLW 0 ("keep masking: the weight does not matter here", the default nobody needs to change), plus, for the "all"
-  column only, the regression's 0.242 at the Rg where it was measured (0.082). Outside the anchors the curve is
-  flat. There is no branch at Rg = 1, so the answer moves by at most ``MAX_SLOPE`` per unit of Rg everywhere
-  (tested on a fine grid): no jumps.
-- ``matters`` (how strongly the paper found an effect) is interpolated the same way (1 unstarred, 0 starred).
-- The WIT pair: lambda_r from the WIT shares per benchmark type; lambda_p = PLW * lambda_r where the PLW matters
-  (the gradient direction depends only on lambda_p / lambda_r, so the PLW paper's ratio carries over), blended
-  continuously towards WIT's central lambda_p (0.31) where the PLW paper found no effect but WIT still found gains.
+How the evidence becomes one recommendation (``recommend``): one (lambda_p, lambda_r) pair, its PLW equivalent
+lambda_p / lambda_r (for trainers with a response weight of 1; only the ratio sets the gradient's direction), and
+exactly one reason per number, every printed formula evaluating to its printed value (tested on a grid of Rg x
+columns):
+- PLW from ``plw_curve``: each column is a piecewise-linear curve through Table 4's rows, where a starred row
+  contributes PLW 0 (the paper found any PLW as good there); flat outside the table. Below Rg 0.5 the curve stays
+  at the 0.5 row: for "all" that is the 0.155 the paper states for Rg <= 1 (its regression's 0.242 on one data set
+  is quoted as context, not used). There is no branch at Rg = 1: the answer moves by at most ``MAX_SLOPE`` per
+  unit of Rg everywhere (tested on a fine grid).
+- ``matters`` m (how strongly the paper found an effect) is interpolated the same way (1 unstarred, 0 starred).
+- lambda_r from the WIT shares per benchmark type.
+- lambda_p = PLW x lambda_r + 0.31 x (1 - m): the PLW paper's ratio where it found an effect, moving continuously
+  towards 0.31 where it found none. 0.31 is **witune's** midpoint of WIT's per-model mean optimal lambda_p
+  (0.20-0.42), not a number in the WIT paper; the WIT paper found low-to-moderate lambda_p best in 61 of 75
+  settings, long-completion data included.
 - The WIT data features do not move the numbers: the paper gives no sizes (see above). They are reported with
   their direction only.
+- With ``--from SWEEP`` (``from_sweep``) only the sweep's evidence sets the numbers and only the sweep's reasons
+  are given (the papers' curve appears once, as "not used").
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 from witune.errors import ConfigError
@@ -61,21 +69,26 @@ TABLE4: list[tuple[float, dict[str, tuple[float, bool]]]] = [
     (8.0, {"all": (1.000, True), "mc": (1.000, True), "gen": (0.654, False)}),
 ]
 COLUMNS = ("all", "mc", "gen")
-CRITICAL_PLW_SHORT = 0.242  # PLW paper Sec. 5.2, regression on AlpacaDataShort (Rg 0.082)
+CRITICAL_PLW_SHORT = 0.242  # PLW paper Sec. 5.2, regression on AlpacaDataShort (Rg 0.082): context only
 RG_SHORT_DATA = 0.082  # AlpacaDataShort, where the regression's 0.242 was measured (Sec. 5.1/5.2)
+PLW_SHORT = 0.155  # PLW paper Sec. 6: "PLW = 0.155 for small completion-prompt length ratios (Rg <= 1)"
 WIT_LAMBDA_P = (0.0, 0.6)  # "low-to-moderate (0-0.6)": best in 61 of 75 combinations
 WIT_LAMBDA_R = (0.4, 1.0)  # "moderate-to-high (0.4-1)": best in 55 of 75 combinations
-# Centre of the per-model mean optimal lambda_p (0.20 Llama-3-3B ... 0.42 Gemma-2-2B).
+# witune's midpoint of the per-model mean optimal lambda_p the WIT paper reports (0.20 Llama-3-3B ... 0.42
+# Gemma-2-2B): our choice, not a number the WIT paper gives.
 WIT_LAMBDA_P_CENTRE = 0.31
 # lambda_r per Table 4 column: the centre of the range WIT found best for that kind of benchmark.
 WIT_LAMBDA_R_BY_COLUMN = {"all": 0.7, "mc": 0.7, "gen": 0.8}
-# Largest |d PLW / d Rg| of the curves (gen column, 7.5 -> 8.0: 0.654 over 0.5): the continuity bound tested.
+# Largest |d PLW / d Rg| of the curves (gen column, 7.5 -> 8.0: 0.654 over 0.5): the continuity bound tested
+# (the PLW equivalent lambda_p / lambda_r moves by at most MAX_SLOPE + 0.31 / 0.7 per unit of m's slope 2).
 MAX_SLOPE = 1.31
-SRC_T4 = "PLW paper (Does Prompt Loss Matter?), Table 4 (App. B)"
+SRC_T4 = "PLW paper (Does Prompt Loss Matter?), Table 4 (App. B) and Sec. 6"
 SRC_REG = "PLW paper (Does Prompt Loss Matter?), Sec. 5.2 regression"
 SRC_WIT = "WIT paper (On the Effect of Instruction Tuning Loss on Generalization), Key Observations / Key Trends"
+SRC_OURS = "witune (its own choice, from the WIT paper's range)"
 SRC_SWEEP = "your sweep"
-KEEP_MASKING = "keep masking (PLW 0): the weight does not matter here"
+KEEP_MASKING = "keep masking (PLW 0)"
+NUMBERS = ("lambda_p", "lambda_r", "plw")  # every recommended number; each has exactly one reason
 
 
 @dataclass(frozen=True)
@@ -100,8 +113,7 @@ def table4(rg: float, column: str = "all") -> TableLookup:
     >>> table4(3.27).flagged
     True
     """
-    if column not in COLUMNS:
-        raise ConfigError(f"unknown Table 4 column {column!r}; choose one of {COLUMNS}")
+    _check_column(column)
     rgs = [r for r, _ in TABLE4]
     x = min(max(rg, rgs[0]), rgs[-1])
     hi = next(i for i, r in enumerate(rgs) if r >= x)
@@ -114,27 +126,28 @@ def table4(rg: float, column: str = "all") -> TableLookup:
     return TableLookup(rg, column, plw, s0 or s1, (r0, r1), x != rg)
 
 
+def _check_column(column: str) -> None:
+    if column not in COLUMNS:
+        raise ConfigError(f"unknown Table 4 column {column!r}; choose one of {COLUMNS}")
+
+
 def _anchors(column: str) -> list[tuple[float, float, float]]:
-    """(Rg, PLW, matters) points of one column's curve: a starred row is (Rg, 0, 0), i.e. keep masking."""
-    pts = [(rg, 0.0 if star else plw, 0.0 if star else 1.0) for rg, cols in TABLE4 for plw, star in [cols[column]]]
-    if column == "all":  # the regression was fitted on all benchmarks, at the Rg of the data it was fitted on
-        pts.insert(0, (RG_SHORT_DATA, CRITICAL_PLW_SHORT, 1.0))
-    return pts
+    """(Rg, PLW, matters) points of one column's curve: a starred row is (Rg, 0, 0)."""
+    return [(rg, 0.0 if star else plw, 0.0 if star else 1.0) for rg, cols in TABLE4 for plw, star in [cols[column]]]
 
 
 def plw_curve(rg: float, column: str = "all") -> tuple[float, float]:
-    """(PLW, matters) at ``rg``: piecewise-linear through the column's anchors, flat outside them.
+    """(PLW, matters) at ``rg``: piecewise-linear through the column's Table 4 rows, flat outside them.
 
     ``matters`` is 1 where the paper found an effect, 0 where its Table 4 row is starred, in between on the
-    segments joining the two; the PLW of a starred row is 0 (masking, since any PLW does as well there).
+    segments joining the two; the PLW of a starred row is 0 (any PLW does as well there).
 
     >>> plw_curve(0.082), plw_curve(0.5), plw_curve(1.0)
-    ((0.242, 1.0), (0.155, 1.0), (0.155, 1.0))
+    ((0.155, 1.0), (0.155, 1.0), (0.155, 1.0))
     >>> plw_curve(3.27)
     (0.0, 0.0)
     """
-    if column not in COLUMNS:
-        raise ConfigError(f"unknown Table 4 column {column!r}; choose one of {COLUMNS}")
+    _check_column(column)
     if not rg > 0:
         raise ConfigError(f"Rg must be a positive number, got {rg}")
     pts = _anchors(column)
@@ -149,19 +162,33 @@ def plw_curve(rg: float, column: str = "all") -> tuple[float, float]:
 
 @dataclass
 class SweepOptimum:
-    """The user's own evidence for one dataset of a sweep (witune.analysis on the sweep's results)."""
+    """The user's own evidence for one dataset of a sweep (``witune.analysis.optimum.sweep_optimum``)."""
 
     dataset: str
-    critical_plw: float  # NaN: no interior maximum
+    shape: str  # witune.analysis.plw.SHAPES
+    reading: str  # the fit's one-sentence reading
+    best_plw: float  # the PLW the fit points to (NaN: it says nothing)
     ci_low: float
     ci_high: float
-    p_value: float  # likelihood-ratio test of any PLW effect
-    significant: bool
+    interval: str  # how the interval was computed
+    p_value: float  # likelihood-ratio test of any PLW effect (NaN: could not be tested)
     n_scores: int
     method: str  # the model that fitted it
-    best_lambda_p: float | None = None  # best (lambda_p, lambda_r) by relative aggregate, when lambda_r was swept
+    notes: list[str] = field(default_factory=list)
+    best_lambda_p: float | None = None  # the WIT-grid cell the noise guard supports, when lambda_r was swept
     best_lambda_r: float | None = None
     best_evidence: str = ""  # the noise guard's verdict on that cell (witune.analysis.noise)
+
+    @property
+    def significant(self) -> bool:
+        return self.shape in ("interior optimum", "increasing", "decreasing", "U-shaped")
+
+
+@dataclass
+class Reason:
+    about: str  # one of NUMBERS, or "context" (said, but sets no number)
+    text: str
+    source: str
 
 
 @dataclass
@@ -169,65 +196,89 @@ class Recommendation:
     rg: float
     kind: str  # short-completion / long-completion
     column: str
-    plw: float
+    plw: float  # the recommendation as a PLW (response weight 1): lambda_p / lambda_r
     lambda_p: float
     lambda_r: float
     lambda_p_range: tuple[float, float]
     lambda_r_range: tuple[float, float]
-    weight_matters: bool  # False: the evidence finds the prompt weight makes no difference here: keep masking
+    weight_matters: bool  # the evidence found a PLW effect at this Rg
     matters: float = 1.0  # 0-1: how much of the curve at this Rg comes from rows with an effect
-    plw_interval: tuple[float, float] | None = None  # only from a sweep (bootstrap interval)
+    plw_interval: tuple[float, float] | None = None  # only from a sweep
+    interval_method: str = ""
     source: str = "papers"  # "papers" or "your sweep"
     table: dict[str, TableLookup] = field(default_factory=dict)
-    reasons: list[tuple[str, str]] = field(default_factory=list)  # (reason, source)
+    reasons: list[Reason] = field(default_factory=list)
+    curve_plw: float = float("nan")  # the papers' PLW curve at this Rg (the input of lambda_p)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
         return asdict(self)
 
+    def reason(self, about: str) -> Reason:
+        """The one reason for a recommended number."""
+        return next(r for r in self.reasons if r.about == about)
+
 
 def _feature_reasons(
     prompt_tokens: float | None, ngram_diversity: float | None, prompt_logprob: float | None
-) -> list[tuple[str, str]]:
+) -> list[Reason]:
     """The WIT features, reported with their direction; they do not move the numbers (no sizes in the paper)."""
     out = []
     if prompt_tokens is not None:
         out.append(
-            (
-                f"average prompt length {prompt_tokens:.1f} tokens: WIT finds longer prompts go with a lower "
-                "optimal lambda_p (negative correlation)",
-                SRC_WIT,
-            )
+            f"average prompt length {prompt_tokens:.1f} tokens: WIT finds longer prompts go with a lower "
+            "optimal lambda_p (negative correlation)"
         )
     if ngram_diversity is not None:
         out.append(
-            (
-                f"prompt n-gram diversity {ngram_diversity:.3f}: WIT finds more diverse training prompts go with "
-                "a lower optimal lambda_p (negative correlation)",
-                SRC_WIT,
-            )
+            f"prompt n-gram diversity {ngram_diversity:.3f}: WIT finds more diverse training prompts go with "
+            "a lower optimal lambda_p (negative correlation)"
         )
     if prompt_logprob is not None:
         out.append(
-            (
-                f"model's average prompt log-prob {prompt_logprob:.2f} nats/token: WIT finds a model that finds "
-                "the prompts less likely goes with a lower optimal lambda_p (positive correlation)",
-                SRC_WIT,
-            )
+            f"model's average prompt log-prob {prompt_logprob:.2f} nats/token: WIT finds a model that finds "
+            "the prompts less likely goes with a lower optimal lambda_p (positive correlation)"
         )
     if out:
         out.append(
-            (
-                "these features do NOT change the numbers above: the WIT paper reports only the sign of each "
-                "correlation in its text (the coefficients are in an image), measured over 3 fine-tuning "
-                "datasets (LIMA, Alpaca-Cleaned, Tulu-v2), and gives no reference values in any tokenizer, so no "
-                "size of adjustment can be derived from it; sweep lambda_p if they point away from the "
-                "recommendation",
-                SRC_WIT,
-            )
+            "these features do NOT change the numbers above: the WIT paper reports only the sign of each "
+            "correlation in its text (the coefficients are in an image), measured over 3 fine-tuning "
+            "datasets (LIMA, Alpaca-Cleaned, Tulu-v2), and gives no reference values in any tokenizer, so no "
+            "size of adjustment can be derived from it; sweep lambda_p if they point away from the "
+            "recommendation"
         )
-    return out
+    return [Reason("context", text, SRC_WIT) for text in out]
+
+
+def _n(x: float) -> str:
+    """A number as printed in a formula: its exact (already rounded) decimal value."""
+    return f"{x:g}"
+
+
+def _lambda_r_reason(lambda_r: float, column: str) -> Reason:
+    tail = (
+        "; conversation benchmarks prefer >= 0.6 (18 of 30), so the centre of 0.6-1"
+        if column == "gen"
+        else "; the centre of 0.4-1 (no separate figure for multiple-choice benchmarks)"
+        if column == "mc"
+        else "; the centre of 0.4-1"
+    )
+    text = f"lambda_r {_n(lambda_r)}: lambda_r = 1 was optimal in only 18 of 75 WIT combinations, 0.4-1 in 55 of 75"
+    return Reason("lambda_r", text + tail, SRC_WIT)
+
+
+def _plw_reason(rec: Recommendation) -> Reason:
+    return Reason(
+        "plw",
+        f"PLW {_n(rec.plw)} = lambda_p {_n(rec.lambda_p)} / lambda_r {_n(rec.lambda_r)}: the same prompt-to-response "
+        "ratio for a trainer whose response weight is 1 (only the ratio sets the gradient's direction)",
+        "witune (follows from the two weights)",
+    )
+
+
+def _ratio(lambda_p: float, lambda_r: float) -> float:
+    return round(lambda_p / lambda_r, 3) if lambda_r > 0 else float("nan")
 
 
 def recommend(
@@ -238,135 +289,147 @@ def recommend(
     prompt_logprob: float | None = None,
     sweep: SweepOptimum | None = None,
 ) -> Recommendation:
-    """A PLW and a (lambda_p, lambda_r) pair for data with generation ratio ``rg`` (ratio of means).
+    """A (lambda_p, lambda_r) pair and its PLW for data with generation ratio ``rg`` (ratio of means).
 
-    With ``sweep`` (the user's own fit on this data), the sweep's optimum and interval replace the papers' numbers.
+    With ``sweep`` (the user's own fit on this data) the sweep's evidence replaces the papers' (``from_sweep``).
     """
     looks = {c: table4(rg, c) for c in COLUMNS}
-    plw, m = plw_curve(rg, column)
+    curve, m = plw_curve(rg, column)
+    curve, m = round(curve, 3), round(m, 3)
     lambda_r = WIT_LAMBDA_R_BY_COLUMN[column]
-    # Where the PLW matters, the PLW paper's ratio lambda_p / lambda_r; where it does not, WIT's centre.
-    lambda_p = round(plw * lambda_r + (1.0 - m) * WIT_LAMBDA_P_CENTRE, 6)
-    matters = m > 0.5
-    reasons: list[tuple[str, str]] = []
-    paper = ", ".join(f"{c} {v.plw:.3f}{'*' if v.flagged else ''}" for c, v in looks.items())
-    where = (
-        f"Rg {rg:.3g} is outside Table 4 (0.5-8.0)"
-        if looks[column].clamped
-        else f"Rg {rg:.3g} lies between Table 4 rows {looks[column].rows[0]:g} and {looks[column].rows[1]:g}"
-    )
-    reasons.append(
-        (
-            f"{where}; the table interpolated: {paper} (* = less than 5% of the score range between the "
-            f"best and worst PLW); column used: {column!r}",
-            SRC_T4,
-        )
-    )
-    if column == "all":
-        reasons.append(
-            (
-                f"the regression on AlpacaDataShort (Rg {RG_SHORT_DATA}) puts the critical PLW at "
-                f"{CRITICAL_PLW_SHORT}; the curve passes through it there and joins Table 4 at Rg 0.5 "
-                "(0.155) linearly, so there is no jump at Rg 1",
-                SRC_REG,
-            )
-        )
-    if matters:
-        reasons.append(
-            (f"PLW {plw:.3f}: the '{column}' curve at Rg {rg:.3g} (weight of rows with an effect: {m:.2f})", SRC_T4)
-        )
-    else:
-        reasons.append(
-            (
-                f"{KEEP_MASKING}: the paper's rows around Rg {rg:.3g} ('{column}') are starred, and its "
-                "regression found no PLW effect on AlpacaData (Rg 3.27, p = 0.237) or AlpacaDataCleaned "
-                "(Rg 7.83, p = 0.086); any PLW in [0, 1] does as well",
-                SRC_T4,
-            )
-        )
-    reasons.append(
-        (
-            f"lambda_r {lambda_r:g}: lambda_r = 1 was optimal in only 18 of 75 WIT combinations, 0.4-1 in 55 "
-            "of 75"
-            + (
-                "; conversation benchmarks prefer >= 0.6 (18 of 30), so the centre of 0.6-1"
-                if column == "gen"
-                else "; the centre of 0.4-1 (no separate figure for multiple-choice benchmarks)"
-                if column == "mc"
-                else "; the centre of 0.4-1"
-            ),
-            SRC_WIT,
-        )
-    )
-    reasons.append(
-        (
-            f"lambda_p {lambda_p:.3g} = PLW {plw:.3f} x lambda_r {lambda_r:g} x (effect weight {m:.2f}) + "
-            f"{WIT_LAMBDA_P_CENTRE} x (1 - {m:.2f}): where the PLW matters the ratio lambda_p / lambda_r is "
-            "the PLW (only the ratio sets the gradient direction); where it does not, WIT's central value "
-            "(mean optimal lambda_p 0.20-0.42 over models, 0.17 BBH - 0.48 IFEval over benchmarks)",
-            SRC_WIT,
-        )
-    )
-    reasons.extend(_feature_reasons(prompt_tokens, ngram_diversity, prompt_logprob))
+    lambda_p = round(curve * lambda_r + WIT_LAMBDA_P_CENTRE * (1.0 - m), 4)
     rec = Recommendation(
         rg,
         "short-completion" if rg < 1 else "long-completion",
         column,
-        plw,
+        _ratio(lambda_p, lambda_r),
         lambda_p,
         lambda_r,
         WIT_LAMBDA_P,
         WIT_LAMBDA_R,
-        matters,
+        m > 0.5,
         m,
-        None,
-        "papers",
-        looks,
-        reasons,
+        table=looks,
+        curve_plw=curve,
     )
-    return apply_sweep(rec, sweep) if sweep is not None else rec
-
-
-def apply_sweep(rec: Recommendation, s: SweepOptimum) -> Recommendation:
-    """Your own fitted optimum beats any table: replace the PLW (and the WIT pair when the sweep varied lambda_r)."""
-    import math
-
-    rec.source = SRC_SWEEP
-    label = f"your sweep, dataset {s.dataset!r}, {s.method} fit on {s.n_scores} scores"
-    if s.significant and math.isfinite(s.critical_plw):
-        rec.plw, rec.weight_matters, rec.matters = s.critical_plw, True, 1.0
-        if math.isfinite(s.ci_low) and math.isfinite(s.ci_high):
-            rec.plw_interval = (s.ci_low, s.ci_high)
-        ci = f" (95% bootstrap interval {s.ci_low:.3g}-{s.ci_high:.3g})" if rec.plw_interval else " (no interval)"
-        rec.reasons.insert(
-            0,
-            (
-                f"PLW {s.critical_plw:.3g}{ci}: the critical PLW of the quadratic fit, PLW effect "
-                f"p = {s.p_value:.3g}; this replaces the papers' tables",
-                label,
-            ),
+    paper = ", ".join(f"{c} {v.plw:.3f}{'*' if v.flagged else ''}" for c, v in looks.items())
+    where = (
+        f"Rg {rg:.3g} is outside Table 4 (0.5-8.0): the nearest row is used"
+        if looks[column].clamped
+        else f"Rg {rg:.3g} lies between Table 4 rows {looks[column].rows[0]:g} and {looks[column].rows[1]:g}"
+    )
+    effect = (
+        "the paper found a PLW effect here"
+        if m == 1
+        else "the paper found no PLW effect here (starred: any PLW does as well)"
+        if m == 0
+        else f"{m:.2f} of the curve here comes from rows with an effect, the rest from starred rows"
+    )
+    if m == 1:
+        formula = f"lambda_p {_n(lambda_p)} = PLW curve {_n(curve)} x lambda_r {_n(lambda_r)}"
+        why = "the PLW paper's prompt-to-response ratio, carried to WIT's lambda_r"
+    elif m == 0:
+        formula = f"lambda_p {_n(lambda_p)}"
+        why = (
+            "with no PLW effect to follow, witune's midpoint of the WIT paper's per-model mean optimal lambda_p "
+            "(0.20 Llama-3-3B to 0.42 Gemma-2-2B; 0.31 is witune's number, the WIT paper found low-to-moderate "
+            "lambda_p best in 61 of 75 settings)"
         )
     else:
-        rec.plw, rec.weight_matters, rec.matters, rec.plw_interval = 0.0, False, 0.0, None
-        rec.reasons.insert(
-            0,
-            (
-                f"{KEEP_MASKING}: your sweep finds no significant PLW effect (p = {s.p_value:.3g})"
-                + ("" if math.isfinite(s.critical_plw) else ", and no interior maximum"),
-                label,
-            ),
+        formula = f"lambda_p {_n(lambda_p)} = PLW curve {_n(curve)} x lambda_r {_n(lambda_r)} + 0.31 x (1 - {_n(m)})"
+        why = "the PLW paper's ratio where it found an effect, blended towards witune's midpoint 0.31 where not"
+    rec.reasons.append(
+        Reason(
+            "lambda_p",
+            f"{formula}: {why}; the '{column}' PLW curve at Rg {rg:.3g} is {_n(curve)} ({effect}; {where}; "
+            f"Table 4 interpolated: {paper}, * = less than 5% of the score range between the best and worst PLW)",
+            SRC_T4 if m > 0 else SRC_OURS,
         )
-    if s.best_lambda_p is not None and s.best_lambda_r is not None:
+    )
+    rec.reasons.append(_lambda_r_reason(lambda_r, column))
+    rec.reasons.append(_plw_reason(rec))
+    if column == "all" and rg <= 1:
+        rec.reasons.append(
+            Reason(
+                "context",
+                f"the paper's regression on AlpacaDataShort (Rg {RG_SHORT_DATA}) puts the critical PLW at "
+                f"{CRITICAL_PLW_SHORT}, which the paper calls close to the {PLW_SHORT} it states for Rg <= 1; "
+                f"witune follows the stated {PLW_SHORT}",
+                SRC_REG,
+            )
+        )
+    rec.reasons.extend(_feature_reasons(prompt_tokens, ngram_diversity, prompt_logprob))
+    return from_sweep(rec, sweep) if sweep is not None else rec
+
+
+def from_sweep(papers: Recommendation, s: SweepOptimum) -> Recommendation:
+    """Your own sweep's evidence instead of the papers: its numbers, and only its reasons.
+
+    A PLW sweep (response weight 1 only) sets PLW = lambda_p from the fit's shape, lambda_r = 1; a WIT grid sets
+    (lambda_p, lambda_r) to the cell the noise guard supports (conventional tuning unless one beat it beyond noise),
+    with the PLW fit of its lambda_r = 1 rows as context. A fit that could not be tested sets nothing: the papers'
+    recommendation stands, said first.
+    """
+    label = f"your sweep, dataset {s.dataset!r}, {s.method} fit on {s.n_scores} scores"
+    grid = s.best_lambda_p is not None and s.best_lambda_r is not None
+    if not grid and not math.isfinite(s.best_plw) and s.shape != "flat":
+        papers.reasons.insert(
+            0, Reason("context", f"your sweep: {s.reading}; the papers' recommendation below stands", label)
+        )
+        return papers
+    rec = Recommendation(
+        papers.rg,
+        papers.kind,
+        papers.column,
+        0.0,
+        0.0,
+        1.0,
+        papers.lambda_p_range,
+        papers.lambda_r_range,
+        s.significant,
+        1.0 if s.significant else 0.0,
+        source=SRC_SWEEP,
+        table=papers.table,
+        curve_plw=papers.curve_plw,
+    )
+    if grid:
+        assert s.best_lambda_p is not None and s.best_lambda_r is not None
         rec.lambda_p, rec.lambda_r = s.best_lambda_p, s.best_lambda_r
-        rec.reasons.insert(
-            1,
-            (
-                f"(lambda_p, lambda_r) = ({s.best_lambda_p:g}, {s.best_lambda_r:g}): "
-                + (s.best_evidence or "the best configuration of your sweep by relative aggregate")
-                + " (no interval: one best cell)",
-                label,
-            ),
+        rec.plw = _ratio(rec.lambda_p, rec.lambda_r)
+        cell = f"(lambda_p, lambda_r) = ({_n(rec.lambda_p)}, {_n(rec.lambda_r)})"
+        rec.reasons.append(Reason("lambda_p", f"lambda_p {_n(rec.lambda_p)}: {cell}, {s.best_evidence}", label))
+        rec.reasons.append(Reason("lambda_r", f"lambda_r {_n(rec.lambda_r)}: the same cell of your sweep", label))
+        rec.reasons.append(_plw_reason(rec))
+        rec.reasons.append(Reason("context", f"within lambda_r = 1, the PLW fit: {s.reading}", label))
+        rec.weight_matters = bool(rec.lambda_p > 0)
+    else:
+        plw = 0.0 if s.shape == "flat" else s.best_plw
+        rec.plw, rec.lambda_p = plw, plw
+        if s.shape == "interior optimum" and math.isfinite(s.ci_low):
+            rec.plw_interval, rec.interval_method = (s.ci_low, s.ci_high), s.interval
+        text = (
+            f"PLW {_n(plw)}: {KEEP_MASKING}, {s.reading}"
+            if s.shape == "flat"
+            else f"PLW {_n(round(plw, 4))}: {s.reading}; this replaces the papers' curve"
         )
-    elif rec.weight_matters:
-        rec.lambda_p = rec.plw * rec.lambda_r
+        rec.reasons.append(Reason("plw", text, label))
+        rec.reasons.append(
+            Reason("lambda_p", f"lambda_p {_n(rec.lambda_p)} = PLW {_n(plw)} x lambda_r 1", "follows from the PLW")
+        )
+        rec.reasons.append(
+            Reason(
+                "lambda_r",
+                "lambda_r 1: your sweep varied the prompt weight at response weight 1 only (WIT's lambda_r "
+                "0.4-1 is untested by it)",
+                label,
+            )
+        )
+    rec.reasons += [Reason("context", f"fit note: {note}", label) for note in s.notes]
+    rec.reasons.append(
+        Reason(
+            "context",
+            f"not used: the papers' '{papers.column}' curve would give PLW {_n(papers.curve_plw)} at Rg {papers.rg:.3g}",
+            SRC_T4,
+        )
+    )
     return rec

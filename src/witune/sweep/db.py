@@ -6,6 +6,7 @@ Tables::
     results(run_id, stage, task, metric, value, stderr, higher_is_better, role, run_column,
             PRIMARY KEY(run_id, stage, task, metric))        -- `witune.results_schema.ResultRow`s
     losses(run_id, step, loss, PRIMARY KEY(run_id, step))
+    task_structure(run_id, task, parent, n_items, weight_by_size, PRIMARY KEY(run_id, task))  (lm-eval's groups)
 
 Every write is one transaction and result/loss rows are `INSERT OR REPLACE`d on their keys, so a point that is
 re-run (after a kill) replaces its rows instead of adding a second copy. Status: pending -> running -> done |
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (run_id, stage, task, metric));
 CREATE TABLE IF NOT EXISTS losses (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, PRIMARY KEY (run_id, step));
+CREATE TABLE IF NOT EXISTS task_structure (
+    run_id TEXT NOT NULL, task TEXT NOT NULL, parent TEXT, n_items INTEGER, weight_by_size INTEGER,
+    PRIMARY KEY (run_id, task));
 """
 
 
@@ -173,6 +177,8 @@ def write_eval_rows(db: str | Path, run_id: str, rows: Rows) -> None:
 
 
 def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: Rows) -> None:
+    tagged = tag_rows(rows)
+    _write_structure(conn, run_id, tagged)
     conn.executemany(
         "INSERT OR REPLACE INTO results (run_id, stage, task, metric, value, stderr, higher_is_better, role, "
         "run_column) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -188,9 +194,34 @@ def _write_metrics(conn: sqlite3.Connection, run_id: str, rows: Rows) -> None:
                 r.role,
                 r.column,
             )
-            for r in tag_rows(rows)
+            for r in tagged
         ],
     )
+
+
+def _write_structure(conn: sqlite3.Connection, run_id: str, rows: list[ResultRow]) -> None:
+    """lm-eval's group structure of the evaluated tasks (rows that carry it), one row per task."""
+    seen = {
+        r.task: (r.parent, r.n_items, None if r.weight_by_size is None else int(r.weight_by_size))
+        for r in rows
+        if r.parent is not None or r.n_items is not None or r.weight_by_size is not None
+    }
+    conn.executemany(
+        "INSERT OR REPLACE INTO task_structure (run_id, task, parent, n_items, weight_by_size) VALUES (?,?,?,?,?)",
+        [(run_id, task, *values) for task, values in seen.items()],
+    )
+
+
+def _structure(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, Any]]:
+    """(run_id, task) -> {parent, n_items, weight_by_size}; empty for a database written before the table."""
+    try:
+        rows = conn.execute("SELECT run_id, task, parent, n_items, weight_by_size FROM task_structure").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return {
+        (r[0], r[1]): {"parent": r[2], "n_items": r[3], "weight_by_size": None if r[4] is None else bool(r[4])}
+        for r in rows
+    }
 
 
 def _num(x: Any) -> float | None:
@@ -223,9 +254,11 @@ def result_rows(path: str | Path, run_id: str | None = None) -> list[tuple[str, 
             for m in conn.execute(f"SELECT * FROM metrics {where}", args):
                 row = legacy_row(dict(m))
                 out[(m["run_id"], row.stage, row.task, row.metric)] = (m["run_id"], row)
+        structure = _structure(conn)
         for m in conn.execute(f"SELECT * FROM results {where}", args):
             fields = {k: m[k] for k in ("task", "metric", "value", "stderr", "stage", "role")}
-            row = ResultRow(**fields, higher_is_better=bool(m["higher_is_better"]), column=m["run_column"])
+            info = structure.get((m["run_id"], m["task"]), {})
+            row = ResultRow(**fields, higher_is_better=bool(m["higher_is_better"]), column=m["run_column"], **info)
             out[(m["run_id"], row.stage, row.task, row.metric)] = (m["run_id"], row)
     return [out[k] for k in sorted(out)]
 

@@ -51,37 +51,48 @@ def analyze_results(
     features: str | Path | None = None,
     engine: str = "auto",
     primary: Mapping[str, str] | None = None,
-    n_boot: int = 200,
+    groups: Mapping[str, str] | None = None,
+    items: str | Path | None = None,
+    r_timeout: float | None = None,
+    n_boot: int = 0,
     seed: int = 0,
     progress: bool = True,
 ) -> Analysis:
-    """Every analysis of a sweep folder or results CSV (`witune analyze`, `witune report`); `losses` and
-    `features` are optional CSVs (a sweep folder brings its own losses). Shows the bootstrap's progress."""
+    """Every analysis of a sweep folder or results CSV (`witune analyze`, `witune report`); `losses`,
+    `features` and `items` (per-item scores, for the noise guard's pairing) are optional CSVs (a sweep folder
+    brings its own losses). One progress bar on stderr names each stage (every stage is linear in the rows)."""
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from witune.analysis.results import load_features, load_losses, load_results
+    from witune.analysis.results import load_features, load_items, load_losses, load_results
     from witune.analysis.summary import analyze
 
-    if Path(path).is_dir():
-        results, loss_table = read_sweep_folder(path)
-    else:
-        results, loss_table = load_results(path), None
-    if losses:
-        loss_table = load_losses(losses)
-    extra = load_features(features) if features else None
-    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task(
-            "fitting (bootstrap of the critical PLW)", total=max(1, n_boot * results["dataset"].nunique())
-        )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"reading {path}", total=1)
+        if Path(path).is_dir():
+            results, loss_table = read_sweep_folder(path)
+        else:
+            results, loss_table = load_results(path), None
+        if losses:
+            loss_table = load_losses(losses)
+        extra = load_features(features) if features else None
+        item_table = load_items(items) if items else None
+
+        def advance(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{stage} ({len(results):,} rows)", completed=done, total=total)
+
         return analyze(
             results,
             loss_table,
             extra,
             n_boot=n_boot,
             seed=seed,
-            progress=lambda: bar.advance(task),
+            progress=advance,
             engine=engine,
             primary=dict(primary or {}),
+            groups=dict(groups or {}),
+            items=item_table,
+            r_timeout=r_timeout,
             dpo=read_dpo_stage(path),
         )
