@@ -22,6 +22,9 @@ import yaml
 
 from witune.data.errors import ConfigError
 from witune.data.weights import check_weight_range, weight_pair
+from witune.train.precision import BF16_WEIGHTS_NEEDS_LORA, PRECISIONS
+from witune.train.trackers import TRACKERS
+from witune.train.trackers import unknown as unknown_trackers
 from witune.yaml_io import key_lines, load_yaml_file, load_yaml_text
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -58,7 +61,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -164,9 +166,14 @@ class TrainConfig:
 
     # --- runtime
     precision: str = "fp32"
-    """fp32 or bf16 (mixed precision via accelerate)."""
+    """fp32; bf16 (accelerate's bf16 autocast over fp32 master weights); or bf16_weights (LoRA only: the frozen
+    base weights stored in bf16, fp32 adapters, bf16 autocast). The loss is summed in fp32 in every case."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
+    fsdp: bool = False
+    """Shard weights, gradients and optimizer state over the processes with torch's FSDP2 (fully_shard per
+    decoder layer); works on CPU (gloo) and GPUs; checkpoints are sharded. Launch with torchrun or a DDP
+    accelerate config (docs/multi_gpu.md)."""
     seed: int = 42
     """Seed for data order, initialisation of LoRA adapters and dropout."""
     deterministic: bool = False
@@ -180,7 +187,8 @@ class TrainConfig:
     log_every: int = 1
     """Log metrics every N optimizer steps."""
     report_to: str = "none"
-    """Trackers, comma-separated: none, tensorboard, wandb (accelerate `log_with`)."""
+    """Trackers, comma-separated: none, tensorboard (output_dir/tensorboard), wandb (output_dir/wandb; set
+    WANDB_MODE=offline to stay off the network). Main process only; metrics.jsonl is always written."""
     progress: bool = True
     """Show a progress bar."""
     preset: str | None = None
@@ -197,6 +205,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}"),
             (self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"must be one of {SCHEDULERS}"),
             (self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}"),
+            (self.precision != "bf16_weights" or self.lora_r > 0, "precision", BF16_WEIGHTS_NEEDS_LORA),
             (self.format in ("auto", *_formats()), "format", f"must be auto or one of {_formats()}"),
             (self.template in _templates(), "template", f"must be one of {_templates()}"),
             (self.truncation in ("left", "right", "drop"), "truncation", "must be one of ('left', 'right', 'drop')"),
@@ -221,6 +230,8 @@ class TrainConfig:
             (self.save_every >= 0, "save_every", "must be >= 0 (0: no checkpoints)"),
             (self.save_total_limit >= 0, "save_total_limit", "must be >= 0 (0: keep all)"),
             (self.log_every >= 1, "log_every", "must be >= 1"),
+            (not unknown_trackers(self.report_to), "report_to", f"names trackers from {TRACKERS} or none"),
+            (not (self.fsdp and self.chunked_loss), "fsdp", "cannot be combined with chunked_loss: true"),
             (bool(self.output_dir.strip()), "output_dir", "must not be empty"),
             (self.preset is None or self.preset in PRESETS, "preset", f"must be one of {sorted(PRESETS)}"),
         ]
