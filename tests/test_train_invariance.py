@@ -150,8 +150,9 @@ def test_bf16_accumulation_invariance(setup_dir, tmp_path):
     split = _run(setup_dir, tmp_path, "nonzero", 2, 4, precision="bf16")
     _assert_same_step(setup_dir, split, full, BF16_LOSS_RTOL, BF16_PARAM_TOL)
     fp32 = _run(setup_dir, tmp_path, "nonzero", 8, 1)
-    with pytest.raises(AssertionError):
-        _assert_same_step(setup_dir, full, fp32, loss_rtol=1.0, param_tol=100 * PARAM_TOL)
+    init = load_file(str(setup_dir / "model" / "model.safetensors"))
+    worst = max(float((full[1][k] - fp32[1][k]).abs().max() / (fp32[1][k] - init[k]).abs().max()) for k in init)
+    assert worst > 10 * PARAM_TOL, worst  # we saw 0.8% of the update
 
 
 def test_bf16_weights_lora_invariance(setup_dir, tmp_path):

@@ -332,10 +332,12 @@ def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Pat
 
 
 def _release(acc: Any) -> None:
-    """Let a later `train` call in the same process build a fresh Accelerator (tests, sweeps, the demo)."""
-    if acc.num_processes == 1:
-        from accelerate.state import AcceleratorState, GradientState
+    """Let a later `train` call in the same process build a fresh Accelerator (tests, sweeps, the demo), with
+    other settings (precision, DeepSpeed stage) too. With several processes the process group (PartialState)
+    stays: a later Accelerator finds it initialised and reuses it."""
+    from accelerate.state import AcceleratorState, GradientState
 
-        acc.free_memory()
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
+    acc.wait_for_everyone()
+    acc.free_memory()
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
