@@ -20,7 +20,9 @@ def test_gpu_check_skips_every_gpu_part_on_cpu(tmp_path):
 
         pytest.skip("a GPU is present: run bench/gpu_check.py itself")
     bench_md = tmp_path / "BENCHMARKS.md"
-    bench_md.write_text("# Benchmarks\n\nbefore\n\n<!-- gpu_check:begin -->\nold table\n<!-- gpu_check:end -->\n\nafter\n")
+    bench_md.write_text(
+        "# Benchmarks\n\nbefore\n\n<!-- gpu_check:begin -->\nold table\n<!-- gpu_check:end -->\n\nafter\n"
+    )
     out = tmp_path / "gpu_check.json"
     cmd = [sys.executable, str(SCRIPT), "--no-install", "--out", str(out), "--benchmarks", str(bench_md)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
