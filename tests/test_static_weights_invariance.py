@@ -1,23 +1,24 @@
-"""One optimizer step with per-message, per-sample and span weights all on is the same for batch 8 x accumulation
-1, batch 2 x accumulation 4, packed rows, and 2 processes (gloo): the static weights live in the rows, and the
-step normaliser counts them over the whole step (tolerances of tests/test_train_invariance.py)."""
+"""One optimizer step with per-message, per-sample and span weights all on (and DFT's dynamic weight on top) is
+the same for batch 8 x accumulation 1, batch 2 x accumulation 4, packed rows, and 2 processes (gloo): the static
+weights live in the rows, the dynamic one is a per-token factor, and the step normaliser counts them over the
+whole step (tolerances of tests/test_train_invariance.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from test_train_invariance import _DDP_SCRIPT, WORDS, _assert_same_step, _overrides
+from test_loss_dynamic import DFT_LR
+from test_train_invariance import WORDS, _assert_same_step, _overrides
 
 from witune.models.tiny import make_tiny_model
 from witune.train import load_config, train
 
 STATIC = {"span_weights": {"think": 0.4}, "role_weights": {"system": 0.0}, "template": "chat", "prompt_weight": 0.3}
+# DFT on top of every static weight (its learning rate: see test_loss_dynamic.DFT_LR)
+DYNAMIC = {"none": {}, "dft": {"dynamic_weight": "dft", "learning_rate": DFT_LR}}
 
 
 def _text(n: int, shift: int) -> str:
@@ -62,31 +63,26 @@ def test_the_weights_are_really_on(weighted_dir):
     assert len(distinct) >= 8  # roles x message x span x sample weights give many different token weights
 
 
-@pytest.mark.parametrize("norm", ["nonzero", "weight_sum"])
-def test_static_weights_take_the_same_step_split_and_packed(weighted_dir, tmp_path, norm):
-    full = _step(weighted_dir, tmp_path / "full", norm, per_device_batch_size=8, grad_accum=1)
-    split = _step(weighted_dir, tmp_path / "split", norm, per_device_batch_size=2, grad_accum=4)
+@pytest.mark.parametrize("norm,dynamic", [("nonzero", "none"), ("weight_sum", "none"), ("nonzero", "dft")])
+def test_static_weights_take_the_same_step_split_and_packed(weighted_dir, tmp_path, norm, dynamic):
+    kw = DYNAMIC[dynamic]
+    full = _step(weighted_dir, tmp_path / "full", norm, per_device_batch_size=8, grad_accum=1, **kw)
+    split = _step(weighted_dir, tmp_path / "split", norm, per_device_batch_size=2, grad_accum=4, **kw)
     _assert_same_step(weighted_dir, split, full)
-    packed = _step(weighted_dir, tmp_path / "packed", norm, per_device_batch_size=2, grad_accum=1, pack=True)
+    packed = _step(weighted_dir, tmp_path / "packed", norm, per_device_batch_size=2, grad_accum=1, pack=True, **kw)
     _assert_same_step(weighted_dir, packed, full)
 
 
 @pytest.mark.slow
 def test_static_weights_two_process_invariance(weighted_dir, tmp_path):
-    spec = {"nonzero": {**_overrides(weighted_dir, tmp_path / "ddp", "nonzero", **STATIC), "per_device_batch_size": 2,
-                        "grad_accum": 2}}  # fmt: skip
-    script = tmp_path / "ddp.py"
-    script.write_text(_DDP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.run(
-        [*cmd, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    """2 processes x batch 2 x accumulation 2 == 1 process x batch 8, static weights and DFT all on."""
+    from launch_train import TORCHRUN, launch
+
+    kw = {**STATIC, **DYNAMIC["dft"], "per_device_batch_size": 2, "grad_accum": 2}
+    results = launch(
+        TORCHRUN, [{"tag": "ddp", "overrides": _overrides(weighted_dir, tmp_path / "ddp", "nonzero", **kw)}]
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    loss, model_dir = float(line.split()[2]), Path(line.split()[3])
+    loss, model_dir = results["ddp"]
     ddp = (loss, load_file(str(model_dir / "model.safetensors")))
-    _assert_same_step(weighted_dir, ddp, _step(weighted_dir, tmp_path / "one", "nonzero", per_device_batch_size=8))
+    one = _step(weighted_dir, tmp_path / "one", "nonzero", per_device_batch_size=8, **DYNAMIC["dft"])
+    _assert_same_step(weighted_dir, ddp, one)

@@ -37,8 +37,8 @@ def setup_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _cmd(root: Path, out: Path, *extra: str) -> list[str]:
-    sets = dict(
+def _cmd(root: Path, out: Path, *extra: str, **settings: object) -> list[str]:
+    sets: dict[str, object] = dict(
         model=root / "model",
         data=root / "data.jsonl",
         output_dir=out,
@@ -54,6 +54,7 @@ def _cmd(root: Path, out: Path, *extra: str) -> list[str]:
         progress=False,
         seed=7,
     )
+    sets.update(settings)
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     return [sys.executable, "-m", "witune.cli.train", *args, *extra]
 
@@ -73,9 +74,24 @@ def test_latest_checkpoint_ignores_incomplete(tmp_path):
     assert latest_checkpoint(tmp_path / "none") is None
 
 
-def test_sigkill_then_resume_is_bit_identical(setup_dir, tmp_path):
+# bf16: autocast over fp32 master weights; bf16_weights: a LoRA run whose base weights are stored in bf16.
+PRECISIONS = {
+    "fp32": {},
+    "bf16": {"precision": "bf16"},
+    "bf16_weights": {"precision": "bf16_weights", "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-2},
+}
+
+
+@pytest.mark.parametrize(
+    "precision",
+    ["fp32", pytest.param("bf16", marks=pytest.mark.slow), pytest.param("bf16_weights", marks=pytest.mark.slow)],
+)
+def test_sigkill_then_resume_is_bit_identical(setup_dir, tmp_path, precision):
+    settings = PRECISIONS[precision]
     killed_out, ref_out = tmp_path / "killed", tmp_path / "reference"
-    proc = subprocess.Popen(_cmd(setup_dir, killed_out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(setup_dir, killed_out, **settings), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     while not (killed_out / "checkpoints" / "step-3").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
@@ -88,16 +104,20 @@ def test_sigkill_then_resume_is_bit_identical(setup_dir, tmp_path):
     killed_at = latest_checkpoint(killed_out / "checkpoints")
     assert killed_at is not None and int(killed_at.name.split("-")[1]) < STEPS
 
-    resumed = subprocess.run(_cmd(setup_dir, killed_out, "--resume"), env=_env(), capture_output=True, text=True)
+    resumed = subprocess.run(
+        _cmd(setup_dir, killed_out, "--resume", **settings), env=_env(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
-    ref = subprocess.run(_cmd(setup_dir, ref_out), env=_env(), capture_output=True, text=True)
+    ref = subprocess.run(_cmd(setup_dir, ref_out, **settings), env=_env(), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     a = load_file(str(killed_out / "model" / "model.safetensors"))
     b = load_file(str(ref_out / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if precision == "bf16_weights":  # the merged model of a LoRA run on bf16 base weights is bf16
+        assert {t.dtype for t in a.values()} == {torch.bfloat16}
     # The resumed log reads like the uninterrupted one: each step once, same losses.
     ma, mb = read_metrics(killed_out / "metrics.jsonl"), read_metrics(ref_out / "metrics.jsonl")
     assert [m["step"] for m in ma] == list(range(1, STEPS + 1))

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,17 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return dirs[-1][1] if dirs else None
 
 
-def save_checkpoint(accelerator: Any, root: str | Path, step: int, state: dict[str, Any], keep: int = 0) -> Path:
-    """Write checkpoint `step` atomically (every process must call this) and keep the newest `keep` (0: all)."""
+def save_checkpoint(
+    accelerator: Any,
+    root: str | Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int = 0,
+    save_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write checkpoint `step` atomically (every process must call this) and keep the newest `keep` (0: all).
+    `save_extra(folder)`, called on every process after accelerate's state, adds what accelerate does not hold
+    (the model and optimizer shards of an FSDP2 run, `witune.train.distributed`)."""
     root = Path(root)
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
     if accelerator.is_main_process:
@@ -54,6 +64,8 @@ def save_checkpoint(accelerator: Any, root: str | Path, step: int, state: dict[s
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if save_extra is not None:
+        save_extra(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json_synced(tmp / STATE_FILE, state)

@@ -19,6 +19,9 @@ from witune.errors import ConfigError
 from witune.flat_config import ConfigKeyError, FlatConfig, at_least, one_of, optional, parse_overrides
 from witune.loss.normalization import Normalization, normalization_problem
 from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields, check_weights
+from witune.train.precision import BF16_WEIGHTS_NEEDS_LORA, PRECISIONS
+from witune.train.trackers import TRACKERS
+from witune.train.trackers import unknown as unknown_trackers
 
 __all__ = ["PRESETS", "TrainConfig", "config_dict", "field_docs", "load_config", "parse_overrides", "to_yaml"]
 
@@ -157,6 +160,16 @@ class _TrainOptimizer(OptimizerFields):
 class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
     """Everything a training run needs. Sections: model, data, loss, optimisation, LoRA, runtime."""
 
+    precision: str = "fp32"
+    """fp32; bf16 (accelerate's bf16 autocast over fp32 master weights); or bf16_weights (LoRA only: the frozen
+    base weights stored in bf16, fp32 adapters, bf16 autocast). The loss is summed in fp32 in every case."""
+    fsdp: bool = False
+    """Shard weights, gradients and optimizer state over the processes with torch's FSDP2 (fully_shard per
+    decoder layer); works on CPU (gloo) and GPUs; checkpoints are sharded. Launch with torchrun or a DDP
+    accelerate config (docs/multi_gpu.md)."""
+    report_to: str = "none"
+    """Trackers, comma-separated: none, tensorboard (output_dir/tensorboard), wandb (output_dir/wandb; set
+    WANDB_MODE=offline to stay off the network). Main process only; metrics.jsonl is always written."""
     deterministic: bool = False
     """Use torch deterministic algorithms (bit-for-bit reproducible runs and resumes; may be slower)."""
     preset: str | None = None
@@ -171,6 +184,7 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
         "max_length": at_least(2),
         "normalization": normalization_problem,
         "preset": optional(one_of(sorted(PRESETS))),
+        "precision": one_of(PRECISIONS),
     }
 
     def problems(self) -> Iterator[tuple[str, str]]:
@@ -178,6 +192,13 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
             yield "data", "is required (a data file, folder or dataset name)"
         from witune.data.formats import FORMATS
         from witune.data.render import TEMPLATES
+
+        if self.precision == "bf16_weights" and self.lora_r <= 0:
+            yield "precision", BF16_WEIGHTS_NEEDS_LORA
+        if unknown_trackers(self.report_to):
+            yield "report_to", f"names trackers from {TRACKERS} or none"
+        if self.fsdp and self.chunked_loss:
+            yield "fsdp", "cannot be combined with chunked_loss: true"
         from witune.loss.chunked import BACKENDS
 
         if self.format not in ("auto", *FORMATS):

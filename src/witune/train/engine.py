@@ -13,6 +13,9 @@ One optimizer step s, on each of the W processes:
 
 accelerate's `backward` divides by its gradient_accumulation_steps (DeepSpeed does the same internally); we
 multiply by A beforehand so that the division cancels and the formula above holds on every backend.
+
+How the model is spread over the processes (DDP, DeepSpeed, FSDP2) is `witune.train.distributed`'s business;
+numeric precision is `witune.train.precision`'s; trackers are `witune.train.trackers`'s.
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ from witune.loss import (
     weighted_nll,
 )
 from witune.loss.chunked import weighted_nll_from_hidden
-from witune.train import runfolder, setup
+from witune.train import distributed, runfolder, setup, trackers
 from witune.train.batches import Schedule
 from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, to_yaml
 from witune.train.metrics import SUM_KEYS, MetricsLog, logged_sums, postfix, progress_bar, step_metrics
+from witune.train.precision import autocast_dtype
 
 
 @dataclass
@@ -75,16 +79,11 @@ class _Batcher:
 def _accelerator(cfg: TrainConfig, grad_accum: int) -> Any:
     from accelerate import Accelerator
 
-    trackers = [t.strip() for t in cfg.report_to.split(",") if t.strip() and t.strip() != "none"]
-    # accelerate only picks its multi-process CPU (gloo) backend when told `cpu=True`; without a GPU, several
-    # processes (torchrun, `accelerate launch --multi_gpu` on a CPU machine) would otherwise each run alone.
-    cpu = _world_size() > 1 and not torch.cuda.is_available()
     return Accelerator(
         gradient_accumulation_steps=grad_accum,
-        log_with=trackers or None,
-        cpu=cpu,
-        mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+        mixed_precision=autocast_dtype(cfg.precision),
         project_dir=cfg.output_dir,
+        **distributed.accelerator_kwargs(cfg),
     )
 
 
@@ -98,11 +97,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     cfg.validate()
     out = Path(cfg.output_dir)
     runfolder.check_run_folder(out, resume, overwrite)  # before anything is loaded or written
+    tracker_names = trackers.parse(cfg.report_to)
+    trackers.check_installed(tracker_names)
     start_time = time.perf_counter()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
-    world = _world_size()
+    world = distributed.world_size()
     grad_accum = cfg.grad_accum
     if cfg.global_batch_size > 0:
         per_step = cfg.per_device_batch_size * world
@@ -119,13 +120,17 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     tokenizer = setup.load_tokenizer(cfg)
     units = setup.load_units(cfg, tokenizer, quiet=not acc.is_main_process)
     model = setup.load_model(cfg)
+    if cfg.fsdp:
+        model = distributed.shard(model, acc, cfg.precision)  # before the optimizer: it holds the shards
     optimizer = setup.build_optimizer(cfg, model)
     schedule = Schedule(len(units), cfg.per_device_batch_size, grad_accum, acc.num_processes, cfg.seed, cfg.drop_last)
     if schedule.steps_per_epoch == 0:
         raise ConfigError(f"{len(units)} rows < one global batch of {schedule.global_batch} with drop_last")
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * schedule.steps_per_epoch
     scheduler = setup.build_scheduler(cfg, optimizer, total)
-    model, optimizer = acc.prepare(model, optimizer)
+    if not cfg.fsdp:
+        distributed.configure_deepspeed(acc, cfg, grad_accum)
+        model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
 
     start, resumed_from = 0, None
@@ -147,6 +152,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
                 total,
             )
             start = int(load_checkpoint(acc, resumed_from)["step"])
+            if cfg.fsdp:
+                distributed.load_sharded(model, optimizer, resumed_from)
             lr = runfolder.sync_learning_rate(scheduler)
             acc.print(f"resuming from {resumed_from} (step {start}/{total})")
             if state.get("total_steps") not in (None, total):
@@ -164,10 +171,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
     acc.wait_for_everyone()
-    if cfg.report_to != "none":
-        acc.init_trackers(
-            "witune", config={k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
-        )
+    scalars = {k: v for k, v in config_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
+    tracked = trackers.Trackers(tracker_names, out, scalars, acc.is_main_process, resume_step=start)
 
     norm = cfg.normalization  # parsed when the config was read: a name or a number
     batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
@@ -206,9 +211,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
             elapsed=time.perf_counter() - start_time,
         )
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            log.write(last)
-            if cfg.report_to != "none":
-                acc.log({f"train/{k}": v for k, v in vars(last).items() if k != "step"}, step=step + 1)
+            log.write(last)  # first: the run's own record never depends on a tracker
+            tracked.log({f"train/{k}": v for k, v in vars(last).items() if k != "step"}, step=step + 1)
         bar.set_postfix(postfix(last), refresh=False)
         bar.update(1)
         if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0:
@@ -227,11 +231,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
                     "global_batch": schedule.global_batch,
                 },
                 keep=cfg.save_total_limit,
+                save_extra=(lambda folder: distributed.save_sharded(model, optimizer, folder)) if cfg.fsdp else None,
             )
     bar.close()
     model_dir = _save_final(acc, model, tokenizer, cfg, out)
-    if cfg.report_to != "none":
-        acc.end_training()
+    tracked.close()
     result = TrainResult(
         out,
         model_dir,
@@ -276,7 +280,8 @@ def _optimizer_step(
             if acc.sync_gradients:
                 if max_grad_norm > 0:
                     norm_value = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
-                    grad_norm = float(norm_value) if norm_value is not None else grad_norm  # DeepSpeed clips itself
+                    if norm_value is not None:  # DeepSpeed clips itself (and may not report the norm)
+                        grad_norm = distributed.as_float(norm_value)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         logged += logged_sums(sums)
@@ -345,7 +350,7 @@ def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Pat
 
     model_dir = out / "model"
     acc.wait_for_everyone()
-    state = acc.get_state_dict(model)  # gathers sharded (FSDP / ZeRO-3) weights; every process must call it
+    state = distributed.full_state_dict(acc, model, cfg.fsdp)  # gathers shards; every process must call it
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model)
         note = None
@@ -365,17 +370,13 @@ def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Pat
     return model_dir
 
 
-def _world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def _release(acc: Any) -> None:
-    """Let a later `train` call in the same process build a fresh Accelerator (tests, sweeps, the demo)."""
-    if acc.num_processes == 1:
-        from accelerate.state import AcceleratorState, GradientState
+    """Let a later `train` call in the same process build a fresh Accelerator (tests, sweeps, the demo), with
+    other settings (precision, DeepSpeed stage) too. With several processes the process group (PartialState)
+    stays: a later Accelerator finds it initialised and reuses it."""
+    from accelerate.state import AcceleratorState, GradientState
 
-        acc.free_memory()
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
+    acc.wait_for_everyone()
+    acc.free_memory()
+    AcceleratorState._reset_state()
+    GradientState._reset_state()

@@ -29,10 +29,12 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def load_model(cfg: TrainConfig) -> Any:
-    """fp32 weights (bf16 runs use accelerate's autocast on fp32 master weights), optional LoRA adapter."""
+    """Weights in the dtype of `cfg.precision` (`witune.train.precision`: fp32 unless bf16_weights), optional
+    LoRA adapter (peft keeps the adapter's weights in fp32)."""
     from witune.models import load_model as load
+    from witune.train.precision import weight_dtype
 
-    model = load(cfg.model, dtype=torch.float32)
+    model = load(cfg.model, dtype=weight_dtype(cfg.precision))
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
