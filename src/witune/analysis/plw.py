@@ -241,7 +241,7 @@ def fieller_interval(b1: float, b2: float, v11: float, v12: float, v22: float, q
 
     >>> lo, hi = fieller_interval(5.59, -4.284, 0.04, 0.0, 0.04, 1.96)
     >>> round(float(to_wp(lo)), 2), round(float(to_wp(hi)), 2)
-    (0.62, 0.69)
+    (0.58, 0.73)
     """
     if not all(math.isfinite(x) for x in (b1, b2, v11, v12, v22, q)):
         return float("nan"), float("nan")
