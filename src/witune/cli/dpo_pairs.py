@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from witune.cli.common import int_at_least
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -17,10 +19,13 @@ def register(sub) -> None:
         required=True,
         help="the model whose answers are rejected: a `witune train` run folder, a model folder, or 'smollm2'",
     )
-    p.add_argument("-o", "--output", required=True, help="JSONL file to write (prompt, chosen, rejected)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N records")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="length cap of the model's answers")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "-o", "--output", required=True, help="JSONL file to write (prompt, chosen, rejected); not the input"
+    )
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N records")
+    p.add_argument("--max-new-tokens", type=int_at_least(1), default=128, help="length cap of the model's answers")
+    p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument(
         "--template", default="auto", help="prompt template, as in `witune train` (auto, alpaca, chat, plain)"
     )
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         template=args.template,
         format=args.format,
+        force=args.force,
     )
     Console(stderr=True).print(
         f"[green]wrote[/] {r.written} pairs to {r.path} ({r.same} skipped: the model already "

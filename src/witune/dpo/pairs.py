@@ -10,9 +10,11 @@ prompt is what the SFT model saw.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from witune.atomic import atomic_open, check_output
+from witune.errors import ConfigError
 
 
 @dataclass
@@ -33,8 +35,17 @@ def make_pairs(
     template: str = "auto",
     format: str = "auto",
     progress: bool = True,
+    force: bool = False,
 ) -> PairsResult:
-    """Write `out` (JSONL: prompt, chosen, rejected) from the records of `data` and generations of `model`."""
+    """Write `out` (JSONL: prompt, chosen, rejected) from the records of `data` and generations of `model`.
+
+    `out` is checked before anything is loaded or generated: never the input (same path, a link to it, the
+    same inode), and an existing file (or link) only with `force`."""
+    # `dpo-pairs D -o D` once replaced the user's 22 records with the 2 pairs generated from them.
+    out = check_output(out, [data], force)
+    for name, value in (("limit", limit), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
     import torch
 
     from witune.data import load_examples
@@ -48,11 +59,8 @@ def make_pairs(
     gens = generate_greedy(
         lm, tok, [p for p, _ in prompts], max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     written = same = empty = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(out, "w") as f:  # a reader never sees half a file; a failure keeps the old one
         for (prompt, reference), g in zip(prompts, gens):
             if not g.text.strip():
                 empty += 1
@@ -62,7 +70,4 @@ def make_pairs(
                 continue
             f.write(json.dumps({"prompt": prompt, "chosen": reference, "rejected": g.text}, ensure_ascii=False) + "\n")
             written += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)  # atomic: a reader never sees half a file
     return PairsResult(out, written, same, empty)
