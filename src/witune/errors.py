@@ -76,3 +76,20 @@ def check_on_error(on_error: object) -> None:
     refused, never read as "skip"."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def check_counts(allow_none: bool = False, **counts: object) -> None:
+    """Refuse a count that is not a whole number >= 1 (None too, unless `allow_none`: "not set"); a bool is
+    refused, never read as 0 or 1.
+
+    >>> check_counts(allow_none=True, limit=None, batch_size=8)
+    >>> check_counts(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    witune.errors.ConfigError: batch_size must be a whole number >= 1, got 0
+    """
+    for name, value in counts.items():
+        if value is None and allow_none:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from witune.atomic import atomic_open, check_output
-from witune.errors import ConfigError
+from witune.errors import check_counts
 
 
 @dataclass
@@ -43,9 +43,7 @@ def make_pairs(
     same inode), and an existing file (or link) only with `force`."""
     # `dpo-pairs D -o D` once replaced the user's 22 records with the 2 pairs generated from them.
     out = check_output(out, [data], force)
-    for name, value in (("limit", limit), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    check_counts(allow_none=True, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size)
     import torch
 
     from witune.data import load_examples

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from witune.data.readers import convert_records
-from witune.errors import ConfigError
+from witune.errors import check_counts
 
 # Outputs that stand for "nothing" (AlpacaDataCleaned lists "empty outputs" and "N/A outputs" among the
 # original Alpaca's defects, PLW paper Sec. 4.3). Compared after lower-casing and stripping spaces and dots.
@@ -90,9 +90,7 @@ def clean(path: str | Path, tokenizer=None, max_tokens: int = 2048, max_chars: i
     """Check every record of ``path``. Overlong = more than ``max_tokens`` tokens (all text, no template) when a
     tokenizer is given, else more than ``max_chars`` characters."""
     # A limit below 1 marks every record overlong: the "cleaned" file would be empty and the exit status 0.
-    for name, value in (("max_tokens", max_tokens), ("max_chars", max_chars)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    check_counts(max_tokens=max_tokens, max_chars=max_chars)
     kept: list[Any] = []
     removed: list[Removal] = []
     seen: dict[str, str] = {}  # canonical JSON -> location of its first occurrence
