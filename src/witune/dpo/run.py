@@ -11,6 +11,7 @@ so `checkpoints/` only ever holds complete checkpoints, found with `witune.train
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 import shutil
@@ -22,10 +23,15 @@ from typing import Any
 from witune.atomic import atomic_dir, atomic_write_text
 from witune.data.errors import ConfigError
 from witune.dpo.config import DPOConfig, to_yaml
+from witune.train import runfolder
 from witune.train.checkpoint import latest_checkpoint, publish_checkpoint
+from witune.train.config import config_dict
 from witune.train.runfolder import check_run_folder, clear_run
 
 STAGING = ".trainer"
+# witune's own state in each DPO checkpoint (TRL's trainer_state.json holds neither the settings nor the data):
+# what a resume is checked against, as `witune train` checks its checkpoints.
+WITUNE_STATE = "witune_state.json"
 LOGGED = (
     "loss",
     "rewards/margins",
@@ -59,11 +65,11 @@ class DPOResult:
     eval: dict[str, dict[str, float]] = field(default_factory=dict)  # {"before": {...}, "after": {...}}
 
 
-def _callbacks(out: Path, keep: int, start_time: float):
+def _callbacks(out: Path, keep: int, start_time: float, run_state: dict[str, Any]):
     from transformers import TrainerCallback
 
     class WitCallback(TrainerCallback):
-        """metrics.jsonl lines and the atomic rename of each finished checkpoint."""
+        """metrics.jsonl lines and the atomic rename of each finished checkpoint (with witune's state in it)."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "loss" not in logs:
@@ -78,6 +84,7 @@ def _callbacks(out: Path, keep: int, start_time: float):
             if not state.is_world_process_zero:
                 return
             src = out / STAGING / f"checkpoint-{state.global_step}"
+            atomic_write_text(src / WITUNE_STATE, json.dumps(run_state))
             root = out / "checkpoints"
             root.mkdir(exist_ok=True)
             publish_checkpoint(src, root / f"step-{state.global_step}", keep)
@@ -154,6 +161,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     cfg.validate()
     start_time = time.perf_counter()
     out = Path(cfg.output_dir)
+    check_not_start_folder(cfg, out)
     check_run_folder(out, resume, overwrite)
     set_seed(cfg.seed)
 
@@ -161,6 +169,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     for e in prefs.skipped:
         print(f"skipped: {e}")
     train_recs, eval_recs = _split(prefs.records, cfg)
+    state = {"config": config_dict(cfg), "rows": len(prefs.records), "data_sha256": pairs_fingerprint(prefs.records)}
+    resumed_from = latest_checkpoint(out / "checkpoints") if resume else None
+    resume_step = _check_resume(out, cfg, resumed_from, state) if resume else 0  # before the model is loaded
     tok = load_start_tokenizer(cfg.model, cfg.tokenizer)
     if prefs.conversational and not getattr(tok, "chat_template", None):
         raise ConfigError(
@@ -168,16 +179,13 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
             f"{cfg.tokenizer or cfg.model} has none"
         )
     model = load_start_model(cfg.model, dtype=torch.float32)
-    # Data and model loaded: only now touch the folder (a run that fails early leaves an old run as it was).
+    # Data and model loaded, the resume checked: only now touch the folder (a run that fails early or is refused
+    # leaves an old run as it was).
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         clear_run(out, extra=("eval.json",))
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     shutil.rmtree(out / STAGING, ignore_errors=True)  # a crash mid-save left at most an incomplete checkpoint
-    resumed_from = latest_checkpoint(out / "checkpoints") if resume else None
-    resume_step = (
-        int(json.loads((resumed_from / "trainer_state.json").read_text())["global_step"]) if resumed_from else 0
-    )
     MetricsLog(out / "metrics.jsonl", True, resume_step=resume_step)  # truncates lines after the resumed step
     model.config.use_cache = False
     peft_config = cfg.peft_config()  # with LoRA, the reference is the start model with the new adapter disabled
@@ -191,7 +199,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
         eval_dataset=Dataset.from_list(eval_recs) if eval_recs else None,
         processing_class=tok,
         peft_config=peft_config,
-        callbacks=_callbacks(out, cfg.save_total_limit, start_time),
+        callbacks=_callbacks(out, cfg.save_total_limit, start_time, state),
     )
     assert isinstance(trainer.train_dataset, Dataset)  # TRL maps the Dataset given above into another Dataset
     if len(trainer.train_dataset) == 0:  # TRL drops pairs whose prompt alone fills max_length
@@ -231,6 +239,55 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
         resumed_from,
         evals,
     )
+
+
+def check_not_start_folder(cfg: DPOConfig, out: Path) -> None:
+    """The run DPO starts from is read-only to it: `output_dir` must not be the start model's folder (nor the
+    tokenizer's), lie inside it, or hold it. Else `--overwrite` deleted the SFT run and `--resume` replaced its
+    config.yaml. A sibling (a sweep's `runs/ID/model` -> `runs/ID/dpo`) is fine."""
+    target = out.expanduser().resolve()
+    for key in ("model", "tokenizer"):
+        value = getattr(cfg, key)
+        if not value or not Path(value).expanduser().exists():  # a hub name or an alias: nothing local to protect
+            continue
+        start = Path(value).expanduser().resolve()
+        if target == start:
+            where = "is"
+        elif start in target.parents:
+            where = "is inside"
+        elif target in start.parents:
+            where = "holds"
+        else:
+            continue
+        raise ConfigError(
+            f"output_dir {out} {where} the start {key} {value}: DPO never writes into the run it starts from; "
+            "choose another output_dir"
+        )
+
+
+def pairs_fingerprint(records: list[dict]) -> str:
+    """sha256 of the preference pairs in order: a resume on other pairs (a swapped file) is refused."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _check_resume(out: Path, cfg: DPOConfig, checkpoint: Path | None, state: dict[str, Any]) -> int:
+    """The step to resume from, after the same check `witune train --resume` makes: settings (except where and
+    how the run is executed, and its length) and the pairs themselves must be those of the checkpoint's run."""
+    old = runfolder.previous_config(out, DPOConfig)
+    if checkpoint is None:
+        runfolder.check_resume(out, old, cfg)
+        return 0
+    saved = checkpoint / WITUNE_STATE
+    ours = json.loads(saved.read_text()) if saved.is_file() else {}
+    runfolder.check_resume(checkpoint, ours.get("config") or old, cfg, ours, state["data_sha256"], state["rows"])
+    step = json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step")
+    if not isinstance(step, int):
+        raise ConfigError(f"cannot resume from {checkpoint}: its trainer_state.json is not a DPO checkpoint's")
+    return step
 
 
 def _save_final(trainer: Any, tok: Any, cfg: DPOConfig, out: Path) -> Path:

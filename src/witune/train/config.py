@@ -268,5 +268,6 @@ def field_docs() -> dict[str, str]:
     return flat_config.field_docs(TrainConfig)
 
 
-def config_dict(config: TrainConfig) -> dict[str, Any]:
+def config_dict(config: Any) -> dict[str, Any]:
+    """Every field of a config (a `TrainConfig`, or a `DPOConfig` built on the same field groups) by name."""
     return dataclasses.asdict(config)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from witune.errors import ConfigError
+from witune.flat_config import FlatConfig
 from witune.train.config import TrainConfig, config_dict, load_config
 
 # What a run writes into its folder (all that --overwrite removes; anything else there is left alone).
@@ -89,12 +90,21 @@ def data_fingerprint(units: list[list[Any]]) -> str:
     return h.hexdigest()
 
 
-def previous_config(out: Path) -> dict[str, Any] | None:
-    """The settings of the run last started in `out` (its config.yaml), or None."""
+def previous_config(out: Path, config_cls: type[FlatConfig] = TrainConfig) -> dict[str, Any] | None:
+    """The settings of the run last started in `out` (its config.yaml, read as a `config_cls`), or None. A
+    config.yaml of another kind of run (a `witune train` run where a DPO run resumes) is refused in one line."""
     path = out / "config.yaml"
     if not path.is_file():
         return None
-    return config_dict(load_config(path))
+    if config_cls is TrainConfig:
+        return config_dict(load_config(path))
+    try:
+        return config_dict(config_cls.load(path, validate=False))
+    except ConfigError as e:
+        raise ConfigError(
+            f"cannot resume in {out}: its config.yaml is not that of a {config_cls.__name__} run ({e}); "
+            "choose another output_dir"
+        ) from None
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:
@@ -103,8 +113,8 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
-def differing_settings(old: dict[str, Any], new: TrainConfig) -> list[str]:
-    """'key old -> new' for every loss, data or schedule setting that differs."""
+def differing_settings(old: dict[str, Any], new: FlatConfig) -> list[str]:
+    """'key old -> new' for every loss, data or schedule setting that differs (a `witune train` or DPO config)."""
     now = config_dict(new)
     return [
         f"{k} {old[k]!r} -> {now[k]!r}"
@@ -116,7 +126,7 @@ def differing_settings(old: dict[str, Any], new: TrainConfig) -> list[str]:
 def check_resume(
     where: Path,
     old: dict[str, Any] | None,
-    new: TrainConfig,
+    new: FlatConfig,
     state: dict[str, Any] | None = None,
     fingerprint: str | None = None,
     rows: int | None = None,
