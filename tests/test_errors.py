@@ -51,3 +51,20 @@ def test_on_error_is_raise_or_skip_and_nothing_else(tiny_tokenizer):
     with pytest.raises(ValueError, match="got 'Skip'"):
         weighted_dataset(records, tiny_tokenizer, 0.0, 1.0, on_error="Skip")
     assert len(tokenize_examples(examples, tiny_tokenizer, RoleWeights(0.0, 1.0), on_error="skip").rows) == 1
+
+
+def test_numbers_in_messages_are_shown_as_they_are():
+    """A NaN read from Parquet is a numpy float: the message says nan, not np.float64(nan); a PLW of 1.0000001
+    is refused as 1.0000001, not as "1, above the papers' range" (which reads as if 1 were refused)."""
+    import numpy as np
+
+    from witune.data.formats import data_weight
+    from witune.data.weights import check_weight_range
+    from witune.errors import ConfigError
+
+    with pytest.raises(DataError, match=r"got nan$"):
+        data_weight(np.float64("nan"), Location("x.parquet", 2), "weight")
+    with pytest.raises(ConfigError, match=r"^plw is 1\.0000001, above"):
+        check_weight_range({"plw": 1.0000001}, allow_above_one=False, hint="pass --allow-weights-above-one")
+    with pytest.raises(ConfigError, match=r"got nan$"):
+        check_weight_range({"plw": np.float64("nan")}, allow_above_one=False, hint="")

@@ -7,6 +7,7 @@ message text). `ConfigError` is for configurations that cannot work. The CLI pri
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,6 +69,21 @@ class ConfigError(ValueError):
     """A configuration that cannot work (for example both loss weights zero)."""
 
 
+def shown(value: object) -> str:
+    """A value as an error message shows it: a number as Python writes a float, with every digit that tells it
+    apart (never `np.float64(nan)`, never 1.0000001 rounded to "1"); anything else as its repr.
+
+    >>> import numpy as np
+    >>> shown(np.float64("nan")), shown(1.0000001), shown(2), shown("0.5")
+    ('nan', '1.0000001', '2', "'0.5'")
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return repr(float(value))
+    return repr(value)
+
+
 ON_ERROR = ("raise", "skip")
 
 
@@ -92,4 +108,4 @@ def check_counts(allow_none: bool = False, **counts: object) -> None:
         if value is None and allow_none:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number >= 1, got {shown(value)}")

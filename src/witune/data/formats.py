@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from witune.data.example import ROLES, Example, Message
-from witune.errors import DataError, Location
+from witune.errors import DataError, Location, shown
 
 FORMATS = ("alpaca", "self_instruct", "prompt_completion", "messages", "sharegpt")
 
@@ -70,9 +70,9 @@ def data_weight(value: Any, location: Location, name: str) -> float:
         except ValueError:
             number = None
     if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise DataError(location, f"expected a number >= 0, got {value!r}", name, kind="wrong_type")
+        raise DataError(location, f"expected a number >= 0, got {shown(value)}", name, kind="wrong_type")
     if not math.isfinite(number) or number < 0:
-        raise DataError(location, f"a weight must be a finite number >= 0, got {value!r}", name)
+        raise DataError(location, f"a weight must be a finite number >= 0, got {shown(value)}", name)
     return float(number)
 
 

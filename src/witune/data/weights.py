@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from witune.data.example import ROLES
-from witune.errors import ConfigError
+from witune.errors import ConfigError, shown
 
 # "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
 TOKEN_ROLES = (*ROLES, "template")
@@ -85,7 +85,7 @@ class RoleWeights:
             )
         for name, w in named.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {w!r}")
+                raise ConfigError(f"{name} must be a finite number >= 0, got {shown(w)}")
         unknown = set(self.roles) - set(TOKEN_ROLES)
         if unknown:
             raise ConfigError(f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}")
@@ -129,9 +129,9 @@ def check_weight_range(named: Mapping[str, float | None], allow_above_one: bool,
         if w is None:
             continue
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
-            raise ConfigError(f"{name} must be a finite number >= 0, got {w!r}")
+            raise ConfigError(f"{name} must be a finite number >= 0, got {shown(w)}")
         if w > 1:
             if not allow_above_one:
-                raise ConfigError(f"{name} is {w:g}, above the papers' range [0, 1]; if you mean it, {hint}")
-            warnings.append(f"{name} is {w:g}, above the papers' range [0, 1] (allowed by request)")
+                raise ConfigError(f"{name} is {shown(w)}, above the papers' range [0, 1]; if you mean it, {hint}")
+            warnings.append(f"{name} is {shown(w)}, above the papers' range [0, 1] (allowed by request)")
     return warnings
