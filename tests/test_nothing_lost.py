@@ -446,6 +446,7 @@ def test_full_disk_during_model_save_leaves_the_old_model(run_setup, tmp_path):
     out = tmp_path / "run"
     train(_cfg(model, data, out))
     before = _tree(out / "model")
+    described = {n: (out / n).read_bytes() for n in ("config.yaml", "metrics.jsonl")}
     limit = (out / "model" / "model.safetensors").stat().st_size // 2  # every other file is smaller
     sets = dict(
         model=model,
@@ -466,5 +467,7 @@ def test_full_disk_during_model_save_leaves_the_old_model(run_setup, tmp_path):
     assert "Traceback" not in run.stderr
     assert f"error: cannot write {out / 'model'}: File too large" in " ".join(run.stderr.split())
     assert _tree(out / "model") == before
+    # What describes model/ still describes it: not the 3 steps of the run whose save failed.
+    assert {n: (out / n).read_bytes() for n in described} == described
     assert not [p for p in os.listdir(out) if p.startswith(".model")]
     AutoModelForCausalLM.from_pretrained(out / "model")

@@ -164,6 +164,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         else:
             runfolder.check_resume(out, runfolder.previous_config(out), cfg)
             acc.print(f"no complete checkpoint in {ckpt_root}: starting from scratch")
+    record = runfolder.RunRecord(out) if acc.is_main_process and resume else None
     if acc.is_main_process:
         # Only now, with data and model loaded and the resume checked, does the folder change.
         if overwrite:
@@ -234,7 +235,12 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
                 save_extra=(lambda folder: distributed.save_sharded(model, optimizer, folder)) if cfg.fsdp else None,
             )
     bar.close()
-    model_dir = _save_final(acc, model, tokenizer, cfg, out)
+    try:
+        model_dir = _save_final(acc, model, tokenizer, cfg, out)
+    except BaseException:
+        if record is not None:
+            record.restore()  # model/ is still the old one: so is what describes it
+        raise
     tracked.close()
     result = TrainResult(
         out,

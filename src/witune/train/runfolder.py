@@ -169,3 +169,27 @@ def sync_learning_rate(scheduler: Any) -> float:
         group["lr"] = lr
     scheduler._last_lr = lrs
     return lrs[0]
+
+
+class RunRecord:
+    """config.yaml and metrics.jsonl as they were before a run resumes in a folder that holds a finished model.
+
+    They describe `model/`. When the final save of the resumed run fails (a full disk), `model/` stays the old
+    one (it is swapped in whole), so these two go back to what they were: the folder never describes steps its
+    model does not have. The checkpoints the run wrote stay, so `--resume` continues from them.
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.saved: dict[str, bytes | None] | None = None
+        if (out / "model").is_dir():
+            self.saved = {n: (out / n).read_bytes() if (out / n).is_file() else None for n in RUN_ENTRIES[:2]}
+
+    def restore(self) -> None:
+        from witune.atomic import atomic_write_bytes
+
+        for name, data in (self.saved or {}).items():
+            if data is None:
+                (self.out / name).unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(self.out / name, data)
