@@ -471,3 +471,28 @@ def test_full_disk_during_model_save_leaves_the_old_model(run_setup, tmp_path):
     assert {n: (out / n).read_bytes() for n in described} == described
     assert not [p for p in os.listdir(out) if p.startswith(".model")]
     AutoModelForCausalLM.from_pretrained(out / "model")
+
+
+_TRAIN_UNDER_UMASK = textwrap.dedent("""
+    import os, sys
+    os.umask(int(sys.argv[1], 8))
+    from witune.cli.main import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.parametrize("umask", ["022", "000", "077"])
+def test_every_file_of_a_run_follows_the_umask(run_setup, tmp_path, umask):
+    """model.safetensors (written through a temporary file) got 0600 whatever the umask, while the optimizer and
+    RNG pickles of a checkpoint follow it: every file a run writes gets what a plainly created file would."""
+    model, data = run_setup
+    out = tmp_path / "run"
+    sets = dict(model=model, data=data, output_dir=out, per_device_batch_size=2, max_steps=2, save_every=1)
+    args = ["train", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")], "--set", "progress=false"]
+    run = subprocess.run([sys.executable, "-c", _TRAIN_UNDER_UMASK, umask, *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    want_file, want_dir = 0o666 & ~int(umask, 8), 0o777 & ~int(umask, 8)
+    modes = {p.relative_to(out): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    assert any(p.name == "model.safetensors" for p in modes) and any(p.suffix == ".pkl" for p in modes)
+    wrong = {str(p): oct(m) for p, m in modes.items() if m != (want_dir if (out / p).is_dir() else want_file)}
+    assert not wrong, f"umask {umask}: expected files {oct(want_file)}, folders {oct(want_dir)}"

@@ -191,7 +191,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise _error(path, e) from None
     try:
         yield tmp
-        _fsync_tree(tmp)
+        finish_tree(tmp)
         if path.is_dir() and not path.is_symlink():
             if _exchange(tmp, path):
                 old = tmp  # now holds the previous folder
@@ -220,12 +220,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _fsync_tree(folder: Path) -> None:
-    """fsync every file in a finished folder before it is renamed into place (else a power cut could leave the
-    new name pointing at empty files)."""
+def finish_tree(folder: Path) -> None:
+    """Before a finished folder is renamed into place: give every file the permissions a plainly created file
+    gets (safetensors writes through a temporary file and leaves 0600, other writers follow the umask), and
+    fsync it (else a power cut could leave the new name pointing at empty files)."""
     for root, _, files in os.walk(folder):
         for name in files:
-            _fsync_path(os.path.join(root, name))
+            file = os.path.join(root, name)
+            if not os.path.islink(file):
+                os.chmod(file, 0o666 & ~_UMASK)
+            _fsync_path(file)
         fsync_dir(Path(root))
 
 

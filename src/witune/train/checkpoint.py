@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from witune.atomic import fsync_dir
+from witune.atomic import finish_tree, fsync_dir
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
@@ -78,6 +78,7 @@ def publish_checkpoint(tmp: Path, final: Path, keep: int = 0) -> None:
     """Rename a finished checkpoint folder into place (`final`, e.g. checkpoints/step-N), make the rename durable,
     and keep the newest `keep` checkpoints beside it (0: all). Used by `witune train` and `witune dpo`."""
     root = final.parent
+    finish_tree(tmp)
     if final.exists():  # a re-run of the same step after a resume: replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
