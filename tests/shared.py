@@ -1,4 +1,4 @@
-"""Where the shared real data lives, for tests (importable from any test module: pytest puts tests/ on sys.path)."""
+"""Where the shared real data lives, and the CLI as a user meets it, for tests (importable from any test module: pytest puts tests/ on sys.path)."""
 
 from pathlib import Path
 
@@ -19,3 +19,17 @@ def shared_file(name: str, folder: str = "train") -> Path:
             "set WITUNE_SHARED_DATA to point elsewhere)"
         )
     return path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`witune ARGV` in-process: (exit code, stdout, stderr). An exception escaping main is a traceback."""
+    from witune.cli.main import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    except Exception as e:  # noqa: BLE001 (what a user would see as a traceback)
+        pytest.fail(f"traceback instead of an error line: {type(e).__name__}: {e}")
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -8,22 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from witune.cli.main import main
+from shared import run_cli
 
 RECORD = {"instruction": "Add the numbers.", "input": "2 3", "output": "5"}
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`witune ARGV` in-process: (exit code, stdout, stderr). An exception escaping main is a traceback."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    except Exception as e:  # noqa: BLE001 (what a user would see as a traceback)
-        pytest.fail(f"traceback instead of an error line: {type(e).__name__}: {e}")
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def refused(argv: list[str], capsys, *needles: str) -> str:

@@ -33,6 +33,7 @@ from witune.results_schema import STAGES, Labels, ResultRow, results_table
 from witune.sweep.rows import declared_columns, legacy_row, tag_rows
 
 DB_NAME = "sweep.db"
+LOCK_NAME = ".lock"  # held (flock) by the `witune sweep` process running in the folder, for its whole life
 STATUSES = ("pending", "running", "done", "failed")
 
 _SCHEMA = """
@@ -71,8 +72,9 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
         raise _unusable(p, e) from None
     try:
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
+            _check_schema(conn, p, require=False)  # never add witune's tables to another program's database
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
@@ -85,10 +87,61 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _unusable(path: Path, err: sqlite3.Error):
+def _unusable(path: Path, err: sqlite3.Error | str):
     from witune.errors import ConfigError
 
     return ConfigError(f"{path}: not a usable witune sweep database ({err})")
+
+
+# The columns each witune table must have (a database that lacks one is another program's, or damaged).
+_COLUMNS = {
+    "runs": {"run_id", "point", "status", "started", "finished", "seconds", "error", "attempts"},
+    "results": {"run_id", "stage", "task", "metric", "value", "stderr", "higher_is_better", "role", "run_column"},
+    "losses": {"run_id", "step", "loss"},
+}
+
+
+def _check_schema(conn: sqlite3.Connection, p: Path, require: bool) -> None:
+    """Refuse a database that is not a witune sweep's: another program's tables, or witune's tables without
+    their columns. `require`: the tables must be there (a reader); else an empty file is fine (a new sweep)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables and not require:
+        return
+    if "runs" not in tables:
+        what = "an empty database" if not tables else f"other tables ({', '.join(sorted(tables)[:5])})"
+        raise _unusable(p, f"{what}, no witune runs table")
+    for table, columns in _COLUMNS.items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if table in tables and not columns <= have:
+            raise _unusable(p, f"table {table} lacks columns {', '.join(sorted(columns - have))}")
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection for what only reads (status, analyze, report): it never creates tables in a file
+    that is not witune's, checks integrity and schema first, and works in a folder without write permission
+    (an archived sweep; WAL mode needs write access for its shared-memory file, so there it opens immutable)."""
+    p = _require(path)
+    uri = p.resolve().as_uri()
+    try:
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise _unusable(p, verdict)
+        _check_schema(conn, p, require=True)
+    except sqlite3.DatabaseError as e:
+        raise _unusable(p, e) from None
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    except sqlite3.DatabaseError as e:
+        raise _unusable(p, e) from None
+    finally:
+        conn.close()
 
 
 def check_database(path: str | Path) -> Path:
@@ -233,12 +286,19 @@ def _num(x: Any) -> float | None:
 
 
 def runs(path: str | Path) -> list[dict[str, Any]]:
-    """Every run as a dict (point parsed), in insertion order."""
-    with connect(path) as conn:
+    """Every run as a dict (point parsed), in insertion order. A point that is not a JSON object, or a status
+    witune never writes, is one line naming the run (a damaged database)."""
+    with reading(path) as conn:
         out = []
         for r in conn.execute("SELECT * FROM runs ORDER BY rowid"):
             d = dict(r)
-            d["point"] = json.loads(d["point"])
+            try:
+                d["point"] = json.loads(d["point"])
+            except (TypeError, ValueError):
+                d["point"] = None
+            if not isinstance(d["point"], dict) or d["status"] not in STATUSES:
+                what = "its point is not a JSON object" if not isinstance(d["point"], dict) else "unknown status"
+                raise _unusable(db_path(path), f"run {d['run_id']!r}: {what}")
             out.append(d)
         return out
 
@@ -248,14 +308,21 @@ def result_rows(path: str | Path, run_id: str | None = None) -> list[tuple[str, 
     sweep folder's `metrics` table too (a row stored in both: the newer one)."""
     where, args = ("WHERE run_id=?", (run_id,)) if run_id else ("", ())
     out: dict[tuple[str, str, str, str], tuple[str, ResultRow]] = {}
-    with connect(path) as conn:
+    with reading(path) as conn:
         legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='metrics'").fetchone()
         if legacy:
             for m in conn.execute(f"SELECT * FROM metrics {where}", args):
                 row = legacy_row(dict(m))
                 out[(m["run_id"], row.stage, row.task, row.metric)] = (m["run_id"], row)
         structure = _structure(conn)
-        for m in conn.execute(f"SELECT * FROM results {where}", args):
+        has_results = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone()
+        for m in conn.execute(f"SELECT * FROM results {where}", args) if has_results else ():
+            for col in ("value", "stderr"):
+                if m[col] is not None and (isinstance(m[col], bool) or not isinstance(m[col], (int, float))):
+                    raise _unusable(
+                        db_path(path),
+                        f"run {m['run_id']!r}, {m['task']} {m['metric']}: {col} {m[col]!r} is not a number",
+                    )
             fields = {k: m[k] for k in ("task", "metric", "value", "stderr", "stage", "role")}
             info = structure.get((m["run_id"], m["task"]), {})
             row = ResultRow(**fields, higher_is_better=bool(m["higher_is_better"]), column=m["run_column"], **info)
@@ -266,6 +333,51 @@ def result_rows(path: str | Path, run_id: str | None = None) -> list[tuple[str, 
 def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
     """`result_rows` as dicts: run_id, task, metric, value, stderr, higher_is_better, stage, role, column."""
     return [{"run_id": rid, **asdict(row)} for rid, row in result_rows(path, run_id)]
+
+
+def sweep_is_live(folder: str | Path) -> bool:
+    """Whether a `witune sweep` process holds the folder's lock now. The kernel drops a flock when its process
+    dies, even by SIGKILL: a `running` point of a folder nobody holds was stopped, not running."""
+    import fcntl
+    import os
+
+    lock = db_path(folder).parent / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the shared lock taken just to look
+    return False
+
+
+def point_status(run: Mapping[str, Any], live: bool) -> str:
+    """A run's status as it is now: `running` in the database but no live sweep is "stopped" (killed)."""
+    return "stopped" if run["status"] == "running" and not live else run["status"]
+
+
+def point_counts(folder: str | Path) -> dict[str, int]:
+    """How many points are done, pending, running (a live sweep holds the lock), stopped (marked running, but
+    the sweep that ran them is gone) and failed."""
+    live = sweep_is_live(folder)
+    counts = dict.fromkeys(("done", "pending", "running", "stopped", "failed"), 0)
+    for r in runs(folder):
+        counts[point_status(r, live)] += 1
+    return counts
+
+
+def progress_note(folder: str | Path) -> str | None:
+    """One line for a sweep that is not complete (None when every point is done): what the analysis rests on."""
+    counts = point_counts(folder)
+    total = sum(counts.values())
+    if counts["done"] == total:
+        return None
+    rest = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "done")
+    return f"sweep incomplete: {counts['done']} of {total} points done ({rest}); only the done points are analysed"
 
 
 def _require(folder: str | Path) -> Path:
@@ -299,7 +411,7 @@ def losses_frame(folder: str | Path):
     import pandas as pd
 
     p = _require(folder)
-    with connect(p) as conn:
+    with reading(p) as conn:
         rows = conn.execute(
             "SELECT l.run_id, l.step, l.loss FROM losses l JOIN runs r ON r.run_id = l.run_id "
             "WHERE r.status = 'done' AND l.loss IS NOT NULL ORDER BY l.run_id, l.step"

@@ -33,7 +33,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock on the sweep folder: two sweeps running the same points would train them twice.
     The kernel drops it when the process dies, even by SIGKILL, so a killed sweep never blocks `--resume`."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / db.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

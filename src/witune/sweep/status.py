@@ -7,7 +7,7 @@ from pathlib import Path
 from witune.results_schema import benchmark_name
 from witune.sweep import db
 
-_STYLE = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim"}
+_STYLE = {"done": "green", "failed": "red", "running": "yellow", "stopped": "magenta", "pending": "dim"}
 MAX_METRIC_COLUMNS = 4
 
 
@@ -29,7 +29,8 @@ def status_table(folder: str | Path):
             by_run.setdefault(run_id, {})[key] = row.value
             names[key] = (row.role == "diagnostic", row.column or f"{benchmark_name(key[0])} {row.metric}")
     keys = sorted(names, key=lambda k: (names[k][0], k))[:MAX_METRIC_COLUMNS]  # benchmarks first
-    counts = {s: sum(r["status"] == s for r in runs) for s in db.STATUSES}
+    live = db.sweep_is_live(folder)
+    counts = db.point_counts(folder)
     table = Table(title=f"sweep {folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     for col in ("run", "model", "dataset", "λp", "λr", "norm", "seed", "status", "tries", "time"):
         table.add_column(col, justify="right" if col in ("λp", "λr", "seed", "tries", "time") else "left")
@@ -48,7 +49,7 @@ def status_table(folder: str | Path):
             _fmt(lab.get("response_weight")),
             str(lab.get("normalization", "")),
             str(lab.get("seed", "")),
-            f"[{_STYLE.get(r['status'], '')}]{r['status']}[/]",
+            f"[{_STYLE[db.point_status(r, live)]}]{db.point_status(r, live)}[/]",
             str(r["attempts"]),
             "" if seconds is None else f"{seconds:.0f}s",
             *[_fmt(values.get(k)) for k in keys],

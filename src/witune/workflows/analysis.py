@@ -82,7 +82,7 @@ def analyze_results(
         def advance(stage: str, done: int, total: int) -> None:
             bar.update(task, description=f"{stage} ({len(results):,} rows)", completed=done, total=total)
 
-        return analyze(
+        a = analyze(
             results,
             loss_table,
             extra,
@@ -96,3 +96,9 @@ def analyze_results(
             r_timeout=r_timeout,
             dpo=read_dpo_stage(path),
         )
+    if Path(path).is_dir():
+        from witune.sweep.db import progress_note
+
+        note = progress_note(path)
+        a.notes[:0] = [note] if note else []  # first: every number below rests on the done points only
+    return a
