@@ -185,7 +185,7 @@ def test_status_table_lists_every_point(tmp_path):
     console.print(status_table(tmp_path))
     text = console.export_text()
     assert points[0].run_id in text and points[1].run_id in text
-    assert "piqa acc" in text and "0.625" in text and "1 pending, 1 done" in text
+    assert "piqa acc" in text and "0.625" in text and "1 done, 1 pending" in text
 
 
 def test_sweep_folders_from_before_the_stage_column_still_load(tmp_path):

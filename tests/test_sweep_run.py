@@ -1,6 +1,6 @@
 """A real sweep on the tiny model: 4 points train on a real shared training file and are evaluated with the
 harness on a real shared eval task; `witune sweep` is SIGKILLed mid-way and resumed. Four more points name a
-missing data file: they fail, with their error recorded, and do not stop the others."""
+data file with a malformed record: they fail, with their error recorded, and do not stop the others."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def _env() -> dict[str, str]:
 
 def _sweep_config(tmp: Path, model: Path, shared: Path, backend: str = "local") -> Path:
     train_file = shared / "train" / "alpaca_seed_tasks.jsonl"
+    broken = tmp / "broken.jsonl"  # found only when its points train (a missing file is refused up front)
+    broken.write_text(train_file.read_text().splitlines()[0] + '\n{"instruction": \n')
     cfg = {
         "set": {
             "model": str(model),
@@ -45,7 +47,7 @@ def _sweep_config(tmp: Path, model: Path, shared: Path, backend: str = "local") 
             "save_every": 1,
             "save_total_limit": 1,
         },
-        "datasets": [str(train_file), str(tmp / "missing.jsonl")],
+        "datasets": [str(train_file), str(broken)],
         "plw": PLWS,
         "eval_tasks": ["witune_piqa", "witune:generation_length"],
         "eval_limit": 2,
@@ -118,15 +120,15 @@ def test_sweep_survives_sigkill_and_resumes_without_loss(tmp_path, tiny_model_di
     t0 = time.monotonic()
     resumed = subprocess.run(_cmd(config, "--resume"), env=_env(), capture_output=True, text=True, timeout=1200)
     print(f"resume took {time.monotonic() - t0:.0f} s\n{resumed.stdout}")
-    assert resumed.returncode == 1, resumed.stderr[-3000:]  # 1: some points failed (the missing file)
+    assert resumed.returncode == 1, resumed.stderr[-3000:]  # 1: some points failed (the broken file)
 
     after = _snapshot(folder)
     assert len(after) == 8
-    real = [rid for rid, r in after.items() if "missing" not in r["point"]["train"]["data"]]
+    real = [rid for rid, r in after.items() if "broken" not in r["point"]["train"]["data"]]
     missing = [rid for rid in after if rid not in real]
     assert len(real) == 4 and all(after[rid]["status"] == "done" for rid in real)
     for rid in missing:  # failed, with the reason, and the other points went on
-        assert after[rid]["status"] == "failed" and "missing.jsonl" in after[rid]["error"]
+        assert after[rid]["status"] == "failed" and "broken.jsonl" in after[rid]["error"]
     for rid, r in done_before.items():  # finished before the kill: not run again
         assert after[rid]["finished"] == r["finished"] and after[rid]["attempts"] == 1
     if killed_mid_training:

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print_error(f"witune sweep: unexpected argument {args.folder!r} (did you mean `witune sweep status DIR`?)")
         return 2
     from witune.sweep import expand, load_sweep_config, run_sweep
+    from witune.sweep.preflight import check_names
     from witune.sweep.status import status_table
 
     cfg = load_sweep_config(
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     )
     console = Console()
     if args.dry_run:
-        for p in expand(cfg):
+        points = expand(cfg)
+        check_names(cfg, points)  # what run_sweep checks before its first point
+        for p in points:
             lab = p.labels
             console.print(
                 f"{p.run_id}  model={lab.model} data={lab.dataset} λp={lab.prompt_weight:g} "
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 highlight=False,
                 soft_wrap=True,
             )
+        console.print(f"{len(points)} points; names checked: data, models, DPO data, evaluation tasks", highlight=False)
         return 0
     summary = run_sweep(cfg, resume=args.resume, progress=not args.no_progress)
     console.print(status_table(summary.folder))

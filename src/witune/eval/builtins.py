@@ -133,15 +133,23 @@ BUILTINS: dict[str, Evaluator] = {}
 DIAGNOSTICS: dict[str, Diagnostics] = {}  # evaluator name -> which of its metrics are diagnostics
 
 
-def register_evaluator(name: str, evaluator: Evaluator, diagnostics: Diagnostics | None = None) -> None:
+FILE_ARGUMENT: set[str] = set()  # evaluators whose argument (`witune:name=ARG`) is a data file
+
+
+def register_evaluator(
+    name: str, evaluator: Evaluator, diagnostics: Diagnostics | None = None, file_argument: bool = False
+) -> None:
     """Make `witune:<name>` run ``evaluator(model, tokenizer, argument, options)``; `diagnostics` declares which
-    of its metrics are diagnostics (none: every metric is a score). A name is registered once: silently
-    replacing a built-in would change what a sweep's recorded task name means."""
+    of its metrics are diagnostics (none: every metric is a score); `file_argument`: the argument is a data file
+    (checked to exist before a sweep trains anything). A name is registered once: silently replacing a built-in
+    would change what a sweep's recorded task name means."""
     if not name or any(c in name for c in ":=,") or name != name.strip():
         raise ValueError(f"evaluator name {name!r}: non-empty, without spaces around it and without ':', '=' or ','")
     if name in BUILTINS:
         raise ValueError(f"evaluator witune:{name} is already registered")
     BUILTINS[name] = evaluator
+    if file_argument:
+        FILE_ARGUMENT.add(name)
     if diagnostics is not None:
         DIAGNOSTICS[name] = diagnostics
 
@@ -156,8 +164,9 @@ register_evaluator(
     "generation_length",
     generation_length,
     Diagnostics("answer length: neither better nor worse in itself", columns={"mean_tokens": "generation_length"}),
+    file_argument=True,
 )
-register_evaluator("generation", generation_task)
+register_evaluator("generation", generation_task, file_argument=True)
 register_evaluator(
     "memorization",
     memorization,
@@ -166,9 +175,13 @@ register_evaluator(
         columns={"bleu": "memorization_bleu"},
         details=("n_prompts",),
     ),
+    file_argument=True,
 )
 register_evaluator(
-    "winrate", winrate, Diagnostics("answer length of the win-rate generations", metrics=("mean_tokens",))
+    "winrate",
+    winrate,
+    Diagnostics("answer length of the win-rate generations", metrics=("mean_tokens",)),
+    file_argument=True,
 )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from witune.eval.builtins import BUILTINS, EvalOptions
+from witune.eval.builtins import BUILTINS, FILE_ARGUMENT, EvalOptions
 from witune.eval.rows import MetricRow
 
 PREFIX = "witune:"
@@ -31,6 +31,45 @@ def split_tasks(tasks: str | Sequence[str]) -> list[str]:
     if not names:
         raise ValueError("no tasks given")
     return names
+
+
+def task_problems(tasks: Sequence[str], data_dir: str | None = None) -> list[str]:
+    """What is wrong with evaluation task names, found without loading a model: unknown built-ins, a
+    built-in's missing data file, local `witune_*` tasks the data folder does not have, names lm-eval does not
+    know (its task index is read only when a standard name is asked for: it takes ~20 s)."""
+    import tempfile
+    from pathlib import Path
+
+    problems = []
+    for name in (t for t in tasks if t.startswith(PREFIX)):
+        try:
+            key, arg = parse_task(name)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        if arg and key in FILE_ARGUMENT and not Path(arg).expanduser().exists():
+            problems.append(f"evaluation {name!r}: file not found: {arg}")
+    local = [t for t in tasks if t.startswith("witune_")]
+    if local:
+        from witune.eval.local_tasks import write_local_tasks
+
+        with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
+            try:
+                available = set(write_local_tasks(tmp, data_dir))
+            except FileNotFoundError as e:
+                available = set()
+                problems.append(str(e))
+        problems += [f"unknown local evaluation task {t!r}" for t in local if available and t not in available]
+    standard = [t for t in tasks if not t.startswith((PREFIX, "witune_"))]
+    if standard:
+        from witune.eval.harness import _require_lm_eval
+
+        _require_lm_eval()
+        from lm_eval.tasks import TaskManager
+
+        known = set(TaskManager().all_tasks)
+        problems += [f"lm-eval has no task or group {t!r}" for t in standard if t not in known]
+    return problems
 
 
 def evaluate(

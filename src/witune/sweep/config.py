@@ -106,12 +106,16 @@ class SweepConfig(FlatConfig):
     """Ray cluster address; null starts a local Ray instance."""
     output_dir: str = "sweeps/sweep"
     """Sweep folder: sweep.db, runs/<run_id>/."""
+    max_points: int = 1000
+    """The most points a grid may have (each point is a full training); a bigger grid is refused before anything
+    runs: raise this to run one on purpose."""
 
     INTERNAL = ("base_path",)
     RANGES = {
         "preset": optional(one_of(sorted(PRESETS))),
         "backend": one_of(BACKENDS),
         "workers": at_least(1),
+        "max_points": at_least(1),
         "eval_limit": optional(at_least(1)),
         "eval_batch_size": at_least(1),
         "eval_max_new_tokens": at_least(1),
@@ -131,6 +135,14 @@ class SweepConfig(FlatConfig):
                 yield "weights", f"pair ({p}, {r}) is invalid: weights must be >= 0 and not both 0"
         if not (self.datasets or self.base.get("data") or self.set.get("data")):
             yield "datasets", "is empty and there is no training data: give 'datasets', or 'data' in 'base' or 'set'"
+        if self.n_points() > self.max_points:
+            yield (
+                "max_points",
+                (
+                    f"allows fewer points than the grid's {self.n_points():,} (the product of its axes): shrink "
+                    "an axis, or raise max_points to run it on purpose"
+                ),
+            )
         if "output_dir" in self.set:  # a base config's output_dir is simply replaced by runs/<run_id>
             yield "set", "may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>"
 
@@ -142,6 +154,14 @@ class SweepConfig(FlatConfig):
             self.allow_weight_above_one,
         )
         return self
+
+    def n_points(self) -> int:
+        """Points of the grid, counted from its axes before any is built (values that resolve to the same
+        training are merged later, so the grid can only be smaller)."""
+        n = 1
+        for axis in (self.models, self.datasets, self.weight_pairs(), self.normalization, self.seeds):
+            n *= max(1, len(axis))
+        return n
 
     def weight_pairs(self) -> list[tuple[float, float]]:
         """The (prompt, response) pairs of the weight axes, in order; [] when no weight axis is given."""

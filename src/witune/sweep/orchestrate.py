@@ -17,6 +17,7 @@ from witune.errors import ConfigError
 from witune.sweep import db
 from witune.sweep.config import SweepConfig
 from witune.sweep.grid import expand
+from witune.sweep.preflight import check_names
 
 
 @dataclass
@@ -50,6 +51,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     (pending, interrupted, failed) run again, interrupted trainings from their newest checkpoint."""
     folder = Path(cfg.output_dir)
     points = expand(cfg)
+    check_names(cfg, points)  # a missing file or an unknown task would fail every point, each after training
     with folder_lock(folder):
         path = db.db_path(folder)
         if path.is_file() and db.runs(path) and not resume:
