@@ -53,7 +53,9 @@ def _sweep(folder: Path, done: int = 4, pending: int = 0, running: int = 0) -> P
 
 def _digest(folder: Path) -> dict[str, str]:
     """The folder's files by content; SQLite's shared-memory index (-shm, rebuilt by any reader) aside."""
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.endswith("-shm")]
+    files = [
+        p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.endswith("-shm") and p.name != db.LOCK_NAME
+    ]
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.stat().st_size or "-" not in p.name}
 
 
@@ -94,6 +96,11 @@ def test_a_damaged_or_foreign_database_is_one_line_and_left_as_it_was(tmp_path, 
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and "not a usable witune sweep database" in lines[0], (cmd, err)
         assert _digest(folder) == before, cmd  # no table added, nothing rewritten
+    sweep_yaml = tmp_path / "sweep.yaml"  # `witune sweep --resume` on it: refused before anything trains
+    sweep_yaml.write_text(f"set: {{data: {tmp_path / 'd.jsonl'}}}\nplw: [0.0]\noutput_dir: {folder}\n")
+    code, out, err = run_cli(["sweep", sweep_yaml, "--resume", "--no-progress"], capsys)
+    assert code == 2 and "not a usable witune sweep database" in err and len(err.strip().splitlines()) == 1, err
+    assert not (folder / "runs").exists()
     if damage == "foreign":  # a writer refuses it too: `witune sweep` never adds its tables to another's file
         with pytest.raises(Exception, match="not a usable witune sweep database.*invoices"):
             db.add_points(folder, [_Point("r0", {})])

@@ -54,6 +54,8 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
     check_names(cfg, points)  # a missing file or an unknown task would fail every point, each after training
     with folder_lock(folder):
         path = db.db_path(folder)
+        if path.is_file():
+            db.result_rows(path)  # reads and checks every stored row: a damaged database stops here, not later
         if path.is_file() and db.runs(path) and not resume:
             raise ConfigError(
                 f"{folder} already holds a sweep; continue it with --resume, or choose another output_dir (--out)"
