@@ -52,7 +52,7 @@ def _sweep(folder: Path, done: int = 4, pending: int = 0, running: int = 0) -> P
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    """The folder's files by content; SQLite's shared-memory index (-shm, rebuilt by any reader) aside."""
+    """The folder's files by content, aside from SQLite's -shm index (any reader rebuilds it) and the lock."""
     files = [
         p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.endswith("-shm") and p.name != db.LOCK_NAME
     ]
