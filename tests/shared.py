@@ -1,5 +1,7 @@
 """Where the shared real data lives, and the CLI as a user meets it, for tests (importable from any test module: pytest puts tests/ on sys.path)."""
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,36 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
         pytest.fail(f"traceback instead of an error line: {type(e).__name__}: {e}")
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@dataclass
+class SweepPoint:
+    """What `db.add_points` stores: a run id and the point's JSON (labels are what the analysis reads)."""
+
+    run_id: str
+    labels: dict
+
+    def to_json(self) -> str:
+        return json.dumps({"labels": self.labels})
+
+
+def make_sweep_db(
+    folder: Path, done: int = 4, pending: int = 0, running: int = 0, variant: str = "", score=None
+) -> Path:
+    """A sweep folder whose database holds `done` finished points (PLW 0, 0.1, ... on one dataset, arc_easy
+    acc `score(i)`), then `pending` and `running` ones, as `witune sweep` leaves them."""
+    from witune.results_schema import ResultRow
+    from witune.sweep import db
+
+    score = score or (lambda i: 0.5 + 0.01 * i)
+    labels = dict(model="m", dataset="d", response_weight=1.0, seed=0, variant=variant)
+    points = [
+        SweepPoint(f"r{i}{variant}", {**labels, "prompt_weight": 0.1 * i}) for i in range(done + pending + running)
+    ]
+    db.add_points(folder, points)
+    for i, p in enumerate(points[:done]):
+        db.mark_running(folder, p.run_id)
+        db.finish_run(folder, p.run_id, [ResultRow("arc_easy", "acc", score(i), 0.01)], [(1, 2.0)])
+    for p in points[done + pending :]:
+        db.mark_running(folder, p.run_id)
+    return folder

@@ -13,42 +13,13 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from shared import run_cli
+from shared import SweepPoint, make_sweep_db, run_cli
 
-from witune.results_schema import ResultRow
 from witune.sweep import db
 from witune.sweep.orchestrate import folder_lock
-
-
-@dataclass
-class _Point:
-    """What `db.add_points` stores: a run id and the point's JSON (labels are what the analysis reads)."""
-
-    run_id: str
-    labels: dict
-
-    def to_json(self) -> str:
-        return json.dumps({"labels": self.labels})
-
-
-def _sweep(folder: Path, done: int = 4, pending: int = 0, running: int = 0) -> Path:
-    """A sweep folder whose database holds `done` finished points (PLW 0, 0.1, ... on one dataset), then
-    `pending` and `running` ones, as `witune sweep` leaves them."""
-    points = [
-        _Point(f"r{i}", dict(model="m", dataset="d", prompt_weight=0.1 * i, response_weight=1.0, seed=0))
-        for i in range(done + pending + running)
-    ]
-    db.add_points(folder, points)
-    for i, p in enumerate(points[:done]):
-        db.mark_running(folder, p.run_id)
-        db.finish_run(folder, p.run_id, [ResultRow("arc_easy", "acc", 0.5 + 0.01 * i, 0.01)], [(1, 2.0)])
-    for p in points[done + pending :]:
-        db.mark_running(folder, p.run_id)
-    return folder
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -78,12 +49,12 @@ def test_a_damaged_or_foreign_database_is_one_line_and_left_as_it_was(tmp_path, 
         with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
     elif damage == "garbage":
-        _sweep(folder)
+        make_sweep_db(folder)
         data = bytearray(path.read_bytes())
         data[100:4096] = os.urandom(4096 - 100)  # the first page's contents overwritten, the header kept
         path.write_bytes(bytes(data))
     else:
-        _sweep(folder)
+        make_sweep_db(folder)
         with closing(sqlite3.connect(path)) as conn, conn:
             if damage == "point":
                 conn.execute("UPDATE runs SET point = '{not json' WHERE run_id = 'r1'")
@@ -103,12 +74,12 @@ def test_a_damaged_or_foreign_database_is_one_line_and_left_as_it_was(tmp_path, 
     assert not (folder / "runs").exists()
     if damage == "foreign":  # a writer refuses it too: `witune sweep` never adds its tables to another's file
         with pytest.raises(Exception, match="not a usable witune sweep database.*invoices"):
-            db.add_points(folder, [_Point("r0", {})])
+            db.add_points(folder, [SweepPoint("r0", {})])
         assert _digest(folder) == before
 
 
 def test_status_and_analysis_say_how_much_of_the_sweep_is_done(tmp_path, capsys):
-    folder = _sweep(tmp_path / "sweep", done=4, pending=1, running=1)
+    folder = make_sweep_db(tmp_path / "sweep", done=4, pending=1, running=1)
     with folder_lock(folder):  # a live sweep: its running point is running
         code, out, _ = run_cli(["sweep", "status", folder], capsys)
         assert code == 0 and "4 done, 1 pending, 1 running" in " ".join(out.split())
@@ -123,7 +94,7 @@ def test_status_and_analysis_say_how_much_of_the_sweep_is_done(tmp_path, capsys)
 
 def test_a_killed_sweep_is_stopped_not_running(tmp_path):
     """For real: a process holding the sweep's lock is killed with SIGKILL; its point reads as stopped."""
-    folder = _sweep(tmp_path / "sweep", done=1, running=1)
+    folder = make_sweep_db(tmp_path / "sweep", done=1, running=1)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -161,7 +132,7 @@ def _read_only_mount(folder: Path, command: list[str]) -> subprocess.CompletedPr
 
 
 def test_a_sweep_on_a_read_only_mount_is_analysed(tmp_path):
-    folder = _sweep(tmp_path / "sweep", done=4)
+    folder = make_sweep_db(tmp_path / "sweep", done=4)
     with closing(sqlite3.connect(folder / db.DB_NAME)) as conn:  # as a finished sweep leaves it: WAL mode, no -wal/-shm
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert sorted(p.name for p in folder.iterdir()) == [db.DB_NAME]

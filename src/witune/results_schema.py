@@ -93,6 +93,9 @@ class Labels:
     response_weight: float | None = None
     normalization: str = ""
     seed: int | None = None
+    # The sweep's further weight axes this run trained with ("span_weights.think=0.5, dynamic_weight=dft");
+    # "" for runs without any: the analysis never pools runs of different variants (workflows.analysis).
+    variant: str = ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Labels:
@@ -184,9 +187,11 @@ def results_table(
                 }
             )
     # lm-eval's group structure only where some row has it (witune.analysis.groups infers it otherwise)
-    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr", *STRUCTURE_COLUMNS])
+    frame = pd.DataFrame(rows, columns=[*REQUIRED, "stderr", *STRUCTURE_COLUMNS, "variant"])
     if not structured:
         frame = frame.drop(columns=STRUCTURE_COLUMNS)
+    if not (frame["variant"] != "").any():  # a column only for sweeps with further weight axes
+        frame = frame.drop(columns=["variant"])
     for col in columns:
         frame[col] = [per_run.get(rid, {}).get(col, math.nan) for rid in frame["run_id"]]
     frame["stage"] = stage

@@ -45,7 +45,7 @@ def numeric_columns() -> list[str]:
 NUMERIC = ["prompt_weight", "response_weight", "score"]
 LOSS_COLUMNS = ["run_id", "step", "loss"]
 FEATURE_COLUMNS = ["level", "name", "feature", "value"]
-NAMES = ["run_id", "model", "dataset", "benchmark", "metric", "normalization", "seed", "parent"]
+NAMES = ["run_id", "model", "dataset", "benchmark", "metric", "normalization", "seed", "parent", "variant"]
 NONEMPTY = ["run_id", "benchmark", "metric"]  # a row without one of these cannot be placed
 # Text that means "no number" in a number column (only there: in a name column "NA" is a name).
 MISSING = {"", "nan", "na", "n/a", "none", "null"}

@@ -239,6 +239,13 @@ def add_model_options(p) -> None:
         help="stop an Rscript fit that runs longer than this (one error line)",
     )
     p.add_argument(
+        "--variant",
+        default=None,
+        metavar="WEIGHTS",
+        help="the variant to analyse when the sweep has further weight axes (weight_axes), e.g. "
+        "'span_weights.think=0.5'; runs of different variants are never pooled",
+    )
+    p.add_argument(
         "--primary",
         action="append",
         default=[],
@@ -298,6 +305,7 @@ def analysis_from_args(args: argparse.Namespace, quiet: bool = False):
         n_boot=args.bootstrap,
         seed=args.seed,
         progress=not quiet,
+        variant=args.variant,
     )
 
 

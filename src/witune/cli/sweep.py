@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             lab = p.labels
             console.print(
                 f"{p.run_id}  model={lab.model} data={lab.dataset} λp={lab.prompt_weight:g} "
-                f"λr={lab.response_weight:g} norm={lab.normalization} seed={lab.seed}",
+                f"λr={lab.response_weight:g} norm={lab.normalization} seed={lab.seed}"
+                + (f" {lab.variant}" if lab.variant else ""),
                 highlight=False,
                 soft_wrap=True,
             )

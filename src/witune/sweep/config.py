@@ -19,6 +19,8 @@ The kernel of every witune config reads it (`witune.flat_config`: types, ranges,
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,12 @@ class SweepConfig(FlatConfig):
     """Models to fine-tune."""
     seeds: list[int] = field(default_factory=list)
     """Seeds."""
+    weight_axes: dict[str, Any] = field(default_factory=dict)
+    """Further weight axes, each a weight setting and its values: `span_weights.think: [0.5, 1.0]`,
+    `role_weights.system: [0.0, 1.0]`, `dynamic_weight: [none, dft]`. They cross with the other axes, and their
+    values label each point (the `variant` design column); `witune analyze` analyses one variant at a time
+    (`--variant`), never pooling runs that trained with other weights. Message and sample weights live in the
+    data: give each weighting as its own file on the `datasets` axis."""
     # --- evaluation of each trained point (defaults: witune.sweep.point.EvalSpec)
     eval_tasks: list[str] = field(default_factory=list)
     """Harness tasks and witune:<built-in> names."""
@@ -135,6 +143,10 @@ class SweepConfig(FlatConfig):
                 yield "weights", f"pair ({p}, {r}) is invalid: weights must be >= 0 and not both 0"
         if not (self.datasets or self.base.get("data") or self.set.get("data")):
             yield "datasets", "is empty and there is no training data: give 'datasets', or 'data' in 'base' or 'set'"
+        for key, values in self.weight_axes.items():
+            why = weight_axis_problem(key, values)
+            if why:
+                yield "weight_axes", why
         if self.n_points() > self.max_points:
             yield (
                 "max_points",
@@ -158,10 +170,9 @@ class SweepConfig(FlatConfig):
     def n_points(self) -> int:
         """Points of the grid, counted from its axes before any is built (values that resolve to the same
         training are merged later, so the grid can only be smaller)."""
-        n = 1
-        for axis in (self.models, self.datasets, self.weight_pairs(), self.normalization, self.seeds):
-            n *= max(1, len(axis))
-        return n
+        sizes = [len(self.models), len(self.datasets), len(self.weight_pairs()), len(self.normalization)]
+        sizes += [len(self.seeds), *(len(v) for v in self.weight_axes.values() if isinstance(v, list))]
+        return math.prod(max(1, n) for n in sizes)
 
     def weight_pairs(self) -> list[tuple[float, float]]:
         """The (prompt, response) pairs of the weight axes, in order; [] when no weight axis is given."""
@@ -189,6 +200,27 @@ class SweepConfig(FlatConfig):
             self.eval_data_dir,
             self.weight_distance,
         )
+
+
+WEIGHT_AXIS_KEYS = ("span_weights.<span>", "role_weights.<role>", "dynamic_weight")
+
+
+def weight_axis_problem(key: str, values: Any) -> str | None:
+    """What is wrong with one `weight_axes` entry, or None."""
+    head, dot, name = key.partition(".")
+    if not ((head in ("span_weights", "role_weights") and dot and name) or key == "dynamic_weight"):
+        return f"has {key!r}; a weight axis is one of {', '.join(WEIGHT_AXIS_KEYS)}"
+    if not isinstance(values, list) or not values:
+        return f"{key!r} needs a non-empty list of values, got {values!r}"
+    if len({json.dumps(v) for v in values}) < len(values):
+        return f"{key!r} lists a value twice"
+    if key == "dynamic_weight":
+        bad = [v for v in values if not isinstance(v, str)]
+    else:
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
+    return (
+        f"{key!r} has values that are not {'names' if key == 'dynamic_weight' else 'numbers'}: {bad}" if bad else None
+    )
 
 
 def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:

@@ -68,6 +68,7 @@ def expand(cfg: SweepConfig) -> list[Point]:
         [{"plw": None, "prompt_weight": p, "response_weight": r} for p, r in cfg.weight_pairs()] or [{}],
         [{"normalization": n} for n in cfg.normalization] or [{}],
         [{"seed": s} for s in cfg.seeds] or [{}],
+        *([{_AXIS: (key, v)} for v in values] for key, values in cfg.weight_axes.items()),
     ]
     if "data" in common and not cfg.datasets:
         common["data"] = _absolute_if_exists(str(common["data"]))
@@ -78,8 +79,14 @@ def expand(cfg: SweepConfig) -> list[Point]:
     points, seen = [], set()
     for combo in itertools.product(*axes):
         overrides = dict(common)
+        variant = []
         for part in combo:
-            overrides.update(part)
+            if _AXIS in part:
+                key, value = part[_AXIS]
+                _set_weight(overrides, key, value)
+                variant.append(f"{key}={value}")
+            else:
+                overrides.update(part)
         try:
             resolved = load_config(None, {**overrides, "output_dir": RUN_FOLDER})  # validates every key and type
         except ConfigError as e:
@@ -99,9 +106,23 @@ def expand(cfg: SweepConfig) -> list[Point]:
             response,
             normalization_label(resolved.normalization),
             resolved.seed,
+            ", ".join(variant),
         )
         points.append(point)
     return points
+
+
+_AXIS = "_weight_axis"  # marks a `weight_axes` value among the axis parts of a grid combination
+
+
+def _set_weight(overrides: dict[str, Any], key: str, value: Any) -> None:
+    """`span_weights.think` = 0.5 sets one entry of the span_weights mapping (the others stay as base/set give
+    them); `dynamic_weight` is a plain key."""
+    head, _, name = key.partition(".")
+    if name:
+        overrides[head] = {**(overrides.get(head) or {}), name: value}
+    else:
+        overrides[key] = value
 
 
 def _dpo_keys(cfg: SweepConfig) -> dict[str, Any]:

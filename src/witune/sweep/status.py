@@ -32,7 +32,20 @@ def status_table(folder: str | Path):
     live = db.sweep_is_live(folder)
     counts = db.point_counts(folder)
     table = Table(title=f"sweep {folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    for col in ("run", "model", "dataset", "λp", "λr", "norm", "seed", "status", "tries", "time"):
+    variants = any(r["point"].get("labels", {}).get("variant") for r in runs)  # a sweep with weight_axes
+    for col in (
+        "run",
+        "model",
+        "dataset",
+        "λp",
+        "λr",
+        "norm",
+        "seed",
+        *(["variant"] * variants),
+        "status",
+        "tries",
+        "time",
+    ):
         table.add_column(col, justify="right" if col in ("λp", "λr", "seed", "tries", "time") else "left")
     for key in keys:
         table.add_column(names[key][1].split("=")[0], justify="right")
@@ -49,6 +62,7 @@ def status_table(folder: str | Path):
             _fmt(lab.get("response_weight")),
             str(lab.get("normalization", "")),
             str(lab.get("seed", "")),
+            *([str(lab.get("variant", ""))] * variants),
             f"[{_STYLE[db.point_status(r, live)]}]{db.point_status(r, live)}[/]",
             str(r["attempts"]),
             "" if seconds is None else f"{seconds:.0f}s",

@@ -27,11 +27,39 @@ def read_sweep_folder(folder: str | Path, stage: str = "sft") -> tuple[pd.DataFr
     )
 
 
+def select_variant(results: pd.DataFrame, variant: str | None, source: str) -> tuple[pd.DataFrame, str | None]:
+    """The rows of one variant (the further weight axes of a sweep, `weight_axes`) and the note that says so.
+
+    Runs that trained with other span, role or dynamic weights are other configurations: pooling them would
+    average over a setting the analysis does not see. With one variant nothing is to choose; with several,
+    `variant` must name one (refused in one line listing them).
+    """
+    from witune.errors import ConfigError
+
+    have = sorted(set(results["variant"])) if "variant" in results.columns else [""]
+    if variant is None and len(have) == 1:
+        chosen = have[0]
+    elif variant is None:
+        raise ConfigError(
+            f"{source}: the runs trained with {len(have)} weight variants ({'; '.join(repr(v) for v in have)}); "
+            "analyse one at a time with --variant, e.g. --variant " + repr(have[0])
+        )
+    elif variant not in have:
+        raise ConfigError(f"{source}: no runs of variant {variant!r}; the variants are {'; '.join(map(repr, have))}")
+    else:
+        chosen = variant
+    if "variant" not in results.columns:
+        return results, None
+    kept = results[results["variant"] == chosen].drop(columns=["variant"]).reset_index(drop=True)
+    return kept, f"variant {chosen!r}: only the runs that trained with these weights ({len(have)} in the sweep)"
+
+
 def read_results_table(path: str | Path) -> pd.DataFrame:
     """The checked results table of a sweep folder or a results CSV."""
     from witune.analysis.results import load_results
 
-    return read_sweep_folder(path)[0] if Path(path).is_dir() else load_results(path)
+    table = read_sweep_folder(path)[0] if Path(path).is_dir() else load_results(path)
+    return select_variant(table, None, str(path))[0]  # several variants: refused, never pooled
 
 
 def read_dpo_stage(path: str | Path) -> pd.DataFrame | None:
@@ -57,6 +85,7 @@ def analyze_results(
     n_boot: int = 0,
     seed: int = 0,
     progress: bool = True,
+    variant: str | None = None,
 ) -> Analysis:
     """Every analysis of a sweep folder or results CSV (`witune analyze`, `witune report`); `losses`,
     `features` and `items` (per-item scores, for the noise guard's pairing) are optional CSVs (a sweep folder
@@ -74,6 +103,10 @@ def analyze_results(
             results, loss_table = read_sweep_folder(path)
         else:
             results, loss_table = load_results(path), None
+        results, variant_note = select_variant(results, variant, str(path))
+        dpo = read_dpo_stage(path)
+        if dpo is not None:
+            dpo = select_variant(dpo, variant, str(path))[0]
         if losses:
             loss_table = load_losses(losses)
         extra = load_features(features) if features else None
@@ -94,11 +127,13 @@ def analyze_results(
             groups=dict(groups or {}),
             items=item_table,
             r_timeout=r_timeout,
-            dpo=read_dpo_stage(path),
+            dpo=dpo,
         )
     if Path(path).is_dir():
         from witune.sweep.db import progress_note
 
         note = progress_note(path)
         a.notes[:0] = [note] if note else []  # first: every number below rests on the done points only
+    if variant_note:
+        a.notes.insert(0, variant_note)
     return a
