@@ -17,18 +17,12 @@ import pytest
 from scipy.stats import binom
 
 from witune.analysis import noise
-from witune.analysis.aggregate import add_relative, aggregates, best_configs
 from witune.analysis.benchmarks import one_vote
+from witune.analysis.calibration import BENCH, SE, guard_rates, guarded, null_grid
 from witune.analysis.results import validate_results
 from witune.data.errors import DataError
 
 PW = [0.0, 0.01, 0.05, 0.1, 0.5, 1.0]
-BENCH = [
-    ("arc_challenge", "acc_norm", 0.45, True),
-    ("mmlu", "acc", 0.40, True),
-    ("heldout", "response_nll", 2.00, False),
-]
-SE = 0.01
 
 
 def sweep(rng: np.random.Generator, gain_sd: float = 0.0, seeds: int = 1, stderr: bool = True) -> pd.DataFrame:
@@ -62,72 +56,16 @@ def sweep(rng: np.random.Generator, gain_sd: float = 0.0, seeds: int = 1, stderr
     return pd.DataFrame(rows)
 
 
-def guarded(df: pd.DataFrame, items: pd.DataFrame | None = None) -> pd.Series:
-    rel = add_relative(df)
-    agg = aggregates(rel)
-    return noise.guard(rel, agg, best_configs(agg), items).iloc[0]
-
-
-def null_grid(rng: np.random.Generator, k: int, seeds: int, effect: float = 0.0, everywhere: bool = False):
-    """k prompt weights at response weight 1 ((0, 1) among them), 3 benchmarks, run noise SD = SE; a planted gain
-    of ``effect`` standard errors *of the difference of two configuration means* (SE * sqrt(2 / seeds)) for the
-    last configuration, on the first benchmark (or on every one)."""
-    rows = []
-    for i, wp in enumerate(np.linspace(0.0, 1.0, k)):
-        for seed in range(seeds):
-            for b, (bench, metric, truth, higher) in enumerate(BENCH):
-                planted = i == k - 1 and (everywhere or b == 0)
-                mu = truth + (effect * SE * math.sqrt(2 / seeds) * (1 if higher else -1) if planted else 0.0)
-                rows.append(
-                    {
-                        "run_id": f"c{i}-s{seed}",
-                        "model": "m",
-                        "dataset": "d",
-                        "prompt_weight": wp,
-                        "response_weight": 1.0,
-                        "normalization": "",
-                        "seed": seed,
-                        "benchmark": bench,
-                        "metric": metric,
-                        "score": mu + rng.normal(0, SE),
-                        "higher_is_better": higher,
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def rates(k: int, seeds: int, reps: int, effect: float = 0.0, everywhere: bool = False) -> tuple[float, float]:
-    """(share of grids with any winner, share where the winner is the planted configuration)."""
-    rng = np.random.default_rng(1000 * k + 10 * seeds + int(effect))
-    named = planted = 0
-    for _ in range(reps):
-        row = guarded(null_grid(rng, k, seeds, effect, everywhere))
-        named += bool(row["distinguishable"])
-        planted += bool(row["distinguishable"]) and row["prompt_weight"] == 1.0
-    return named / reps, planted / reps
-
-
 def test_pure_noise_names_at_most_5_percent_false_winners_with_2_and_3_seeds():
     # The old guard (sd / sqrt(2) against a normal threshold) named winners in 22-31% of these grids with 2 seeds.
     reps = 40
     counts = []
     for k in (4, 36):
         for seeds in (2, 3):
-            share, _ = rates(k, seeds, reps)
+            share, _ = guard_rates(k, seeds, reps)
             counts.append(share * reps)
             assert share * reps <= binom.ppf(0.999, reps, 0.05), (k, seeds, share)
     assert sum(counts) / (reps * len(counts)) <= 0.05
-
-
-@pytest.mark.slow
-def test_false_winner_rate_and_power_table():
-    """The table printed in docs/statistics.md: false winners (200 null grids per cell) and power for 3 SE."""
-    for seeds in (2, 3):
-        for k in (4, 9, 16, 36):
-            share, _ = rates(k, seeds, 200)
-            assert share <= 0.05, (k, seeds, share)
-            _, power = rates(k, seeds, 100, effect=3.0, everywhere=True)
-            print(f"seeds {seeds} K {k}: false winners {share:.3f}, power at 3 SE on every benchmark {power:.2f}")
 
 
 def test_planted_gain_with_seeds_is_found_and_recommended():
