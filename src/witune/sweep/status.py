@@ -33,19 +33,10 @@ def status_table(folder: str | Path):
     counts = db.point_counts(folder)
     table = Table(title=f"sweep {folder}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     variants = any(r["point"].get("labels", {}).get("variant") for r in runs)  # a sweep with weight_axes
-    for col in (
-        "run",
-        "model",
-        "dataset",
-        "λp",
-        "λr",
-        "norm",
-        "seed",
-        *(["variant"] * variants),
-        "status",
-        "tries",
-        "time",
-    ):
+    columns = ["run", "model", "dataset", "λp", "λr", "norm", "seed", "status", "tries", "time"]
+    if variants:
+        columns.insert(columns.index("status"), "variant")
+    for col in columns:
         table.add_column(col, justify="right" if col in ("λp", "λr", "seed", "tries", "time") else "left")
     for key in keys:
         table.add_column(names[key][1].split("=")[0], justify="right")
