@@ -7,7 +7,7 @@ from pathlib import Path
 from witune.results_schema import benchmark_name
 from witune.sweep import db
 
-_STYLE = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim"}
+_STYLE = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim", "stopped": "magenta"}
 MAX_METRIC_COLUMNS = 4
 
 

@@ -82,7 +82,7 @@ def analyze_results(
         def advance(stage: str, done: int, total: int) -> None:
             bar.update(task, description=f"{stage} ({len(results):,} rows)", completed=done, total=total)
 
-        return analyze(
+        analysis = analyze(
             results,
             loss_table,
             extra,
@@ -96,3 +96,22 @@ def analyze_results(
             r_timeout=r_timeout,
             dpo=read_dpo_stage(path),
         )
+    note = halving_note(path)
+    if note:
+        analysis.notes.insert(0, note)
+    return analysis
+
+
+def halving_note(path: str | Path) -> str | None:
+    """The one line saying that a sweep folder's early-stopped points (successive halving) are left out."""
+    if not Path(path).is_dir():
+        return None
+    from witune.sweep.db import stopped_points
+
+    n = stopped_points(path)
+    if not n:
+        return None
+    return (
+        f"{n} point(s) stopped early by successive halving are left out of the mixed models and aggregates "
+        "(trained fewer steps: not comparable); their rung scores are in sweep.db's rungs table."
+    )
