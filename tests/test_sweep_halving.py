@@ -29,7 +29,13 @@ PLWS = [0.0, 0.01, 0.1, 1.0]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "COLUMNS": "220",
+    }
 
 
 def _heldout(tmp: Path, shared: Path) -> Path:

@@ -13,6 +13,8 @@ Example (every key optional except a base config or `set: {data: ...}`)::
     eval_limit: 100
     workers: 2
     output_dir: sweeps/plw
+    search: halving                 # optional budgeted search (witune.sweep.halving); default grid
+    halving_heldout: data/heldout.jsonl
 
 The kernel of every witune config reads it (`witune.flat_config`: types, ranges, duplicate keys, alias bombs).
 """
