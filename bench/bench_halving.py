@@ -9,7 +9,8 @@ item by item on the held-out records (paired difference of response NLL per toke
 "within noise" means |difference| < 2 SE. Tokens: the logged tokens of every optimizer step that ran
 (metrics.jsonl; log_every 1).
 
-    python bench/bench_halving.py --model /root/.cache/witune/smollm2-135m-instruct --out bench/results/halving.json
+    python bench/bench_halving.py --model tiny --out bench/results/halving.json
+    python bench/bench_halving.py --model /root/.cache/witune/smollm2-135m-instruct --lr 1e-4   # an idle machine
 
 One repeat (`bench.method.interleaved`, load recorded): the tokens and the choices are deterministic; the
 seconds are for orientation and are marked when the machine was loaded.
@@ -164,12 +165,12 @@ def paired(root: Path, heldout: Path, plw_a: float, plw_b: float, max_length: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/root/.cache/witune/smollm2-135m-instruct")
+    ap.add_argument("--model", default="tiny", help="tiny (witune.models.tiny) or a model folder, e.g. SmolLM2-135M")
     ap.add_argument("--n-train", type=int, default=135)
     ap.add_argument("--max-steps", type=int, default=27)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 for the tiny model, else 1e-4")
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--rungs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -178,6 +179,12 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)
+    if args.lr is None:
+        args.lr = 1e-3 if args.model == "tiny" else 1e-4
+    if args.model == "tiny":  # the random tiny Llama (witune.models.tiny), for a loaded machine
+        from witune.models import make_tiny_model
+
+        args.model = str(make_tiny_model(root / "tiny-model"))
     heldout = root / "heldout.jsonl"  # the records after the training ones
     heldout.write_text("\n".join(SHARED.read_text().splitlines()[args.n_train :]) + "\n")
     runs = interleaved(
