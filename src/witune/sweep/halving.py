@@ -10,7 +10,8 @@ run), the others stop. The last rung trains to max_steps and runs the point's ev
 Every rung's score, tokens and outcome go into `sweep.db`'s `rungs` table before the next rung starts, so a
 killed sweep rerun with `--resume` continues at the rung it was in (points with a recorded rung are not
 retrained; the others resume from their newest checkpoint). A stopped point keeps its checkpoint: a later
-`search: grid` sweep over the same folder trains it to the end from there.
+`search: grid` sweep over the same folder trains it to the end from there. A point's `attempts` in `runs` counts
+each rung it started (a retry after a kill adds one more).
 """
 
 from __future__ import annotations
