@@ -84,16 +84,16 @@ def test_status_and_analysis_say_how_much_of_the_sweep_is_done(tmp_path, capsys)
         code, out, _ = run_cli(["sweep", "status", folder], capsys)
         assert code == 0 and "4 done, 1 pending, 1 running" in " ".join(out.split())
     code, out, _ = run_cli(["sweep", "status", folder], capsys)  # nobody holds the lock: the sweep was killed
-    assert code == 0 and "4 done, 1 pending, 1 stopped" in " ".join(out.split()) and "running" not in out
+    assert code == 0 and "4 done, 1 pending, 1 interrupted" in " ".join(out.split()) and "running" not in out
     code, out, _ = run_cli(["analyze", folder], capsys)
     assert code == 0
-    assert "sweep incomplete: 4 of 6 points done (1 pending, 1 stopped); only the done points are analysed" in (
+    assert "sweep incomplete: 4 of 6 points done (1 pending, 1 interrupted); only the done points are analysed" in (
         " ".join(out.split())
     )
 
 
-def test_a_killed_sweep_is_stopped_not_running(tmp_path):
-    """For real: a process holding the sweep's lock is killed with SIGKILL; its point reads as stopped."""
+def test_a_killed_sweep_is_interrupted_not_running(tmp_path):
+    """For real: a process holding the sweep's lock is killed with SIGKILL; its point reads as interrupted."""
     folder = make_sweep_db(tmp_path / "sweep", done=1, running=1)
     holder = subprocess.Popen(
         [
@@ -110,7 +110,14 @@ def test_a_killed_sweep_is_stopped_not_running(tmp_path):
     assert db.point_counts(folder)["running"] == 1
     holder.kill()
     holder.wait()
-    assert db.point_counts(folder) == {"done": 1, "pending": 0, "running": 0, "stopped": 1, "failed": 0}
+    assert db.point_counts(folder) == {
+        "done": 1,
+        "pending": 0,
+        "running": 0,
+        "interrupted": 1,
+        "failed": 0,
+        "stopped": 0,
+    }
     fd = os.open(folder / db.LOCK_NAME, os.O_RDWR)  # and looking left the lock free for a `--resume`
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.close(fd)

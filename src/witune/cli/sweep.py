@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(status_table(summary.folder))
     console.print(
         f"{summary.points} points: {summary.skipped} already done, {summary.done} done now, "
-        f"{summary.failed} failed. Database: {summary.folder / 'sweep.db'}",
+        f"{summary.failed} failed"
+        + (f", {summary.stopped} stopped early by successive halving" if summary.stopped else "")
+        + f". Database: {summary.folder / 'sweep.db'}",
         highlight=False,
     )
     return 1 if summary.failed else 0

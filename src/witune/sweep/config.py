@@ -13,6 +13,8 @@ Example (every key optional except a base config or `set: {data: ...}`)::
     eval_limit: 100
     workers: 2
     output_dir: sweeps/plw
+    search: halving                 # optional budgeted search (witune.sweep.halving); default grid
+    halving_heldout: data/heldout.jsonl
 
 The kernel of every witune config reads it (`witune.flat_config`: types, ranges, duplicate keys, alias bombs).
 """
@@ -42,6 +44,7 @@ PRESETS: dict[str, list[tuple[float, float]]] = {
     "wit-grid": [(p, r) for p in _WIT_STEPS for r in _WIT_STEPS if (p, r) != (0.0, 0.0)],
 }
 BACKENDS = ("local", "ray")
+SEARCHES = ("grid", "halving")
 # Keys whose null means "not given" (an empty axis or mapping), as an empty YAML entry reads.
 _NULL_IS_EMPTY = {"set", "dpo", "weights", "plw", "prompt_weights", "response_weights", "normalization"}
 _NULL_IS_EMPTY |= {"datasets", "models", "seeds", "eval_tasks"}
@@ -117,6 +120,18 @@ class SweepConfig(FlatConfig):
     max_points: int = 1000
     """The most points a grid may have (each point is a full training); a bigger grid is refused before anything
     runs: raise this to run one on purpose."""
+    # --- budgeted search (witune.sweep.halving)
+    search: str = "grid"
+    """grid (every point trains to the end) or halving (successive halving: every configuration trains the first
+    rung, is scored on the held-out response NLL, the best 1/halving_eta continue from their checkpoints)."""
+    halving_eta: int = 3
+    """Successive halving: 1/eta of the configurations of each (model, dataset) continue at each rung."""
+    halving_rungs: int = 3
+    """Successive halving: rungs; rung k trains max_steps // eta^(rungs-1-k) steps (the last: max_steps)."""
+    halving_heldout: str | None = None
+    """Successive halving: held-out records (a data file) whose response NLL per token ranks the points."""
+    halving_heldout_limit: int | None = 200
+    """Successive halving: use the first N held-out records (null: all)."""
 
     INTERNAL = ("base_path",)
     RANGES = {
@@ -128,6 +143,10 @@ class SweepConfig(FlatConfig):
         "eval_batch_size": at_least(1),
         "eval_max_new_tokens": at_least(1),
         "eval_num_fewshot": optional(at_least(0)),
+        "search": one_of(SEARCHES),
+        "halving_eta": at_least(2),
+        "halving_rungs": at_least(2),
+        "halving_heldout_limit": optional(at_least(1)),
     }
 
     @classmethod
@@ -157,6 +176,38 @@ class SweepConfig(FlatConfig):
             )
         if "output_dir" in self.set:  # a base config's output_dir is simply replaced by runs/<run_id>
             yield "set", "may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>"
+        if self.search == "halving":
+            yield from self._halving_problems()
+
+    def _halving_problems(self) -> Iterator[tuple[str, str]]:
+        if self.backend == "ray":
+            yield (
+                "search",
+                "halving runs with backend local only: the ray backend runs whole points as Ray tasks, not Ray "
+                "Tune trials that an ASHA scheduler could stop",
+            )
+        if not self.halving_heldout:
+            yield "halving_heldout", "is required with search: halving (held-out records that rank the points)"
+        elif not Path(self.halving_heldout).expanduser().exists():
+            yield "halving_heldout", f"file not found: {self.halving_heldout}"
+        if self.dpo:
+            yield "search", "halving ranks SFT points only: it cannot be combined with a 'dpo' stage"
+        max_steps = int({**self.base, **self.set}.get("max_steps", 0) or 0)
+        if max_steps <= 0:
+            yield "search", "halving needs max_steps > 0 in 'base' or 'set' (the rungs are counted in steps)"
+            return
+        steps = rung_steps(max_steps, self.halving_eta, self.halving_rungs)
+        if steps[0] < 1 or any(a >= b for a, b in zip(steps, steps[1:], strict=False)):
+            yield (
+                "halving_rungs",
+                f"{self.halving_rungs} rungs with eta {self.halving_eta} and max_steps {max_steps} give steps "
+                f"{steps}: each rung must train more steps than the one before (fewer rungs or more max_steps)",
+            )
+
+    def rung_steps(self) -> list[int]:
+        """Optimizer steps at the end of each rung of successive halving (the last: the points' max_steps)."""
+        max_steps = int({**self.base, **self.set}.get("max_steps", 0) or 0)
+        return rung_steps(max_steps, self.halving_eta, self.halving_rungs)
 
     def validate(self) -> SweepConfig:
         super().validate()
@@ -221,6 +272,11 @@ def weight_axis_problem(key: str, values: Any) -> str | None:
     return (
         f"{key!r} has values that are not {'names' if key == 'dynamic_weight' else 'numbers'}: {bad}" if bad else None
     )
+
+
+def rung_steps(max_steps: int, eta: int, rungs: int) -> list[int]:
+    """Rung k of `rungs` ends at max_steps // eta^(rungs-1-k): e.g. 27 steps, eta 3, 3 rungs -> [3, 9, 27]."""
+    return [max_steps // eta ** (rungs - 1 - k) for k in range(rungs)]
 
 
 def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:

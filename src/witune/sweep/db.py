@@ -7,10 +7,14 @@ Tables::
             PRIMARY KEY(run_id, stage, task, metric))        -- `witune.results_schema.ResultRow`s
     losses(run_id, step, loss, PRIMARY KEY(run_id, step))
     task_structure(run_id, task, parent, n_items, weight_by_size, PRIMARY KEY(run_id, task))  (lm-eval's groups)
+    rungs(run_id, rung, steps, score, tokens, decision, PRIMARY KEY(run_id, rung))  (successive halving)
 
 Every write is one transaction and result/loss rows are `INSERT OR REPLACE`d on their keys, so a point that is
 re-run (after a kill) replaces its rows instead of adding a second copy. Status: pending -> running -> done |
-failed; a `running` row left by a killed sweep is simply run again by `--resume`.
+failed; a `running` row left by a killed sweep is simply run again by `--resume`. Successive halving adds
+`stopped`: a point that trained some rungs and was not promoted (its checkpoint stays; a later grid sweep over the
+folder continues it to the end). A table is created when a database lacking it is opened: older folders gain
+the `rungs` table (empty) the first time they are opened, their rows unchanged.
 
 Sweep folders written before the `results` table hold their rows in `metrics(run_id, task, metric, value,
 stderr, higher_is_better)`, DPO-stage tasks prefixed `dpo:`: that table is read too, each row as it meant
@@ -34,7 +38,8 @@ from witune.sweep.rows import declared_columns, legacy_row, tag_rows
 
 DB_NAME = "sweep.db"
 LOCK_NAME = ".lock"  # held (flock) by the `witune sweep` process running in the folder, for its whole life
-STATUSES = ("pending", "running", "done", "failed")
+STATUSES = ("pending", "running", "done", "failed", "stopped")
+DECISIONS = ("promoted", "stopped", "final")  # a rung's outcome; NULL until the rung's ranking is made
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -49,6 +54,9 @@ CREATE TABLE IF NOT EXISTS losses (
 CREATE TABLE IF NOT EXISTS task_structure (
     run_id TEXT NOT NULL, task TEXT NOT NULL, parent TEXT, n_items INTEGER, weight_by_size INTEGER,
     PRIMARY KEY (run_id, task));
+CREATE TABLE IF NOT EXISTS rungs (
+    run_id TEXT NOT NULL, rung INTEGER NOT NULL, steps INTEGER NOT NULL, score REAL, tokens REAL, decision TEXT,
+    PRIMARY KEY (run_id, rung));
 """
 
 
@@ -218,6 +226,33 @@ def finish_run(path: str | Path, run_id: str, rows: Rows, losses: list[tuple[int
         )
 
 
+def record_rung(path: str | Path, run_id: str, rung: int, steps: int, score: float, tokens: float) -> None:
+    """A point's held-out score after `rung` (trained to `steps`); the point waits (pending) for the ranking."""
+    with transaction(path) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO rungs (run_id, rung, steps, score, tokens, decision) VALUES (?,?,?,?,?,NULL)",
+            (run_id, rung, steps, _num(score), _num(tokens)),
+        )
+        conn.execute("UPDATE runs SET status='pending' WHERE run_id=? AND status='running'", (run_id,))
+
+
+def decide_rung(path: str | Path, rung: int, decisions: Mapping[str, str]) -> None:
+    """Record each point's outcome of `rung` (`DECISIONS`); a stopped point's status becomes 'stopped'."""
+    with transaction(path) as conn:
+        for run_id, decision in decisions.items():
+            assert decision in DECISIONS, decision
+            conn.execute("UPDATE rungs SET decision=? WHERE run_id=? AND rung=?", (decision, run_id, rung))
+            if decision == "stopped":
+                now = time.time()
+                conn.execute("UPDATE runs SET status='stopped', finished=?, error=NULL WHERE run_id=?", (now, run_id))
+
+
+def rungs(path: str | Path) -> list[dict[str, Any]]:
+    """Every recorded rung: run_id, rung, steps, score, tokens, decision; by run and rung."""
+    with connect(path) as conn:
+        return [dict(r) for r in conn.execute("SELECT * FROM rungs ORDER BY run_id, rung")]
+
+
 def write_eval_rows(db: str | Path, run_id: str, rows: Rows) -> None:
     """Store evaluation rows {task, metric, value, stderr, higher_is_better} for `run_id` (used by `witune eval
     --db`); rows of the same task and metric replace earlier ones. An unknown run id gets a minimal run row."""
@@ -337,7 +372,7 @@ def metrics(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]
 
 def sweep_is_live(folder: str | Path) -> bool:
     """Whether a `witune sweep` process holds the folder's lock now. The kernel drops a flock when its process
-    dies, even by SIGKILL: a `running` point of a folder nobody holds was stopped, not running."""
+    dies, even by SIGKILL: a `running` point of a folder nobody holds was interrupted, not running."""
     import fcntl
     import os
 
@@ -356,25 +391,26 @@ def sweep_is_live(folder: str | Path) -> bool:
 
 
 def point_status(run: Mapping[str, Any], live: bool) -> str:
-    """A run's status as it is now: `running` in the database but no live sweep is "stopped" (killed)."""
-    return "stopped" if run["status"] == "running" and not live else run["status"]
+    """A run's status as it is now: `running` in the database but no live sweep is "interrupted" (killed)."""
+    return "interrupted" if run["status"] == "running" and not live else run["status"]
 
 
 def point_counts(folder: str | Path) -> dict[str, int]:
-    """How many points are done, pending, running (a live sweep holds the lock), stopped (marked running, but
-    the sweep that ran them is gone) and failed."""
+    """How many points are done, pending, running (a live sweep holds the lock), interrupted (marked running,
+    but the sweep that ran them is gone), failed, and stopped early by successive halving."""
     live = sweep_is_live(folder)
-    counts = dict.fromkeys(("done", "pending", "running", "stopped", "failed"), 0)
+    counts = dict.fromkeys(("done", "pending", "running", "interrupted", "failed", "stopped"), 0)
     for r in runs(folder):
         counts[point_status(r, live)] += 1
     return counts
 
 
 def progress_note(folder: str | Path) -> str | None:
-    """One line for a sweep that is not complete (None when every point is done): what the analysis rests on."""
+    """One line for a sweep that is not complete (None when every point is done, or stopped by successive
+    halving, which `halving_note` reports): what the analysis rests on."""
     counts = point_counts(folder)
     total = sum(counts.values())
-    if counts["done"] == total:
+    if counts["done"] + counts["stopped"] == total:
         return None
     rest = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "done")
     return f"sweep incomplete: {counts['done']} of {total} points done ({rest}); only the done points are analysed"
@@ -404,6 +440,12 @@ def results_frame(folder: str | Path, stage: str = "sft"):
         if rid in rows:
             rows[rid].append(row)
     return results_table(((rid, done[rid], rows[rid]) for rid in sorted(done)), stage, declared_columns())
+
+
+def stopped_points(folder: str | Path) -> int:
+    """Points that successive halving stopped at an early rung: out of `results_frame` and `losses_frame` (only
+    finished runs are read), since a run stopped part-way is not comparable with one trained to the end."""
+    return sum(r["status"] == "stopped" for r in runs(_require(folder)))
 
 
 def losses_frame(folder: str | Path):

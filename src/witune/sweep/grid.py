@@ -31,6 +31,7 @@ _NOT_HASHED = {
     "save_every",
     "save_total_limit",
     "allow_weight_above_one",
+    "stop_at_step",  # a rung of successive halving stops the same training part-way: the same point
 }
 
 

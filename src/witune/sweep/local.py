@@ -21,15 +21,22 @@ from witune.sweep.stage import die_with_parent
 Report = Callable[[str, str], None]  # (run_id, "done" | "failed") after each point
 
 
-def run_local(sweep_dir: str | Path, run_ids: list[str], workers: int, report: Report) -> None:
-    """Run the points `run_ids` (already in the database) on `workers` processes; every outcome is in the db."""
+def run_local(
+    sweep_dir: str | Path,
+    run_ids: list[str],
+    workers: int,
+    report: Report,
+    task: Callable[[str, str], str] = run_point,
+) -> None:
+    """Run the points `run_ids` (already in the database) on `workers` processes; every outcome is in the db.
+    `task(sweep_dir, run_id)` runs one point in a worker (picklable; default: the whole point, `run_point`)."""
     if not run_ids:
         return
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=min(workers, len(run_ids)), mp_context=ctx, initializer=die_with_parent
     ) as pool:
-        futures = {pool.submit(run_point, str(sweep_dir), rid): rid for rid in run_ids}
+        futures = {pool.submit(task, str(sweep_dir), rid): rid for rid in run_ids}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -27,6 +27,7 @@ class SweepSummary:
     skipped: int  # already done before this call
     done: int  # finished by this call
     failed: int  # failed in this call
+    stopped: int = 0  # successive halving: points stopped at an early rung (not comparable with finished ones)
 
 
 @contextmanager
@@ -70,11 +71,15 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
             def report(run_id: str, outcome: str) -> None:
                 if outcome == "done":
                     summary.done += 1
-                else:
+                elif outcome == "failed":
                     summary.failed += 1
                 report_bar(run_id, outcome)
 
-            if cfg.backend == "ray":
+            if cfg.search == "halving":  # the config refuses halving with the ray backend
+                from witune.sweep.halving import run_halving
+
+                summary.stopped = run_halving(cfg, folder, points, report)
+            elif cfg.backend == "ray":
                 from witune.sweep.ray_backend import run_ray
 
                 run_ray(folder, todo, cfg.ray_address, report, workers=cfg.workers)
@@ -114,7 +119,7 @@ def _progress(total: int, done: int, enabled: bool):
 
         def report(run_id: str, outcome: str) -> None:
             nonlocal failed
-            failed += outcome != "done"
+            failed += outcome == "failed"
             bar.update(
                 task, advance=1, description=f"last: {run_id} {outcome}" + (f", {failed} failed" if failed else "")
             )

@@ -90,9 +90,10 @@ def one_line(e: BaseException) -> str:
 _TRAINERS = {"sft": ("train", "training", "."), "dpo": ("dpo", "DPO", "dpo")}
 
 
-def train_stage(stage: str, config: Any, out: Path) -> Path:
+def train_stage(stage: str, config: Any, out: Path, finished: bool = True) -> Path:
     """Train (or continue) a stage of the point in `out` with `python -m witune.cli.<command> <command>.yaml
-    --resume` (its log: `<command>.log`); skipped when it finished before. The stage's model folder."""
+    --resume` (its log: `<command>.log`); skipped when it finished before. The stage's model folder.
+    `finished=False`: the training stops part-way (a rung of successive halving), so it is not marked finished."""
     command, what, sub = _TRAINERS[stage]
     folder = out / sub
     if (folder / TRAINED_MARKER).is_file() and (folder / "model").is_dir():
@@ -105,7 +106,8 @@ def train_stage(stage: str, config: Any, out: Path) -> Path:
     code = run_logged([sys.executable, "-m", f"witune.cli.{command}", str(config_file), "--resume"], log_file)
     if code != 0:
         raise PointError(f"{what} exited with code {code}: {last_error(log_file)} (log: {log_file})")
-    atomic_write_text(folder / TRAINED_MARKER, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    if finished:
+        atomic_write_text(folder / TRAINED_MARKER, time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return folder / "model"
 
 

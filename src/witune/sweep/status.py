@@ -7,7 +7,14 @@ from pathlib import Path
 from witune.results_schema import benchmark_name
 from witune.sweep import db
 
-_STYLE = {"done": "green", "failed": "red", "running": "yellow", "stopped": "magenta", "pending": "dim"}
+_STYLE = {
+    "done": "green",
+    "failed": "red",
+    "running": "yellow",
+    "interrupted": "magenta",
+    "pending": "dim",
+    "stopped": "cyan",
+}
 MAX_METRIC_COLUMNS = 4
 
 

@@ -172,6 +172,10 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
     WANDB_MODE=offline to stay off the network). Main process only; metrics.jsonl is always written."""
     deterministic: bool = False
     """Use torch deterministic algorithms (bit-for-bit reproducible runs and resumes; may be slower)."""
+    stop_at_step: int = 0
+    """Stop after this optimizer step (0: train to the end), with a checkpoint and model/ written there; the
+    learning-rate schedule stays that of the whole run (max_steps / epochs), so a later --resume without it
+    continues exactly as if never stopped (the rungs of `witune sweep`'s successive halving)."""
     preset: str | None = None
     """Recipe whose values replace the defaults before the YAML is applied: alpaca or wit."""
 
@@ -185,6 +189,7 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
         "normalization": normalization_problem,
         "preset": optional(one_of(sorted(PRESETS))),
         "precision": one_of(PRECISIONS),
+        "stop_at_step": at_least(0, "(0: train to the end)"),
     }
 
     def problems(self) -> Iterator[tuple[str, str]]:

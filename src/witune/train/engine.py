@@ -178,9 +178,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     norm = cfg.normalization  # parsed when the config was read: a name or a number
     batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
     log = MetricsLog(out / "metrics.jsonl", acc.is_main_process, resume_step=start)
+    # stop_at_step ends this call early (a rung of successive halving); the schedule above stays `total`'s.
+    end = min(cfg.stop_at_step, total) if cfg.stop_at_step > 0 else total
+    if start > end:
+        raise ConfigError(f"stop_at_step={cfg.stop_at_step}: the run's checkpoint is already at step {start}")
     bar = progress_bar(total, start, cfg.progress and acc.is_main_process)
     last = None
-    for step in range(start, total):
+    for step in range(start, end):
         epoch, in_epoch = schedule.locate(step)
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
@@ -211,12 +215,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
             samples=n_samples,
             elapsed=time.perf_counter() - start_time,
         )
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+        if (step + 1) % cfg.log_every == 0 or step + 1 in (total, end):
             log.write(last)  # first: the run's own record never depends on a tracker
             tracked.log({f"train/{k}": v for k, v in vars(last).items() if k != "step"}, step=step + 1)
         bar.set_postfix(postfix(last), refresh=False)
         bar.update(1)
-        if cfg.save_every > 0 and (step + 1) % cfg.save_every == 0:
+        stopping = step + 1 == end < total  # a later --resume continues from here, exactly
+        if stopping or (cfg.save_every > 0 and (step + 1) % cfg.save_every == 0):
             save_checkpoint(
                 acc,
                 ckpt_root,
@@ -246,7 +251,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         out,
         model_dir,
         out / "metrics.jsonl",
-        total,
+        end,
         last.loss if last else float("nan"),
         time.perf_counter() - start_time,
         resumed_from,

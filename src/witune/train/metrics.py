@@ -45,6 +45,7 @@ class StepMetrics:
     lr: float
     grad_norm: float  # before clipping
     tokens_per_s: float  # non-padding tokens processed per second, all processes
+    tokens: float  # non-padding tokens processed in the step, all processes (what a sweep's budget counts)
     samples: int  # samples (or packed rows) in the step, all processes
     elapsed_s: float
 
@@ -79,6 +80,7 @@ def step_metrics(
         lr=lr,
         grad_norm=grad_norm,
         tokens_per_s=ratio(tokens, seconds),
+        tokens=tokens,
         samples=samples,
         elapsed_s=elapsed,
     )

@@ -44,6 +44,7 @@ RUNTIME_KEYS = frozenset(
         "chunked_loss",
         "merge_lora",
         "preset",
+        "stop_at_step",  # where this call stops, not what the run is: the schedule is the whole run's
     }
 )
 # The run's length: a change is intended (train longer) and handled by recomputing the schedule.

@@ -132,8 +132,21 @@ def analyze_results(
     if Path(path).is_dir():
         from witune.sweep.db import progress_note
 
-        note = progress_note(path)
-        a.notes[:0] = [note] if note else []  # first: every number below rests on the done points only
-    if variant_note:
-        a.notes.insert(0, variant_note)
+        notes = [variant_note, halving_note(path), progress_note(path)]
+    else:
+        notes = [variant_note]
+    a.notes[:0] = [n for n in notes if n]  # first: every number below rests on these runs only
     return a
+
+
+def halving_note(path: str | Path) -> str | None:
+    """The one line saying that a sweep folder's early-stopped points (successive halving) are left out."""
+    from witune.sweep.db import stopped_points
+
+    n = stopped_points(path)
+    if not n:
+        return None
+    return (
+        f"{n} point(s) stopped early by successive halving are left out of the mixed models and aggregates "
+        "(trained fewer steps: not comparable); their rung scores are in sweep.db's rungs table."
+    )

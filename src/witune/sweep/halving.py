@@ -1,0 +1,174 @@
+"""Successive halving over a sweep's configurations (`search: halving`, local backend).
+
+Rule: every point trains the first rung (`SweepConfig.rung_steps`), stopping there with a checkpoint
+(`stop_at_step`: the learning-rate schedule stays that of the whole run). Each point is scored on the held-out
+records' response NLL per token (`witune.eval.score`). Within each (model, dataset) the configurations (weights x
+normalisation; the seeds of one configuration are replicates, ranked by their mean) are ranked, the best
+ceil(n / eta) are promoted and continue from their checkpoints (`--resume`: the same steps as an uninterrupted
+run), the others stop. The last rung trains to max_steps and runs the point's evaluation like a grid point.
+
+Every rung's score, tokens and outcome go into `sweep.db`'s `rungs` table before the next rung starts, so a
+killed sweep rerun with `--resume` continues at the rung it was in (points with a recorded rung are not
+retrained; the others resume from their newest checkpoint). A stopped point keeps its checkpoint: a later
+`search: grid` sweep over the same folder trains it to the end from there. A point's `attempts` in `runs` counts
+each rung it started (a retry after a kill adds one more).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+from witune.sweep import db
+from witune.sweep.config import SweepConfig
+from witune.sweep.local import Report, run_local
+from witune.sweep.point import Point
+from witune.sweep.runner import check_data, output_to, run_dir, run_point
+from witune.sweep.stage import PointError, train_stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Heldout:
+    """The records that rank the points, and how they are scored."""
+
+    path: str
+    limit: int | None
+    batch_size: int
+
+
+def heldout_score(point: Point, model_dir: Path, heldout: Heldout) -> float:
+    """Response NLL per token of the model in `model_dir` on the held-out records, rendered as the point's training
+    data is (template, max_length, truncation); every response token counts, whatever the point's weights."""
+    from witune.data import RoleWeights, load_examples
+    from witune.data.pipeline import tokenize_examples
+    from witune.eval.score import score
+    from witune.models import load_model, load_tokenizer
+    from witune.train import setup
+
+    t = point.train
+    tokenizer = load_tokenizer(str(model_dir))
+    examples = load_examples(heldout.path, limit=heldout.limit).examples
+    rows = tokenize_examples(
+        examples,
+        tokenizer,
+        RoleWeights(1.0, 1.0),
+        template=t.template,
+        max_length=t.max_length,
+        truncation=t.truncation,
+        final_turn_only=t.final_turn_only,
+        on_error="skip",
+    ).rows
+    if not rows:
+        raise PointError(f"halving_heldout {heldout.path}: no record could be scored")
+    model = load_model(str(model_dir))
+    return score(
+        model, rows, setup.pad_id(tokenizer), batch_size=heldout.batch_size, progress=False
+    ).response_nll_per_token
+
+
+def trained_tokens(metrics_file: Path, steps: int) -> float:
+    """Tokens of the logged optimizer steps up to `steps` (metrics.jsonl; every step when log_every is 1)."""
+    if not metrics_file.is_file():
+        return 0.0
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    return float(sum(r.get("tokens", 0.0) for r in rows if int(r["step"]) <= steps))
+
+
+def run_rung(sweep_dir: str, run_id: str, rung: int, steps: int, final: bool, heldout: Heldout) -> str:
+    """One point's rung in a worker: train to `steps` (the last rung: the whole point, evaluated as in a grid),
+    score it and record the rung. 'done' or 'failed'; never raises for a failing point."""
+    folder = Path(sweep_dir)
+    row = next(r for r in db.runs(folder) if r["run_id"] == run_id)
+    out = run_dir(folder, run_id)
+    if final and row["status"] != "done":
+        if run_point(folder, run_id) != "done":
+            return "failed"
+    elif not final:
+        db.mark_running(folder, run_id)
+    try:
+        point = Point.from_json(json.dumps(row["point"]))
+        with output_to(out / "eval.log"):
+            if final:
+                model_dir = out / "model"
+            else:
+                check_data(point.train.data)
+                cfg = dataclasses.replace(point.train_config(out), stop_at_step=steps)
+                model_dir = train_stage("sft", cfg, out, finished=False)
+            value = heldout_score(point, model_dir, heldout)
+    except Exception as e:  # noqa: BLE001 - recorded on the point, never propagated
+        db.mark_failed(folder, run_id, str(e) if isinstance(e, PointError) else f"{type(e).__name__}: {e}")
+        return "failed"
+    db.record_rung(folder, run_id, rung, steps, value, trained_tokens(out / "metrics.jsonl", steps))
+    return "done"
+
+
+def promote(scores: dict[str, float], points: dict[str, Point], eta: int) -> set[str]:
+    """The run ids that continue: per (model, dataset), the ceil(n / eta) configurations with the lowest mean
+    held-out NLL over their seeds (a NaN score ranks last; ties by the configuration's labels, for a stable rule)."""
+    brackets: dict[tuple, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for rid in scores:
+        lab = points[rid].labels
+        config = (lab.prompt_weight, lab.response_weight, lab.normalization)
+        brackets[(lab.model, lab.dataset)][config].append(rid)
+    keep: set[str] = set()
+    for configs in brackets.values():
+
+        def mean(ids: list[str]) -> float:
+            values = [scores[i] for i in ids]
+            return math.inf if any(v is None or math.isnan(v) for v in values) else sum(values) / len(values)
+
+        ranked = sorted(configs, key=lambda c: (mean(configs[c]), str(c)))
+        for c in ranked[: math.ceil(len(ranked) / eta)]:
+            keep.update(configs[c])
+    return keep
+
+
+def _failures_only(report: Report, run_id: str, outcome: str) -> None:
+    if outcome != "done":
+        report(run_id, outcome)
+
+
+def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Report) -> int:
+    """Run the rungs over `points` (registered in the database); returns how many points stopped early.
+    `report(run_id, outcome)` is called once per point that ends in this call: done, failed or stopped."""
+    steps = cfg.rung_steps()
+    heldout = Heldout(
+        str(Path(cfg.halving_heldout or "").expanduser().resolve()), cfg.halving_heldout_limit, cfg.eval_batch_size
+    )
+    by_id = {p.run_id: p for p in points}
+    status = {r["run_id"]: r["status"] for r in db.runs(folder)}
+    ranked = {r["run_id"] for r in db.rungs(folder)}
+    # A point finished by an earlier grid sweep has no rung scores to rank: it stays as it is, out of the search.
+    alive = [rid for rid in by_id if rid in ranked or status.get(rid) != "done"]
+    stopped = 0
+    for k, s in enumerate(steps):
+        final = k == len(steps) - 1
+        recorded = {r["run_id"]: r for r in db.rungs(folder) if r["rung"] == k}
+        todo = [rid for rid in alive if rid not in recorded]
+        task = partial(run_rung, rung=k, steps=s, final=final, heldout=heldout)
+        run_local(
+            folder,
+            todo,
+            cfg.workers,
+            report if final else partial(_failures_only, report),  # earlier rungs end only failed points
+            task,
+        )
+        recorded = {r["run_id"]: r for r in db.rungs(folder) if r["rung"] == k}
+        alive = [rid for rid in alive if rid in recorded]  # a failed point leaves the search (--resume retries it)
+        if final:
+            db.decide_rung(folder, k, {rid: "final" for rid in alive})
+            break
+        keep = promote({rid: recorded[rid]["score"] for rid in alive}, by_id, cfg.halving_eta)
+        decisions = {rid: "promoted" if rid in keep else "stopped" for rid in alive}
+        db.decide_rung(folder, k, decisions)
+        for rid, d in decisions.items():
+            if d == "stopped":
+                stopped += 1
+                if status.get(rid) != "stopped":
+                    report(rid, "stopped")
+        alive = [rid for rid in alive if rid in keep]
+    return stopped
