@@ -184,6 +184,7 @@ def test_halving_sweep_killed_during_a_rung_resumes(tmp_path, tiny_model_dir, sh
     assert db.stopped_points(folder) == 3
 
 
+@pytest.mark.slow
 def test_grid_sweep_extends_a_stopped_point_from_its_checkpoint(tmp_path, tiny_model_dir, shared_data):
     raw = _sweep(tmp_path, tiny_model_dir, shared_data, plw=[0.0, 1.0], halving_rungs=2, workers=1)
     config = tmp_path / "sweep.yaml"
