@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     tracked = trackers.Trackers(tracker_names, out, scalars, acc.is_main_process, resume_step=start)
 
     norm = cfg.normalization  # parsed when the config was read: a name or a number
-    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
+    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack != "none", acc.device)
     log = MetricsLog(out / "metrics.jsonl", acc.is_main_process, resume_step=start)
     bar = progress_bar(total, start, cfg.progress and acc.is_main_process)
     last = None
