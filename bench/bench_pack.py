@@ -18,7 +18,8 @@ order of the seeded schedule's permutation (`witune.train.batches.Schedule`, TRL
             the micro-batch's rows concatenated into one row, no padding at all
   ceiling   the same token stream cut into the fewest rows any packing into --max-length rows can have
             (ceil(tokens / max_length)), all of equal length: no padding, no sample boundaries
-fill = real tokens / token slots of the micro-batches (exact; the ceiling's is 1). tokens/s = real tokens /
+fill = real tokens / token slots of the micro-batches (exact; the ceiling's is 1; with one row per micro-batch
+it is 1 for every packing: then only the number of rows differs, given as fewest / rows). tokens/s = real tokens /
 seconds of SmolLM2-135M fp32 forward + backward of witune's weighted loss over all micro-batches (no
 optimizer step: its cost does not depend on the layout). Goal: bfd >= 0.97 x ceiling. Repeats interleave the
 variants in one process after one untimed warm-up batch; the load average is recorded around every run
@@ -66,8 +67,9 @@ def _schedule_order(n: int, seed: int) -> list[int]:
     return Schedule(n, 1, 1, 1, seed).permutation(0)
 
 
-def _trl_batches(rows: list, max_length: int, pack_batch: int, pad: int, seed: int) -> list[dict]:
-    """TRL's packing and padding-free collator on the same token rows; labels shifted here as witune's are."""
+def _trl_batches(rows: list, max_length: int, pack_batch: int, pad: int, seed: int) -> tuple[list[dict], int]:
+    """TRL's packing and padding-free collator on the same token rows (labels shifted here as witune's are), and
+    the number of packed rows (TRL packs each `datasets.map` batch of 1,000 samples on its own)."""
     import torch
     from datasets import Dataset
     from trl.data_utils import pack_dataset
@@ -91,7 +93,7 @@ def _trl_batches(rows: list, max_length: int, pack_batch: int, pad: int, seed: i
                 "weights": (labels != IGNORE_INDEX).float(),
             }
         )
-    return out
+    return out, len(packed)
 
 
 def _layouts(rows: list, args, pad: int) -> tuple[dict[str, list[dict]], dict[str, int]]:
@@ -108,8 +110,9 @@ def _layouts(rows: list, args, pad: int) -> tuple[dict[str, list[dict]], dict[st
         layouts[strategy] = [
             packed_collate(bins[i : i + args.pack_batch], pad) for i in range(0, len(bins), args.pack_batch)
         ]
-    layouts["trl_bfd"] = _trl_batches(rows, args.max_length, args.pack_batch, pad, args.seed)
-    units["trl_bfd"] = sum(int((b["position_ids"] == 0).sum()) for b in layouts["trl_bfd"])  # samples, for a check
+    layouts["trl_bfd"], units["trl_bfd"] = _trl_batches(rows, args.max_length, args.pack_batch, pad, args.seed)
+    starts = sum(int((b["position_ids"] == 0).sum()) for b in layouts["trl_bfd"])
+    assert starts == len(rows), "TRL's packing lost or split samples"
     stream = Rendered([], [], [], [], rows[0].location)
     for r in rows:
         stream.input_ids += r.input_ids
@@ -161,7 +164,6 @@ def main() -> int:
     layouts, units = _layouts(rows, args, pad)
     real = {v: sum(len(r) for r in rows) for v in VARIANTS}
     real["ceiling"] = sum(int(b["input_ids"].numel()) for b in layouts["ceiling"])
-    assert units["trl_bfd"] == len(rows), "TRL's packing lost or split samples"
     trained = {  # predicted tokens: every variant trains the same ones (the ceiling has no sample boundaries)
         v: sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in layouts[v]) for v in VARIANTS if v != "ceiling"
     }
@@ -196,7 +198,8 @@ def main() -> int:
         slots = sum(int(b["input_ids"].numel()) for b in layouts[v])
         row = {
             "variant": v,
-            "rows": units[v] if v != "trl_bfd" else None,
+            "rows": units[v],
+            "fewest_rows_ratio": units["ceiling"] / units[v] if v != "padded" else None,
             "micro_batches": len(layouts[v]),
             "real_tokens": real[v],
             "slots": slots,
@@ -215,13 +218,14 @@ def main() -> int:
     table = Table(
         title=f"packing: {path.name}, {len(rows)} samples, {real['padded']} tokens, max_length {args.max_length}{timed}"
     )
-    cols = ["variant", "rows", "micro-batches", "fill"]
+    cols = ["variant", "rows", "fewest / rows", "micro-batches", "fill"]
     if args.repeats:
         cols += ["tokens/s min/med/max", "x padded", "/ ceiling", "load 1-min"]
     for col in cols:
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in rows_out:
-        cells = [r["variant"], str(r["rows"] or "-"), str(r["micro_batches"]), f"{r['fill']:.3f}"]
+        fewest = "-" if r["fewest_rows_ratio"] is None else f"{r['fewest_rows_ratio']:.3f}"
+        cells = [r["variant"], str(r["rows"]), fewest, str(r["micro_batches"]), f"{r['fill']:.3f}"]
         if args.repeats:
             cells += [fmt_spread(r["tokens_per_s"], 0), f"{r['x_padded']:.2f}", f"{r['of_ceiling']:.2f}", load_cell(r)]
         table.add_row(*cells)
