@@ -98,9 +98,10 @@ def pack(rows: Sequence[Rendered], max_length: int, strategy: str = "greedy") ->
 def pack_bfd(rows: Sequence[Rendered], max_length: int) -> list[list[Rendered]]:
     """Best-fit decreasing: rows by length, longest first (ties in data order), each into the fullest bin it
     still fits (ties: the bin opened first), a new bin when none has room. About 11/9 of the optimal number of
-    bins at worst (Johnson 1973), where in-order greedy can need 2x; usually fewer bins than greedy. A pure function of the rows (no seed: which step a bin
-    trains in is the schedule's seeded permutation). The order of samples inside a step does not change the
-    loss (summed over the step, divided by the step's normaliser), so reordering them is free.
+    bins at worst (Johnson 1973), where in-order greedy can need 2x. A pure function of the rows (no seed:
+    which step a bin trains in is the schedule's seeded permutation). The order of samples inside a step does
+    not change the loss (`witune.train.engine`: summed over the step, divided by the step's normaliser), so
+    reordering them is free.
 
     Bins come out in the order they were opened, their samples longest first."""
     _check_fits(rows, max_length)
