@@ -71,7 +71,7 @@ def test_yaml_then_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("data: d.jsonl\nlearning_rate: 1e-4\nprompt_weight: 0.5\nrole_weights: {system: 0}\n")
     cfg = load_config(p, ["prompt_weight=0.1", "epochs=2", "pack=true", "limit=null", "normalization=128"])
-    assert (cfg.learning_rate, cfg.prompt_weight, cfg.epochs, cfg.pack, cfg.limit) == (1e-4, 0.1, 2, True, None)
+    assert (cfg.learning_rate, cfg.prompt_weight, cfg.epochs, cfg.pack, cfg.limit) == (1e-4, 0.1, 2, "bfd", None)
     assert cfg.role_weights == {"system": 0.0}
     assert cfg.role_weights_obj().for_segment("system", False) == 0.0
     assert load_config(overrides={"data": "x", "plw": 0.01}).role_weights_obj().prompt == 0.01
@@ -92,7 +92,7 @@ def test_unknown_key_lists_valid_keys(tmp_path):
     "item, match",
     [
         ("epochs=two", "key 'epochs' expects int"),
-        ("pack=maybe", "key 'pack' expects bool"),
+        ("pack=maybe", "key 'pack' must be none, greedy or bfd"),
         ("learning_rate=fast", "key 'learning_rate' expects float"),
         ("optimizer=lion", "'optimizer' must be one of"),
         ("normalization=mean", "'normalization' must be one of"),

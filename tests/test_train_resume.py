@@ -74,9 +74,12 @@ def test_latest_checkpoint_ignores_incomplete(tmp_path):
     assert latest_checkpoint(tmp_path / "none") is None
 
 
-# bf16: autocast over fp32 master weights; bf16_weights: a LoRA run whose base weights are stored in bf16.
+# bf16: autocast over fp32 master weights; bf16_weights: a LoRA run whose base weights are stored in bf16;
+# fp32_packed: best-fit-decreasing packing (the ~92-token samples 2 per row: 6 rows, 2 steps an epoch, so the
+# 10 steps cross epochs and their reshuffles).
 PRECISIONS = {
     "fp32": {},
+    "fp32_packed": {"pack": "bfd", "max_length": 200},
     "bf16": {"precision": "bf16"},
     "bf16_weights": {"precision": "bf16_weights", "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-2},
 }
@@ -84,7 +87,12 @@ PRECISIONS = {
 
 @pytest.mark.parametrize(
     "precision",
-    ["fp32", pytest.param("bf16", marks=pytest.mark.slow), pytest.param("bf16_weights", marks=pytest.mark.slow)],
+    [
+        "fp32",
+        "fp32_packed",
+        pytest.param("bf16", marks=pytest.mark.slow),
+        pytest.param("bf16_weights", marks=pytest.mark.slow),
+    ],
 )
 def test_sigkill_then_resume_is_bit_identical(setup_dir, tmp_path, precision):
     settings = PRECISIONS[precision]

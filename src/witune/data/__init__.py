@@ -1,7 +1,7 @@
 """Instruction data: read any format, render with exact per-token weights, collate."""
 
 from witune.data.cache import prepare_examples
-from witune.data.collate import pack, packed_collate, pad_collate
+from witune.data.collate import pack, pack_bfd, packed_collate, pad_collate
 from witune.data.example import Example, Message
 from witune.data.formats import FORMATS, detect_format, to_examples
 from witune.data.pipeline import TRUNCATIONS, TokenizedData, tokenize_examples, truncate
@@ -30,6 +30,7 @@ __all__ = [
     "detect_format",
     "load_examples",
     "pack",
+    "pack_bfd",
     "packed_collate",
     "pad_collate",
     "prepare_examples",

@@ -11,9 +11,10 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from witune import flat_config
+from witune.data.collate import packing_problem, parse_packing
 from witune.data.weights import weight_pair
 from witune.errors import ConfigError
 from witune.flat_config import ConfigKeyError, FlatConfig, at_least, one_of, optional, parse_overrides
@@ -59,6 +60,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 OPTIMIZERS = ("adamw", "sgd")
 TRUNCATIONS = ("left", "right", "drop")
+# What the `pack` field holds: the kernel (`witune.flat_config.coerce`) converts YAML true/false and names.
+Packing = Annotated[str, parse_packing]
 
 
 @dataclass
@@ -90,8 +93,12 @@ class _Head(FlatConfig):
     """Train only the last assistant turn of chats; earlier turns count as prompt."""
     skip_bad: bool = False
     """Skip bad records (and list them) instead of stopping at the first."""
-    pack: bool = False
-    """Pack several samples per row (position ids restart per sample; attention never crosses samples)."""
+    pack: Packing = "none"
+    """Pack several samples per row of <= max_length tokens (position ids restart per sample; attention never
+    crosses samples): none; bfd (best-fit decreasing over the whole data set: fullest rows, samples reordered
+    inside rows; `true` means bfd); greedy (in data order, a new row whenever the next sample does not fit: the
+    packing `true` meant before bfd was added, kept to resume such runs). Packed once, before training: the seeded
+    schedule then draws per_device_batch_size packed rows per micro-batch, so resume is exact."""
     data_workers: int = 1
     """Processes that render and tokenize the data (chat templates render in Python: workers help there)."""
     data_cache: str = ""
@@ -186,6 +193,7 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
         "limit": optional(at_least(1)),
         "data_workers": at_least(1),
         "max_length": at_least(2),
+        "pack": packing_problem,
         "normalization": normalization_problem,
         "preset": optional(one_of(sorted(PRESETS))),
         "precision": one_of(PRECISIONS),

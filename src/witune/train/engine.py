@@ -176,7 +176,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     tracked = trackers.Trackers(tracker_names, out, scalars, acc.is_main_process, resume_step=start)
 
     norm = cfg.normalization  # parsed when the config was read: a name or a number
-    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
+    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack != "none", acc.device)
     log = MetricsLog(out / "metrics.jsonl", acc.is_main_process, resume_step=start)
     # stop_at_step ends this call early (a rung of successive halving); the schedule above stays `total`'s.
     end = min(cfg.stop_at_step, total) if cfg.stop_at_step > 0 else total

@@ -114,13 +114,21 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
+def _stored(key: str, value: Any) -> Any:
+    """A setting as a checkpoint stored it, in today's terms: checkpoints from before bfd packing hold `pack` as
+    a bool, and their true was in-order greedy packing (resume those with `pack: greedy`)."""
+    if key == "pack" and isinstance(value, bool):
+        return "greedy" if value else "none"
+    return value
+
+
 def differing_settings(old: dict[str, Any], new: FlatConfig) -> list[str]:
     """'key old -> new' for every loss, data or schedule setting that differs (a `witune train` or DPO config)."""
     now = config_dict(new)
     return [
-        f"{k} {old[k]!r} -> {now[k]!r}"
+        f"{k} {_stored(k, old[k])!r} -> {now[k]!r}"
         for k in now
-        if k in old and k not in RUNTIME_KEYS | LENGTH_KEYS and old[k] != now[k]
+        if k in old and k not in RUNTIME_KEYS | LENGTH_KEYS and _stored(k, old[k]) != now[k]
     ]
 
 
@@ -140,7 +148,7 @@ def check_resume(
     if fingerprint is not None and state.get("data_sha256") not in (None, fingerprint):
         diffs.append(
             f"the training data itself ({state.get('rows')} rows -> {rows} rows, or other tokens: the "
-            "file's content or the tokenizer changed)"
+            "file's content, the tokenizer or the packing changed)"
         )
     if global_batch is not None and state.get("global_batch") not in (None, global_batch):
         diffs.append(f"global batch (batch size x accumulation x processes) {state['global_batch']} -> {global_batch}")

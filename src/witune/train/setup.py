@@ -107,8 +107,8 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
         err.print(f"[dim]{loaded.summary()}; {data.summary()}[/]", highlight=False)
     if not data.rows:
         raise ConfigError(f"no trainable rows in {cfg.data}")
-    if cfg.pack:
-        return pack(data.rows, cfg.max_length)
+    if cfg.pack != "none":
+        return pack(data.rows, cfg.max_length, cfg.pack)
     return [[r] for r in data.rows]
 
 
