@@ -1,0 +1,129 @@
+"""Benchmark: lm-eval log-likelihood requests/s of stock `HFLM` against witune's `WituneLM`, same tasks and items.
+
+One command:  .venv/bin/python bench/bench_eval.py   (options: --tasks witune_piqa:0:40 ... --batch 8 --repeats 2)
+
+Model: SmolLM2-135M-Instruct (offline conversion, `witune.models.smollm2_path`), fp32, CPU. Both LMs are built
+once with the same arguments (`witune.eval.harness.make_lm(lm="hf" | "witune")`); each task (a local task
+`name:shots:limit`) runs through lm-eval's `simple_evaluate` on the first `limit` items, the variants interleaved
+repeat by repeat (bench/method.py). requests/s = log-likelihood requests / seconds spent inside the LM's
+`loglikelihood` (tokenisation included; task building, metrics and bootstrap excluded). The scores of every
+run are compared to the first stock run: the script fails if any differs (to the last digit printed by
+lm-eval: the values are compared as floats, exactly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from method import fmt_spread, interleaved, load_cell, load_summary, spread, write_results
+
+DEFAULT_TASKS = ["witune_piqa:0:60", "witune_arc_challenge:5:20", "witune_mmlu_high_school_biology:5:20"]
+VARIANTS = ("hf", "witune")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="local tasks as name:shots:limit")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--model", default=None, help="model folder (default: the SmolLM2-135M conversion)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "eval_throughput.json"))
+    args = p.parse_args()
+
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from witune.eval.harness import make_lm, results_to_rows
+    from witune.eval.local_tasks import default_data_dir, write_local_tasks
+    from witune.models import smollm2_path
+
+    torch.manual_seed(0)
+    model = args.model or str(smollm2_path())
+    lms = {v: make_lm(model, batch_size=args.batch, lm=v) for v in VARIANTS}
+    tasks = [(name, int(shots), int(limit)) for name, shots, limit in (t.split(":") for t in args.tasks)]
+    tmp = tempfile.TemporaryDirectory(prefix="witune_tasks_")
+    write_local_tasks(tmp.name, default_data_dir())
+    manager = TaskManager(include_path=tmp.name, include_defaults=False)
+    rows: list[dict] = []
+    scores: dict[str, dict] = {}
+    for name, shots, limit in tasks:
+
+        def run(variant: str, name: str = name, shots: int = shots, limit: int = limit) -> dict:
+            lm = lms[variant]
+            spent = [0.0, 0]
+            inner = type(lm).loglikelihood
+
+            def timed(requests, disable_tqdm: bool = False):
+                t0 = time.perf_counter()
+                out = inner(lm, requests, disable_tqdm=True)
+                spent[0] += time.perf_counter() - t0
+                spent[1] += len(requests)
+                return out
+
+            lm.loglikelihood = timed  # type: ignore[method-assign]
+            try:
+                out = simple_evaluate(
+                    model=lm,
+                    tasks=[name],
+                    num_fewshot=shots,
+                    limit=limit,
+                    task_manager=manager,
+                    log_samples=False,
+                    bootstrap_iters=0,
+                    random_seed=0,
+                    numpy_random_seed=0,
+                    torch_random_seed=0,
+                    fewshot_random_seed=0,
+                )
+            finally:
+                del lm.loglikelihood
+            got = {f"{r['task']}/{r['metric']}": r["value"] for r in results_to_rows(out)}
+            return {"seconds": spent[0], "requests": spent[1], "requests_per_s": spent[1] / spent[0], "scores": got}
+
+        runs = interleaved({v: (lambda v=v: run(v)) for v in VARIANTS}, args.repeats)
+        reference = runs["hf"][0]["scores"]
+        for v in VARIANTS:
+            for r in runs[v]:
+                if r["scores"] != reference:
+                    raise SystemExit(f"{name}: {v} scores {r['scores']} differ from stock HFLM's {reference}")
+        scores[name] = reference
+        medians = {v: statistics.median(r["requests_per_s"] for r in runs[v]) for v in VARIANTS}
+        for v in VARIANTS:
+            rows.append(
+                {
+                    "task": name,
+                    "shots": shots,
+                    "items": limit,
+                    "variant": v,
+                    "requests": runs[v][0]["requests"],
+                    "requests_per_s": spread([r["requests_per_s"] for r in runs[v]]),
+                    "speedup": medians[v] / medians["hf"],
+                    "scores": runs[v][0]["scores"],
+                    "runs": runs[v],
+                    **load_summary(runs[v]),
+                }
+            )
+    tmp.cleanup()
+    print("\n| task | shots | items | requests | variant | requests/s (min / median / max) | vs HFLM | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['task']} | {r['shots']} | {r['items']} | {r['requests']} | {r['variant']} | "
+            f"{fmt_spread(r['requests_per_s'])} | {r['speedup']:.2f}x | {load_cell(r)} |"
+        )
+    print("\nscores (identical for both):")
+    for name, got in scores.items():
+        print(f"  {name}: " + ", ".join(f"{k.split('/', 1)[1]}={v:.6f}" for k, v in got.items()))
+    write_results(args.out, {"model": model, "batch": args.batch, "repeats": args.repeats}, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
