@@ -9,8 +9,9 @@ repeat by repeat (bench/method.py). requests/s = log-likelihood requests / secon
 `loglikelihood` (tokenisation included; task building, metrics and bootstrap excluded); requests per CPU-second
 (this process's CPU time over the same calls) is printed next to it, a figure that other processes on a shared
 machine disturb less than wall time. The scores of every
-run are compared to the first stock run: the script fails if any differs (to the last digit printed by
-lm-eval: the values are compared as floats, exactly).
+run are compared to the first stock run: the script fails if any differs by more than 1e-6 (accuracies are
+counts over items, so that means exactly equal; TruthfulQA MC2, a probability mass, moves at 1e-7 with float
+rounding of the log-likelihoods) and prints the largest difference.
 """
 
 from __future__ import annotations
@@ -105,10 +106,17 @@ def main() -> int:
 
         runs = interleaved({v: (lambda v=v: run(v)) for v in VARIANTS}, args.repeats)
         reference = runs["hf"][0]["scores"]
+        worst = 0.0
         for v in VARIANTS:
             for r in runs[v]:
-                if r["scores"] != reference:
-                    raise SystemExit(f"{name}: {v} scores {r['scores']} differ from stock HFLM's {reference}")
+                if set(r["scores"]) != set(reference):
+                    raise SystemExit(f"{name}: {v} metrics {sorted(r['scores'])} differ from {sorted(reference)}")
+                worst = max([worst, *(abs(r["scores"][k] - reference[k]) for k in reference)])
+        # Accuracies are counts over items: equal exactly or not at all. A probability mass (TruthfulQA MC2)
+        # moves with float rounding of the log-likelihoods (stock HFLM's own batch size moves it alike): it may
+        # differ below 1e-6, and the largest difference is printed.
+        if worst > 1e-6:
+            raise SystemExit(f"{name}: scores differ from stock HFLM's by {worst:.3g}")
         scores[name] = reference
         medians = {v: statistics.median(r["requests_per_s"] for r in runs[v]) for v in VARIANTS}
         cpu = {v: statistics.median(r["requests_per_cpu_s"] for r in runs[v]) for v in VARIANTS}
@@ -125,6 +133,7 @@ def main() -> int:
                     "speedup": medians[v] / medians["hf"],
                     "speedup_cpu": cpu[v] / cpu["hf"],
                     "scores": runs[v][0]["scores"],
+                    "max_score_difference": worst,
                     "runs": runs[v],
                     **load_summary(runs[v]),
                 }
@@ -141,9 +150,10 @@ def main() -> int:
             f"{fmt_spread(r['requests_per_s'])} | {r['speedup']:.2f}x | {r['requests_per_cpu_s']['median']:.2f} | "
             f"{r['speedup_cpu']:.2f}x | {load_cell(r)} |"
         )
-    print("\nscores (identical for both):")
+    print("\nscores of stock HFLM (largest difference of any run of either LM):")
     for name, got in scores.items():
-        print(f"  {name}: " + ", ".join(f"{k.split('/', 1)[1]}={v:.6f}" for k, v in got.items()))
+        diff = max(r["max_score_difference"] for r in rows if r["task"] == name)
+        print(f"  {name}: " + ", ".join(f"{k.split('/', 1)[1]}={v:.6f}" for k, v in got.items()) + f" ({diff:.1g})")
     write_results(args.out, {"model": model, "batch": args.batch, "repeats": args.repeats}, rows)
     return 0
 
