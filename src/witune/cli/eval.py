@@ -41,6 +41,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--data-dir", default=None, help="evaluation files (default: $WITUNE_EVAL_DATA or ../shared/data/eval)"
     )
+    p.add_argument(
+        "--lm",
+        choices=("witune", "hf"),
+        default=None,
+        help="lm-eval model for harness tasks: witune (default; stock HFLM's ids and scores, log-likelihoods "
+        "faster) or hf (lm-eval's stock HFLM); default from $WITUNE_EVAL_LM, else witune",
+    )
     p.add_argument("--db", default=None, help="sweep database to write results into (with --run-id)")
     p.add_argument("--run-id", default=None, help="run id in the sweep database")
     p.set_defaults(func=run)
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             options=opts,
             device=args.device,
             data_dir=args.data_dir,
+            lm=args.lm,
         )
     except (DataError, ConfigError, ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         print_error(f"witune eval: {e}")

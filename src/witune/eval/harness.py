@@ -9,6 +9,7 @@ for local tasks, `STANDARD_SHOTS` for standard ones) unless `num_fewshot` overri
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -24,12 +25,39 @@ def _require_lm_eval():
         raise ImportError('lm-evaluation-harness is not installed: pip install "witune[eval]"') from e
 
 
-def make_lm(model_path: str, device: str = "cpu", batch_size: int = 4, dtype: str = "float32", **kwargs: Any):
-    """An `HFLM` for a local folder (or hub name); build it once and reuse it across task groups."""
-    _require_lm_eval()
-    from lm_eval.models.huggingface import HFLM
+# Which lm-eval model evaluates: "witune" (`witune.eval.fast_lm.WituneLM`: the same ids and scores as stock
+# HFLM, log-likelihoods faster) or "hf" (lm-eval's stock HFLM). $WITUNE_EVAL_LM sets the default for every
+# caller (the demo, sweeps, `witune eval`); an explicit `lm=` argument or `witune eval --lm` wins.
+LMS = ("witune", "hf")
 
-    return HFLM(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype, **kwargs)
+
+def default_lm() -> str:
+    name = os.environ.get("WITUNE_EVAL_LM", "witune")
+    if name not in LMS:
+        raise ValueError(f"WITUNE_EVAL_LM={name!r}: choose one of {', '.join(LMS)}")
+    return name
+
+
+def make_lm(
+    model_path: str,
+    device: str = "cpu",
+    batch_size: int = 4,
+    dtype: str = "float32",
+    lm: str | None = None,
+    **kwargs: Any,
+):
+    """An lm-eval model for a local folder (or hub name); build it once and reuse it across task groups.
+
+    `lm` is "witune" (default, `WituneLM`) or "hf" (stock `HFLM`); None reads $WITUNE_EVAL_LM."""
+    _require_lm_eval()
+    name = lm if lm is not None else default_lm()
+    if name not in LMS:
+        raise ValueError(f"lm={name!r}: choose one of {', '.join(LMS)}")
+    if name == "hf":
+        from lm_eval.models.huggingface import HFLM as cls
+    else:
+        from witune.eval.fast_lm import WituneLM as cls
+    return cls(pretrained=str(model_path), device=device, batch_size=batch_size, dtype=dtype, **kwargs)
 
 
 def results_to_rows(results: dict, weight_by_size: dict[str, bool] | None = None) -> list[MetricRow]:
@@ -109,8 +137,11 @@ def run_harness(
     batch_size: int = 4,
     device: str = "cpu",
     seed: int = 0,
+    lm: str | None = None,
 ) -> list[MetricRow]:
-    """Evaluate `model` (a local folder / hub name, or an `HFLM`) on harness tasks; return metric rows."""
+    """Evaluate `model` (a local folder / hub name, or an lm-eval model) on harness tasks; return metric rows.
+
+    `lm` chooses the lm-eval model built for a folder (`make_lm`: "witune" or "hf"; None: $WITUNE_EVAL_LM)."""
     _require_lm_eval()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -123,7 +154,7 @@ def run_harness(
             missing = [t for t in local if t not in available]
             if missing:
                 raise ValueError(f"unknown local task(s) {missing}; e.g. {sorted(available)[:6]} ...")
-        lm = make_lm(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
+        built = make_lm(model, device=device, batch_size=batch_size, lm=lm) if isinstance(model, str) else model
         # Indexing lm-eval's thousands of built-in task YAMLs takes about a minute on a small CPU: skip it when
         # every task is one of our local ones.
         manager = TaskManager(include_path=tmp if local else None, include_defaults=len(local) < len(tasks))
@@ -134,7 +165,7 @@ def run_harness(
             groups.setdefault(shots, []).append(t)
         for shots, names in groups.items():
             out = simple_evaluate(
-                model=lm,
+                model=built,
                 tasks=list(names),
                 num_fewshot=shots,
                 limit=limit,

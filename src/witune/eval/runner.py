@@ -80,11 +80,13 @@ def evaluate(
     options: EvalOptions | None = None,
     device: str = "cpu",
     data_dir: str | None = None,
+    lm: str | None = None,
 ) -> list[MetricRow]:
     """Run every task on the model at `model_path` and return all metric rows.
 
     Harness tasks (local `witune_*` names and standard names) run in one harness session; built-ins
-    (`witune:<name>[=ARG]`) load the model once through transformers.
+    (`witune:<name>[=ARG]`) load the model once through transformers. `lm` is the lm-eval model for harness
+    tasks (`witune.eval.harness.make_lm`: "witune" or "hf"; None: $WITUNE_EVAL_LM, else "witune").
     """
     names = split_tasks(tasks)
     opt = options or EvalOptions()
@@ -97,7 +99,14 @@ def evaluate(
         from witune.eval.harness import run_harness
 
         rows += run_harness(
-            model_path, harness, limit=limit, num_fewshot=num_fewshot, data_dir=data_dir, device=device, seed=opt.seed
+            model_path,
+            harness,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            data_dir=data_dir,
+            device=device,
+            seed=opt.seed,
+            lm=lm,
         )
     if builtin:
         from transformers import AutoModelForCausalLM, AutoTokenizer
