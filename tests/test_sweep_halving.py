@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from witune.data.errors import ConfigError
+from witune.results_schema import Labels
 from witune.sweep import db
 from witune.sweep.config import rung_steps, sweep_config_from_dict
 from witune.sweep.point import Point
@@ -98,6 +99,23 @@ def test_rungs_and_refusals(tmp_path, tiny_model_dir, shared_data):
         with pytest.raises(ConfigError, match=text):
             sweep_config_from_dict({**_sweep(tmp_path, tiny_model_dir, shared_data), **change})
         assert name
+
+
+def test_promotion_ranks_configurations_with_seeds_as_replicates_and_variants_apart():
+    """4 configurations x 2 seeds; two share (lambda_p, lambda_r) but differ in a weight axis (a variant): they are
+    ranked apart. eta 2 keeps the 2 best means, every seed of each."""
+    from witune.sweep.halving import promote
+
+    points, scores = {}, {}
+    truth = {(0.0, ""): 2.0, (0.1, ""): 1.0, (0.1, "span_weights.think=0.5"): 3.0, (1.0, ""): 1.5}
+    for (plw, variant), nll in truth.items():
+        for seed, noise in ((0, -0.05), (1, 0.05)):
+            rid = f"{plw}-{variant}-{seed}"
+            labels = Labels("m", "d", plw, 1.0, "nonzero", seed, variant)
+            points[rid] = Point(rid, TrainConfig(), labels)
+            scores[rid] = nll + noise
+    kept = promote(scores, points, eta=2)
+    assert kept == {"0.1--0", "0.1--1", "1.0--0", "1.0--1"}  # pooling the variant with (0.1, 1) would be 2.0
 
 
 def test_stop_at_step_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir, shared_data):

@@ -3,7 +3,7 @@
 Rule: every point trains the first rung (`SweepConfig.rung_steps`), stopping there with a checkpoint
 (`stop_at_step`: the learning-rate schedule stays that of the whole run). Each point is scored on the held-out
 records' response NLL per token (`witune.eval.score`). Within each (model, dataset) the configurations (weights x
-normalisation; the seeds of one configuration are replicates, ranked by their mean) are ranked, the best
+normalisation x variant; the seeds of one configuration are replicates, ranked by their mean) are ranked, the best
 ceil(n / eta) are promoted and continue from their checkpoints (`--resume`: the same steps as an uninterrupted
 run), the others stop. The last rung trains to max_steps and runs the point's evaluation like a grid point.
 
@@ -112,7 +112,9 @@ def promote(scores: dict[str, float], points: dict[str, Point], eta: int) -> set
     brackets: dict[tuple, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
     for rid in scores:
         lab = points[rid].labels
-        config = (lab.prompt_weight, lab.response_weight, lab.normalization)
+        # the variant (span, role, dynamic weights of `weight_axes`) is part of what a configuration is: two
+        # variants at the same (lambda_p, lambda_r) are two configurations, never seeds of one
+        config = (lab.prompt_weight, lab.response_weight, lab.normalization, lab.variant)
         brackets[(lab.model, lab.dataset)][config].append(rid)
     keep: set[str] = set()
     for configs in brackets.values():
