@@ -18,11 +18,9 @@ DATA = default_data_dir()
 needs_data = pytest.mark.skipif(DATA is None, reason="shared evaluation data (../shared/data/eval) not present")
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from witune.models.tiny import make_tiny_model
-
-    return str(make_tiny_model(tmp_path_factory.mktemp("tiny")))
+@pytest.fixture
+def tiny_dir(tiny_model_dir) -> str:
+    return str(tiny_model_dir)  # the session's tiny model (conftest), as the path string HFLM takes
 
 
 @pytest.fixture(autouse=True)
