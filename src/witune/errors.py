@@ -71,16 +71,19 @@ class ConfigError(ValueError):
 
 def shown(value: object) -> str:
     """A value as an error message shows it: a number as Python writes a float, with every digit that tells it
-    apart (never `np.float64(nan)`, never 1.0000001 rounded to "1"); anything else as its repr.
+    apart (never `np.float64(nan)`, never 1.0000001 rounded to "1"); anything else as its repr. A whole float
+    reads as the number the user wrote (5.0 -> "5"), since weights are floats by the time they are checked.
 
     >>> import numpy as np
-    >>> shown(np.float64("nan")), shown(1.0000001), shown(2), shown("0.5")
-    ('nan', '1.0000001', '2', "'0.5'")
+
+    >>> shown(np.float64("nan")), shown(1.0000001), shown(2), shown(5.0), shown("0.5")
+    ('nan', '1.0000001', '2', '5', "'0.5'")
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return repr(float(value))
+        text = repr(float(value))
+        return text[:-2] if text.endswith(".0") else text
     return repr(value)
 
 
