@@ -8,7 +8,9 @@ once with the same arguments (`witune.eval.harness.make_lm(lm="hf" | "witune")`)
 repeat by repeat (bench/method.py). requests/s = log-likelihood requests / seconds spent inside the LM's
 `loglikelihood` (tokenisation included; task building, metrics and bootstrap excluded); requests per CPU-second
 (this process's CPU time over the same calls) is printed next to it, a figure that other processes on a shared
-machine disturb less than wall time. The scores of every
+machine disturb less than wall time; model tokens (the positions the model's layers ran on, padding
+included, counted at the input embedding, in the last repeat: the first one includes witune's one-time probe)
+do not depend on load at all. The scores of every
 run are compared to the first stock run: the script fails if any differs by more than 1e-6 (accuracies are
 counts over items, so that means exactly equal; TruthfulQA MC2, a probability mass, moves at 1e-7 with float
 rounding of the log-likelihoods) and prints the largest difference.
@@ -66,8 +68,13 @@ def main() -> int:
 
         def run(variant: str, name: str = name, shots: int = shots, limit: int = limit) -> dict:
             lm = lms[variant]
-            spent = [0.0, 0, 0.0]
+            spent = [0.0, 0, 0.0, 0]  # seconds, requests, CPU seconds, tokens through the model body
             inner = type(lm).loglikelihood
+
+            def count(module, inputs, output):
+                spent[3] += inputs[0].numel()  # every input position the layers run on, padding included
+
+            hook = lm.model.get_input_embeddings().register_forward_hook(count)
 
             def timed(requests, disable_tqdm: bool = False):
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -94,6 +101,7 @@ def main() -> int:
                 )
             finally:
                 del lm.loglikelihood
+                hook.remove()
             got = {f"{r['task']}/{r['metric']}": r["value"] for r in results_to_rows(out)}
             return {
                 "seconds": spent[0],
@@ -101,6 +109,7 @@ def main() -> int:
                 "requests": spent[1],
                 "requests_per_s": spent[1] / spent[0],
                 "requests_per_cpu_s": spent[1] / spent[2],
+                "model_tokens": spent[3],
                 "scores": got,
             }
 
@@ -132,6 +141,8 @@ def main() -> int:
                     "requests_per_cpu_s": spread([r["requests_per_cpu_s"] for r in runs[v]]),
                     "speedup": medians[v] / medians["hf"],
                     "speedup_cpu": cpu[v] / cpu["hf"],
+                    "model_tokens": runs[v][-1]["model_tokens"],
+                    "tokens_vs_hf": runs[v][-1]["model_tokens"] / runs["hf"][-1]["model_tokens"],
                     "scores": runs[v][0]["scores"],
                     "max_score_difference": worst,
                     "runs": runs[v],
@@ -141,14 +152,14 @@ def main() -> int:
     tmp.cleanup()
     print(
         "\n| task | shots | items | requests | variant | requests/s (min / median / max) | vs HFLM "
-        "| requests per CPU-s (median) | vs HFLM (CPU) | load |"
+        "| requests per CPU-s (median) | vs HFLM (CPU) | model tokens (vs HFLM) | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['task']} | {r['shots']} | {r['items']} | {r['requests']} | {r['variant']} | "
             f"{fmt_spread(r['requests_per_s'])} | {r['speedup']:.2f}x | {r['requests_per_cpu_s']['median']:.2f} | "
-            f"{r['speedup_cpu']:.2f}x | {load_cell(r)} |"
+            f"{r['speedup_cpu']:.2f}x | {r['model_tokens']} ({r['tokens_vs_hf']:.2f}) | {load_cell(r)} |"
         )
     print("\nscores of stock HFLM (largest difference of any run of either LM):")
     for name, got in scores.items():

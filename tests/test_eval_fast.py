@@ -87,6 +87,30 @@ def test_loglikelihoods_equal_stock_hflm_for_less_work(tiny_dir, batch_size):
     assert counted[1].n < 0.6 * counted[0].n, (counted[1].n, counted[0].n)
 
 
+def test_questions_sharing_a_few_shot_block_run_it_once(tiny_dir):
+    """MMLU's shape: every question of a subject starts with the same few-shot block and has one-token
+    choices. Stock HFLM runs each question once (its one-token cache); witune's prefix tree runs the block once
+    per batch, across questions, with the same log-likelihoods."""
+    stock, fast = _pair(tiny_dir, 8, max_length=256)
+    shots = "".join(f"Question: what is {a} plus {a}?\nAnswer: {2 * a}\n\n" for a in range(1, 6))
+    questions = [f"Question: what colour is thing {i}?\nAnswer:" for i in range(6)]
+    reqs = [
+        Instance("loglikelihood", {}, (shots + q, c), i)
+        for i, q in enumerate(questions)
+        for c in (" A", " B", " C", " D")
+    ]
+    counted = TokenCounter(stock), TokenCounter(fast)
+    want, got = stock.loglikelihood(reqs, disable_tqdm=True), fast.loglikelihood(reqs, disable_tqdm=True)
+    assert [g for _, g in got] == [g for _, g in want]
+    assert [a for a, _ in got] == pytest.approx([b for b, _ in want], rel=1e-5, abs=1e-5)
+    block, question = (
+        len(stock.tok_encode(shots)),
+        len(stock.tok_encode(shots + questions[0])) - len(stock.tok_encode(shots)),
+    )
+    assert counted[0].n >= 6 * block  # stock: the block once per question
+    assert counted[1].n <= block + 6 * (question + 2), (counted[1].n, block, question)  # witune: once in all
+
+
 def test_eager_attention_and_sharing_off_equal_stock(tiny_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -10,14 +10,16 @@ of them. What changes is the work done on them:
   of the scored positions (transformers applies its own head, soft-capping included, to those rows only), so
   no full-vocabulary logits or log-softmax for context tokens. Log-probs and `is_greedy` are computed from those
   rows as `HFLM` does (`log_softmax` in `softmax_dtype`, argmax of the log-probs against the continuation).
-- **A shared context runs once.** Requests whose inputs agree on everything before their scored positions (the
-  choices of a multiple-choice item) form a group; the group's longest common prefix (the context, and the
-  first continuation tokens when the choices share them) runs once, and each choice runs only the rest of its
-  own continuation. Groups are packed into rows (`PACK_TOKENS`) with a 4D attention mask: a choice's tokens
-  see their group's prefix and themselves, causally, nothing else, and `position_ids` continue the prefix.
-  Identical requests run once. Grouping is by the exact ids after truncation, so a truncated request only
-  shares what it really shares.
-- **Length-sorted batches**, longest first as in `HFLM`; a call holds at most `batch_size` distinct inputs.
+- **A shared prefix runs once.** The distinct inputs of a batch form a prefix tree, one node per token: the
+  choices of a multiple-choice item share their context (and their common first tokens), the questions of an
+  MMLU subject the few-shot block they all start with, WinoGrande's two contexts the words before the blank.
+  Each node runs once. The tree is laid out depth-first in packed rows (`PACK_TOKENS`) with a 4D attention
+  mask (a token sees its ancestors and itself, nothing else) and `position_ids` = its depth, so every logit is
+  the one its own sequence gives run alone. Identical requests run once. The tree is built on the exact ids
+  after truncation, so a truncated request only shares what it really shares.
+- **Batches** hold at most `batch_size` distinct inputs (the choices of one context stay together, so a
+  batch of one still shares its item's context), in id order (neighbours share the most); without sharing,
+  longest first as in `HFLM`.
 
 The packed path is checked once per model on a small probe against plain forwards, and is off (with a warning)
 for attention kinds that do not take a plain 4D mask and for sliding-window models; a model whose forward
@@ -39,8 +41,8 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-# Tokens per packed row of the shared-prefix path (a longer group gets a row of its own): attention over a
-# packed row is dense, so short groups share rows of this size (its cost is a few % of the layers' matmuls).
+# Tokens per packed row of the prefix-tree path (a larger subtree gets a row of its own): attention over a
+# packed row is dense, so small subtrees share rows of this size (its cost is a few % of the layers' matmuls).
 PACK_TOKENS = 256
 
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
@@ -56,27 +58,42 @@ class _Unit:
     requests: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
-@dataclass
-class _Group:
-    """Units with the same unscored part (the choices of one item). `shared` = their longest common prefix,
-    kept one token short of the shortest input (each unit keeps a suffix of its own); positions from
-    `scored_from` on are scored, those inside the shared prefix once for all units."""
+class _Forest:
+    """A prefix tree over units, one node per token: units that agree on their first k ids share k nodes, so
+    a shared context (an item's choices; the few-shot prefix every question of a subject starts with; the
+    words before WinoGrande's blank) runs once. Each subtree under the root is laid out depth-first, so a
+    node's descendants are the `size[node] - 1` positions right after it: a token may attend exactly to the
+    nodes whose span [start, start + size) holds it, i.e. to its ancestors and itself."""
 
-    units: list[_Unit]
-    shared: int = 0
-    scored_from: int = 0
-
-    def __post_init__(self) -> None:
-        self.scored_from = len(self.units[0].ids) - self.units[0].scored
-        first, limit = self.units[0].ids, min(len(u.ids) for u in self.units) - 1
-        k = self.scored_from
-        while k < limit and all(u.ids[k] == first[k] for u in self.units):
-            k += 1
-        self.shared = k
-
-    @property
-    def packed_length(self) -> int:
-        return self.shared + sum(len(u.ids) - self.shared for u in self.units)
+    def __init__(self, units: list[_Unit]) -> None:
+        self.token: list[int] = []
+        self.depth: list[int] = []
+        self.children: list[dict[int, int]] = []
+        roots: dict[int, int] = {}
+        self.nodes: list[list[int]] = []  # per unit: the node of each of its positions
+        for u in units:
+            path, level = [], roots
+            for d, t in enumerate(u.ids):
+                node = level.get(t)
+                if node is None:
+                    node = level[t] = len(self.token)
+                    self.token.append(t)
+                    self.depth.append(d)
+                    self.children.append({})
+                path.append(node)
+                level = self.children[node]
+            self.nodes.append(path)
+        self.size = [1] * len(self.token)
+        self.subtrees: list[list[int]] = []  # per root: its nodes in depth-first order
+        for root in roots.values():
+            order, stack = [], [root]
+            while stack:
+                node = stack.pop()
+                order.append(node)
+                stack.extend(reversed(self.children[node].values()))
+            for node in reversed(order):
+                self.size[node] += sum(self.size[c] for c in self.children[node].values())
+            self.subtrees.append(order)
 
 
 @register_model("witune")
@@ -134,68 +151,50 @@ class WituneLM(HFLM):
         logits, _ = self._forward(ids, keep)
         return list(logits.split([u.scored for u in units]))
 
-    def _shared_logits(self, groups: list[_Group]) -> list[torch.Tensor]:
-        """Each unit's scored logits (groups in order, units in order) from packed rows: a group is its shared
-        prefix once, then each unit's own suffix; a 4D mask lets a suffix see its group's prefix and itself
-        (causally) and nothing else, and `position_ids` continue the prefix in every suffix. No cache, no
-        padding inside a row; the prefix's scored positions are computed once for all units."""
-        capacity = max(PACK_TOKENS, max(g.packed_length for g in groups))
-        rows: list[list[_Group]] = []
-        for g in groups:  # sorted longest first by the caller: first fit into the rows opened so far
-            for row in rows:
-                if sum(x.packed_length for x in row) + g.packed_length <= capacity:
-                    row.append(g)
-                    break
-            else:
-                rows.append([g])
-        width = max(sum(g.packed_length for g in row) for row in rows)
+    def _tree_logits(self, units: list[_Unit]) -> list[torch.Tensor]:
+        """Each unit's scored logits from the prefix tree of the batch (`_Forest`), its subtrees packed into
+        rows (first fit, largest first) with a 4D mask that lets a token see its ancestors and itself, and
+        `position_ids` = its depth: every token's logits are those of its own sequence run alone, a shared node
+        is computed once for every unit through it. No cache, no padding inside a row."""
+        forest = _Forest(units)
+        trees = sorted(forest.subtrees, key=len, reverse=True)
+        capacity = max(PACK_TOKENS, len(trees[0]))
+        rows: list[list[list[int]]] = []
+        fill: list[int] = []
+        for tree in trees:
+            r = next((r for r, used in enumerate(fill) if used + len(tree) <= capacity), len(rows))
+            if r == len(rows):
+                rows.append([])
+                fill.append(0)
+            rows[r].append(tree)
+            fill[r] += len(tree)
+        width = max(fill)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         pos = torch.zeros(len(rows), width, dtype=torch.long)
-        grp = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
-        seg = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: shared prefix, j: the j-th unit's suffix
-        keep = torch.zeros(len(rows), width, dtype=torch.bool)
-        where: dict[int, tuple[int, int]] = {}  # id(group) -> (row, start of its prefix)
-        suffix_at: dict[int, int] = {}  # id(unit) -> start of its suffix
+        end = torch.arange(1, width + 1).repeat(len(rows), 1)  # padding: a span of itself only
+        column = [0] * len(forest.token)  # node -> flat index (row * width + column)
         for r, row in enumerate(rows):
-            t = 0
-            for gi, g in enumerate(row):
-                where[id(g)] = (r, t)
-                k = g.shared
-                ids[r, t : t + k] = torch.tensor(g.units[0].ids[:k])
-                pos[r, t : t + k] = torch.arange(k)
-                grp[r, t : t + k], seg[r, t : t + k] = gi, 0
-                keep[r, t + g.scored_from : t + k] = True
-                t += k
-                for j, u in enumerate(g.units, start=1):
-                    n = len(u.ids) - k
-                    suffix_at[id(u)] = t
-                    ids[r, t : t + n] = torch.tensor(u.ids[k:])
-                    pos[r, t : t + n] = torch.arange(k, len(u.ids))
-                    grp[r, t : t + n], seg[r, t : t + n] = gi, j
-                    keep[r, t : t + n] = True
-                    t += n
+            nodes = [n for tree in row for n in tree]
+            for c, n in enumerate(nodes):
+                column[n] = r * width + c
+            ids[r, : len(nodes)] = torch.tensor([forest.token[n] for n in nodes])
+            pos[r, : len(nodes)] = torch.tensor([forest.depth[n] for n in nodes])
+            end[r, : len(nodes)] = torch.tensor([c + forest.size[n] for c, n in enumerate(nodes)])
+        scored = [[column[n] for n in path[len(path) - u.scored :]] for u, path in zip(units, forest.nodes)]
+        keep = torch.zeros(len(rows) * width, dtype=torch.bool)
+        keep[[c for cols in scored for c in cols]] = True
+        keep = keep.view(len(rows), width)
         idx = torch.arange(width)
-        allowed = (
-            (grp[:, :, None] == grp[:, None, :])
-            & (idx[None, None, :] <= idx[None, :, None])
-            & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
-        )
-        allowed |= torch.eye(width, dtype=torch.bool)[None]  # padding sees itself: no row is fully masked
+        # query i sees key j iff j is i or an ancestor of i: j <= i < end of j's subtree
+        allowed = (idx[None, None, :] <= idx[None, :, None]) & (idx[None, :, None] < end[:, None, :])
         logits, _ = self._forward(
             ids.to(self.device),
             keep.to(self.device),
             attention_mask=self._mask(allowed[:, None]).to(self.device),
             position_ids=pos.to(self.device),
         )
-        flat = torch.cumsum(keep.flatten(), 0).sub_(1).view(len(rows), width)  # (row, t) -> index in logits
-        out = []
-        for g in groups:
-            r, t = where[id(g)]
-            head = flat[r, t + g.scored_from : t + g.shared]
-            for u in g.units:
-                a = suffix_at[id(u)]
-                out.append(logits[torch.cat([head, flat[r, a : a + len(u.ids) - g.shared]]).to(logits.device)])
-        return out
+        flat = torch.cumsum(keep.flatten(), 0).sub_(1)  # flat index -> row of logits
+        return [logits[flat[torch.tensor(cols)].to(logits.device)] for cols in scored]
 
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """The 4D mask in the form the model's attention takes as it is: boolean for SDPA, additive for eager."""
@@ -218,22 +217,24 @@ class WituneLM(HFLM):
         return None
 
     def _probe_prefix(self) -> bool:
-        """The shared-prefix path against plain forwards on two small groups: two prefix lengths (a padding
-        gap), scored positions inside one shared prefix."""
+        """The prefix-tree path against plain forwards on a few small units: choices of one context, a unit
+        inside another, a prefix shared across contexts, a lone unit, scored positions inside a shared part."""
         gen = torch.Generator().manual_seed(0)
         vocab = int(getattr(self.model.config, "vocab_size", 0) or len(self.tokenizer))
         t = tuple(torch.randint(0, vocab, (12,), generator=gen).tolist())
-        groups = [
-            _Group([_Unit(t[:10], 4), _Unit(t[:7] + t[9:11], 3)]),  # shares t[:7], scored from 6
-            _Group([_Unit(t[:6], 2), _Unit(t[:4] + t[:1], 1)]),  # shares t[:4], scored from 4
+        units = [
+            _Unit(t[:10], 4),
+            _Unit(t[:7] + t[9:11], 3),  # shares t[:7] with the first, scored from 6
+            _Unit(t[:6], 2),  # inside the first
+            _Unit(t[:4] + t[:1], 1),
+            _Unit(t[5:11], 2),  # a tree of its own
         ]
         why = self._can_pack()
         if why is not None:
             log.warning("witune LM: shared prefixes off for %s (%s)", type(self.model).__name__, why)
             return False
         try:
-            shared = self._shared_logits(groups)
-            plain = self._plain_logits([u for g in groups for u in g.units])
+            shared, plain = self._tree_logits(units), self._plain_logits(units)
         except (TypeError, IndexError, RuntimeError, ValueError, AttributeError) as e:
             log.warning("witune LM: shared prefixes off for %s (%s)", type(self.model).__name__, e)
             return False
@@ -266,14 +267,9 @@ class WituneLM(HFLM):
             # Stock HFLM's input: the last max_length tokens before the final one (left truncation).
             ids = tuple((context + continuation)[-(self.max_length + 1) :][:-1])
             units.setdefault((ids, len(continuation)), _Unit(ids, len(continuation))).requests.append((i, continuation))
-        by_context: dict[tuple[int, ...], list[_Unit]] = {}
-        for u in units.values():
-            by_context.setdefault(u.ids[: len(u.ids) - u.scored], []).append(u)
-        if self.share_prefix and self._prefix_ok is None and any(len(us) > 1 and c for c, us in by_context.items()):
+        if self.share_prefix and self._prefix_ok is None and len(units) > 1:
             self._prefix_ok = self._probe_prefix()
         share = self.share_prefix and bool(self._prefix_ok)
-        groups = [_Group(us) for c, us in by_context.items() if share and c and len(us) > 1]
-        single = [u for c, us in by_context.items() if not (share and c and len(us) > 1) for u in us]
 
         res: list[tuple[float, bool] | None] = [None] * len(requests)
         pbar = tqdm(
@@ -292,18 +288,22 @@ class WituneLM(HFLM):
                     self.cache_hook.add_partial("loglikelihood", request_str, got)
                 pbar.update(1)
 
-        # Longest first, as HFLM does (a batch's first member sets its padded width; memory errors come early);
-        # a batch holds at most batch_size model rows (distinct inputs), as HFLM's batches do.
-        for batch in _batches(sorted(single, key=_length_key), batch_size, lambda u: 1):
-            for unit, logits in zip(batch, self._plain_logits(batch)):
-                answer(unit, logits)
-        for gbatch in _batches(
-            sorted(groups, key=lambda g: _length_key(max(g.units, key=_length_key))),
-            batch_size,
-            lambda g: len(g.units),
-        ):
-            for unit, logits in zip([u for g in gbatch for u in g.units], self._shared_logits(gbatch)):
-                answer(unit, logits)
+        if share:
+            # The choices of one context stay in one batch (at least they share), batches hold at most
+            # batch_size distinct inputs (an item with more choices goes alone), in id order: neighbours share
+            # the most.
+            by_context: dict[tuple[int, ...], list[_Unit]] = {}
+            for u in sorted(units.values(), key=lambda u: u.ids):
+                by_context.setdefault(u.ids[: len(u.ids) - u.scored], []).append(u)
+            for item_batch in _batches(sorted(by_context.values(), key=lambda us: us[0].ids), batch_size, len):
+                batch = [u for us in item_batch for u in us]
+                for unit, logits in zip(batch, self._tree_logits(batch)):
+                    answer(unit, logits)
+        else:
+            # Longest first, as HFLM does: a batch's first member sets its padded width; memory errors come early.
+            for batch in _batches(sorted(units.values(), key=_length_key), batch_size, lambda u: 1):
+                for unit, logits in zip(batch, self._plain_logits(batch)):
+                    answer(unit, logits)
         pbar.close()
         assert all(r is not None for r in res)
         return res  # type: ignore[return-value]
