@@ -79,7 +79,8 @@ def test_packed_schedule_is_seeded():
 
 
 @pytest.mark.parametrize(
-    "value, parsed", [(True, "bfd"), (False, "none"), ("bfd", "bfd"), ("greedy", "greedy"), ("none", "none")]
+    "value, parsed",
+    [(True, "bfd"), (False, "none"), ("bfd", "bfd"), ("greedy", "greedy"), ("none", "none"), ("padding_free",) * 2],
 )
 def test_pack_setting(value, parsed):
     assert load_config(overrides={"data": "x", "pack": value}).pack == parsed
@@ -88,10 +89,14 @@ def test_pack_setting(value, parsed):
 def test_bad_pack_setting_is_one_clear_line():
     with pytest.raises(ConfigError) as e:
         load_config(overrides=["data=x", "pack=first_fit"])
-    assert str(e.value) == "--set: key 'pack' must be none, greedy or bfd (true = bfd, false = none), got 'first_fit'"
+    assert str(e.value) == (
+        "--set: key 'pack' must be none, greedy, bfd or padding_free (true = bfd, false = none), got 'first_fit'"
+    )
     from witune.train.config import TrainConfig
 
-    with pytest.raises(ConfigError, match="'pack' must be none, greedy or bfd"):  # a config built in Python too
+    with pytest.raises(
+        ConfigError, match="'pack' must be none, greedy, bfd or padding_free"
+    ):  # a config built in Python too
         TrainConfig(data="x", pack=True).validate()  # type: ignore[arg-type]
 
 
@@ -108,6 +113,28 @@ def test_bfd_packed_step_equals_the_padded_step(setup_dir, tmp_path):  # noqa: F
 
     runs = sorted(p for p in tmp_path.iterdir() if "packbfd" in p.name)
     assert [read_metrics(p / "metrics.jsonl")[0]["samples"] for p in runs] == [3, 3]  # 3 rows in the step
+
+
+def test_padding_free_step_equals_the_padded_step(setup_dir, tmp_path):  # noqa: F811
+    """padding_free keeps the unpacked schedule and joins each micro-batch into one row: the same samples, the
+    same step as padded batches, at batch 8 x accumulation 1 and 2 x 4, with no padding in the rows."""
+    kw = {"max_length": 121}
+    full = _run(setup_dir, tmp_path, "nonzero", 8, 1, **kw)
+    _assert_same_step(setup_dir, _run(setup_dir, tmp_path, "nonzero", 8, 1, pack="padding_free", **kw), full)
+    _assert_same_step(setup_dir, _run(setup_dir, tmp_path, "nonzero", 2, 4, pack="padding_free", **kw), full)
+    from witune.train.metrics import read_metrics
+
+    runs = {p.name: read_metrics(p / "metrics.jsonl")[0] for p in tmp_path.iterdir() if p.name.startswith("nonzero")}
+    padded, joined = runs["nonzero-b8-a1-max_length121"], runs["nonzero-b8-a1-packpadding_free-max_length121"]
+    assert (joined["samples"], joined["tokens"]) == (padded["samples"], padded["tokens"])  # the same samples
+    import torch
+
+    from witune.train.engine import _Batcher
+
+    units = [[r] for r in _rows([5, 3, 7])]
+    row = _Batcher(units, 0, "padding_free", torch.device("cpu"))([2, 0, 1])
+    assert row["input_ids"].shape == (1, 15) and row["position_ids"][0].tolist() == [*range(7), *range(5), *range(3)]
+    assert _Batcher(units, 0, "none", torch.device("cpu"))([2, 0, 1])["input_ids"].shape == (3, 7)  # padded
 
 
 def test_checkpoint_from_before_bfd_resumes_as_greedy():

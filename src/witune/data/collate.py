@@ -48,9 +48,12 @@ def pad_collate(
     return batch
 
 
-# How `pack` groups samples into rows: the config values (`pack: none|greedy|bfd`; YAML true means bfd).
-PACKINGS = ("none", "greedy", "bfd")
-_PACKING_WHAT = "must be none, greedy or bfd (true = bfd, false = none)"
+# How `pack` groups samples into rows: the config values (`pack: none|greedy|bfd|padding_free`; YAML true means
+# bfd). greedy and bfd pack the data set into rows once; padding_free keeps the unpacked schedule and joins
+# each micro-batch's samples into one row.
+PACKINGS = ("none", "greedy", "bfd", "padding_free")
+BIN_PACKINGS = ("greedy", "bfd")
+_PACKING_WHAT = "must be none, greedy, bfd or padding_free (true = bfd, false = none)"
 
 
 def parse_packing(value: object) -> str:

@@ -98,7 +98,8 @@ class _Head(FlatConfig):
     crosses samples): none; bfd (best-fit decreasing over the whole data set: fullest rows, samples reordered
     inside rows; `true` means bfd); greedy (in data order, a new row whenever the next sample does not fit: the
     packing `true` meant before bfd was added, kept to resume such runs). Packed once, before training: the seeded
-    schedule then draws per_device_batch_size packed rows per micro-batch, so resume is exact."""
+    schedule then draws per_device_batch_size packed rows per micro-batch, so resume is exact. padding_free: the
+    samples and steps of none, each micro-batch's samples joined into one row (no padding, no repacking)."""
     data_workers: int = 1
     """Processes that render and tokenize the data (chat templates render in Python: workers help there)."""
     data_cache: str = ""

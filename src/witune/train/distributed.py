@@ -65,6 +65,12 @@ def accelerator_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"cpu": world > 1 and not gpu}
 
 
+def uses_deepspeed(acc: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return bool(acc.distributed_type == DistributedType.DEEPSPEED)
+
+
 def configure_deepspeed(acc: Any, cfg: TrainConfig, grad_accum: int) -> None:
     """Write witune's batch, accumulation and clipping into the DeepSpeed config (before `prepare`)."""
     from accelerate.utils import DistributedType

@@ -61,18 +61,27 @@ class TrainResult:
 
 class _Batcher:
     """Row indices -> tensors on the device; an empty micro-batch becomes one row with nothing to train, so
-    every process still runs forward and backward (collectives never hang) while contributing zero."""
+    every process still runs forward and backward (collectives never hang) while contributing zero. `pack`:
+    a unit is a packed row (greedy, bfd), or one sample, padded (none) or joined with the rest of its
+    micro-batch into one row (padding_free: the same samples as none, no padding)."""
 
-    def __init__(self, units: list[list[Any]], pad_token_id: int, packed: bool, device: torch.device):
-        self.units, self.pad, self.packed, self.device = units, pad_token_id, packed, device
+    def __init__(self, units: list[list[Any]], pad_token_id: int, pack: str, device: torch.device):
+        self.units, self.pad, self.pack, self.device = units, pad_token_id, pack, device
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         chosen = [self.units[i] for i in (indices or [0])]
-        batch = packed_collate(chosen, self.pad) if self.packed else pad_collate([u[0] for u in chosen], self.pad)
+        if self.pack == "none":
+            batch = pad_collate([u[0] for u in chosen], self.pad)
+        elif self.pack == "padding_free":
+            batch = packed_collate([[u[0] for u in chosen]], self.pad)
+        else:
+            batch = packed_collate(chosen, self.pad)
         if not indices:
             batch["labels"].fill_(IGNORE_INDEX)
             batch["weights"].zero_()
             batch["response_mask"].zero_()
+        # the step's `tokens` metric: real tokens, however the rows were laid out (never given to the model)
+        batch["n_tokens"] = torch.tensor(sum(len(r) for u in chosen for r in u) if indices else 0)
         return {k: v.to(self.device) for k, v in batch.items()}
 
 
@@ -122,7 +131,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     model = setup.load_model(cfg)
     if cfg.fsdp:
         model = distributed.shard(model, acc, cfg.precision)  # before the optimizer: it holds the shards
-    optimizer = setup.build_optimizer(cfg, model)
+    # fused AdamW on plain tensors only: FSDP2 shards are DTensors and DeepSpeed wraps the optimizer itself
+    optimizer = setup.build_optimizer(cfg, model, fused=not cfg.fsdp and not distributed.uses_deepspeed(acc))
     schedule = Schedule(len(units), cfg.per_device_batch_size, grad_accum, acc.num_processes, cfg.seed, cfg.drop_last)
     if schedule.steps_per_epoch == 0:
         raise ConfigError(f"{len(units)} rows < one global batch of {schedule.global_batch} with drop_last")
@@ -176,7 +186,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     tracked = trackers.Trackers(tracker_names, out, scalars, acc.is_main_process, resume_step=start)
 
     norm = cfg.normalization  # parsed when the config was read: a name or a number
-    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack != "none", acc.device)
+    batcher = _Batcher(units, setup.pad_id(tokenizer), cfg.pack, acc.device)
     log = MetricsLog(out / "metrics.jsonl", acc.is_main_process, resume_step=start)
     # stop_at_step ends this call early (a rung of successive halving); the schedule above stays `total`'s.
     end = min(cfg.stop_at_step, total) if cfg.stop_at_step > 0 else total
@@ -296,11 +306,7 @@ def _optimizer_step(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         logged += logged_sums(sums)
-        tokens += (
-            float(batch["attention_mask"].sum())
-            if "attention_mask" in batch
-            else float((batch["labels"] != IGNORE_INDEX).sum())
-        )
+        tokens += float(batch["n_tokens"])
     reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
     return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
 

@@ -51,8 +51,11 @@ def load_model(cfg: TrainConfig) -> Any:
     return model
 
 
-def build_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
-    """AdamW with the usual split: no weight decay on biases and norm weights (1-D tensors)."""
+def build_optimizer(cfg: TrainConfig, model: Any, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW with the usual split: no weight decay on biases and norm weights (1-D tensors). `fused`: torch's
+    fused AdamW kernel (the same update in one pass over each tensor: ~0.09 s a step for SmolLM2-135M on
+    2 CPU cores against 0.3-0.6 s for the per-tensor loop), for plain tensors only; a resumed checkpoint keeps
+    the implementation it was written with (its param groups carry the flag)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -65,6 +68,7 @@ def build_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_epsilon,
+        fused=fused or None,
     )
 
 
@@ -82,6 +86,7 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
 
     from witune.data import load_examples, pack
     from witune.data.cache import prepare_examples
+    from witune.data.collate import BIN_PACKINGS
 
     on_error = "skip" if cfg.skip_bad else "raise"
     loaded = load_examples(cfg.data, format=cfg.format, on_error=on_error, split=cfg.split, limit=cfg.limit)
@@ -107,7 +112,7 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
         err.print(f"[dim]{loaded.summary()}; {data.summary()}[/]", highlight=False)
     if not data.rows:
         raise ConfigError(f"no trainable rows in {cfg.data}")
-    if cfg.pack != "none":
+    if cfg.pack in BIN_PACKINGS:
         return pack(data.rows, cfg.max_length, cfg.pack)
     return [[r] for r in data.rows]
 
