@@ -92,7 +92,7 @@ def test_unknown_key_lists_valid_keys(tmp_path):
     "item, match",
     [
         ("epochs=two", "key 'epochs' expects int"),
-        ("pack=maybe", "key 'pack' must be none, greedy or bfd"),
+        ("pack=maybe", "key 'pack' must be none, greedy, bfd or padding_free"),
         ("learning_rate=fast", "key 'learning_rate' expects float"),
         ("optimizer=lion", "'optimizer' must be one of"),
         ("normalization=mean", "'normalization' must be one of"),
