@@ -87,13 +87,24 @@ def labels(folder: Path) -> dict[str, float]:
     return {r["run_id"]: r["point"]["labels"]["prompt_weight"] for r in db.runs(folder)}
 
 
+def _grid_keys(text: str) -> dict:
+    """A grid sweep's settings: its YAML less the halving keys, which a grid ignores."""
+    return {k: v for k, v in yaml.safe_load(text).items() if not k.startswith("halving_")}
+
+
 def grid_case(args, root: Path, heldout: Path) -> dict:
     from witune.sweep.halving import Heldout, heldout_score
     from witune.sweep.point import Point
 
     folder = root / "grid"
-    shutil.rmtree(folder, ignore_errors=True)
-    seconds = run_sweep_cli(sweep_yaml(args, folder, heldout, "grid"))
+    config = root / "grid.yaml"
+    before = config.read_text() if config.is_file() else None
+    sweep_yaml(args, folder, heldout, "grid")
+    done = (folder / "sweep.db").is_file() and all(r["status"] == "done" for r in db.runs(folder))
+    seconds: float | None = None  # a reused grid was not timed in this run
+    if not (args.reuse_grid and done and before is not None and _grid_keys(before) == _grid_keys(config.read_text())):
+        shutil.rmtree(folder, ignore_errors=True)
+        seconds = run_sweep_cli(config)
     h = Heldout(str(heldout), None, 4)
     scores = {}
     for r in db.runs(folder):
@@ -176,6 +187,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/bench_halving")
     ap.add_argument("--out", default="bench/results/halving.json")
+    ap.add_argument(
+        "--reuse-grid",
+        action="store_true",
+        help="keep a finished grid in --work from an earlier run with the same settings (its tokens and "
+        "choice are deterministic; its seconds are not measured again): to try other halving settings",
+    )
     args = ap.parse_args()
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)

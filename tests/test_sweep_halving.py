@@ -90,7 +90,6 @@ def test_rungs_and_refusals(tmp_path, tiny_model_dir, shared_data):
     cfg = sweep_config_from_dict(_sweep(tmp_path, tiny_model_dir, shared_data))
     assert cfg.rung_steps() == [2, 4, 8]
     refusals = {
-        "backend": ({"backend": "ray"}, "backend local only"),
         "too short": ({"halving_rungs": 4, "halving_eta": 3}, "each rung must train more steps"),
         "no heldout": ({"halving_heldout": None}, "halving_heldout"),
         "epochs": ({"set": {**_train_keys(tiny_model_dir, shared_data), "max_steps": 0}}, "max_steps > 0"),
@@ -201,6 +200,19 @@ def test_halving_sweep_killed_during_a_rung_resumes(tmp_path, tiny_model_dir, sh
     assert note is not None and note.startswith("3 point(s) stopped early")
     assert db.stopped_points(folder) == 3
 
+    # `witune sweep status` shows each point's rungs: what it scored at each, and what that decided.
+    from rich.console import Console
+
+    from witune.sweep.status import status_table
+
+    console = Console(record=True, width=300)
+    console.print(status_table(folder))
+    shown = console.export_text()
+    loser = next(r for r in by_rung[0] if r["decision"] == "stopped")
+    line = next(x for x in shown.splitlines() if loser["run_id"] in x)
+    assert f"step 2: {loser['score']:.5g} stopped" in line
+    assert f"step 8: {by_rung[2][0]['score']:.5g} final" in next(x for x in shown.splitlines() if winner in x)
+
 
 @pytest.mark.slow
 def test_grid_sweep_extends_a_stopped_point_from_its_checkpoint(tmp_path, tiny_model_dir, shared_data):
@@ -219,3 +231,41 @@ def test_grid_sweep_extends_a_stopped_point_from_its_checkpoint(tmp_path, tiny_m
     assert "resuming from" in log and "step-4" in log  # rung 0 ended at max_steps // 2 = 4
     steps = [m["step"] for m in read_metrics(tmp_path / "sweep" / "runs" / stopped[0] / "metrics.jsonl")]
     assert steps == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_the_same_rungs_as_the_local_one(tmp_path, tiny_model_dir, shared_data, monkeypatch):
+    """The same halving sweep on local workers and on Ray tasks (whose workers touch no database: the driver
+    records every rung): the same rungs, scores, tokens and decisions, and the winner's results recorded."""
+    ray = pytest.importorskip("ray")
+    from witune.sweep import run_sweep
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    outcomes = {}
+    for backend in ("local", "ray"):
+        raw = _sweep(tmp_path, tiny_model_dir, shared_data, plw=[0.0, 1.0], halving_rungs=2, backend=backend)
+        raw["output_dir"] = str(tmp_path / backend)
+        cfg = sweep_config_from_dict(raw)
+        if backend == "ray":
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            summary = run_sweep(cfg, progress=False)
+        finally:
+            if backend == "ray":
+                ray.shutdown()
+        assert (summary.points, summary.done, summary.stopped, summary.failed) == (2, 1, 1, 0)
+        plw = {r["run_id"]: r["point"]["labels"]["prompt_weight"] for r in db.runs(cfg.output_dir)}
+        status = {plw[r["run_id"]]: r["status"] for r in db.runs(cfg.output_dir)}
+        rungs = [
+            (plw[r["run_id"]], r["rung"], r["steps"], r["score"], r["tokens"], r["decision"])
+            for r in db.rungs(cfg.output_dir)
+        ]
+        rows = [
+            (p, row.task, row.metric, row.value)
+            for p, row in ((plw[rid], row) for rid, row in db.result_rows(cfg.output_dir))
+        ]
+        outcomes[backend] = (status, sorted(rungs), sorted(rows))
+    assert outcomes["ray"] == outcomes["local"]
+    status, rungs, rows = outcomes["ray"]
+    assert sorted(status.values()) == ["done", "stopped"] and sorted(r[1:3] for r in rungs) == [(0, 4), (0, 4), (1, 8)]
+    assert rows and {r[0] for r in rows} == {p for p, s in status.items() if s == "done"}

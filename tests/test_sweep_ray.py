@@ -63,8 +63,8 @@ def test_ray_backend_runs_points_and_records_a_training_failure(tmp_path, tiny_m
 
 
 @pytest.mark.slow
-def test_smollm2_sweep_of_four_points(tmp_path, smollm2_dir, shared_data, monkeypatch):
-    """SmolLM2-135M, 4 PLWs, 2 steps each, harness eval limit 2: the realistic path end to end."""
+def test_smollm2_sweep_of_two_points(tmp_path, smollm2_dir, shared_data, monkeypatch):
+    """SmolLM2-135M, 2 PLWs on 2 workers, 2 steps each, harness eval limit 2: the realistic path end to end."""
     import time
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -73,21 +73,21 @@ def test_smollm2_sweep_of_four_points(tmp_path, smollm2_dir, shared_data, monkey
         smollm2_dir,
         shared_data,
         [str(shared_data / "train" / "alpaca_seed_tasks.jsonl")],
-        [0.0, 0.01, 0.1, 1.0],
+        [0.0, 1.0],
         workers=2,
     )
     cfg.set["max_length"] = 128
     t0 = time.monotonic()
     summary = run_sweep(cfg, progress=False)
-    print(f"SmolLM2 4-point sweep: {time.monotonic() - t0:.0f} s")
-    assert (summary.done, summary.failed) == (4, 0)
+    print(f"SmolLM2 2-point sweep: {time.monotonic() - t0:.0f} s")
+    assert (summary.done, summary.failed) == (2, 0)
     frame = db.results_frame(cfg.output_dir)
     print(
         frame[
             ["run_id", "prompt_weight", "benchmark", "metric", "score", "weight_distance", "generation_length"]
         ].to_string()
     )
-    assert len(frame[frame.metric == "acc"]) == 4 and (frame["weight_distance"] > 0).all()
+    assert len(frame[frame.metric == "acc"]) == 2 and (frame["weight_distance"] > 0).all()
     # A second run of the same sweep with --resume has nothing left to do.
     again = run_sweep(cfg, resume=True, progress=False)
-    assert (again.skipped, again.done) == (4, 0)
+    assert (again.skipped, again.done) == (2, 0)

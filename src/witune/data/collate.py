@@ -9,12 +9,15 @@ boundary inside a packed row, so attention-free "predictions" across samples are
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
+from typing import TypeVar
 
 import torch
 
 from witune.data.render import Rendered
 from witune.loss import IGNORE_INDEX
+
+Item = TypeVar("Item", bound=Sized)
 
 
 def _shifted(rows: Sequence[Rendered], pad_token_id: int, length: int) -> dict[str, torch.Tensor]:
@@ -72,7 +75,7 @@ def packing_problem(value: object) -> str | None:
     return None if isinstance(value, str) and value in PACKINGS else _PACKING_WHAT
 
 
-def _check_fits(rows: Sequence[Rendered], max_length: int) -> None:
+def _check_fits(rows: Sequence[Sized], max_length: int) -> None:
     for r in rows:
         if len(r) > max_length:
             raise ValueError(f"row of {len(r)} tokens does not fit max_length={max_length}; truncate first")
@@ -98,7 +101,7 @@ def pack(rows: Sequence[Rendered], max_length: int, strategy: str = "greedy") ->
     return bins
 
 
-def pack_bfd(rows: Sequence[Rendered], max_length: int) -> list[list[Rendered]]:
+def pack_bfd(rows: Sequence[Item], max_length: int) -> list[list[Item]]:
     """Best-fit decreasing: rows by length, longest first (ties in data order), each into the fullest bin it
     still fits (ties: the bin opened first), a new bin when none has room. About 11/9 of the optimal number of
     bins at worst (Johnson 1973), where in-order greedy can need 2x. A pure function of the rows (no seed:
@@ -106,10 +109,11 @@ def pack_bfd(rows: Sequence[Rendered], max_length: int) -> list[list[Rendered]]:
     not change the loss (`witune.train.engine`: summed over the step, divided by the step's normaliser), so
     reordering them is free.
 
-    Bins come out in the order they were opened, their samples longest first."""
+    Bins come out in the order they were opened, their samples longest first. Any sized items pack the same
+    way (`witune.eval.fast_lm` packs prefix trees into rows with it)."""
     _check_fits(rows, max_length)
     order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
-    bins: list[list[Rendered]] = []
+    bins: list[list[Item]] = []
     open_space: list[tuple[int, int]] = []  # (room left, bin index), sorted: the fullest fitting bin by bisect
     for i in order:
         n = len(rows[i])

@@ -39,10 +39,13 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from witune.data.collate import pack_bfd
+
 log = logging.getLogger(__name__)
 
 # Tokens per packed row of the prefix-tree path (a larger subtree gets a row of its own): attention over a
-# packed row is dense, so small subtrees share rows of this size (its cost is a few % of the layers' matmuls).
+# packed row is dense, so small subtrees share rows of about this size (its cost is a few % of the layers'
+# matmuls); `_pack_rows` then chooses how many rows, and balances them.
 PACK_TOKENS = 256
 
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
@@ -153,21 +156,12 @@ class WituneLM(HFLM):
 
     def _tree_logits(self, units: list[_Unit]) -> list[torch.Tensor]:
         """Each unit's scored logits from the prefix tree of the batch (`_Forest`), its subtrees packed into
-        rows (first fit, largest first) with a 4D mask that lets a token see its ancestors and itself, and
+        rows (`_pack_rows`) with a 4D mask that lets a token see its ancestors and itself, and
         `position_ids` = its depth: every token's logits are those of its own sequence run alone, a shared node
         is computed once for every unit through it. No cache, no padding inside a row."""
         forest = _Forest(units)
-        trees = sorted(forest.subtrees, key=len, reverse=True)
-        capacity = max(PACK_TOKENS, len(trees[0]))
-        rows: list[list[list[int]]] = []
-        fill: list[int] = []
-        for tree in trees:
-            r = next((r for r, used in enumerate(fill) if used + len(tree) <= capacity), len(rows))
-            if r == len(rows):
-                rows.append([])
-                fill.append(0)
-            rows[r].append(tree)
-            fill[r] += len(tree)
+        rows = _pack_rows(forest.subtrees, int(getattr(self.model.config, "hidden_size", 0) or 1024))
+        fill = [sum(map(len, row)) for row in rows]
         width = max(fill)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
         pos = torch.zeros(len(rows), width, dtype=torch.long)
@@ -307,6 +301,32 @@ class WituneLM(HFLM):
         pbar.close()
         assert all(r is not None for r in res)
         return res  # type: ignore[return-value]
+
+
+def _pack_rows(trees: list[list[int]], hidden_size: int) -> list[list[list[int]]]:
+    """Subtrees into packed rows. The batch is as wide as its fullest row (the others are padded to it) and
+    attention over a row is dense, so a layout costs about rows x width x (1 + width / (2.5 x hidden_size)):
+    the layers' matmuls are ~12 h^2 a token, dense attention ~2 h x width in flops but memory-bound, measured
+    on CPU with SmolLM2 (h 576) at a token in a row of 800 costing 1.34x one in a row of 256. Best-fit
+    decreasing at `PACK_TOKENS` a row (a larger subtree gets a row of its own) bounds the number of rows; for
+    each count up to it, the smallest capacity that packs into that many rows; the cheapest layout wins.
+    Below: WinoGrande's 6 contexts, which best-fit lays out in 6 rows of 287 (1,722 positions for 1,175
+    tokens), go in 4 rows of at most 302 (1,208); 5 small subtrees that best-fit fills to 250 and 116 go in
+    196 and 170.
+
+    >>> rows = lambda sizes: [[len(t) for t in row] for row in _pack_rows([[0] * n for n in sizes], 576)]
+    >>> rows((287, 285, 155, 152, 149, 147)), rows((120, 90, 80, 40, 36))
+    ([[287], [285], [155, 147], [152, 149]], [[120, 40, 36], [90, 80]])
+    """
+    largest, total = max(map(len, trees)), sum(map(len, trees))
+    layouts = []
+    for n_rows in range(1, len(pack_bfd(trees, max(PACK_TOKENS, largest))) + 1):
+        capacity = max(largest, -(-total // n_rows))
+        while len(rows := pack_bfd(trees, capacity)) > n_rows:  # ends: at `total` it is one row
+            capacity += max(1, capacity // 64)
+        width = max(sum(map(len, row)) for row in rows)
+        layouts.append((len(rows) * width * (1 + width / (2.5 * hidden_size)), -len(rows), rows))
+    return min(layouts, key=lambda x: x[:2])[2]
 
 
 def _length_key(unit: _Unit) -> tuple[int, tuple[int, ...]]:

@@ -127,7 +127,8 @@ class SweepConfig(FlatConfig):
     halving_eta: int = 3
     """Successive halving: 1/eta of the configurations of each (model, dataset) continue at each rung."""
     halving_rungs: int = 3
-    """Successive halving: rungs; rung k trains max_steps // eta^(rungs-1-k) steps (the last: max_steps)."""
+    """Successive halving: rungs; rung k trains max_steps // eta^(rungs-1-k) steps (the last: max_steps). Put the
+    first rung well past the warmup: a ranking taken earlier can be the reverse of the final one."""
     halving_heldout: str | None = None
     """Successive halving: held-out records (a data file) whose response NLL per token ranks the points."""
     halving_heldout_limit: int | None = 200
@@ -180,12 +181,6 @@ class SweepConfig(FlatConfig):
             yield from self._halving_problems()
 
     def _halving_problems(self) -> Iterator[tuple[str, str]]:
-        if self.backend == "ray":
-            yield (
-                "search",
-                "halving runs with backend local only: the ray backend runs whole points as Ray tasks, not Ray "
-                "Tune trials that an ASHA scheduler could stop",
-            )
         if not self.halving_heldout:
             yield "halving_heldout", "is required with search: halving (held-out records that rank the points)"
         elif not Path(self.halving_heldout).expanduser().exists():

@@ -248,8 +248,11 @@ def decide_rung(path: str | Path, rung: int, decisions: Mapping[str, str]) -> No
 
 
 def rungs(path: str | Path) -> list[dict[str, Any]]:
-    """Every recorded rung: run_id, rung, steps, score, tokens, decision; by run and rung."""
-    with connect(path) as conn:
+    """Every recorded rung: run_id, rung, steps, score, tokens, decision; by run and rung (none in a database
+    from before successive halving)."""
+    with reading(path) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='rungs'").fetchone():
+            return []
         return [dict(r) for r in conn.execute("SELECT * FROM rungs ORDER BY run_id, rung")]
 
 

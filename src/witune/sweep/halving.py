@@ -1,4 +1,4 @@
-"""Successive halving over a sweep's configurations (`search: halving`, local backend).
+"""Successive halving over a sweep's configurations (`search: halving`, local or Ray backend).
 
 Rule: every point trains the first rung (`SweepConfig.rung_steps`), stopping there with a checkpoint
 (`stop_at_step`: the learning-rate schedule stays that of the whole run). Each point is scored on the held-out
@@ -12,6 +12,11 @@ killed sweep rerun with `--resume` continues at the rung it was in (points with 
 retrained; the others resume from their newest checkpoint). A stopped point keeps its checkpoint: a later
 `search: grid` sweep over the same folder trains it to the end from there. A point's `attempts` in `runs` counts
 each rung it started (a retry after a kill adds one more).
+
+With `backend: ray` each rung's points are Ray tasks (`rung_work`, no database access on the workers) and the
+driver records them and decides each rung, by the same rule. Not Ray Tune's ASHA: ASHA promotes a trial
+against whichever trials reached its rung before it, so its choice depends on the order they finish in; this
+rule ranks a rung once all its points are in, so the local and Ray backends choose the same configuration.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import json
 import math
 from collections import defaultdict
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +33,7 @@ from witune.sweep import db
 from witune.sweep.config import SweepConfig
 from witune.sweep.local import Report, run_local
 from witune.sweep.point import Point
-from witune.sweep.runner import check_data, output_to, run_dir, run_point
+from witune.sweep.runner import PointResult, check_data, execute_point, output_to, run_dir
 from witune.sweep.stage import PointError, train_stage
 
 
@@ -78,31 +84,54 @@ def trained_tokens(metrics_file: Path, steps: int) -> float:
     return float(sum(r.get("tokens", 0.0) for r in rows if int(r["step"]) <= steps))
 
 
+@dataclasses.dataclass
+class RungOutcome:
+    """What one point's rung produced (no database touched: a Ray worker returns it to the driver)."""
+
+    score: float  # held-out response NLL per token after the rung
+    tokens: float  # training tokens of the point so far
+    result: PointResult | None = None  # the last rung, when it trained the point: its rows and losses
+
+
+def rung_work(point: Point, out: Path, trained: bool, *, steps: int, final: bool, heldout: Heldout) -> RungOutcome:
+    """Train one point to `steps` (the last rung: the whole point, evaluated as in a grid, unless `trained`
+    already) and score it on the held-out records. Raises on failure; touches no database."""
+    result = None
+    if final:
+        result = None if trained else execute_point(point, out)
+        model_dir = out / "model"
+    else:
+        check_data(point.train.data)
+        cfg = dataclasses.replace(point.train_config(out), stop_at_step=steps)
+        model_dir = train_stage("sft", cfg, out, finished=False)
+    value = heldout_score(point, model_dir, heldout)
+    return RungOutcome(value, trained_tokens(out / "metrics.jsonl", steps), result)
+
+
+def record_outcome(sweep_dir: str | Path, run_id: str, outcome: RungOutcome, *, rung: int, steps: int) -> None:
+    """Record a rung in the database (the driver's job): the finished point's rows first, then the rung."""
+    if outcome.result is not None:
+        db.finish_run(sweep_dir, run_id, outcome.result.rows, outcome.result.losses)
+    db.record_rung(sweep_dir, run_id, rung, steps, outcome.score, outcome.tokens)
+
+
 def run_rung(sweep_dir: str, run_id: str, rung: int, steps: int, final: bool, heldout: Heldout) -> str:
-    """One point's rung in a worker: train to `steps` (the last rung: the whole point, evaluated as in a grid),
-    score it and record the rung. 'done' or 'failed'; never raises for a failing point."""
+    """One point's rung in a local worker: `rung_work`, then `record_outcome`. 'done' or 'failed'; never raises
+    for a failing point (its error goes into the database)."""
     folder = Path(sweep_dir)
     row = next(r for r in db.runs(folder) if r["run_id"] == run_id)
-    out = run_dir(folder, run_id)
-    if final and row["status"] != "done":
-        if run_point(folder, run_id) != "done":
-            return "failed"
-    elif not final:
+    trained = row["status"] == "done"  # a point finished before a kill during its final scoring
+    if not trained:
         db.mark_running(folder, run_id)
+    out = run_dir(folder, run_id)
     try:
         point = Point.from_json(json.dumps(row["point"]))
         with output_to(out / "eval.log"):
-            if final:
-                model_dir = out / "model"
-            else:
-                check_data(point.train.data)
-                cfg = dataclasses.replace(point.train_config(out), stop_at_step=steps)
-                model_dir = train_stage("sft", cfg, out, finished=False)
-            value = heldout_score(point, model_dir, heldout)
+            outcome = rung_work(point, out, trained, steps=steps, final=final, heldout=heldout)
     except Exception as e:  # noqa: BLE001 - recorded on the point, never propagated
         db.mark_failed(folder, run_id, str(e) if isinstance(e, PointError) else f"{type(e).__name__}: {e}")
         return "failed"
-    db.record_rung(folder, run_id, rung, steps, value, trained_tokens(out / "metrics.jsonl", steps))
+    record_outcome(folder, run_id, outcome, rung=rung, steps=steps)
     return "done"
 
 
@@ -146,31 +175,58 @@ def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Rep
     ranked = {r["run_id"] for r in db.rungs(folder)}
     # A point finished by an earlier grid sweep has no rung scores to rank: it stays as it is, out of the search.
     alive = [rid for rid in by_id if rid in ranked or status.get(rid) != "done"]
-    stopped = 0
-    for k, s in enumerate(steps):
-        final = k == len(steps) - 1
-        recorded = {r["run_id"]: r for r in db.rungs(folder) if r["rung"] == k}
-        todo = [rid for rid in alive if rid not in recorded]
-        task = partial(run_rung, rung=k, steps=s, final=final, heldout=heldout)
-        run_local(
-            folder,
-            todo,
-            cfg.workers,
-            report if final else partial(_failures_only, report),  # earlier rungs end only failed points
-            task,
-        )
-        recorded = {r["run_id"]: r for r in db.rungs(folder) if r["rung"] == k}
-        alive = [rid for rid in alive if rid in recorded]  # a failed point leaves the search (--resume retries it)
-        if final:
-            db.decide_rung(folder, k, {rid: "final" for rid in alive})
-            break
-        keep = promote({rid: recorded[rid]["score"] for rid in alive}, by_id, cfg.halving_eta)
-        decisions = {rid: "promoted" if rid in keep else "stopped" for rid in alive}
-        db.decide_rung(folder, k, decisions)
-        for rid, d in decisions.items():
-            if d == "stopped":
-                stopped += 1
-                if status.get(rid) != "stopped":
-                    report(rid, "stopped")
-        alive = [rid for rid in alive if rid in keep]
+    with _session(cfg):  # one Ray instance for every rung
+        stopped = 0
+        for k, s in enumerate(steps):
+            final = k == len(steps) - 1
+            recorded = {r["run_id"]: r for r in db.rungs(folder) if r["rung"] == k}
+            todo = [rid for rid in alive if rid not in recorded]
+            ended = report if final else partial(_failures_only, report)  # earlier rungs end only failed points
+            _train_rung(cfg, folder, todo, ended, rung=k, steps=s, final=final, heldout=heldout)
+            recorded = {r["run_id"]: r for r in db.rungs(folder) if r["rung"] == k}
+            alive = [rid for rid in alive if rid in recorded]  # a failed point leaves the search (--resume retries it)
+            if final:
+                db.decide_rung(folder, k, {rid: "final" for rid in alive})
+                break
+            keep = promote({rid: recorded[rid]["score"] for rid in alive}, by_id, cfg.halving_eta)
+            decisions = {rid: "promoted" if rid in keep else "stopped" for rid in alive}
+            db.decide_rung(folder, k, decisions)
+            for rid, d in decisions.items():
+                if d == "stopped":
+                    stopped += 1
+                    if status.get(rid) != "stopped":
+                        report(rid, "stopped")
+            alive = [rid for rid in alive if rid in keep]
     return stopped
+
+
+def _train_rung(
+    cfg: SweepConfig,
+    folder: Path,
+    todo: list[str],
+    ended: Report,
+    *,
+    rung: int,
+    steps: int,
+    final: bool,
+    heldout: Heldout,
+) -> None:
+    """The points `todo` through one rung on the sweep's backend; every outcome goes into the database."""
+    if cfg.backend == "ray":
+        from witune.sweep.ray_backend import run_ray
+
+        work = partial(rung_work, steps=steps, final=final, heldout=heldout)
+        record = partial(record_outcome, rung=rung, steps=steps)
+        run_ray(folder, todo, cfg.ray_address, ended, workers=cfg.workers, work=work, record=record)
+    else:
+        task = partial(run_rung, rung=rung, steps=steps, final=final, heldout=heldout)
+        run_local(folder, todo, cfg.workers, ended, task)
+
+
+def _session(cfg: SweepConfig) -> AbstractContextManager[object]:
+    """One Ray instance for every rung (`backend: ray`); nothing for the local backend."""
+    if cfg.backend != "ray":
+        return nullcontext()
+    from witune.sweep.ray_backend import ray_session
+
+    return ray_session(cfg.ray_address, cfg.workers)

@@ -75,7 +75,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
                     summary.failed += 1
                 report_bar(run_id, outcome)
 
-            if cfg.search == "halving":  # the config refuses halving with the ray backend
+            if cfg.search == "halving":  # on either backend: the rungs are its own loop
                 from witune.sweep.halving import run_halving
 
                 summary.stopped = run_halving(cfg, folder, points, report)

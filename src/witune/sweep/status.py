@@ -1,4 +1,5 @@
-"""`witune sweep status`: one table row per point (weights, status, time, main metrics, error)."""
+"""`witune sweep status`: one table row per point (weights, status, time, main metrics, successive halving's
+rungs, error)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def status_table(folder: str | Path):
         table.add_column(col, justify="right" if col in ("λp", "λr", "seed", "tries", "time") else "left")
     for key in keys:
         table.add_column(names[key][1].split("=")[0], justify="right")
+    rungs: dict[str, list[str]] = {}
+    for g in db.rungs(folder):  # successive halving: what each rung scored and decided, to read before trusting it
+        decision = g["decision"] or "waiting"
+        rungs.setdefault(g["run_id"], []).append(f"step {g['steps']}: {_fmt(g['score'], 5)} {decision}")
+    if rungs:
+        table.add_column("rungs (held-out NLL)", overflow="fold")
     table.add_column("error", overflow="fold", max_width=60)
     for r in runs:
         lab = r["point"].get("labels", {})
@@ -65,6 +72,7 @@ def status_table(folder: str | Path):
             str(r["attempts"]),
             "" if seconds is None else f"{seconds:.0f}s",
             *[_fmt(values.get(k)) for k in keys],
+            *(["; ".join(rungs.get(r["run_id"], []))] if rungs else []),
             (r["error"] or "")[:300],
         )
     return table
