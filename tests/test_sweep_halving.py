@@ -214,58 +214,52 @@ def test_halving_sweep_killed_during_a_rung_resumes(tmp_path, tiny_model_dir, sh
     assert f"step 8: {by_rung[2][0]['score']:.5g} final" in next(x for x in shown.splitlines() if winner in x)
 
 
-@pytest.mark.slow
-def test_grid_sweep_extends_a_stopped_point_from_its_checkpoint(tmp_path, tiny_model_dir, shared_data):
-    raw = _sweep(tmp_path, tiny_model_dir, shared_data, plw=[0.0, 1.0], halving_rungs=2, workers=1)
-    config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    first = subprocess.run(_cmd(config), env=_env(), capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    stopped = [r["run_id"] for r in db.runs(tmp_path / "sweep") if r["status"] == "stopped"]
-    assert len(stopped) == 1
-    config.write_text(yaml.safe_dump({**raw, "search": "grid"}))
-    second = subprocess.run(_cmd(config, "--resume"), env=_env(), capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert {r["status"] for r in db.runs(tmp_path / "sweep")} == {"done"}
-    log = (tmp_path / "sweep" / "runs" / stopped[0] / "train.log").read_text()
-    assert "resuming from" in log and "step-4" in log  # rung 0 ended at max_steps // 2 = 4
-    steps = [m["step"] for m in read_metrics(tmp_path / "sweep" / "runs" / stopped[0] / "metrics.jsonl")]
-    assert steps == list(range(1, 9))
+def _outcome(folder: Path) -> tuple:
+    """(status, rungs, result rows) of a sweep folder, keyed by PLW instead of run id."""
+    plw = {r["run_id"]: r["point"]["labels"]["prompt_weight"] for r in db.runs(folder)}
+    status = {plw[r["run_id"]]: r["status"] for r in db.runs(folder)}
+    rungs = [
+        (plw[r["run_id"]], r["rung"], r["steps"], r["score"], r["tokens"], r["decision"]) for r in db.rungs(folder)
+    ]
+    rows = [(plw[rid], row.task, row.metric, row.value) for rid, row in db.result_rows(folder)]
+    return status, sorted(rungs), sorted(rows)
 
 
 @pytest.mark.slow
-def test_ray_backend_runs_the_same_rungs_as_the_local_one(tmp_path, tiny_model_dir, shared_data, monkeypatch):
-    """The same halving sweep on local workers and on Ray tasks (whose workers touch no database: the driver
-    records every rung): the same rungs, scores, tokens and decisions, and the winner's results recorded."""
-    ray = pytest.importorskip("ray")
+def test_halving_on_ray_equals_local_and_a_grid_sweep_extends_a_stopped_point(
+    tmp_path, tiny_model_dir, shared_data, monkeypatch
+):
+    """The same halving sweep (2 PLWs, rungs at 4 and 8 steps) on local workers and on Ray tasks, whose workers
+    touch no database (the driver records every rung): the same rungs, scores, tokens, decisions and result rows.
+    Then a `search: grid` sweep over the local folder trains the stopped point to the end from its checkpoint."""
     from witune.sweep import run_sweep
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    outcomes = {}
-    for backend in ("local", "ray"):
+
+    def config(backend: str, search: str = "halving"):
         raw = _sweep(tmp_path, tiny_model_dir, shared_data, plw=[0.0, 1.0], halving_rungs=2, backend=backend)
-        raw["output_dir"] = str(tmp_path / backend)
-        cfg = sweep_config_from_dict(raw)
-        if backend == "ray":
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            summary = run_sweep(cfg, progress=False)
-        finally:
-            if backend == "ray":
-                ray.shutdown()
-        assert (summary.points, summary.done, summary.stopped, summary.failed) == (2, 1, 1, 0)
-        plw = {r["run_id"]: r["point"]["labels"]["prompt_weight"] for r in db.runs(cfg.output_dir)}
-        status = {plw[r["run_id"]]: r["status"] for r in db.runs(cfg.output_dir)}
-        rungs = [
-            (plw[r["run_id"]], r["rung"], r["steps"], r["score"], r["tokens"], r["decision"])
-            for r in db.rungs(cfg.output_dir)
-        ]
-        rows = [
-            (p, row.task, row.metric, row.value)
-            for p, row in ((plw[rid], row) for rid, row in db.result_rows(cfg.output_dir))
-        ]
-        outcomes[backend] = (status, sorted(rungs), sorted(rows))
-    assert outcomes["ray"] == outcomes["local"]
-    status, rungs, rows = outcomes["ray"]
+        return sweep_config_from_dict({**raw, "search": search, "output_dir": str(tmp_path / backend)})
+
+    summary = run_sweep(config("local"), progress=False)
+    assert (summary.points, summary.done, summary.stopped, summary.failed) == (2, 1, 1, 0)
+    local = _outcome(tmp_path / "local")
+    status, rungs, rows = local
     assert sorted(status.values()) == ["done", "stopped"] and sorted(r[1:3] for r in rungs) == [(0, 4), (0, 4), (1, 8)]
     assert rows and {r[0] for r in rows} == {p for p, s in status.items() if s == "done"}
+
+    stopped = next(r["run_id"] for r in db.runs(tmp_path / "local") if r["status"] == "stopped")
+    run_sweep(config("local", "grid"), resume=True, progress=False)
+    assert {r["status"] for r in db.runs(tmp_path / "local")} == {"done"}
+    log = (tmp_path / "local" / "runs" / stopped / "train.log").read_text()
+    assert "resuming from" in log and "step-4" in log  # rung 0 ended at max_steps // 2 = 4
+    steps = [m["step"] for m in read_metrics(tmp_path / "local" / "runs" / stopped / "metrics.jsonl")]
+    assert steps == list(range(1, 9))
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(config("ray"), progress=False)
+    finally:
+        ray.shutdown()
+    assert (summary.points, summary.done, summary.stopped, summary.failed) == (2, 1, 1, 0)
+    assert _outcome(tmp_path / "ray") == local
