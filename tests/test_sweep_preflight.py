@@ -48,7 +48,11 @@ def test_a_grid_above_the_bound_runs_when_asked_and_dry_run_prints_the_count(tmp
     assert code == 0 and "6 points; names checked" in out and len(out.strip().splitlines()) == 7
 
 
-def test_every_missing_name_is_listed_in_one_line_before_any_point(tmp_path, capsys):
+def test_every_missing_name_is_listed_in_one_line_before_any_point(tmp_path, capsys, monkeypatch):
+    # An evaluation folder without any benchmark: every local task name is unknown there (not skipped as
+    # "no folder"), so this runs the same with or without the shared data.
+    (tmp_path / "eval").mkdir()
+    monkeypatch.setenv("WITUNE_EVAL_DATA", str(tmp_path / "eval"))
     path = _sweep_file(
         tmp_path,
         datasets=[str(tmp_path / "missing.jsonl")],

@@ -55,11 +55,12 @@ def task_problems(tasks: Sequence[str], data_dir: str | None = None) -> list[str
 
         with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
             try:
-                available = set(write_local_tasks(tmp, data_dir))
+                available: set[str] | None = set(write_local_tasks(tmp, data_dir))
             except FileNotFoundError as e:
-                available = set()
+                available = None  # the folder itself is missing: one problem, not one per task
                 problems.append(str(e))
-        problems += [f"unknown local evaluation task {t!r}" for t in local if available and t not in available]
+        if available is not None:  # an existing folder without the benchmark is no excuse to pass a name
+            problems += [f"unknown local evaluation task {t!r}" for t in local if t not in available]
     standard = [t for t in tasks if not t.startswith((PREFIX, "witune_"))]
     if standard:
         from witune.eval.harness import _require_lm_eval
