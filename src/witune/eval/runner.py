@@ -55,12 +55,11 @@ def task_problems(tasks: Sequence[str], data_dir: str | None = None) -> list[str
 
         with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
             try:
-                available: set[str] | None = set(write_local_tasks(tmp, data_dir))
-            except FileNotFoundError as e:
-                available = None  # the folder itself is missing: one problem, not one per task
+                available = set(write_local_tasks(tmp, data_dir))
+            except FileNotFoundError as e:  # the folder itself is missing: one problem, not one per task
                 problems.append(str(e))
-        if available is not None:  # an existing folder without the benchmark is no excuse to pass a name
-            problems += [f"unknown local evaluation task {t!r}" for t in local if t not in available]
+            else:  # an existing folder without the benchmark is no excuse to pass a name
+                problems += [f"unknown local evaluation task {t!r}" for t in local if t not in available]
     standard = [t for t in tasks if not t.startswith((PREFIX, "witune_"))]
     if standard:
         from witune.eval.harness import _require_lm_eval
