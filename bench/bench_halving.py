@@ -47,7 +47,7 @@ def sweep_yaml(args, folder: Path, heldout: Path, search: str) -> Path:
             "max_steps": args.max_steps,
             "per_device_batch_size": args.batch_size,
             "learning_rate": args.lr,
-            "warmup_ratio": 0.1,
+            "warmup_ratio": args.warmup_ratio,
             "lr_scheduler": "cosine",
             "deterministic": True,
         },
@@ -181,6 +181,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=27)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--warmup-ratio", type=float, default=0.1, help="0.037: the same 3 warmup steps at 81 steps")
     ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 for the tiny model, else 1e-4")
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--rungs", type=int, default=3)

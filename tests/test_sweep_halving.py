@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from witune.data.errors import ConfigError
 from witune.results_schema import Labels
-from witune.sweep import db
+from witune.sweep import db, halving
 from witune.sweep.config import rung_steps, sweep_config_from_dict
 from witune.sweep.point import Point
 from witune.train.config import TrainConfig
@@ -154,6 +154,11 @@ def test_halving_sweep_killed_during_a_rung_resumes(tmp_path, tiny_model_dir, sh
     resumed = subprocess.run(_cmd(config, "--resume"), env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "3 stopped early by successive halving" in resumed.stdout
+    # rung 0 ends at step 2, the last of the 2 warmup steps: run as asked, with a warning
+    assert "first rung ends at step 2, inside the 2-step warmup" in resumed.stderr
+    # the overfitting warning follows the recorded scores (here they fall rung by rung: none; its doctest has a rise)
+    rising = halving.rising_score_warning(db.rungs(folder))
+    assert (rising is not None) == ("held-out response NLL rose between rungs" in resumed.stderr)
 
     rungs = db.rungs(folder)
     for r in rungs:  # recorded before the kill: not trained or scored again

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections import defaultdict
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
@@ -163,10 +164,73 @@ def _failures_only(report: Report, run_id: str, outcome: str) -> None:
         report(run_id, outcome)
 
 
+def warmup_warning(steps: list[int], points: list[Point]) -> str | None:
+    """A warning when the first rung ends inside the learning-rate warmup (None otherwise). The search is run as
+    asked, but a ranking taken there measured the warmup more than the weights: on SmolLM2 (BENCHMARKS.md section
+    9) the step-3 ranking, at the end of a 3-step warmup, was the reverse of the final one.
+
+    >>> from witune.train import TrainConfig
+    >>> pt = lambda: Point("p", TrainConfig(max_steps=27, warmup_ratio=0.1), None)  # 3 warmup steps
+    >>> warmup_warning([3, 9, 27], [pt()]) is not None, warmup_warning([9, 27], [pt()])
+    (True, None)
+    """
+    warmup = max((math.ceil(p.train.warmup_ratio * p.train.max_steps) for p in points), default=0)
+    if not steps or steps[0] > warmup:
+        return None
+    return (
+        f"halving's first rung ends at step {steps[0]}, inside the {warmup}-step warmup: the points are ranked "
+        "before the weights have had much effect, and such a ranking can be the reverse of the final one; put "
+        "the first rung well past the warmup (fewer halving_rungs, a smaller halving_eta or more max_steps)"
+    )
+
+
+def rising_score_warning(rungs: list[dict], names: dict[str, str] | None = None) -> str | None:
+    """A warning when a point's held-out NLL rose from one of its rungs to the next (None otherwise): it got
+    worse on held-out records after the earlier rung (overfitting), and the earlier rankings could not see that
+    turn. On SmolLM2 at 81 steps (BENCHMARKS.md section 9) it is where halving's choice and the grid's parted.
+    `names` maps a run_id to how the message names the point (its weights; a run_id alone is a hash).
+
+    >>> r = lambda rid, k, steps, score: {"run_id": rid, "rung": k, "steps": steps, "score": score}
+    >>> rising_score_warning([r("a", 0, 9, 1.93), r("a", 1, 27, 1.91), r("b", 0, 9, 1.95)]) is None
+    True
+    >>> rises = [r("a", 0, 9, 1.93), r("a", 1, 27, 1.91), r("a", 2, 81, 1.95)]
+    >>> print(rising_score_warning(rises))  # doctest: +ELLIPSIS
+    held-out response NLL rose between rungs for 1 point(s) (a: 1.9100 at step 27 -> 1.9500 at step 81): ...
+    """
+    by_run: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(rungs, key=lambda r: (r["run_id"], r["rung"])):
+        by_run[r["run_id"]].append(r)
+    rises = [(a, b) for rs in by_run.values() for a, b in zip(rs, rs[1:], strict=False) if b["score"] > a["score"]]
+    if not rises:
+        return None
+    a, b = rises[0]
+    name = (names or {}).get(a["run_id"], a["run_id"])
+    return (
+        f"held-out response NLL rose between rungs for {len({a['run_id'] for a, _ in rises})} point(s) "
+        f"({name}: {a['score']:.4f} at step {a['steps']} -> {b['score']:.4f} at step {b['steps']}): "
+        "the points got worse on held-out records after the earlier rung, a turn the rankings taken before it "
+        "could not see; check the choice with a grid over the finalists, or train for fewer steps"
+    )
+
+
+def _weights(point: Point) -> str:
+    """A point's design in a message: its weights, seed and further axes (its run_id alone is a hash)."""
+    lab = point.labels
+    parts = [
+        f"prompt {lab.prompt_weight:g}" if lab.prompt_weight is not None else "",
+        f"response {lab.response_weight:g}" if lab.response_weight is not None else "",
+        f"seed {lab.seed}" if lab.seed is not None else "",
+        lab.variant,
+    ]
+    return ", ".join(p for p in parts if p)
+
+
 def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Report) -> int:
     """Run the rungs over `points` (registered in the database); returns how many points stopped early.
     `report(run_id, outcome)` is called once per point that ends in this call: done, failed or stopped."""
     steps = cfg.rung_steps()
+    if (warning := warmup_warning(steps, points)) is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     heldout = Heldout(
         str(Path(cfg.halving_heldout or "").expanduser().resolve()), cfg.halving_heldout_limit, cfg.eval_batch_size
     )
@@ -187,6 +251,9 @@ def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Rep
             alive = [rid for rid in alive if rid in recorded]  # a failed point leaves the search (--resume retries it)
             if final:
                 db.decide_rung(folder, k, {rid: "final" for rid in alive})
+                names = {rid: f"{rid}, {_weights(p)}" for rid, p in by_id.items()}
+                if (warning := rising_score_warning(db.rungs(folder), names)) is not None:
+                    print(f"warning: {warning}", file=sys.stderr)
                 break
             keep = promote({rid: recorded[rid]["score"] for rid in alive}, by_id, cfg.halving_eta)
             decisions = {rid: "promoted" if rid in keep else "stopped" for rid in alive}
