@@ -37,6 +37,18 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def refused(argv: list[str], capsys, *needles: str) -> str:
+    """`witune ARGV` must fail with an error line holding every needle, never a traceback; returns stderr."""
+    code, _, err = run_cli(argv, capsys)
+    assert code != 0, f"accepted: {argv}"
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert lines, err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
 @dataclass
 class SweepPoint:
     """What `db.add_points` stores: a run id and the point's JSON (labels are what the analysis reads)."""

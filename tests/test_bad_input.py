@@ -8,20 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from shared import run_cli
+from shared import refused, run_cli
 
 RECORD = {"instruction": "Add the numbers.", "input": "2 3", "output": "5"}
-
-
-def refused(argv: list[str], capsys, *needles: str) -> str:
-    code, _, err = run_cli(argv, capsys)
-    assert code != 0, f"accepted: {argv}"
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error" in line]
-    assert lines, err
-    for needle in needles:
-        assert needle in err, f"{needle!r} not in {err!r}"
-    return err
 
 
 @pytest.fixture
