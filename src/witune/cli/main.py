@@ -19,6 +19,7 @@ COMMANDS = [
     "train",
     "demo",
     "sweep",
+    "tune",
     "eval",
     "analyze",
     "report",

@@ -29,6 +29,8 @@ Trainer settings that change the loss are honoured, composed with the weights:
   mean over the step's micro-batches, as TRL does; transformers' own Trainer adds it once per micro-batch);
 - `dynamic_weight` (a `witune.loss.DynamicWeight` or its name, e.g. "dft"): a detached per-token factor on top of
   the weights, in the same loss (see `witune.loss.dynamic`).
+- `hyperparameter_search` (Optuna, Ray): `prompt_weight` / `response_weight` in the search space multiply the
+  data's per-role weights for that trial (`set_role_weights`; build the data at 1 and 1).
 `compute_loss_func` would replace the weighted loss altogether: it is refused, as are label smoothing together
 with a dynamic weight (no definition to follow: TRL drops the smoothing under DFT) and nn.DataParallel.
 """
@@ -58,6 +60,7 @@ from witune.loss import dynamic_weight as resolve_dynamic_weight  # the name `dy
 INTEGRATION_NORMALIZATIONS = ("nonzero", "weight_sum")
 _DIAGNOSTICS = ("prompt_nll", "prompt_tokens", "response_nll", "response_tokens")
 _MODEL_EXTRA = ("loss_weights", "response_mask", "roles", "seq_lengths")
+HP_WEIGHT_KEYS = ("prompt_weight", "response_weight")  # search-space keys the Trainer itself would drop
 
 
 def causal_lm_loss_sums(
@@ -147,6 +150,7 @@ class WeightedLossMixin(_TrainerBase):
                 "weighted loss is this trainer's loss), or subclass and override weighted_loss"
             )
         self._witune_logged: torch.Tensor | None = None
+        self.witune_role_weights: tuple[float, float] | None = None  # set by a search trial (set_role_weights)
         super().__init__(*args, **kwargs)
         if self.args.n_gpu > 1:
             raise ConfigError(
@@ -181,7 +185,56 @@ class WeightedLossMixin(_TrainerBase):
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
         batches, trainer_count = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.witune_role_weights is not None:  # a search trial's weights: the labels change, count again
+            batches, trainer_count = [self._witune_reweight(b) for b in batches], None
         return batches, self.step_normalizer(batches, trainer_count, device)
+
+    def set_role_weights(self, prompt_weight: float, response_weight: float) -> None:
+        """Multiply every prompt token's weight by `prompt_weight` and every response token's by `response_weight`
+        (the rows' `response_mask` tells them apart), from the next step on. What a hyperparameter search trial
+        sets: build the data with both weights at 1 (`weighted_dataset(..., prompt_weight=1.0)`), so that the
+        trial's weights are the weights trained."""
+        p, r = float(prompt_weight), float(response_weight)
+        if not (p >= 0 and r >= 0 and p + r > 0 and p + r < float("inf")):
+            raise ConfigError(f"prompt_weight={p:g}, response_weight={r:g}: weights must be >= 0, finite, not both 0")
+        self.witune_role_weights = (p, r)
+
+    def _witune_reweight(self, batch: dict[str, Any]) -> dict[str, Any]:
+        assert self.witune_role_weights is not None
+        p, r = self.witune_role_weights
+        if "response_mask" not in batch:
+            raise ConfigError("searching prompt_weight / response_weight needs the rows' response_mask column")
+        weights, response = batch["loss_weights"], batch["response_mask"].bool()
+        if p > 0 and not bool((weights[~response] > 0).any()):
+            raise ConfigError(
+                f"prompt_weight={p:g} in the search, but no prompt token of the data has a weight to scale: build "
+                "the data with weighted_dataset(..., prompt_weight=1.0, response_weight=1.0)"
+            )
+        scaled = weights * torch.where(response, r, p).to(weights.dtype)
+        labels = batch["labels"].masked_fill(scaled == 0, IGNORE_INDEX)  # -100 exactly where the weight is 0
+        return {**batch, "loss_weights": scaled, "labels": labels}
+
+    def _hp_search_setup(self, trial: Any) -> None:
+        """transformers' `hyperparameter_search` sets a trial's values on `TrainingArguments` and warns and skips
+        every other key, so `prompt_weight` / `response_weight` in a search space would silently not be searched:
+        they are taken here (`set_role_weights`) and the rest goes on as usual (Optuna, Ray, W&B backends)."""
+        if getattr(self, "hp_search_backend", None) is None or trial is None:
+            return super()._hp_search_setup(trial)
+        from transformers.trainer_utils import HPSearchBackend
+
+        if self.hp_search_backend == HPSearchBackend.OPTUNA:
+            params, space = dict(self.hp_space(trial)), self.hp_space
+            self.hp_space = lambda t: {k: v for k, v in params.items() if k not in HP_WEIGHT_KEYS}
+            try:
+                super()._hp_search_setup(trial)
+            finally:
+                self.hp_space = space
+        else:
+            params = dict(trial)
+            super()._hp_search_setup({k: v for k, v in params.items() if k not in HP_WEIGHT_KEYS})
+            self._trial = trial
+        if any(k in params for k in HP_WEIGHT_KEYS):
+            self.set_role_weights(params.get("prompt_weight", 1.0), params.get("response_weight", 1.0))
 
     def step_normalizer(self, batches: list[dict[str, Any]], trainer_count: Any, device: torch.device) -> torch.Tensor:
         """Z over every micro-batch of the step on every rank (see the module docstring for which count).

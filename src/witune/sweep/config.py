@@ -129,6 +129,14 @@ class SweepConfig(FlatConfig):
     halving_rungs: int = 3
     """Successive halving: rungs; rung k trains max_steps // eta^(rungs-1-k) steps (the last: max_steps). Put the
     first rung well past the warmup: a ranking taken earlier can be the reverse of the final one."""
+    halving_first_rung: float | None = None
+    """Successive halving: the fraction of max_steps at which the first rung ends, the later rungs evenly
+    spaced up to max_steps (never inside the warmup: the first rung is moved past it); null: the rungs of
+    halving_rungs above. `witune tune` uses 1/3."""
+    curve_every: int | None = None
+    """Grid search: also score every point on halving_heldout every N optimizer steps (its learning curve, in
+    sweep.db's rungs table and runs/<run_id>/heldout_step<N>.json; every point trains to the end), so that search
+    strategies can be replayed from the stored curves without training again (bench/bench_tune_replay.py)."""
     halving_heldout: str | None = None
     """Successive halving: held-out records (a data file) whose response NLL per token ranks the points."""
     halving_heldout_limit: int | None = 200
@@ -148,6 +156,7 @@ class SweepConfig(FlatConfig):
         "halving_eta": at_least(2),
         "halving_rungs": at_least(2),
         "halving_heldout_limit": optional(at_least(1)),
+        "curve_every": optional(at_least(1)),
     }
 
     @classmethod
@@ -177,21 +186,28 @@ class SweepConfig(FlatConfig):
             )
         if "output_dir" in self.set:  # a base config's output_dir is simply replaced by runs/<run_id>
             yield "set", "may not hold 'output_dir': each point trains in <output_dir>/runs/<run_id>"
-        if self.search == "halving":
+        if self.search == "halving" or self.curve_every:
             yield from self._halving_problems()
 
     def _halving_problems(self) -> Iterator[tuple[str, str]]:
         if not self.halving_heldout:
-            yield "halving_heldout", "is required with search: halving (held-out records that rank the points)"
+            yield (
+                "halving_heldout",
+                "is required with search: halving or curve_every (held-out records that score the points)",
+            )
         elif not Path(self.halving_heldout).expanduser().exists():
             yield "halving_heldout", f"file not found: {self.halving_heldout}"
+        first = self.halving_first_rung
+        if first is not None and not 0 < first < 1:
+            yield "halving_first_rung", f"must be a fraction of max_steps between 0 and 1 (exclusive), got {first}"
+            return
         if self.dpo:
-            yield "search", "halving ranks SFT points only: it cannot be combined with a 'dpo' stage"
+            yield "search", "halving and curve_every score SFT points only: they cannot be combined with a 'dpo' stage"
         max_steps = int({**self.base, **self.set}.get("max_steps", 0) or 0)
         if max_steps <= 0:
             yield "search", "halving needs max_steps > 0 in 'base' or 'set' (the rungs are counted in steps)"
             return
-        steps = rung_steps(max_steps, self.halving_eta, self.halving_rungs)
+        steps = self.rung_steps()
         if steps[0] < 1 or any(a >= b for a, b in zip(steps, steps[1:], strict=False)):
             yield (
                 "halving_rungs",
@@ -201,8 +217,14 @@ class SweepConfig(FlatConfig):
 
     def rung_steps(self) -> list[int]:
         """Optimizer steps at the end of each rung of successive halving (the last: the points' max_steps)."""
-        max_steps = int({**self.base, **self.set}.get("max_steps", 0) or 0)
-        return rung_steps(max_steps, self.halving_eta, self.halving_rungs)
+        train = {**self.base, **self.set}
+        max_steps = int(train.get("max_steps", 0) or 0)
+        if self.search == "grid" and self.curve_every:
+            return [*range(self.curve_every, max_steps, self.curve_every), max_steps]
+        if self.halving_first_rung is None:
+            return rung_steps(max_steps, self.halving_eta, self.halving_rungs)
+        warmup = math.ceil(float(train.get("warmup_ratio", 0.0) or 0.0) * max_steps)
+        return fraction_rungs(max_steps, self.halving_first_rung, self.halving_rungs, warmup)
 
     def validate(self) -> SweepConfig:
         super().validate()
@@ -272,6 +294,19 @@ def weight_axis_problem(key: str, values: Any) -> str | None:
 def rung_steps(max_steps: int, eta: int, rungs: int) -> list[int]:
     """Rung k of `rungs` ends at max_steps // eta^(rungs-1-k): e.g. 27 steps, eta 3, 3 rungs -> [3, 9, 27]."""
     return [max_steps // eta ** (rungs - 1 - k) for k in range(rungs)]
+
+
+def fraction_rungs(max_steps: int, first: float, rungs: int, warmup: int = 0) -> list[int]:
+    """Rungs from `first` x max_steps (at least one step past the warmup) to max_steps, evenly spaced (so that
+    learning curves stored every few steps hold every rung: `witune.workflows.replay`).
+
+    >>> fraction_rungs(27, 1 / 3, 3), fraction_rungs(27, 1 / 3, 2), fraction_rungs(27, 0.05, 2, warmup=3)
+    ([9, 18, 27], [9, 27], [4, 27])
+    """
+    start = min(max(round(first * max_steps), warmup + 1), max_steps)
+    if rungs < 2:
+        return [max_steps]
+    return [round(start + (max_steps - start) * k / (rungs - 1)) for k in range(rungs - 1)] + [max_steps]
 
 
 def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:

@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 
+from witune.atomic import atomic_write_text
 from witune.sweep import db
 from witune.sweep.config import SweepConfig
 from witune.sweep.local import Report, run_local
@@ -47,12 +48,13 @@ class Heldout:
     batch_size: int
 
 
-def heldout_score(point: Point, model_dir: Path, heldout: Heldout) -> float:
+def heldout_score(point: Point, model_dir: Path, heldout: Heldout) -> tuple[float, list[float]]:
     """Response NLL per token of the model in `model_dir` on the held-out records, rendered as the point's training
-    data is (template, max_length, truncation); every response token counts, whatever the point's weights."""
+    data is (template, max_length, truncation); every response token counts, whatever the point's weights. Also
+    each record's own response NLL per token (the same records in the same order for every point: paired)."""
     from witune.data import RoleWeights, load_examples
     from witune.data.pipeline import tokenize_examples
-    from witune.eval.score import score
+    from witune.eval.score import score_each
     from witune.models import load_model, load_tokenizer
     from witune.train import setup
 
@@ -71,10 +73,8 @@ def heldout_score(point: Point, model_dir: Path, heldout: Heldout) -> float:
     ).rows
     if not rows:
         raise PointError(f"halving_heldout {heldout.path}: no record could be scored")
-    model = load_model(str(model_dir))
-    return score(
-        model, rows, setup.pad_id(tokenizer), batch_size=heldout.batch_size, progress=False
-    ).response_nll_per_token
+    pooled, items = score_each(load_model(str(model_dir)), rows, setup.pad_id(tokenizer))
+    return pooled.response_nll_per_token, items
 
 
 def trained_tokens(metrics_file: Path, steps: int) -> float:
@@ -92,6 +92,7 @@ class RungOutcome:
     score: float  # held-out response NLL per token after the rung
     tokens: float  # training tokens of the point so far
     result: PointResult | None = None  # the last rung, when it trained the point: its rows and losses
+    items: list[float] = dataclasses.field(default_factory=list)  # each held-out record's response NLL per token
 
 
 def rung_work(point: Point, out: Path, trained: bool, *, steps: int, final: bool, heldout: Heldout) -> RungOutcome:
@@ -105,15 +106,49 @@ def rung_work(point: Point, out: Path, trained: bool, *, steps: int, final: bool
         check_data(point.train.data)
         cfg = dataclasses.replace(point.train_config(out), stop_at_step=steps)
         model_dir = train_stage("sft", cfg, out, finished=False)
-    value = heldout_score(point, model_dir, heldout)
-    return RungOutcome(value, trained_tokens(out / "metrics.jsonl", steps), result)
+    value, items = heldout_score(point, model_dir, heldout)
+    return RungOutcome(value, trained_tokens(out / "metrics.jsonl", steps), result, items)
 
 
 def record_outcome(sweep_dir: str | Path, run_id: str, outcome: RungOutcome, *, rung: int, steps: int) -> None:
     """Record a rung in the database (the driver's job): the finished point's rows first, then the rung."""
     if outcome.result is not None:
         db.finish_run(sweep_dir, run_id, outcome.result.rows, outcome.result.losses)
+    atomic_write_text(rung_items_path(sweep_dir, run_id, steps), json.dumps(outcome.items))
     db.record_rung(sweep_dir, run_id, rung, steps, outcome.score, outcome.tokens)
+
+
+def rung_items_path(sweep_dir: str | Path, run_id: str, steps: int) -> Path:
+    """Where a rung's per-record held-out scores are kept (the rank guard pairs them across points)."""
+    return run_dir(sweep_dir, run_id) / f"heldout_step{steps}.json"
+
+
+def rung_items(sweep_dir: str | Path, run_id: str, steps: int) -> list[float] | None:
+    path = rung_items_path(sweep_dir, run_id, steps)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ranking_moved(before: dict[str, float], after: dict[str, list[float]]) -> list[tuple[str, str]]:
+    """Pairs (a, b) that swapped places between two rungs beyond the held-out score's noise: a ranked above b
+    before (lower score), and after it b is better than a by more than 2 paired standard errors over the same
+    held-out records. `before`: each point's score at the earlier rung; `after`: its per-record scores now.
+
+    >>> ranking_moved({"a": 1.0, "b": 1.1}, {"a": [1.2, 1.3, 1.25], "b": [1.0, 1.1, 1.04]})
+    [('a', 'b')]
+    >>> ranking_moved({"a": 1.0, "b": 1.1}, {"a": [1.2, 1.0, 1.25], "b": [1.0, 1.3, 1.04]})  # within noise
+    []
+    """
+    moved = []
+    ids = [i for i in before if i in after]
+    for a in ids:
+        for b in ids:
+            if before[a] < before[b] and len(after[a]) == len(after[b]) >= 2:
+                d = [y - x for x, y in zip(after[a], after[b])]  # b - a per record: negative where b is better
+                mean = sum(d) / len(d)
+                se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+                if mean < -2 * se:
+                    moved.append((a, b))
+    return moved
 
 
 def run_rung(sweep_dir: str, run_id: str, rung: int, steps: int, final: bool, heldout: Heldout) -> str:
@@ -136,9 +171,10 @@ def run_rung(sweep_dir: str, run_id: str, rung: int, steps: int, final: bool, he
     return "done"
 
 
-def promote(scores: dict[str, float], points: dict[str, Point], eta: int) -> set[str]:
+def promote(scores: dict[str, float], points: dict[str, Point], eta: int, widen: bool = False) -> set[str]:
     """The run ids that continue: per (model, dataset), the ceil(n / eta) configurations with the lowest mean
-    held-out NLL over their seeds (a NaN score ranks last; ties by the configuration's labels, for a stable rule)."""
+    held-out NLL over their seeds (a NaN score ranks last; ties by the configuration's labels, for a stable rule).
+    `widen` (the rank guard: the ranking moved beyond noise since the last rung): ceil(2 n / eta) continue."""
     brackets: dict[tuple, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
     for rid in scores:
         lab = points[rid].labels
@@ -154,7 +190,7 @@ def promote(scores: dict[str, float], points: dict[str, Point], eta: int) -> set
             return math.inf if any(v is None or math.isnan(v) for v in values) else sum(values) / len(values)
 
         ranked = sorted(configs, key=lambda c: (mean(configs[c]), str(c)))
-        for c in ranked[: math.ceil(len(ranked) / eta)]:
+        for c in ranked[: math.ceil(len(ranked) * (2 if widen else 1) / eta)]:
             keep.update(configs[c])
     return keep
 
@@ -229,7 +265,8 @@ def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Rep
     """Run the rungs over `points` (registered in the database); returns how many points stopped early.
     `report(run_id, outcome)` is called once per point that ends in this call: done, failed or stopped."""
     steps = cfg.rung_steps()
-    if (warning := warmup_warning(steps, points)) is not None:
+    curves = cfg.search == "grid"  # curve_every: every point is scored at every rung and trains to the end
+    if not curves and (warning := warmup_warning(steps, points)) is not None:
         print(f"warning: {warning}", file=sys.stderr)
     heldout = Heldout(
         str(Path(cfg.halving_heldout or "").expanduser().resolve()), cfg.halving_heldout_limit, cfg.eval_batch_size
@@ -252,10 +289,23 @@ def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Rep
             if final:
                 db.decide_rung(folder, k, {rid: "final" for rid in alive})
                 names = {rid: f"{rid}, {_weights(p)}" for rid, p in by_id.items()}
-                if (warning := rising_score_warning(db.rungs(folder), names)) is not None:
+                if not curves and (warning := rising_score_warning(db.rungs(folder), names)) is not None:
                     print(f"warning: {warning}", file=sys.stderr)
                 break
-            keep = promote({rid: recorded[rid]["score"] for rid in alive}, by_id, cfg.halving_eta)
+            if curves:
+                db.decide_rung(folder, k, {rid: "promoted" for rid in alive})
+                continue
+            moved = _moved_since(folder, recorded, k) if k > 0 else []
+            if moved:
+                a, b = moved[0]
+                print(
+                    f"warning: halving's rank guard: the ranking moved beyond noise between steps {steps[k - 1]} "
+                    f"and {s} ({len(moved)} pair(s); {_weights(by_id[b])} overtook {_weights(by_id[a])}): "
+                    f"promoting ceil(2n/{cfg.halving_eta}) instead of ceil(n/{cfg.halving_eta})",
+                    file=sys.stderr,
+                )
+            scores = {rid: recorded[rid]["score"] for rid in alive}
+            keep = promote(scores, by_id, cfg.halving_eta, widen=bool(moved))
             decisions = {rid: "promoted" if rid in keep else "stopped" for rid in alive}
             db.decide_rung(folder, k, decisions)
             for rid, d in decisions.items():
@@ -265,6 +315,13 @@ def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Rep
                         report(rid, "stopped")
             alive = [rid for rid in alive if rid in keep]
     return stopped
+
+
+def _moved_since(folder: Path, recorded: dict[str, dict], rung: int) -> list[tuple[str, str]]:
+    """The rank guard's pairs for the points of `rung` (scores of rung - 1 against per-record scores now)."""
+    before = {r["run_id"]: r["score"] for r in db.rungs(folder) if r["rung"] == rung - 1 and r["run_id"] in recorded}
+    after = {rid: items for rid in before if (items := rung_items(folder, rid, recorded[rid]["steps"])) is not None}
+    return ranking_moved(before, after)
 
 
 def _train_rung(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -18,6 +19,9 @@ from witune.sweep import db
 from witune.sweep.config import SweepConfig
 from witune.sweep.grid import expand
 from witune.sweep.preflight import check_names
+
+if TYPE_CHECKING:
+    from witune.sweep.local import Report
 
 
 @dataclass
@@ -75,19 +79,26 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
                     summary.failed += 1
                 report_bar(run_id, outcome)
 
-            if cfg.search == "halving":  # on either backend: the rungs are its own loop
+            if cfg.search == "halving" or cfg.curve_every:  # on either backend: the rungs are its own loop
                 from witune.sweep.halving import run_halving
 
                 summary.stopped = run_halving(cfg, folder, points, report)
-            elif cfg.backend == "ray":
-                from witune.sweep.ray_backend import run_ray
-
-                run_ray(folder, todo, cfg.ray_address, report, workers=cfg.workers)
             else:
-                from witune.sweep.local import run_local
-
-                run_local(folder, todo, cfg.workers, report)
+                run_points(cfg, folder, todo, report)
     return summary
+
+
+def run_points(cfg: SweepConfig, folder: Path, run_ids: list[str], report: Report) -> None:
+    """Train and evaluate the points `run_ids` (registered in the folder's database) on the sweep's backend;
+    every outcome goes into the database. The caller holds the folder's lock (`folder_lock`)."""
+    if cfg.backend == "ray":
+        from witune.sweep.ray_backend import run_ray
+
+        run_ray(folder, run_ids, cfg.ray_address, report, workers=cfg.workers)
+    else:
+        from witune.sweep.local import run_local
+
+        run_local(folder, run_ids, cfg.workers, report)
 
 
 def _record(cfg: SweepConfig) -> dict:

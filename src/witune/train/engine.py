@@ -113,15 +113,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     world = distributed.world_size()
-    grad_accum = cfg.grad_accum
-    if cfg.global_batch_size > 0:
-        per_step = cfg.per_device_batch_size * world
-        if cfg.global_batch_size % per_step:
-            raise ConfigError(
-                f"global_batch_size={cfg.global_batch_size} is not a multiple of per_device_batch_size "
-                f"x processes = {per_step}"
-            )
-        grad_accum = cfg.global_batch_size // per_step
+    grad_accum = setup.grad_accum(cfg, world)
     acc = _accelerator(cfg, grad_accum)
     acc.wait_for_everyone()  # every process has checked the folder before the main one writes into it
     set_seed(cfg.seed)

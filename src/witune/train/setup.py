@@ -117,6 +117,35 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
     return [[r] for r in data.rows]
 
 
+def grad_accum(cfg: TrainConfig, world: int) -> int:
+    """Micro-batches per optimizer step: `grad_accum`, or what `global_batch_size` implies for `world` processes."""
+    if cfg.global_batch_size <= 0:
+        return cfg.grad_accum
+    per_step = cfg.per_device_batch_size * world
+    if cfg.global_batch_size % per_step:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} is not a multiple of per_device_batch_size "
+            f"x processes = {per_step}"
+        )
+    return cfg.global_batch_size // per_step
+
+
+def planned_tokens(cfg: TrainConfig, tokenizer: Any | None = None) -> tuple[int, int]:
+    """(optimizer steps, training tokens) that `witune train` will run with `cfg` on one process, counted before
+    any training from the same units and seeded schedule (the tokens of metrics.jsonl, summed): what a budget in
+    tokens is checked against. Every point of a sweep that differs only in its weights trains the same tokens."""
+    from witune.train.batches import Schedule
+
+    units = load_units(cfg, tokenizer if tokenizer is not None else load_tokenizer(cfg), quiet=True)
+    schedule = Schedule(len(units), cfg.per_device_batch_size, grad_accum(cfg, 1), 1, cfg.seed, cfg.drop_last)
+    if schedule.steps_per_epoch == 0:
+        raise ConfigError(f"{len(units)} rows < one global batch of {schedule.global_batch} with drop_last")
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * schedule.steps_per_epoch
+    sizes = [sum(len(r) for r in u) for u in units]
+    tokens = sum(sizes[i] for s in range(total) for i in schedule.step_indices(*schedule.locate(s)))
+    return total, tokens
+
+
 def save_tokenizer_and_note(tokenizer: Any, out: Path, note: str | None) -> None:
     tokenizer.save_pretrained(out)  # `out` is the temporary folder of atomic_dir (engine._save_final)
     if note:
