@@ -124,14 +124,7 @@ def main() -> None:
     rows = replay.compare_to_grid(
         curves, [replay.replay_surface(curves, prior, budget), replay.replay_halving(curves, rungs, 3)]
     )
-    live = {}
-    for r in rows[1:]:
-        if r.strategy in args.live:
-            folder = work / f"live_{r.strategy}"
-            extra = ["--budget", str(len(curves.items))] if r.strategy == "halving" else []
-            seconds[r.strategy] = tune(args, work, r.strategy, folder, *extra)
-            live[r.strategy] = live_check(curves, folder, r)
-    out_rows = [{**r.__dict__, **live.get(r.strategy, {}), "seconds": seconds.get(r.strategy)} for r in rows]
+    live: dict[str, dict] = {}
     meta = {
         "command": " ".join(sys.argv),
         "model": args.model,
@@ -142,11 +135,23 @@ def main() -> None:
         "curve_steps": curves.steps,
         "halving_rungs": rungs,
         "surface_budget_runs": budget,
-        "load1_end": load1(),
         "heldout_records": args.n_heldout,
         "final_scores": {str(p): sum(v[curves.steps[-1]]) / len(v[curves.steps[-1]]) for p, v in curves.items.items()},
     }
-    write_results(args.out, meta, out_rows)
+
+    def save() -> list[dict]:  # after the replay, and again after each live run: a stopped bench keeps its rows
+        out_rows = [{**r.__dict__, **live.get(r.strategy, {}), "seconds": seconds.get(r.strategy)} for r in rows]
+        write_results(args.out, {**meta, "load1_end": load1()}, out_rows)
+        return out_rows
+
+    out_rows = save()
+    for r in rows[1:]:
+        if r.strategy in args.live:
+            folder = work / f"live_{r.strategy}"
+            extra = ["--budget", str(len(curves.items))] if r.strategy == "halving" else []
+            seconds[r.strategy] = tune(args, work, r.strategy, folder, *extra)
+            live[r.strategy] = live_check(curves, folder, r)
+            out_rows = save()
     print("| strategy | chosen PLW | against the grid | runs | tokens | share | live equal |")
     print("|---|---:|---|---:|---:|---:|---|")
     for r in out_rows:

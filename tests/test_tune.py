@@ -81,6 +81,11 @@ def test_tune_answers_within_budget_and_resumes_after_sigkill(tmp_path, data, ti
     assert "Answer: which prompt-loss weight" in html and "held-out response NLL" in html
     # an ordinary sweep folder: status and the analysis read it, the held-out score is a score row
     assert {s for s in _status(out).values()} == {"done"} and len(_status(out)) == len(runs)
+    optuna = pytest.importorskip("optuna")
+    study = optuna.load_study(study_name="witune-tune", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert sorted((t.params["prompt_weight"], t.value) for t in study.trials) == sorted(
+        (r["plw"], r["score"]) for r in runs
+    )
     rows = [r for _, r in db.result_rows(out) if r.task == "heldout"]
     assert len(rows) == len(runs) and all(r.role == "score" and not r.higher_is_better for r in rows)
 

@@ -572,10 +572,38 @@ def write_outputs(result: TuneResult, progress: bool = False) -> TuneResult:
         )
         + fig_to_img(fig, "held-out response NLL against wp = PLW^0.30103")
     ]
+    if (storage := record_study(folder, result.runs)) is not None:
+        result.notes.append(f"every run is a finished trial of the Optuna study 'witune-tune' in {storage}")
     analysis = analyze_results(folder, engine="python", n_boot=0, progress=progress)
     result.report = str(write_html_report(analysis, folder / "report.html", "witune tune", lead=lead))
     atomic_write_text(folder / "tune.json", json.dumps(dataclasses.asdict(result), indent=1, default=_json_safe))
     return result
+
+
+def record_study(folder: Path, runs: list[TuneRun]) -> str | None:
+    """Every scored run as a finished trial (its PLW, its held-out NLL) of the Optuna study 'witune-tune' in
+    `folder/optuna.db`, rebuilt from the runs each time, so Optuna's tools (optuna-dashboard, its plots, a sampler
+    continuing the study) read the tune; None when Optuna is not installed (the `tune` extra)."""
+    try:
+        import optuna
+    except ImportError:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage, name = f"sqlite:///{(folder / 'optuna.db').resolve()}", "witune-tune"
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:  # no such study yet
+        pass
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    space = {"prompt_weight": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for r in runs:
+        attrs = {"run_id": r.run_id, "tokens": r.tokens, "response_weight": 1.0}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"prompt_weight": r.plw}, distributions=space, value=r.score, user_attrs=attrs
+            )
+        )
+    return storage
 
 
 def _json_safe(x: Any) -> Any:
