@@ -218,3 +218,53 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, t
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1 and f"the folder {folder} is not writable" in lines[0], run.stderr
     assert "mean_tokens" not in run.stdout  # refused before the evaluation, not after it
+
+
+def test_a_database_with_many_damaged_pages_is_refused_in_one_line(tmp_path, capsys):
+    import random
+
+    folder = make_sweep_db(tmp_path / "sweep", done=300)
+    path = folder / db.DB_NAME
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    rng = random.Random(0)
+    for page in range(3, len(data) // 4096):  # the table pages' cells overwritten: SQLite lists each problem
+        data[page * 4096 + 200 : page * 4096 + 300] = bytes(rng.randrange(256) for _ in range(100))
+    path.write_bytes(bytes(data))
+    err = refused(["sweep", "status", folder], capsys, "not a usable witune sweep database", "more problems")
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def _eval_data(tmp_path: Path) -> Path:
+    """An evaluation folder whose ARC file is empty, and a two-record IFEval (real records when present)."""
+    from shared import SHARED_DATA
+
+    folder = tmp_path / "eval"
+    (folder / "arc_challenge").mkdir(parents=True)
+    (folder / "arc_challenge" / "arc_challenge_test_llmfoundry.jsonl").write_text("")
+    (folder / "ifeval").mkdir()
+    real = SHARED_DATA / "eval" / "ifeval" / "input_data.jsonl"
+    records = real.read_text().splitlines()[:2] if real.is_file() else []
+    fallback = {"key": 1, "prompt": "Write one word.", "instruction_id_list": [], "kwargs": []}
+    (folder / "ifeval" / "input_data.jsonl").write_text("\n".join(records or [json.dumps(fallback)]) + "\n")
+    return folder
+
+
+def test_eval_on_an_empty_or_unknown_task_is_one_line(tmp_path, tiny_model_dir, capsys):
+    data = _eval_data(tmp_path)
+    argv = ["eval", tiny_model_dir, "--data-dir", data, "--limit", "1", "--tasks"]
+    refused([*argv, "witune_arc_challenge"], capsys, "arc_challenge_test_llmfoundry.jsonl holds no items")
+    refused([*argv, "no_such_task_xyz"], capsys, "lm-eval has no task or group 'no_such_task_xyz'")
+
+
+def test_ifeval_on_a_model_with_a_shorter_context_says_so(tmp_path, tiny_model_dir, capsys):
+    from shared import run_cli
+
+    data = _eval_data(tmp_path)
+    code, out, err = run_cli(
+        ["eval", tiny_model_dir, "--data-dir", data, "--limit", "1", "--tasks", "witune_ifeval"], capsys
+    )
+    errors = [ln for ln in err.splitlines() if "error" in ln]
+    assert code == 2 and len(errors) == 1, err
+    assert "'witune_ifeval' generates up to 1280 tokens, but the model's context is 1024 tokens" in errors[0]

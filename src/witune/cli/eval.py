@@ -69,6 +69,7 @@ def print_table(rows: list[MetricRow]) -> None:
 def run(args: argparse.Namespace) -> int:
     from witune.errors import ConfigError, DataError
     from witune.eval import EvalOptions, evaluate, parse_task, split_tasks
+    from witune.eval.runner import task_problems
 
     if (args.db is None) != (args.run_id is None):
         print_error("witune eval: --db and --run-id go together")
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         for n in names:  # fail on a typo before loading anything
             if n.startswith("witune:"):
                 parse_task(n)
+        if problems := task_problems(names, args.data_dir):  # as a sweep's preflight: unknown or empty tasks
+            raise ConfigError("; ".join(problems))
         rows = evaluate(
             args.model,
             names,

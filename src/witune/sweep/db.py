@@ -96,9 +96,12 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
 
 
 def _unusable(path: Path, err: sqlite3.Error | str):
+    """One line: SQLite's integrity check reports up to 100 problems, one per line; the first few are named."""
     from witune.errors import ConfigError
 
-    return ConfigError(f"{path}: not a usable witune sweep database ({err})")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.startswith("***")]
+    shown = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more problems" if len(lines) > 3 else "")
+    return ConfigError(f"{path}: not a usable witune sweep database ({shown})")
 
 
 # The columns each witune table must have (a database that lacks one is another program's, or damaged).
