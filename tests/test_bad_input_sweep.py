@@ -268,3 +268,31 @@ def test_ifeval_on_a_model_with_a_shorter_context_says_so(tmp_path, tiny_model_d
     errors = [ln for ln in err.splitlines() if "error" in ln]
     assert code == 2 and len(errors) == 1, err
     assert "'witune_ifeval' generates up to 1280 tokens, but the model's context is 1024 tokens" in errors[0]
+
+
+def test_analyze_a_sweep_without_a_finished_point_says_so(tmp_path, capsys):
+    folder = make_sweep_db(tmp_path / "sweep", done=0, pending=2, running=1)
+    err = refused(
+        ["analyze", folder], capsys, "the sweep has no finished point to analyse yet (2 pending, 1 interrupted)"
+    )
+    assert "no data rows" not in err
+
+
+def test_wandb_gets_a_short_init_timeout_where_its_server_cannot_be_reached(monkeypatch):
+    import socket
+
+    from witune.train.trackers import OFFLINE_INIT_TIMEOUT, wandb_init_timeout
+
+    with socket.socket() as s:  # a port nobody listens on: the connection is refused, as offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    assert wandb_init_timeout() == OFFLINE_INIT_TIMEOUT
+    with socket.socket() as server:  # a server that answers: W&B's own default
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert wandb_init_timeout() is None
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_init_timeout() is None
