@@ -38,12 +38,13 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def refused(argv: list[str], capsys, *needles: str) -> str:
-    """`witune ARGV` must fail with an error line holding every needle, never a traceback; returns stderr."""
+    """`witune ARGV` must fail with exactly one non-empty line on stderr, an error line holding every needle,
+    never a traceback; returns stderr."""
     code, _, err = run_cli(argv, capsys)
     assert code != 0, f"accepted: {argv}"
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error" in line]
-    assert lines, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error" in lines[0], f"not one error line: {err!r}"
     for needle in needles:
         assert needle in err, f"{needle!r} not in {err!r}"
     return err

@@ -48,7 +48,7 @@ def sweep_folder(tmp_path, configs=CONFIGS, seeds=(0, 1)):
         for seed in seeds:
             run = f"{name}{seed}"
             rows = results_to_rows(lm_eval_results(name), {"leaderboard_bbh": True})
-            db.write_eval_rows(path, run, rows)
+            db.write_eval_rows(path, run, rows, new_run=True)
             labels = {"model": "m", "dataset": "d", "prompt_weight": lp, "response_weight": lr, "seed": seed}
             with db.transaction(path) as conn:
                 point = {"run_id": run, "train": {}, "labels": labels, "eval": {}}
@@ -165,7 +165,7 @@ def test_the_harness_stores_lm_evals_own_structure(tmp_path, tiny_model_dir, sha
     by = {(r["task"], r["metric"]): r for r in rows}
     assert by[("witune_mmlu", "acc")]["weight_by_size"] is True and by[("witune_mmlu", "acc")]["n_items"] == 57
     assert by[("witune_mmlu_anatomy", "acc")]["parent"] == "witune_mmlu"
-    db.write_eval_rows(db.db_path(tmp_path), "r", rows)
+    db.write_eval_rows(db.db_path(tmp_path), "r", rows, new_run=True)
     frame = db.results_frame(tmp_path)
     bench, _ = benchmarks.one_vote(validate_results(frame.assign(prompt_weight=0.0, response_weight=1.0)))
     assert sorted(bench["benchmark"].unique()) == ["mmlu", "piqa"]

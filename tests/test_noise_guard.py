@@ -215,6 +215,7 @@ def test_sweep_db_results_frame_carries_stderr(tmp_path):
             {"task": "arc_challenge", "metric": "acc", "value": 0.5, "stderr": 0.02, "higher_is_better": True},
             {"task": "arc_challenge", "metric": "acc_norm", "value": 0.6, "higher_is_better": True},
         ],
+        new_run=True,
     )
     frame = db.results_frame(tmp_path).set_index("metric")
     assert frame.loc["acc", "stderr"] == pytest.approx(0.02)

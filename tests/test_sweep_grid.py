@@ -162,8 +162,8 @@ def test_db_rows_are_never_duplicated_and_results_frame_matches_the_analysis_sch
 def test_write_eval_rows_for_witune_eval_db(tmp_path):
     path = tmp_path / "results.db"
     row = {"task": "witune_arc_challenge", "metric": "acc", "value": 0.3, "stderr": 0.05, "higher_is_better": True}
-    db.write_eval_rows(path, "base-model", [row])
-    db.write_eval_rows(path, "base-model", [{**row, "value": 0.4}])
+    db.write_eval_rows(path, "base-model", [row], new_run=True)
+    db.write_eval_rows(path, "base-model", [{**row, "value": 0.4}], new_run=True)
     assert [(m["run_id"], m["value"]) for m in db.metrics(path)] == [("base-model", 0.4)]
 
 

@@ -3,7 +3,7 @@
     atomic_write_text(path, text)            # whole text at once
     with atomic_open(path, "w") as f: ...    # streamed; the old file stays until the block ends without error
     with atomic_dir(path) as tmp: ...        # a folder (model/): filled in `tmp`, swapped in on success
-    check_output(path, inputs=[src], force)  # before any work: -o must not be an input, nor exist unless forced
+    check_output(path, inputs=[src], force)  # before any work: -o not an input nor inside one, exists only forced
 
 Why: a kill, a full disk or an exception half-way through a write must leave the previous file or folder exactly
 as it was, never a truncated or mixed one. A rename inside one folder is atomic on POSIX file systems, so
@@ -242,19 +242,57 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _inside(out: Path, folder: Path) -> bool:
+    """Whether `out` is `folder` or lies anywhere under it (links resolved)."""
+    try:
+        return folder.is_dir() and out.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why `out` could not be created, known before any work: the nearest existing folder above it is a file,
+    or may not be written (permissions, a read-only mount; `os.access` says so even for root)."""
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder {parent} is not writable"
+    return None
+
+
 def check_output(
-    path: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False, what: str = "output"
+    path: str | Path,
+    inputs: Iterable[str | Path | None] = (),
+    force: bool = False,
+    what: str = "output",
+    folder: bool = False,
 ) -> Path:
-    """Refuse, before any work starts, an output that is one of the inputs (same resolved path or same inode,
-    e.g. a hard link) or that exists already (unless `force`), or that is a folder. One line naming the path."""
+    """The one check every output passes before any work starts. Refused, in one line naming the path, whatever
+    `force` says: an output that is one of the inputs (same resolved path or same inode, e.g. a hard link) or
+    lies inside an input folder (a model folder, a dataset folder, a sweep folder: `eval MODEL --json
+    MODEL/config.json` once replaced the model's config), or that cannot be written (under a file, a read-only
+    folder). Refused without `force`: an output that exists. `folder`: the output is a folder (figures), else a
+    file, and an existing folder in its place is refused."""
     out = Path(path)
     for src in inputs:
-        if src is not None and _same_file(out, Path(src)):
+        if src is None:
+            continue
+        if _inside(out, Path(src)):
+            raise OutputError(f"{out}: the {what} lies inside the input folder {src}; write outside it")
+        if _same_file(out, Path(src)):
             raise OutputError(f"{out}: the {what} is the input file {src}; write to another file")
-    if out.is_dir():
+    if out.is_dir() and not folder:
         raise OutputError(f"{out}: the {what} is a folder; give a file name")
-    if (out.exists() or out.is_symlink()) and not force:
+    if out.exists() and folder and not out.is_dir():
+        raise OutputError(f"{out}: the {what} is a file; give a folder")
+    if (out.exists() or out.is_symlink()) and not force and not folder:
         raise OutputError(f"{out}: the {what} exists already; pass --force to replace it")
+    why = _unwritable(out / "x" if folder and out.is_dir() else out)
+    if why is not None:
+        raise OutputError(f"cannot write {out}: {why}")
     return out
 
 

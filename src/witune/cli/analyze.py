@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from witune.cli.common import add_model_options, analysis_from_args, escaped, print_error
+from witune.cli.common import (
+    add_model_options,
+    analysis_from_args,
+    escaped,
+    input_paths,
+    output_console,
+    print_error,
+)
 
 
 def register(subparsers) -> None:
@@ -26,9 +33,8 @@ def register(subparsers) -> None:
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
 
-    return Console(stderr=stderr)
+    return output_console(stderr=stderr)
 
 
 def _rich_table(title: str, df, digits: int = 3):
@@ -52,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from witune.analysis.summary import diagnostic_columns, to_json
     from witune.report.readings import recommendation
 
+    if args.plots:  # before the analysis: never into the sweep folder, nor under a file
+        from witune.atomic import check_output
+
+        check_output(args.plots, input_paths(args), what="plot folder", folder=True)
     try:
         a = analysis_from_args(args, quiet=args.json)
     except RuntimeError as exc:  # no R for --engine r, R failing or hanging, no scores: one line

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from witune.cli.common import escaped, int_at_least
+from witune.cli.common import escaped, input_paths, int_at_least, output_console
 
 
 def register(sub) -> None:
@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from witune.stats.loading import get_tokenizer
 
     # Checked before any work: `clean X -o X` once rewrote its own input with the survivors only.
-    out = check_output(args.output, [args.data], args.force)
+    out = check_output(args.output, input_paths(args), args.force)
     report = Path(args.report) if args.report else out.with_name(out.stem + ".removed.jsonl")
-    check_output(report, [args.data], args.force, what="report")
+    check_output(report, input_paths(args), args.force, what="report")
     if report.resolve() == out.resolve():
         raise OutputError(f"{report}: the report and the cleaned file must be different files")
     tokenizer = get_tokenizer(args.model) if args.model else None
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         first = next((r for r in result.removed if r.reason == reason), None)
         label = f"{reason} ({result.overlong_rule})" if reason == "overlong" else reason
         t.add_row(label, str(n), f"{first.location}: {first.detail}" if first else "")
-    console = Console()
+    console = output_console()
     console.print(t)
     console.print(f"report: {escaped(report)} ({len(result.removed)} lines)")
     return 0

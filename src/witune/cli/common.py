@@ -211,6 +211,35 @@ def load_rows(args: argparse.Namespace, tokenizer, weights):
     return data
 
 
+# Off a terminal (a log file, CI, a pipe) rich would cut tables at 80 columns ("lambda…"): there lines may be as
+# long as their content. A width set with $COLUMNS is kept.
+_WIDTH_OFF_TERMINAL = 1000
+
+
+def output_console(stderr: bool = False):
+    """The rich Console of every command's output: the terminal's width, or tables sized to their content
+    where the output is not a terminal."""
+    import os
+
+    from rich.console import Console
+
+    out = Console(stderr=stderr)
+    if out.is_terminal or "COLUMNS" in os.environ:
+        return out
+    return Console(stderr=stderr, width=_WIDTH_OFF_TERMINAL)
+
+
+# The arguments that name what a command reads (files, model, dataset or sweep folders): no output may be one of
+# them or lie inside one (`witune.atomic.check_output`).
+INPUT_ARGS = ("data", "model", "tokenizer", "sweep", "losses", "features", "items", "data_dir", "db", "judge")
+
+
+def input_paths(args: argparse.Namespace, *more: object) -> list[str]:
+    """What the command `args` reads, for `check_output`: every input argument it has, and `more`."""
+    named = [getattr(args, k, None) for k in INPUT_ARGS]
+    return [str(v) for v in (*named, *more) if v is not None]
+
+
 def print_error(message: object, label: str = "error") -> None:
     """The one error printer: a single line on stderr. The message is user text (paths, record keys, values),
     so it is escaped: `[/]` in a file name would otherwise be read as rich markup and crash the printer."""

@@ -8,7 +8,7 @@ import argparse
 import math
 import sys
 
-from witune.cli.common import int_at_least, positive_float
+from witune.cli.common import int_at_least, output_console, positive_float
 
 
 def register(sub) -> None:
@@ -52,12 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from witune.workflows.demo import run_demo, summary_rows
 
-    console = Console()
+    console = output_console()
     console.print(
         f"[bold]witune demo[/]: {args.model}, conventional (λp=0) vs weighted (λp=0.1), output in {args.output_dir}"
     )

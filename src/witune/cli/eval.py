@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from witune.cli.common import int_at_least, print_error
+from witune.cli.common import input_paths, int_at_least, output_console, print_error
 
 if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
     from witune.eval.rows import MetricRow
@@ -54,7 +54,6 @@ def register(subparsers) -> None:
 
 
 def print_table(rows: list[MetricRow]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="witune eval")
@@ -64,20 +63,19 @@ def print_table(rows: list[MetricRow]) -> None:
         arrow = "↑" if r["higher_is_better"] else "↓"
         se = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
         table.add_row(r["task"], f"{r['metric']} {arrow}", f"{r['value']:.4f}", se)
-    Console().print(table)
+    output_console().print(table)
 
 
 def run(args: argparse.Namespace) -> int:
     from witune.errors import ConfigError, DataError
     from witune.eval import EvalOptions, evaluate, parse_task, split_tasks
+    from witune.eval.runner import task_problems
 
     if (args.db is None) != (args.run_id is None):
         print_error("witune eval: --db and --run-id go together")
         return 2
     from witune.atomic import atomic_write_text, check_output
 
-    if args.json_out:
-        check_output(args.json_out, [args.model], args.force)  # before the evaluation, not after it
     opts = EvalOptions(
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
@@ -87,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
         judge_allow_http=args.judge_allow_http,
     )
     try:
-        if args.db:  # a corrupt database is found now, not after the whole evaluation ran
-            from witune.sweep.db import check_database
-
-            check_database(args.db)
         names = split_tasks(args.tasks)
+        if args.json_out:  # before the evaluation, not after it: never into the model, an eval file or the db
+            files = [n.partition("=")[2] for n in names if n.startswith("witune:") and "=" in n]
+            check_output(args.json_out, input_paths(args, *files), args.force)
+        if args.db:  # a corrupt database is found now, not after the whole evaluation ran
+            from witune.sweep.db import check_run
+
+            check_run(args.db, args.run_id)
         if args.judge and args.judge.startswith(("http://", "https://")):  # refuse an insecure judge before work
             from witune.eval.judge import check_judge_url
 
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         for n in names:  # fail on a typo before loading anything
             if n.startswith("witune:"):
                 parse_task(n)
+        if problems := task_problems(names, args.data_dir):  # as a sweep's preflight: unknown or empty tasks
+            raise ConfigError("; ".join(problems))
         rows = evaluate(
             args.model,
             names,

@@ -11,8 +11,10 @@ from witune.cli.common import (
     add_model_arg,
     add_weight_args,
     escaped,
+    input_paths,
     int_at_least,
     load_rows,
+    output_console,
     role_weights,
 )
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from witune.models import load_tokenizer
 
     if args.json not in (None, "-"):
-        check_output(args.json, [args.data], args.force)  # before any work
+        check_output(args.json, input_paths(args), args.force)  # before any work
     weights = role_weights(args)
     tokenizer = load_tokenizer(args.model)
     data = load_rows(args, tokenizer, weights)
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 out.write(json.dumps(row_json(row)) + "\n")
         Console(stderr=True).print(f"wrote {len(data.rows)} samples to {escaped(args.json)}")
         return 0
-    console = Console()
+    console = output_console()
     shown = data.rows[: args.show]
     max_w = max([w for row in shown for w in row.weights] + [weights.prompt, weights.response]) or 1.0
     console.print(legend(weights, max_w))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import escaped, positive_float
+from witune.cli.common import escaped, input_paths, output_console, positive_float
 
 
 def register(sub) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from witune.stats import invert, read_alpaca, write_records
     from witune.stats.loading import get_tokenizer
 
-    check_output(args.output, [args.data], args.force)  # before any work: never onto the input, never silently
+    check_output(args.output, input_paths(args), args.force)  # before any work: never onto the input, never silently
     err = Console(stderr=True)
     with err.status("reading and counting tokens"):
         records = read_alpaca(args.data)
@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(f"Rg {key.replace('_', ' ')}{mark}", f"{result.rg_before[key]:.4g}", f"{result.rg_after[key]:.4g}")
     t.add_row("samples", str(len(records)), str(len(result.records)))
     t.add_row("inverted", "", f"{len(result.inverted)} of {result.candidates} candidates")
-    Console().print(t)
+    output_console().print(t)
     if result.target is not None:
-        Console().print(f"target Rg {result.target:g}, reached {result.rg_after[result.definition]:.4g}")
+        output_console().print(f"target Rg {result.target:g}, reached {result.rg_after[result.definition]:.4g}")
     if result.not_invertible:
         err.print(
             f"[yellow]{len(result.not_invertible)} multi-turn records (history) left as they are[/], "

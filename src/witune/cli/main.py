@@ -28,8 +28,19 @@ COMMANDS = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, as every other bad input (argparse would print the whole usage first); the
+    command's --help is named for the rest."""
+
+    def error(self, message: str):
+        from witune.cli.common import print_error
+
+        print_error(f"{self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="witune",
         description="Weighted instruction tuning: weigh prompt and "
         "response tokens in the loss, measure data, sweep, evaluate and report.",

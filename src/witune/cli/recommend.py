@@ -10,7 +10,7 @@ import json
 import math
 import sys
 
-from witune.cli.common import escaped, int_at_least
+from witune.cli.common import escaped, int_at_least, output_console
 from witune.cli.stats import add_stats_args, compute_from_args
 
 
@@ -58,7 +58,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         out = {"data": args.data, "rg_mean_of_ratios": stats.rg.mean_of_ratios, **rec.to_dict()}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
-    console = Console()
+    console = output_console()
     t = Table(
         title=f"{escaped(args.data)}: Rg {rec.rg:.3g} ({rec.kind}; ratio of means, tokenizer "
         f"{escaped(args.model)}); benchmarks {rec.column!r}; from {escaped(str(rec.source))}"

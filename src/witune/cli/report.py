@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import escaped, print_error
+from witune.cli.common import escaped, input_paths, output_console, print_error
 
 
 def register(subparsers) -> None:
@@ -24,18 +24,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from witune.atomic import check_output
     from witune.cli.common import analysis_from_args
     from witune.report.html import write_html_report
 
-    check_output(args.output, [args.sweep, args.losses, args.features], args.force)  # before the analysis
+    check_output(args.output, input_paths(args), args.force)  # before the analysis
     try:
         a = analysis_from_args(args)
     except RuntimeError as exc:  # --engine r without R, R failing, no scores at all
         print_error(exc)
         return 2
     path = write_html_report(a, args.output, args.title)
-    Console().print(f"wrote {escaped(path)} ({path.stat().st_size / 1e6:.1f} MB)")
+    output_console().print(f"wrote {escaped(path)} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -11,9 +11,11 @@ from witune.cli.common import (
     add_model_arg,
     add_weight_args,
     escaped,
+    input_paths,
     int_at_least,
     load_rows,
     normalization_arg,
+    output_console,
     role_weights,
 )
 
@@ -46,7 +48,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from witune.atomic import atomic_write_text, check_output
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     dynamic = dynamic_weight(args.dynamic_weight)  # a ConfigError names the valid values
 
     if args.json not in (None, "-"):
-        check_output(args.json, [args.data], args.force)  # before any work
+        check_output(args.json, input_paths(args), args.force)  # before any work
     weights = role_weights(args)
     tokenizer = load_tokenizer(args.model)
     data = load_rows(args, tokenizer, weights)
@@ -85,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
             f"{result[f'{role}_nll_per_token']:.4f}",
             f"{result[f'{role}_perplexity']:.2f}",
         )
-    Console().print(table)
-    Console().print(
+    output_console().print(table)
+    output_console().print(
         f"weighted loss [bold]{result['loss']:.4f}[/] = {result['weighted_sum']:.2f} / "
         f"{result['normalizer']:.1f} ({result['normalization']} normaliser, {result['samples']} samples"
         + (f", dynamic weight {result['dynamic_weight']})" if dynamic is not None else ")")

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from witune.cli.common import add_weight_args, escaped, int_at_least, print_error, role_weights
+from witune.cli.common import (
+    add_weight_args,
+    escaped,
+    input_paths,
+    int_at_least,
+    output_console,
+    print_error,
+    role_weights,
+)
 
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -174,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     from witune.stats.plots import save_plots
 
     if args.json not in (None, "-"):
-        check_output(args.json, [args.data], args.force)  # before any work
+        check_output(args.json, input_paths(args), args.force)  # before any work
+    if args.plot:
+        check_output(args.plot, input_paths(args), what="plot folder", folder=True)
     stats = compute_from_args(args, logprob=args.logprob_samples > 0)
     err = Console(stderr=True)
     if args.plot:
@@ -188,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_text(args.json, text + "\n")
             err.print(f"wrote {escaped(args.json)}")
         return 0
-    console = Console()
+    console = output_console()
     for table in stats_tables(stats):
         console.print(table)
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from witune.cli.common import int_at_least, print_error
+from witune.cli.common import int_at_least, output_console, print_error
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     if args.config == "status":
         if not args.folder:
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         from witune.sweep.status import status_table
 
-        Console().print(status_table(args.folder))
+        output_console().print(status_table(args.folder))
         return 0
     if args.folder:
         print_error(f"witune sweep: unexpected argument {args.folder!r} (did you mean `witune sweep status DIR`?)")
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         {"workers": args.workers, "backend": args.backend, "ray_address": args.ray_address, "output_dir": args.out},
     )
-    console = Console()
+    console = output_console()
     if args.dry_run:
         points = expand(cfg)
         check_names(cfg, points)  # what run_sweep checks before its first point

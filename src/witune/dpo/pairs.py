@@ -42,7 +42,7 @@ def make_pairs(
     `out` is checked before anything is loaded or generated: never the input (same path, a link to it, the
     same inode), and an existing file (or link) only with `force`."""
     # `dpo-pairs D -o D` once replaced the user's 22 records with the 2 pairs generated from them.
-    out = check_output(out, [data], force)
+    out = check_output(out, [data, model], force)
     check_counts(allow_none=True, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size)
     import torch
 

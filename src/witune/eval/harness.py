@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from witune.eval.local_tasks import STANDARD_SHOTS, write_local_tasks
+from witune.eval.local_tasks import STANDARD_SHOTS, empty_task_problems, generation_problems, write_local_tasks
 from witune.eval.rows import MetricRow
 
 
@@ -154,7 +154,12 @@ def run_harness(
             missing = [t for t in local if t not in available]
             if missing:
                 raise ValueError(f"unknown local task(s) {missing}; e.g. {sorted(available)[:6]} ...")
+            if problems := empty_task_problems(tmp, local):
+                raise ValueError("; ".join(problems))
         built = make_lm(model, device=device, batch_size=batch_size, lm=lm) if isinstance(model, str) else model
+        context = getattr(built, "max_length", None)
+        if local and isinstance(context, int) and (problems := generation_problems(tmp, local, context)):
+            raise ValueError("; ".join(problems))
         # Indexing lm-eval's thousands of built-in task YAMLs takes about a minute on a small CPU: skip it when
         # every task is one of our local ones.
         manager = TaskManager(include_path=tmp if local else None, include_defaults=len(local) < len(tasks))

@@ -344,3 +344,49 @@ def write_local_tasks(out_dir: str | Path, data_dir: str | Path | None = None) -
             atomic_write_text(out / f"{name}.yaml", text)
             names.append(name)
     return names
+
+
+class _Loader(yaml.SafeLoader):
+    """Reads the YAMLs written here back; `!function` names stay strings (nothing is imported)."""
+
+
+_Loader.add_constructor("!function", lambda loader, node: Function(loader.construct_scalar(node)))
+
+
+def task_configs(tasks_dir: str | Path, name: str) -> list[dict]:
+    """The configs written for task or group `name` in `tasks_dir` (a group: its tasks' configs)."""
+    path = Path(tasks_dir) / f"{name}.yaml"
+    if not path.is_file():
+        return []
+    cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+    if "group" in cfg:
+        return [c for sub in cfg.get("task", []) for c in task_configs(tasks_dir, sub)]
+    return [cfg]
+
+
+def empty_task_problems(tasks_dir: str | Path, names: list[str]) -> list[str]:
+    """Local tasks whose data file holds no item (lm-eval would fail on it with a bare StopIteration)."""
+    problems = []
+    for name in names:
+        for cfg in task_configs(tasks_dir, name):
+            for file in cfg.get("dataset_kwargs", {}).get("data_files", {}).values():
+                path = Path(file)
+                if path.is_file() and not path.read_text(encoding="utf-8").strip():
+                    problems.append(f"evaluation task {cfg['task']!r}: its data file {path} holds no items")
+    return problems
+
+
+def generation_problems(tasks_dir: str | Path, names: list[str], context: int) -> list[str]:
+    """Generation tasks that ask for as many new tokens as the model's whole context, or more (lm-eval would
+    stop them with an AssertionError): a benchmark's generation length is part of its definition, so it is not
+    cut short silently."""
+    problems = []
+    for name in names:
+        for cfg in task_configs(tasks_dir, name):
+            wanted = cfg.get("generation_kwargs", {}).get("max_gen_toks")
+            if isinstance(wanted, int) and wanted >= context:
+                problems.append(
+                    f"evaluation task {cfg['task']!r} generates up to {wanted} tokens, but the model's context is "
+                    f"{context} tokens: evaluate it on a model with a longer context, or leave the task out"
+                )
+    return problems

@@ -51,7 +51,7 @@ def task_problems(tasks: Sequence[str], data_dir: str | None = None) -> list[str
             problems.append(f"evaluation {name!r}: file not found: {arg}")
     local = [t for t in tasks if t.startswith("witune_")]
     if local:
-        from witune.eval.local_tasks import write_local_tasks
+        from witune.eval.local_tasks import empty_task_problems, write_local_tasks
 
         with tempfile.TemporaryDirectory(prefix="witune_tasks_") as tmp:
             try:
@@ -60,6 +60,7 @@ def task_problems(tasks: Sequence[str], data_dir: str | None = None) -> list[str
                 problems.append(str(e))
             else:  # an existing folder without the benchmark is no excuse to pass a name
                 problems += [f"unknown local evaluation task {t!r}" for t in local if t not in available]
+                problems += empty_task_problems(tmp, [t for t in local if t in available])
     standard = [t for t in tasks if not t.startswith((PREFIX, "witune_"))]
     if standard:
         from witune.eval.harness import _require_lm_eval

@@ -96,9 +96,12 @@ def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
 
 
 def _unusable(path: Path, err: sqlite3.Error | str):
+    """One line: SQLite's integrity check reports up to 100 problems, one per line; the first few are named."""
     from witune.errors import ConfigError
 
-    return ConfigError(f"{path}: not a usable witune sweep database ({err})")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.startswith("***")]
+    shown = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more problems" if len(lines) > 3 else "")
+    return ConfigError(f"{path}: not a usable witune sweep database ({shown})")
 
 
 # The columns each witune table must have (a database that lacks one is another program's, or damaged).
@@ -106,6 +109,7 @@ _COLUMNS = {
     "runs": {"run_id", "point", "status", "started", "finished", "seconds", "error", "attempts"},
     "results": {"run_id", "stage", "task", "metric", "value", "stderr", "higher_is_better", "role", "run_column"},
     "losses": {"run_id", "step", "loss"},
+    "rungs": {"run_id", "rung", "steps", "score", "tokens", "decision"},
 }
 
 
@@ -122,6 +126,28 @@ def _check_schema(conn: sqlite3.Connection, p: Path, require: bool) -> None:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if table in tables and not columns <= have:
             raise _unusable(p, f"table {table} lacks columns {', '.join(sorted(columns - have))}")
+    _check_stopped(conn, p, "rungs" in tables)
+
+
+def _check_stopped(conn: sqlite3.Connection, p: Path, has_rungs: bool) -> None:
+    """A point successive halving stopped must have the rung that stopped it. Without it (the `rungs` table
+    dropped or emptied) a resume would retrain stopped points and could promote one the search eliminated;
+    checked before `connect` creates a missing table, so a dropped table is never silently replaced."""
+    query = "SELECT run_id FROM runs WHERE status = 'stopped'"
+    if has_rungs:
+        query += " AND run_id NOT IN (SELECT run_id FROM rungs WHERE decision = 'stopped')"
+    lost = conn.execute(query + " LIMIT 1").fetchone()
+    if lost is not None:
+        where = "the rungs table is missing" if not has_rungs else "the rungs table has no such rung"
+        raise _unusable(p, f"run {lost[0]!r} was stopped by successive halving, but {where}")
+
+
+def _check_numbers(p: Path, row: sqlite3.Row, columns: tuple[str, ...], what: str) -> None:
+    """Values SQLite stores as text (or blobs) in a numeric column: a damaged or hand-edited database."""
+    for col in columns:
+        v = row[col]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise _unusable(p, f"run {row['run_id']!r}, {what}: {col} {v!r} is not a number")
 
 
 @contextmanager
@@ -152,17 +178,17 @@ def reading(path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def check_database(path: str | Path) -> Path:
-    """Open the database (creating it when absent) and run SQLite's quick integrity check, so that a corrupt
-    file is reported before an evaluation of many minutes, not when its results are to be written."""
-    p = db_path(path)
-    with connect(p) as conn:
-        try:
-            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise _unusable(p, e) from None
-    if verdict != "ok":
-        raise _unusable(p, sqlite3.DatabaseError(verdict))
+def check_run(path: str | Path, run_id: str) -> Path:
+    """The database `witune eval --db PATH --run-id ID` writes into, checked before the evaluation runs (not when
+    its results are to be written): the same checks as `witune sweep status` (an existing witune sweep
+    database, intact, its values readable), and `run_id` must be one of its runs. Returns the database file."""
+    p = _require(path)
+    ids = [r["run_id"] for r in runs(p)]
+    if run_id not in ids:
+        from witune.errors import ConfigError
+
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        raise ConfigError(f"{p}: no run {run_id!r} in this sweep ({len(ids)} runs: {shown or 'none'})")
     return p
 
 
@@ -253,17 +279,30 @@ def rungs(path: str | Path) -> list[dict[str, Any]]:
     with reading(path) as conn:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='rungs'").fetchone():
             return []
-        return [dict(r) for r in conn.execute("SELECT * FROM rungs ORDER BY run_id, rung")]
+        out = []
+        for r in conn.execute("SELECT * FROM rungs ORDER BY run_id, rung"):
+            _check_numbers(db_path(path), r, ("score", "tokens"), f"rung {r['rung']!r}")
+            if not all(isinstance(r[c], int) for c in ("rung", "steps")) or r["decision"] not in (*DECISIONS, None):
+                raise _unusable(db_path(path), f"run {r['run_id']!r}, rung {r['rung']!r}: not a rung witune wrote")
+            out.append(dict(r))
+        return out
 
 
-def write_eval_rows(db: str | Path, run_id: str, rows: Rows) -> None:
+def write_eval_rows(db: str | Path, run_id: str, rows: Rows, *, new_run: bool = False) -> None:
     """Store evaluation rows {task, metric, value, stderr, higher_is_better} for `run_id` (used by `witune eval
-    --db`); rows of the same task and metric replace earlier ones. An unknown run id gets a minimal run row."""
+    --db`); rows of the same task and metric replace earlier ones. The run must exist (a run id the sweep does
+    not hold would otherwise become a phantom finished point); `new_run` adds a minimal run row for one that
+    does not (tests building a database)."""
     with transaction(db) as conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO runs (run_id, point, status) VALUES (?, ?, 'done')",
-            (run_id, json.dumps({"run_id": run_id, "train": {}, "labels": {}, "eval": {}})),
-        )
+        if new_run:
+            conn.execute(
+                "INSERT OR IGNORE INTO runs (run_id, point, status) VALUES (?, ?, 'done')",
+                (run_id, json.dumps({"run_id": run_id, "train": {}, "labels": {}, "eval": {}})),
+            )
+        elif conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            from witune.errors import ConfigError
+
+            raise ConfigError(f"{db_path(db)}: no run {run_id!r} in this sweep")
         _write_metrics(conn, run_id, rows)
 
 
@@ -355,12 +394,7 @@ def result_rows(path: str | Path, run_id: str | None = None) -> list[tuple[str, 
         structure = _structure(conn)
         has_results = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone()
         for m in conn.execute(f"SELECT * FROM results {where}", args) if has_results else ():
-            for col in ("value", "stderr"):
-                if m[col] is not None and (isinstance(m[col], bool) or not isinstance(m[col], (int, float))):
-                    raise _unusable(
-                        db_path(path),
-                        f"run {m['run_id']!r}, {m['task']} {m['metric']}: {col} {m[col]!r} is not a number",
-                    )
+            _check_numbers(db_path(path), m, ("value", "stderr"), f"{m['task']} {m['metric']}")
             fields = {k: m[k] for k in ("task", "metric", "value", "stderr", "stage", "role")}
             info = structure.get((m["run_id"], m["task"]), {})
             row = ResultRow(**fields, higher_is_better=bool(m["higher_is_better"]), column=m["run_column"], **info)
@@ -461,4 +495,6 @@ def losses_frame(folder: str | Path):
             "SELECT l.run_id, l.step, l.loss FROM losses l JOIN runs r ON r.run_id = l.run_id "
             "WHERE r.status = 'done' AND l.loss IS NOT NULL ORDER BY l.run_id, l.step"
         ).fetchall()
+        for r in rows:
+            _check_numbers(p, r, ("step", "loss"), "losses")
     return pd.DataFrame([tuple(r) for r in rows], columns=["run_id", "step", "loss"])

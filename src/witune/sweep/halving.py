@@ -236,7 +236,12 @@ def rising_score_warning(rungs: list[dict], names: dict[str, str] | None = None)
     by_run: dict[str, list[dict]] = defaultdict(list)
     for r in sorted(rungs, key=lambda r: (r["run_id"], r["rung"])):
         by_run[r["run_id"]].append(r)
-    rises = [(a, b) for rs in by_run.values() for a, b in zip(rs, rs[1:], strict=False) if b["score"] > a["score"]]
+    rises = [  # a NaN score is stored as NULL: it neither rose nor fell
+        (a, b)
+        for rs in by_run.values()
+        for a, b in zip(rs, rs[1:], strict=False)
+        if None not in (a["score"], b["score"]) and b["score"] > a["score"]
+    ]
     if not rises:
         return None
     a, b = rises[0]

@@ -61,10 +61,12 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True) -> 
         path = db.db_path(folder)
         if path.is_file():
             db.result_rows(path)  # reads and checks every stored row: a damaged database stops here, not later
-        if path.is_file() and db.runs(path) and not resume:
-            raise ConfigError(
-                f"{folder} already holds a sweep; continue it with --resume, or choose another output_dir (--out)"
-            )
+        if path.is_file() and db.runs(path):
+            if not resume:
+                raise ConfigError(
+                    f"{folder} already holds a sweep; continue it with --resume, or choose another output_dir (--out)"
+                )
+            check_same_sweep(folder, cfg)
         atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(_record(cfg), sort_keys=False))
         db.add_points(path, points)
         status = {r["run_id"]: r["status"] for r in db.runs(path)}
@@ -99,6 +101,51 @@ def run_points(cfg: SweepConfig, folder: Path, run_ids: list[str], report: Repor
         from witune.sweep.local import run_local
 
         run_local(folder, run_ids, cfg.workers, report)
+
+
+# Keys that say how and where the sweep runs, not what it trains or measures: they may change on --resume.
+RUN_KEYS = frozenset({"workers", "backend", "ray_address", "output_dir", "max_points", "base_path"})
+# A finished or stopped halving search may be continued as a grid over the same points (stopped points then train
+# to the end from their checkpoints); the halving keys mean nothing to the grid.
+_HALVING_KEYS = frozenset(
+    {"search", "halving_eta", "halving_rungs", "halving_first_rung", "halving_heldout", "halving_heldout_limit"}
+)
+
+
+def check_same_sweep(folder: Path, cfg: SweepConfig) -> None:
+    """Refuse a --resume whose config is not the folder's `sweep.yaml` (one line naming every differing key):
+    the two would mix in one database, `sweep.yaml` and the halving record would be overwritten, and the
+    analysis would compare points of two sweeps."""
+    recorded = folder / "sweep.yaml"
+    if not recorded.is_file():
+        return
+    from witune.yaml_io import load_yaml_file
+
+    old = load_yaml_file(recorded)
+    if not isinstance(old, dict):
+        raise ConfigError(f"{recorded}: not a sweep record (expected a mapping); restore it or use another --out")
+    new = yaml.safe_load(yaml.safe_dump(_record(cfg), sort_keys=False))  # as it would be stored
+    skip = RUN_KEYS | (_HALVING_KEYS if old.get("search") == "halving" and new["search"] == "grid" else frozenset())
+    diffs = [
+        f"{key} {old_value!r} -> {new_value!r}"
+        for name in new
+        if name in old and name not in skip
+        for key, old_value, new_value in _differences(name, old[name], new[name])
+    ]
+    if diffs:
+        raise ConfigError(
+            f"cannot resume the sweep in {folder}: its sweep.yaml has other settings: {'; '.join(diffs)}. "
+            "Resume with the same sweep config, or give another output_dir (--out)"
+        )
+
+
+def _differences(name: str, old: object, new: object) -> list[tuple[str, object, object]]:
+    """(key, old, new) for a differing value; a mapping (set, base, dpo, weight_axes) key by key."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            (f"{name}.{k}", old.get(k), new.get(k)) for k in sorted({*old, *new}, key=str) if old.get(k) != new.get(k)
+        ]
+    return [] if old == new else [(name, old, new)]
 
 
 def _record(cfg: SweepConfig) -> dict:

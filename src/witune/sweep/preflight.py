@@ -31,5 +31,21 @@ def check_names(cfg: SweepConfig, points: list[Point]) -> None:
     problems += _missing("tokenizer", {p.train.tokenizer for p in points if p.train.tokenizer})
     problems += _missing("DPO data file", {p.dpo.data for p in points if p.dpo is not None})
     problems += task_problems(list(cfg.eval_tasks), cfg.eval_data_dir)
+    problems += _heldout_problems(cfg)
     if problems:
         raise ConfigError(f"sweep {cfg.output_dir}: " + "; ".join(problems) + " (nothing was trained)")
+
+
+def _heldout_problems(cfg: SweepConfig) -> list[str]:
+    """Successive halving's held-out records, read as every rung will read them: a folder or an empty file
+    would otherwise fail every point after its first rung's training."""
+    if cfg.search != "halving" or not cfg.halving_heldout:
+        return []
+    from witune.data import load_examples
+    from witune.errors import DataError
+
+    try:
+        load_examples(Path(cfg.halving_heldout).expanduser(), limit=cfg.halving_heldout_limit)
+    except (DataError, ConfigError, OSError) as e:
+        return [f"halving_heldout: {e}"]
+    return []

@@ -69,12 +69,40 @@ class _TensorBoard:
         self.writer.close()
 
 
+# W&B online waits up to 90 s (its default init_timeout) for a server it cannot reach before it gives up: about
+# 107 s before the warning, every run, on a machine without a network. When a 2 s probe of the server fails it
+# gets this long instead.
+OFFLINE_INIT_TIMEOUT = 10.0
+
+
+def wandb_init_timeout() -> float | None:
+    """A short init timeout when W&B online is likely offline (its server unreachable now); None (W&B's own
+    default) when its server answers, or when W&B is told its mode (`WANDB_MODE`: offline, disabled, ...)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_MODE"):
+        return None
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=2.0).close()
+    except OSError:
+        return OFFLINE_INIT_TIMEOUT
+    return None
+
+
 class _WandB:
     def __init__(self, out: Path, config: dict[str, Any], resume_step: int):
         import wandb
 
+        timeout = wandb_init_timeout()
         self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "witune"), dir=str(out), config=config, reinit="create_new"
+            project=os.environ.get("WANDB_PROJECT", "witune"),
+            dir=str(out),
+            config=config,
+            reinit="create_new",
+            settings=wandb.Settings(init_timeout=timeout) if timeout is not None else None,
         )
 
     def log(self, values: dict[str, float], step: int) -> None:

@@ -19,10 +19,16 @@ def read_sweep_folder(folder: str | Path, stage: str = "sft") -> tuple[pd.DataFr
     """A sweep folder's results (of one stage: "sft", or "dpo" when the sweep chains DPO) and training losses,
     read through the sweep's database and checked by the analysis."""
     from witune.analysis.results import validate_losses, validate_results
-    from witune.sweep.db import losses_frame, results_frame
+    from witune.errors import ConfigError
+    from witune.sweep.db import losses_frame, point_counts, results_frame
 
+    results = results_frame(folder, stage=stage)
+    if results.empty:  # said as the sweep's state, not as a CSV without rows
+        counts = point_counts(folder)
+        state = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no points"
+        raise ConfigError(f"{folder}: the sweep has no finished point to analyse yet ({state})")
     return (
-        validate_results(results_frame(folder, stage=stage), str(folder)),
+        validate_results(results, str(folder)),
         validate_losses(losses_frame(folder), str(folder)),
     )
 
