@@ -29,6 +29,12 @@ from dataclasses import dataclass, field
 from witune.data.example import ROLES
 from witune.errors import ConfigError, shown
 
+# The largest weight of a token (the product of its factors). The loss adds w * nll over a step and the gradient
+# norm adds squares of gradients proportional to w, in float32 (max 3.4e38): a weight of 1e38 trained with loss
+# inf, then NaN. 1e12 leaves those sums many orders of magnitude of room.
+MAX_WEIGHT = 1e12
+TOO_LARGE = "float32 sums of the loss and its gradient would overflow (loss inf, then NaN)"
+
 # "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
 TOKEN_ROLES = (*ROLES, "template")
 
@@ -86,6 +92,8 @@ class RoleWeights:
         for name, w in named.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {shown(w)}")
+            if w > MAX_WEIGHT:
+                raise ConfigError(f"{name} is {w:.3g}, above {MAX_WEIGHT:.0e}: {TOO_LARGE}")
         unknown = set(self.roles) - set(TOKEN_ROLES)
         if unknown:
             raise ConfigError(f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}")

@@ -20,6 +20,7 @@ numeric precision is `witune.train.precision`'s; trackers are `witune.train.trac
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         epoch, in_epoch = schedule.locate(step)
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
-        z, sums, tokens, grad_norm = _optimizer_step(
+        z, sums, tokens, grad_norm, applied = _optimizer_step(
             acc,
             model,
             optimizer,
@@ -225,6 +226,15 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
             samples=n_samples,
             elapsed=time.perf_counter() - start_time,
         )
+        if not applied:  # every process skipped the update of this step: stop before anything is saved
+            bar.close()
+            if record is not None:
+                record.restore()
+            tracked.close()
+            _release(acc)
+            torch.use_deterministic_algorithms(was_deterministic)
+            samples = [r.location for i in schedule.step_indices(epoch, in_epoch) for r in units[i]]
+            raise _diverged(step + 1, last.loss, grad_norm, samples, latest_checkpoint(ckpt_root))
         if (step + 1) % cfg.log_every == 0 or step + 1 in (total, end):
             log.write(last)  # first: the run's own record never depends on a tracker
             tracked.log({f"train/{k}": v for k, v in vars(last).items() if k != "step"}, step=step + 1)
@@ -271,6 +281,19 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     return result
 
 
+def _diverged(step: int, loss: float, grad_norm: float, samples: list[Any], checkpoint: Path | None) -> ConfigError:
+    """The error that stops a run at a non-finite loss or gradient norm. The step's update was not applied
+    (`_optimizer_step`), so no checkpoint ever holds NaN parameters; nothing more is saved (a NaN model never
+    replaces model/), and the last checkpoint is the last good state."""
+    what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+    shown = ", ".join(str(s) for s in samples[:3]) + (f" and {len(samples) - 3} more" if len(samples) > 3 else "")
+    kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+    return ConfigError(
+        f"step {step}: {what} (not finite), so training stopped before applying it and no model was saved; "
+        f"{kept}; the step's samples: {shown} (lower learning_rate or the data's weights)"
+    )
+
+
 def _optimizer_step(
     acc: Any,
     model: Any,
@@ -282,8 +305,10 @@ def _optimizer_step(
     chunked: bool = False,
     loss_backend: str = "auto",
     dynamic: DynamicWeight | None = None,
-) -> tuple[float, torch.Tensor, float, float]:
-    """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
+) -> tuple[float, torch.Tensor, float, float, bool]:
+    """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm,
+    applied). A step whose loss (on any process) or gradient norm is not finite is not applied (`applied` False):
+    one such update makes every parameter NaN. DeepSpeed steps inside `backward`, where nothing can be skipped."""
     local = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     assert isinstance(local, torch.Tensor)  # a step always has micro-batches, so sum() never returns its start 0
     counts = acc.reduce(local.to(acc.device), reduction="sum")  # the whole step, every process
@@ -294,21 +319,28 @@ def _optimizer_step(
     logged = torch.zeros(len(SUM_KEYS), dtype=torch.float64, device=acc.device)
     tokens = torch.zeros((), dtype=torch.float64, device=acc.device)
     grad_norm = float("nan")
+    overflowed = torch.zeros((), device=acc.device)
+    applied = True
     for batch in batches:
         with acc.accumulate(model):
             sums = _forward_sums(acc, model, batch, chunked, loss_backend, dynamic)
+            overflowed += (~torch.isfinite(sums.weighted_sum.detach())).float()
             acc.backward(safe_divide(sums.weighted_sum, z) * scale)
             if acc.sync_gradients:
+                bad_norm = False
                 if max_grad_norm > 0:
                     norm_value = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
                     if norm_value is not None:  # DeepSpeed clips itself (and may not report the norm)
                         grad_norm = distributed.as_float(norm_value)
-                optimizer.step()
+                        bad_norm = not math.isfinite(grad_norm)
+                applied = not bad_norm and float(acc.reduce(overflowed, reduction="sum")) == 0
+                if applied:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         logged += logged_sums(sums)
         tokens += float(batch["n_tokens"])
     reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
-    return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
+    return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm, applied
 
 
 def _forward_sums(

@@ -1,0 +1,89 @@
+"""Bad input through the real CLI (issue 38): weights too large for float32, a run that diverges, span markers
+that collide, weights where the format cannot carry them, errors beside the progress bar, missing loss backends.
+Each case ended in a traceback, a NaN model or a silently different result before."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shared import refused
+
+from witune.cli.main import main
+
+BIG = int("9" * 401)
+
+
+def _chat(path: Path, n: int = 1, **extra) -> Path:
+    """`n` records of one user and one assistant turn; `extra` goes into the first record (message fields under
+    "user" / "assistant", record fields as they are)."""
+    user, assistant = extra.pop("user", {}), extra.pop("assistant", {})
+    with open(path, "w") as f:
+        for i in range(n):
+            record = {
+                "messages": [
+                    {"role": "user", "content": "the teacher explains", **(user if i == 0 else {})},
+                    {"role": "assistant", "content": "the main idea of a story", **(assistant if i == 0 else {})},
+                ],
+                **(extra if i == 0 else {}),
+            }
+            f.write(json.dumps(record) + "\n")
+    return path
+
+
+def _train(model: Path, data: Path, out: Path, **kw) -> list[str]:
+    values = dict(model=model, data=data, output_dir=out, per_device_batch_size=2, max_steps=2, progress=False)
+    values.update(kw)
+    return ["train"] + [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def test_weights_too_large_for_float32_are_refused_naming_the_field(tmp_path, tiny_model_dir, capsys):
+    """A message weight of 1e38 or a sample weight of 1e300 trained with loss inf, then NaN, and saved a NaN model."""
+    cases = [
+        ({"user": {"weight": 1e38}}, "messages[0].weight"),
+        ({"sample_weight": 1e300}, "sample_weight"),
+        ({"assistant": {"loss_weight": 1e10}, "sample_weight": 1e10}, "messages[1].weight"),  # the product
+    ]
+    for extra, field in cases:
+        data = _chat(tmp_path / "w.jsonl", **extra)
+        refused(["inspect", data, "--model", tiny_model_dir], capsys, "w.jsonl, line 1", field, "1e+12")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"data: {data}\nallow_weight_above_one: true\nprompt_weight: 1e38\n")
+    refused(["train", conf, "--set", f"model={tiny_model_dir}"], capsys, "prompt weight", "1e+12")
+
+
+def test_401_digit_integer_weights_are_one_line_naming_the_field(tmp_path, tiny_model_dir, capsys):
+    for extra, field in (({"user": {"weight": BIG}}, "messages[0].weight"), ({"sample_weight": BIG}, "sample_weight")):
+        data = _chat(tmp_path / "big.jsonl", **extra)
+        refused(["inspect", data, "--model", tiny_model_dir], capsys, "big.jsonl, line 1", field)
+    good = _chat(tmp_path / "good.jsonl")
+    for key in ("prompt_weight", "span_weights: {think", "role_weights: {user", "normalization"):
+        conf = tmp_path / "c.yaml"
+        close = "}" if "{" in key else ""
+        conf.write_text(f"data: {good}\n{key}: {BIG}{close}\n")
+        name = key.replace(": {", ".")
+        refused(["train", conf, "--print-config"], capsys, "c.yaml", f"'{name}'")
+
+
+def test_a_run_stops_at_a_non_finite_step_keeping_the_last_good_checkpoint(tmp_path, tiny_model_dir, capsys):
+    """A learning rate of 1e30 makes the gradient NaN by step 3: the run stops there in one line naming the step
+    and its samples, never applies that update, never saves model/, and every checkpoint left is finite."""
+    import torch
+    from safetensors.torch import load_file
+
+    data = _chat(tmp_path / "chat.jsonl", n=8)
+    out = tmp_path / "run"
+    argv = _train(tiny_model_dir, data, out, max_steps=6, save_every=1, learning_rate=1e30)
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "(not finite)" in lines[0] and "chat.jsonl, line" in lines[0], err
+    step = int(lines[0].split("step ")[1].split(":")[0])
+    assert f"last good checkpoint is {out / 'checkpoints' / f'step-{step - 1}'}" in lines[0]
+    assert not (out / "model").exists()
+    kept = sorted((out / "checkpoints").iterdir())
+    assert [p.name for p in kept] == [f"step-{i}" for i in range(1, step)]
+    for folder in kept:
+        assert all(torch.isfinite(t).all() for t in load_file(str(folder / "model.safetensors")).values()), folder
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, step))
