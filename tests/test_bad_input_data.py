@@ -87,3 +87,41 @@ def test_a_run_stops_at_a_non_finite_step_keeping_the_last_good_checkpoint(tmp_p
         assert all(torch.isfinite(t).all() for t in load_file(str(folder / "model.safetensors")).values()), folder
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, step))
+
+
+def test_span_markers_that_are_part_of_another_kinds_are_refused(tmp_path, tiny_model_dir, capsys):
+    """`a` = ('<th', '</th') beside the built-in `<think>` took the think spans in silence (then warned that
+    there was no think span)."""
+    data = _chat(tmp_path / "chat.jsonl", assistant={"content": "<think>hm</think>the main idea"})
+    base = ["inspect", data, "--model", tiny_model_dir, "--span-weight", "think=0.5", "--span-weight", "a=0.1"]
+    for pair, part in (("<th,</th", "'<th'"), ("<think>,</a>", "'<think>'"), ("<a>,</think>", "'</think>'")):
+        refused([*base, "--span-markers", f"a={pair}"], capsys, "span kind 'a'", part, "span kind 'think'")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"data: {data}\nspan_markers: {{r: ['<tool', '</tool']}}\nspan_weights: {{r: 0.5}}\n")
+    refused(["train", conf, "--print-config"], capsys, "'<tool'", "span kind 'tool_call'")
+
+
+def test_a_weight_inside_a_self_instruct_instance_is_the_top_level_error(tmp_path, tiny_model_dir, capsys):
+    """`weight` / `loss_weight` on an instance were ignored; at the top level they are an error (use
+    sample_weight): the same error, naming the instance's field."""
+    for key in ("weight", "loss_weight"):
+        record = {"instruction": "Add.", "instances": [{"input": "1 2", "output": "3"}, {"output": "4", key: 2}]}
+        data = tmp_path / "si.jsonl"
+        data.write_text(json.dumps(record) + "\n")
+        refused(["inspect", data, "--model", tiny_model_dir], capsys, f"instances[1].{key}", "sample_weight")
+
+
+def test_a_span_error_in_alpaca_data_names_the_field_the_user_wrote(tmp_path, tiny_model_dir, capsys):
+    """It named `messages[0].content` (a message witune made), with an offset into the rendered prompt."""
+    cases = [
+        ({"instruction": "Think <think>hard", "output": "ok"}, "field 'instruction'", "at character 6 "),
+        ({"instruction": "Think", "input": "x </think>", "output": "ok"}, "field 'input'", "at character 2 "),
+        ({"instruction": "a", "history": [["q", "<think>x"]], "output": "ok"}, "field 'history[0][1]'", ""),
+        ({"instruction": "a", "output": "ok </think>"}, "field 'output'", "at character 3 "),
+    ]
+    for record, field, offset in cases:
+        data = tmp_path / "alpaca.jsonl"
+        data.write_text(json.dumps(record) + "\n")
+        for template in ("alpaca", "chat"):
+            argv = ["inspect", data, "--model", tiny_model_dir, "--span-weight", "think=0.5", "--template", template]
+            refused(argv, capsys, "alpaca.jsonl, line 1", field, offset)

@@ -90,14 +90,14 @@ def _sample_weight(record: Mapping[str, Any], location: Location) -> float:
     return data_weight(value, location, SAMPLE_WEIGHT)
 
 
-def _no_message_weight(record: Mapping[str, Any], location: Location, fmt: str) -> None:
+def _no_message_weight(record: Mapping[str, Any], location: Location, fmt: str, prefix: str = "") -> None:
     for key in MESSAGE_WEIGHTS:
         if record.get(key) not in (None, ""):
             raise DataError(
                 location,
                 f"{fmt} records have no messages to carry a per-message weight; use {SAMPLE_WEIGHT!r} to weigh "
                 "the whole record",
-                key,
+                prefix + key,
             )
 
 
@@ -191,6 +191,7 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
         for i, inst in enumerate(instances):
             if not isinstance(inst, Mapping):
                 raise DataError(location, "expected an object with input and output", f"instances[{i}]")
+            _no_message_weight(inst, location, fmt, f"instances[{i}].")  # an instance is no message either
             if SAMPLE_WEIGHT in inst:
                 raise DataError(
                     location,

@@ -110,7 +110,19 @@ def render_segments(
     else:
         segs = _text_segments(example, tokenizer, template, trained, last_assistant)
     segs = [s for s in segs if s.text]
+    if spans and example.format == "alpaca":
+        _check_alpaca_spans(example, spans)
     return _cut_spans(segs, spans, example.location) if spans else segs
+
+
+def _check_alpaca_spans(example: Example, markers: Mapping[str, tuple[str, str]]) -> None:
+    """The spans of an Alpaca record checked in its own fields first, so that an error names the field the user
+    wrote (`instruction`, `input`, `history[0][1]`) and a character offset in it, not the message witune made."""
+    msgs = example.messages
+    named = [(f"history[{j // 2}][{j % 2}]", m.content) for j, m in enumerate(msgs[:-2])]
+    named += [(k, example.fields.get(k, "")) for k in ("instruction", "input", "output")]
+    for name, text in named:
+        split_spans(text, markers, example.location, name)
 
 
 def _text_segments(

@@ -83,6 +83,7 @@ class RoleWeights:
                 raise ConfigError(f"span {kind!r} needs two non-empty delimiters (opening, closing), got {pair!r}")
             if pair[0] == pair[1]:
                 raise ConfigError(f"span {kind!r}: the opening and closing delimiters must differ, got {pair[0]!r}")
+        _check_distinct_markers(self.span_markers)
         unknown_spans = set(self.spans) - set(self.span_markers)
         if unknown_spans:
             raise ConfigError(
@@ -112,6 +113,24 @@ class RoleWeights:
     def active_markers(self) -> dict[str, tuple[str, str]]:
         """Delimiters of the span kinds that have a weight: only these cut the text into spans."""
         return {k: tuple(self.span_markers[k]) for k in self.spans}  # type: ignore[misc]
+
+
+def _check_distinct_markers(markers: Mapping[str, tuple[str, str]]) -> None:
+    """No delimiter of one span kind may be part of another kind's: spans are found by their delimiters, so
+    `a` = ('<th', '</th') beside `think` = ('<think>', '</think>') would let one kind take the other's spans
+    (at a tie, the other would win by its name) in silence."""
+    kinds = list(markers.items())
+    for i, (a, pair_a) in enumerate(kinds):
+        for b, pair_b in kinds[i + 1 :]:
+            for da in pair_a:
+                for db in pair_b:
+                    if da in db or db in da:
+                        inner, outer = ((a, da), (b, db)) if da in db else ((b, db), (a, da))
+                        raise ConfigError(
+                            f"span markers: the delimiter {inner[1]!r} of span kind {inner[0]!r} is part of "
+                            f"{outer[1]!r} of span kind {outer[0]!r}, so one kind would take the other's spans; "
+                            "give each kind delimiters that are not part of another's"
+                        )
 
 
 def weight_pair(prompt_weight: float, response_weight: float, plw: float | None = None) -> tuple[float, float]:
