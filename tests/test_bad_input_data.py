@@ -125,3 +125,31 @@ def test_a_span_error_in_alpaca_data_names_the_field_the_user_wrote(tmp_path, ti
         for template in ("alpaca", "chat"):
             argv = ["inspect", data, "--model", tiny_model_dir, "--span-weight", "think=0.5", "--template", template]
             refused(argv, capsys, "alpaca.jsonl, line 1", field, offset)
+
+
+def _error_stands_alone(err: str) -> None:
+    """The error is a line of its own, and no progress bar is drawn after it."""
+    lines = [part for line in err.splitlines() for part in line.split("\r") if part.strip()]
+    at = [i for i, line in enumerate(lines) if "error" in line]
+    assert len(at) == 1 and lines[at[0]].startswith("error: "), err
+    assert not any("tokenizing:" in line for line in lines[at[0] :]), err
+    assert not any("tokenizing:" in line and "error" in line for line in err.splitlines()), err
+
+
+def test_a_tokenizing_error_is_printed_after_the_progress_bar_closes(tmp_path, tiny_model_dir, capsys):
+    """It was glued onto the bar ('tokenizing: 50%|...error: ...'), followed by another bar line."""
+    data = _chat(tmp_path / "chat.jsonl", n=2501)
+    with open(data, "a") as f:  # the last record opens a think span it never closes
+        f.write(
+            json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>x"}]})
+        )
+    out = tmp_path / "run"
+    train = _train(tiny_model_dir, data, out, span_weights="{think: 0.5}", progress=True)
+    assert main([str(a) for a in train]) == 2
+    _error_stands_alone(capsys.readouterr().err)
+    assert main([str(a) for a in ["inspect", data, "--model", tiny_model_dir, "--span-weight", "think=0.5"]]) == 2
+    _error_stands_alone(capsys.readouterr().err)
+    # progress: false draws no tokenizing bar at all
+    assert main([str(a) for a in _train(tiny_model_dir, data, out, span_weights="{think: 0.5}")]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizing:" not in err and "chat.jsonl, line 2502" in err, err
