@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from shared import refused
 
 from witune.cli.main import main
@@ -153,3 +154,19 @@ def test_a_tokenizing_error_is_printed_after_the_progress_bar_closes(tmp_path, t
     assert main([str(a) for a in _train(tiny_model_dir, data, out, span_weights="{think: 0.5}")]) == 2
     err = capsys.readouterr().err
     assert "tokenizing:" not in err and "chat.jsonl, line 2502" in err, err
+
+
+@pytest.mark.parametrize("backend, package", [("liger", "liger_kernel"), ("cce", "cut_cross_entropy")])
+def test_a_fused_loss_backend_that_is_not_installed_is_refused_before_training(
+    backend, package, tmp_path, tiny_model_dir, capsys
+):
+    """It was an ImportError traceback at the first step."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    data = _chat(tmp_path / "chat.jsonl", n=4)
+    out = tmp_path / "run"
+    argv = _train(tiny_model_dir, data, out, chunked_loss=True, loss_backend=backend)
+    refused(argv, capsys, "loss_backend", package, "not installed")
+    assert not out.exists()
