@@ -371,7 +371,7 @@ def _forward_sums(
         return weighted_nll(logits, labels, weights, response, dynamic=dynamic, side=side)
     out = model(**inputs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
     hidden = out.hidden_states[-1]
-    head = acc.unwrap_model(model).get_output_embeddings()
+    head = distributed.unwrap(acc, model).get_output_embeddings()
     with torch.no_grad():
         expected = head(hidden[:, -1:]).float()
     if not torch.allclose(expected, out.logits.float(), rtol=1e-2, atol=1e-2):
@@ -401,9 +401,9 @@ def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Pat
     acc.wait_for_everyone()
     state = distributed.full_state_dict(acc, model, cfg.fsdp)  # gathers shards; every process must call it
     if acc.is_main_process:
-        unwrapped = acc.unwrap_model(model)
+        unwrapped = distributed.unwrap(acc, model)
         note = None
-        with atomic_dir(model_dir) as tmp:
+        with atomic_dir(model_dir) as tmp, distributed.deepspeed_unprobed(acc):
             if cfg.lora_r > 0 and cfg.merge_lora:
                 unwrapped.merge_and_unload().save_pretrained(tmp)
             elif cfg.lora_r > 0:
