@@ -166,3 +166,24 @@ def test_backend_batch_encoding_equals_transformers_call(tiny_tokenizer, smollm2
     for tok in (tiny_tokenizer, load_tokenizer(smollm2_dir)):
         ids = [e[0] for e in _encode(offsets_backend(tok), texts)]
         assert ids == tok(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_many_spans_of_two_kinds_are_found_in_order():
+    """Issue 38: every kind was searched again from each span's end, so 100,000 spans of one kind before 100,000
+    of another took minutes (quadratic); the cut pieces must stay exactly the same."""
+    from witune.data.spans import split_spans
+
+    markers = {"think": ("<think>", "</think>"), "tool_call": ("<tool_call>", "</tool_call>")}
+    n = 5_000
+    text = "<think>a</think>x" * n + "<tool_call>b</tool_call>y" * n + "<think>c</think><tool_call>d</tool_call>"
+    pieces = split_spans(text, markers, None, "m")
+    assert "".join(p for p, _ in pieces) == text
+    want = [("<think>a</think>", "think"), ("x", None)] * n + [
+        ("<tool_call>b</tool_call>", "tool_call"),
+        ("y", None),
+    ] * n
+    assert pieces == want + [("<think>c</think>", "think"), ("<tool_call>d</tool_call>", "tool_call")]
+    # a stray closing delimiter of the other kind, far after the first spans, is still found
+    stray = "<think>a</think>x" * n + "</tool_call>" + "<think>a</think>"
+    with pytest.raises(DataError, match=rf"'</tool_call>' at character {17 * n} closes a tool_call span"):
+        split_spans(stray, markers, None, "m")

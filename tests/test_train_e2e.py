@@ -180,3 +180,21 @@ def test_bf16_runs(setup_dir, tmp_path):
         )
     )
     assert torch.isfinite(torch.tensor(train(cfg).final_loss))
+
+
+def test_a_run_without_deepspeed_prints_no_deepspeed_warning(setup_dir, tmp_path):
+    """Issue 38: every `witune train` (and `witune demo`) printed DeepSpeed's "Setting accelerator to CPU" warning,
+    since saving the model imported DeepSpeed (installed, never asked for) through accelerate."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")  # without it installed there is nothing to warn
+    argv = [str(a) for a in _sets(setup_dir, tmp_path / "run", max_steps=1, save_every=1, lora_r=4)]
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    done = subprocess.run(
+        [sys.executable, "-m", "witune.cli.main", *argv], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "model").is_dir()
+    assert "Setting accelerator" not in done.stdout + done.stderr, done.stderr

@@ -290,7 +290,7 @@ def coerce(hint: Any, key: str, value: Any, where: str) -> Any:
 def _to_float(v: Any) -> float | None:
     try:  # YAML 1.1 reads '1e-5' (no dot) as a string
         return float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int of hundreds of digits has no float
         return None
 
 

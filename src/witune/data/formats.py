@@ -18,8 +18,8 @@ Weights carried by the data (see `witune.data.weights` for how they combine):
   multiplies that message's role weight. Records without messages (alpaca, self_instruct, prompt_completion)
   cannot carry one: a top-level ``weight`` there is an error that says to use ``sample_weight``.
 
-A weight is a number >= 0 (numeric text such as a CSV cell is read as a number); anything else is an error
-naming the file, line and field.
+A weight is a number >= 0 and at most `MAX_WEIGHT` (numeric text such as a CSV cell is read as a number);
+anything else is an error naming the file, line and field.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from witune.data.example import ROLES, Example, Message
+from witune.data.weights import MAX_WEIGHT, TOO_LARGE
 from witune.errors import DataError, Location, shown
 
 FORMATS = ("alpaca", "self_instruct", "prompt_completion", "messages", "sharegpt")
@@ -71,8 +72,14 @@ def data_weight(value: Any, location: Location, name: str) -> float:
             number = None
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise DataError(location, f"expected a number >= 0, got {shown(value)}", name, kind="wrong_type")
+    if isinstance(number, int) and number > MAX_WEIGHT:  # compared as an int: 401 digits have no float
+        raise DataError(
+            location, f"a weight must be at most {MAX_WEIGHT:.0e}, got an integer above it: {TOO_LARGE}", name
+        )
     if not math.isfinite(number) or number < 0:
         raise DataError(location, f"a weight must be a finite number >= 0, got {shown(value)}", name)
+    if number > MAX_WEIGHT:
+        raise DataError(location, f"a weight must be at most {MAX_WEIGHT:.0e}, got {shown(value)}: {TOO_LARGE}", name)
     return float(number)
 
 
@@ -83,14 +90,14 @@ def _sample_weight(record: Mapping[str, Any], location: Location) -> float:
     return data_weight(value, location, SAMPLE_WEIGHT)
 
 
-def _no_message_weight(record: Mapping[str, Any], location: Location, fmt: str) -> None:
+def _no_message_weight(record: Mapping[str, Any], location: Location, fmt: str, prefix: str = "") -> None:
     for key in MESSAGE_WEIGHTS:
         if record.get(key) not in (None, ""):
             raise DataError(
                 location,
                 f"{fmt} records have no messages to carry a per-message weight; use {SAMPLE_WEIGHT!r} to weigh "
                 "the whole record",
-                key,
+                prefix + key,
             )
 
 
@@ -184,6 +191,7 @@ def to_examples(record: Mapping[str, Any], fmt: str, location: Location) -> list
         for i, inst in enumerate(instances):
             if not isinstance(inst, Mapping):
                 raise DataError(location, "expected an object with input and output", f"instances[{i}]")
+            _no_message_weight(inst, location, fmt, f"instances[{i}].")  # an instance is no message either
             if SAMPLE_WEIGHT in inst:
                 raise DataError(
                     location,

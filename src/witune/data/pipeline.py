@@ -92,47 +92,49 @@ def tokenize_examples(
     markers = weights.active_markers
     chars = overlong.budget(tokenizer, max_length)
     bar = tqdm(total=len(examples), desc="tokenizing", unit="ex", disable=not progress)
-    for b in range(0, len(examples), _BATCH):
-        batch = examples[b : b + _BATCH]
-        segs, kept, cuts = [], [], []
-        for ex in batch:
-            try:
-                full = render_segments(ex, tokenizer, template, final_turn_only, markers)
-                found.update(s.span for s in full if s.span)
-                # Tokenize only what truncation can keep (see witune.data.overlong): bounded work per sample.
-                cut, parts = overlong.cut_segments(full, chars, truncation) if chars else (full, [])
-                segs.append(cut)
-                kept.append(ex)
-                cuts.append((full, parts))
-            except DataError as err:
-                _fail(out.skipped, err, on_error)
-        for row, ex, (full, parts) in zip(tokenize_segments(segs, kept, tokenizer, weights), kept, cuts):
-            # parts is only non-empty when a cut was made, which needs max_length (see overlong.budget)
-            if parts and max_length is not None and not overlong.enough_tokens(row, parts, max_length):
-                row = tokenize_segments([full], [ex], tokenizer, weights)[0]  # the cut was too tight: whole
-            if max_length is not None:
-                trimmed = truncate(row, max_length, truncation)
-                if trimmed is None:
-                    out.dropped_too_long += 1
+    try:  # the bar ends its line before an error propagates: else the error is printed glued onto it
+        for b in range(0, len(examples), _BATCH):
+            batch = examples[b : b + _BATCH]
+            segs, kept, cuts = [], [], []
+            for ex in batch:
+                try:
+                    full = render_segments(ex, tokenizer, template, final_turn_only, markers)
+                    found.update(s.span for s in full if s.span)
+                    # Tokenize only what truncation can keep (see witune.data.overlong): bounded work per sample.
+                    cut, parts = overlong.cut_segments(full, chars, truncation) if chars else (full, [])
+                    segs.append(cut)
+                    kept.append(ex)
+                    cuts.append((full, parts))
+                except DataError as err:
+                    _fail(out.skipped, err, on_error)
+            for row, ex, (full, parts) in zip(tokenize_segments(segs, kept, tokenizer, weights), kept, cuts):
+                # parts is only non-empty when a cut was made, which needs max_length (see overlong.budget)
+                if parts and max_length is not None and not overlong.enough_tokens(row, parts, max_length):
+                    row = tokenize_segments([full], [ex], tokenizer, weights)[0]  # the cut was too tight: whole
+                if max_length is not None:
+                    trimmed = truncate(row, max_length, truncation)
+                    if trimmed is None:
+                        out.dropped_too_long += 1
+                        continue
+                    out.truncated += trimmed is not row
+                    row = trimmed
+                if row.trainable_tokens == 0:
+                    why = "truncated to zero trainable tokens" if max_length else "no trainable tokens"
+                    _fail(
+                        out.zero_trainable,
+                        DataError(
+                            row.location,
+                            f"{why} (max_length={max_length}, weights "
+                            f"prompt={weights.prompt}, response={weights.response})",
+                            kind="no_trainable",
+                        ),
+                        on_error,
+                    )
                     continue
-                out.truncated += trimmed is not row
-                row = trimmed
-            if row.trainable_tokens == 0:
-                why = "truncated to zero trainable tokens" if max_length else "no trainable tokens"
-                _fail(
-                    out.zero_trainable,
-                    DataError(
-                        row.location,
-                        f"{why} (max_length={max_length}, weights "
-                        f"prompt={weights.prompt}, response={weights.response})",
-                        kind="no_trainable",
-                    ),
-                    on_error,
-                )
-                continue
-            out.rows.append(row)
-        bar.update(len(batch))
-    bar.close()
+                out.rows.append(row)
+            bar.update(len(batch))
+    finally:
+        bar.close()
     out.span_counts.update(found)
     return out
 

@@ -12,7 +12,9 @@ Templates:
   "### Instruction:" block with the user's text is `user`.
 - plain: the messages' texts concatenated, EOS after each response.
 - chat: the tokenizer's chat template. The whole conversation is rendered once; each message's text is located
-  in it, and everything else is `template` scaffolding. A response is everything the model emits after the
+  in it from the template's own structure (the conversation rendered again with a placeholder as that text:
+  what surrounds the placeholder surrounds the text), never by searching for the text, which a short message
+  ("end", "\n") would also match inside the template's markers. Everything else is `template` scaffolding. A response is everything the model emits after the
   template's generation prompt for that turn (`add_generation_prompt=True`): the assistant text, its
   end-of-turn marker, and any text the template itself puts first (Qwen 3's empty `<think>\n\n</think>\n\n`
   on the last turn: the model must produce it at inference). A template that renders a turn differently once
@@ -108,7 +110,19 @@ def render_segments(
     else:
         segs = _text_segments(example, tokenizer, template, trained, last_assistant)
     segs = [s for s in segs if s.text]
+    if spans and example.format == "alpaca":
+        _check_alpaca_spans(example, spans)
     return _cut_spans(segs, spans, example.location) if spans else segs
+
+
+def _check_alpaca_spans(example: Example, markers: Mapping[str, tuple[str, str]]) -> None:
+    """The spans of an Alpaca record checked in its own fields first, so that an error names the field the user
+    wrote (`instruction`, `input`, `history[0][1]`) and a character offset in it, not the message witune made."""
+    msgs = example.messages
+    named = [(f"history[{j // 2}][{j % 2}]", m.content) for j, m in enumerate(msgs[:-2])]
+    named += [(k, example.fields.get(k, "")) for k in ("instruction", "input", "output")]
+    for name, text in named:
+        split_spans(text, markers, example.location, name)
 
 
 def _text_segments(
@@ -191,34 +205,30 @@ def _chat_segments(example: Example, tokenizer: Any, trained: Callable[[int], bo
     msgs = [{"role": m.role, "content": m.content} for m in example.messages]
     loc = example.location
 
-    def render(k: int, gen: bool = False) -> str:
+    def render(conv: list[dict[str, str]], gen: bool = False) -> str:
         try:
-            return tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen)
+            return tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
         except Exception as e:  # jinja errors: unsupported role, template raising on input
             raise DataError(
                 loc, f"chat template failed: {type(e).__name__}: {e}", "messages", kind="template"
             ) from None
 
-    whole = render(len(msgs))  # the training text: the conversation rendered once
+    whole = render(msgs)  # the training text: the conversation rendered once
+    sentinel = _sentinel(whole)
     segs: list[Segment] = []
     cursor = 0  # everything before it is in `segs`
     for k, m in enumerate(example.messages):
-        # `own`: the conversation up to this message, rendered with it as the last one (for the last message it is
-        # `whole`); it tells where this message ends, since `whole` goes on with later turns.
-        own = whole if k == len(msgs) - 1 else render(k + 1)
+        frame = _frame(msgs, k, sentinel, render)  # the conversation around this message's text
         if m.role != "assistant":
-            exact = len(own) >= cursor and whole.startswith(own)  # else e.g. Phi-3 adds EOS after the last turn
-            pos, content = _locate(whole, m.content, cursor, len(own), last=True) if exact else (-1, "")
-            if pos < 0:  # not where the template ends it: placed later (a system message folded into the first
-                pos, content = _locate(whole, m.content, cursor, len(whole), last=False)  # user turn: Mixtral)
+            pos, content = _fit(whole, frame, m.content, cursor)
             if pos < 0:
                 raise _rewrites(loc, k, "the text of this message")
             segs.append(Segment(whole[cursor:pos], "template", False))
             segs.append(Segment(content, m.role, False, m.weight, message=k))
             cursor = pos + len(content)
             continue
-        header = render(k, gen=True)  # the prompt at inference for this turn
-        if len(header) < cursor or not whole.startswith(header) or not own.startswith(header):
+        header = render(msgs[:k], gen=True)  # the prompt at inference for this turn
+        if len(header) < cursor or not whole.startswith(header):
             raise DataError(
                 loc,
                 "the chat template's prompt for this turn (add_generation_prompt) is not how the whole conversation "
@@ -229,16 +239,20 @@ def _chat_segments(example: Example, tokenizer: Any, trained: Callable[[int], bo
             )
         segs.append(Segment(whole[cursor : len(header)], "template", False))
         at = len(header)
-        pos, content = _locate(own, m.content, at, len(own), last=True)
+        pos, content = _fit(whole, frame, m.content, at)
+        if pos < 0 and frame and whole.startswith(m.content, at) and whole[at + len(m.content) :] == frame[1]:
+            # a template that reads the text (Qwen 3 takes a reasoning block out of it and writes it back in its
+            # own form) renders it unlike the placeholder: it must then start where the prompt ends
+            pos, content = at, m.content
         if pos < 0:
-            raise _rewrites(loc, k, "the assistant text")
-        lead, tail = own[at:pos], own[pos + len(content) :]  # what the template adds before / after the text
-        if not whole.startswith(lead + content, at):
-            if not whole.startswith(content, at):  # e.g. Qwen 3 drops the reasoning of earlier turns
-                raise _rewrites(loc, k, "this assistant turn once later turns follow")
-            lead = ""  # the template adds its lead (Qwen 3's empty reasoning block) to the last turn only
-        end = at + len(lead) + len(content)
-        closing = _closing(tail, whole, end)  # the end-of-turn marker belongs to the response
+            own = render(msgs[: k + 1])
+            later = k < len(msgs) - 1 and own.startswith(header) and own.startswith(m.content, at)
+            raise _rewrites(loc, k, "this assistant turn once later turns follow" if later else "the assistant text")
+        lead = whole[at:pos]  # what the template writes before the text (Qwen 3's empty reasoning, Mixtral's ' ')
+        end = pos + len(content)
+        # the end-of-turn marker belongs to the response: what the template writes after the text when it is last
+        own_frame = frame if k == len(msgs) - 1 else _frame(msgs[: k + 1], k, sentinel, render)
+        closing = _closing(own_frame[1], whole, end) if own_frame else ""
         added = "" if closing else _eos(tokenizer)  # the template closes nothing: close with EOS ourselves
         segs.append(Segment(lead + content + closing + added, "assistant", trained(k), m.weight, message=k))
         cursor = end + len(closing)
@@ -246,15 +260,38 @@ def _chat_segments(example: Example, tokenizer: Any, trained: Callable[[int], bo
     return segs
 
 
-def _locate(text: str, content: str, lo: int, hi: int, last: bool) -> tuple[int, str]:
-    """Where a message's text is in text[lo:hi] (the last occurrence when `last`, since the region ends with the
-    message), trying it as given, then stripped (templates that trim). (-1, "") when it is not there."""
-    for candidate in dict.fromkeys((content, content.strip())):
-        if not candidate and content:
-            continue
-        pos = text.rfind(candidate, lo, hi) if last else text.find(candidate, lo, hi)
-        if pos >= 0:
-            return pos, candidate
+def _sentinel(whole: str) -> str:
+    """A placeholder text that the rendered conversation does not contain."""
+    n = 0
+    while f"WITUNE-PLACEHOLDER-{n}" in whole:
+        n += 1
+    return f"WITUNE-PLACEHOLDER-{n}"
+
+
+def _frame(
+    conv: list[dict[str, str]], k: int, sentinel: str, render: Callable[[list[dict[str, str]]], str]
+) -> tuple[str, str] | None:
+    """What the template writes before and after message k's text: the conversation rendered with a placeholder
+    as that text, split at it. None when the placeholder is not there exactly once (the template drops or
+    repeats the text). A message is located from this, never by searching for its text, which a short text
+    ("end", "\\n") would also match inside the template's own markers."""
+    text = render([*conv[:k], {**conv[k], "content": sentinel}, *conv[k + 1 :]])
+    before, found, after = text.partition(sentinel)
+    return (before, after) if found and sentinel not in after else None
+
+
+def _fit(whole: str, frame: tuple[str, str] | None, content: str, lo: int) -> tuple[int, str]:
+    """Where a message's text is in `whole`: between its frame, at or after `lo`, as given or trimmed (templates
+    that trim). (-1, "") when the frame does not fit (the template renders this text unlike a placeholder)."""
+    if frame is None:
+        return -1, ""
+    before, after = frame
+    hi = len(whole) - len(after)
+    if len(before) < lo or hi < len(before) or not whole.startswith(before) or not whole.endswith(after):
+        return -1, ""
+    middle = whole[len(before) : hi]
+    if middle in (content, content.strip(), content.lstrip(), content.rstrip()):
+        return len(before), middle
     return -1, ""
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from witune.data.example import Example
 from witune.data.rendered import Rendered, Segment, generation_prompt_chars
-from witune.data.weights import RoleWeights
+from witune.data.weights import MAX_WEIGHT, TOO_LARGE, RoleWeights
 from witune.errors import DataError
 
 Encoded = tuple[list[int], list[tuple[int, int]]]  # ids and (start, end) character offsets
@@ -229,6 +229,13 @@ def _weighted_row(
     for s, (lo, hi) in zip(segs, ranges):
         n = hi - lo
         w = weights.for_segment(s.role, s.is_response, s.weight, s.span) * ex.sample_weight
+        if w > MAX_WEIGHT:  # each factor is bounded, their product need not be
+            raise DataError(
+                ex.location,
+                f"the weight of these tokens (role x message x span x sample weight) is {w:.3g}, above "
+                f"{MAX_WEIGHT:.0e}: {TOO_LARGE}",
+                f"messages[{s.message}].weight" if s.message is not None else "sample_weight",
+            )
         r.weights += [w] * n
         r.roles += [s.role] * n
         r.response += [s.is_response] * n

@@ -29,6 +29,12 @@ from dataclasses import dataclass, field
 from witune.data.example import ROLES
 from witune.errors import ConfigError, shown
 
+# The largest weight of a token (the product of its factors). The loss adds w * nll over a step and the gradient
+# norm adds squares of gradients proportional to w, in float32 (max 3.4e38): a weight of 1e38 trained with loss
+# inf, then NaN. 1e12 leaves those sums many orders of magnitude of room.
+MAX_WEIGHT = 1e12
+TOO_LARGE = "float32 sums of the loss and its gradient would overflow (loss inf, then NaN)"
+
 # "template" is the scaffolding a chat template adds around messages (role headers, separators, BOS).
 TOKEN_ROLES = (*ROLES, "template")
 
@@ -77,6 +83,7 @@ class RoleWeights:
                 raise ConfigError(f"span {kind!r} needs two non-empty delimiters (opening, closing), got {pair!r}")
             if pair[0] == pair[1]:
                 raise ConfigError(f"span {kind!r}: the opening and closing delimiters must differ, got {pair[0]!r}")
+        _check_distinct_markers(self.span_markers)
         unknown_spans = set(self.spans) - set(self.span_markers)
         if unknown_spans:
             raise ConfigError(
@@ -86,6 +93,8 @@ class RoleWeights:
         for name, w in named.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {shown(w)}")
+            if w > MAX_WEIGHT:
+                raise ConfigError(f"{name} is {w:.3g}, above {MAX_WEIGHT:.0e}: {TOO_LARGE}")
         unknown = set(self.roles) - set(TOKEN_ROLES)
         if unknown:
             raise ConfigError(f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}")
@@ -104,6 +113,24 @@ class RoleWeights:
     def active_markers(self) -> dict[str, tuple[str, str]]:
         """Delimiters of the span kinds that have a weight: only these cut the text into spans."""
         return {k: tuple(self.span_markers[k]) for k in self.spans}  # type: ignore[misc]
+
+
+def _check_distinct_markers(markers: Mapping[str, tuple[str, str]]) -> None:
+    """No delimiter of one span kind may be part of another kind's: spans are found by their delimiters, so
+    `a` = ('<th', '</th') beside `think` = ('<think>', '</think>') would let one kind take the other's spans
+    (at a tie, the other would win by its name) in silence."""
+    kinds = list(markers.items())
+    for i, (a, pair_a) in enumerate(kinds):
+        for b, pair_b in kinds[i + 1 :]:
+            for da in pair_a:
+                for db in pair_b:
+                    if da in db or db in da:
+                        inner, outer = ((a, da), (b, db)) if da in db else ((b, db), (a, da))
+                        raise ConfigError(
+                            f"span markers: the delimiter {inner[1]!r} of span kind {inner[0]!r} is part of "
+                            f"{outer[1]!r} of span kind {outer[0]!r}, so one kind would take the other's spans; "
+                            "give each kind delimiters that are not part of another's"
+                        )
 
 
 def weight_pair(prompt_weight: float, response_weight: float, plw: float | None = None) -> tuple[float, float]:

@@ -223,20 +223,33 @@ class _HiddenWeightedCE(torch.autograd.Function):
 # ---- optional fused GPU kernels (not exercised on CPU) --------------------------------------------------------
 
 
+_PACKAGES = {"liger": "liger_kernel", "cce": "cut_cross_entropy"}
+
+
+def missing_backend(backend: str) -> str | None:
+    """Why a fused `backend` cannot run here (its package is not installed), or None. Configs check this before
+    training (`TrainConfig.problems`), so the run fails in one line before any work, not at its first step."""
+    import importlib.util
+
+    module = _PACKAGES.get(backend)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return f"needs the package {module!r} (pip install {module.replace('_', '-')})"
+
+
 def _fused_backend(backend: str, h: Tensor) -> str | None:
     """The fused kernel to use, or None for the torch path. "auto" picks one only on CUDA when installed."""
     if backend == "torch" or (backend == "auto" and not h.is_cuda):
         return None
-    for name, module in (("liger", "liger_kernel"), ("cce", "cut_cross_entropy")):
+    for name, module in _PACKAGES.items():
         if backend in ("auto", name):
             try:
                 __import__(module)
                 return name
             except ImportError:
                 if backend == name:
-                    raise ImportError(
-                        f"backend {name!r} needs the package {module!r} (pip install {module.replace('_', '-')})"
-                    ) from None
+                    why = missing_backend(name) or f"cannot import {module!r}"
+                    raise ImportError(f"backend {name!r} {why}") from None
     return None
 
 

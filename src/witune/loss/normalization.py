@@ -25,7 +25,7 @@ def parse_normalization(value: object) -> str | float:
         raise ValueError(_WHAT)
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int of hundreds of digits has no float
         raise ValueError(_WHAT) from None
     if not (number >= MIN_NORMALIZER and math.isfinite(number)):
         raise ValueError(_WHAT)

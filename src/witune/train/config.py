@@ -213,7 +213,7 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
             yield "report_to", f"names trackers from {TRACKERS} or none"
         if self.fsdp and self.chunked_loss:
             yield "fsdp", "cannot be combined with chunked_loss: true"
-        from witune.loss.chunked import BACKENDS
+        from witune.loss.chunked import BACKENDS, missing_backend
 
         if self.format not in ("auto", *FORMATS):
             yield "format", f"must be auto or one of {tuple(FORMATS)}"
@@ -221,6 +221,8 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
             yield "template", f"must be one of {TEMPLATES}"
         if self.loss_backend not in BACKENDS:
             yield "loss_backend", f"must be one of {BACKENDS}"
+        elif self.chunked_loss and (missing := missing_backend(self.loss_backend)):
+            yield "loss_backend", f"{missing}, which is not installed"
         from witune.loss import DYNAMIC_WEIGHTS
 
         names = ("none", *sorted(DYNAMIC_WEIGHTS))

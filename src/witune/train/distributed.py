@@ -19,6 +19,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,41 @@ def uses_deepspeed(acc: Any) -> bool:
     from accelerate.utils import DistributedType
 
     return bool(acc.distributed_type == DistributedType.DEEPSPEED)
+
+
+def unwrap(acc: Any, model: Any) -> Any:
+    """The model inside its DDP (or DataParallel) wrapper. accelerate's `unwrap_model` imports DeepSpeed whenever
+    it is installed, which prints DeepSpeed's "Setting accelerator to CPU" warning at every run that never asked
+    for DeepSpeed: only a DeepSpeed run goes through it."""
+    if uses_deepspeed(acc):
+        return acc.unwrap_model(model)
+    from torch.nn import DataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    while True:
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif "_orig_mod" in model.__dict__:  # torch.compile's wrapper
+            model = model.__dict__["_orig_mod"]
+        else:
+            return model
+
+
+@contextmanager
+def deepspeed_unprobed(acc: Any) -> Iterator[None]:
+    """transformers' `save_pretrained` unwraps the model through accelerate, which imports DeepSpeed whenever it is
+    installed; DeepSpeed's import then probes for an accelerator and, on a machine without CUDA, warns "Setting
+    accelerator to CPU" at every run that never asked for it. Where DeepSpeed is not configured and would pick
+    the CPU anyway, it is told so (DS_ACCELERATOR, for this block only): the same choice, without the warning."""
+    quiet = not (uses_deepspeed(acc) or "deepspeed" in sys.modules or "DS_ACCELERATOR" in os.environ)
+    if not quiet or (torch.cuda.device_count() > 0 and torch.cuda.is_available()):
+        yield
+        return
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        yield
+    finally:
+        os.environ.pop("DS_ACCELERATOR", None)
 
 
 def configure_deepspeed(acc: Any, cfg: TrainConfig, grad_accum: int) -> None:
@@ -147,8 +185,10 @@ def load_sharded(model: Any, optimizer: Any, folder: Path) -> None:
 
 def full_state_dict(acc: Any, model: Any, fsdp: bool) -> dict[str, Any]:
     """The whole model's weights for the final `model/` (every process must call this; full on the main one)."""
+    if uses_deepspeed(acc):
+        return acc.get_state_dict(model)  # gathers ZeRO-3 shards too
     if not fsdp:
-        return acc.get_state_dict(model)  # gathers accelerate's FSDP / ZeRO-3 shards too
+        return unwrap(acc, model).state_dict()  # what accelerate's get_state_dict does without DeepSpeed
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

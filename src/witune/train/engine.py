@@ -20,6 +20,7 @@ numeric precision is `witune.train.precision`'s; trackers are `witune.train.trac
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         epoch, in_epoch = schedule.locate(step)
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
         t0 = time.perf_counter()
-        z, sums, tokens, grad_norm = _optimizer_step(
+        z, sums, tokens, grad_norm, applied = _optimizer_step(
             acc,
             model,
             optimizer,
@@ -217,6 +218,15 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
             samples=n_samples,
             elapsed=time.perf_counter() - start_time,
         )
+        if not applied:  # every process skipped the update of this step: stop before anything is saved
+            bar.close()
+            if record is not None:
+                record.restore()
+            tracked.close()
+            _release(acc)
+            torch.use_deterministic_algorithms(was_deterministic)
+            samples = [r.location for i in schedule.step_indices(epoch, in_epoch) for r in units[i]]
+            raise _diverged(step + 1, last.loss, grad_norm, samples, latest_checkpoint(ckpt_root))
         if (step + 1) % cfg.log_every == 0 or step + 1 in (total, end):
             log.write(last)  # first: the run's own record never depends on a tracker
             tracked.log({f"train/{k}": v for k, v in vars(last).items() if k != "step"}, step=step + 1)
@@ -263,6 +273,19 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
     return result
 
 
+def _diverged(step: int, loss: float, grad_norm: float, samples: list[Any], checkpoint: Path | None) -> ConfigError:
+    """The error that stops a run at a non-finite loss or gradient norm. The step's update was not applied
+    (`_optimizer_step`), so no checkpoint ever holds NaN parameters; nothing more is saved (a NaN model never
+    replaces model/), and the last checkpoint is the last good state."""
+    what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+    shown = ", ".join(str(s) for s in samples[:3]) + (f" and {len(samples) - 3} more" if len(samples) > 3 else "")
+    kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+    return ConfigError(
+        f"step {step}: {what} (not finite), so training stopped before applying it and no model was saved; "
+        f"{kept}; the step's samples: {shown} (lower learning_rate or the data's weights)"
+    )
+
+
 def _optimizer_step(
     acc: Any,
     model: Any,
@@ -274,8 +297,10 @@ def _optimizer_step(
     chunked: bool = False,
     loss_backend: str = "auto",
     dynamic: DynamicWeight | None = None,
-) -> tuple[float, torch.Tensor, float, float]:
-    """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm)."""
+) -> tuple[float, torch.Tensor, float, float, bool]:
+    """One optimizer step over this process's micro-batches; returns (Z, reduced SUM_KEYS, tokens, grad norm,
+    applied). A step whose loss (on any process) or gradient norm is not finite is not applied (`applied` False):
+    one such update makes every parameter NaN. DeepSpeed steps inside `backward`, where nothing can be skipped."""
     local = sum(normalizer_counts(b["labels"], b["weights"]) for b in batches)
     assert isinstance(local, torch.Tensor)  # a step always has micro-batches, so sum() never returns its start 0
     counts = acc.reduce(local.to(acc.device), reduction="sum")  # the whole step, every process
@@ -286,21 +311,28 @@ def _optimizer_step(
     logged = torch.zeros(len(SUM_KEYS), dtype=torch.float64, device=acc.device)
     tokens = torch.zeros((), dtype=torch.float64, device=acc.device)
     grad_norm = float("nan")
+    overflowed = torch.zeros((), device=acc.device)
+    applied = True
     for batch in batches:
         with acc.accumulate(model):
             sums = _forward_sums(acc, model, batch, chunked, loss_backend, dynamic)
+            overflowed += (~torch.isfinite(sums.weighted_sum.detach())).float()
             acc.backward(safe_divide(sums.weighted_sum, z) * scale)
             if acc.sync_gradients:
+                bad_norm = False
                 if max_grad_norm > 0:
                     norm_value = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
                     if norm_value is not None:  # DeepSpeed clips itself (and may not report the norm)
                         grad_norm = distributed.as_float(norm_value)
-                optimizer.step()
+                        bad_norm = not math.isfinite(grad_norm)
+                applied = not bad_norm and float(acc.reduce(overflowed, reduction="sum")) == 0
+                if applied:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         logged += logged_sums(sums)
         tokens += float(batch["n_tokens"])
     reduced = acc.reduce(torch.cat([logged, tokens[None]]), reduction="sum")
-    return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm
+    return float(z), reduced[:-1].cpu(), float(reduced[-1]), grad_norm, applied
 
 
 def _forward_sums(
@@ -331,7 +363,7 @@ def _forward_sums(
         return weighted_nll(logits, labels, weights, response, dynamic=dynamic, side=side)
     out = model(**inputs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
     hidden = out.hidden_states[-1]
-    head = acc.unwrap_model(model).get_output_embeddings()
+    head = distributed.unwrap(acc, model).get_output_embeddings()
     with torch.no_grad():
         expected = head(hidden[:, -1:]).float()
     if not torch.allclose(expected, out.logits.float(), rtol=1e-2, atol=1e-2):
@@ -361,9 +393,9 @@ def _save_final(acc: Any, model: Any, tokenizer: Any, cfg: TrainConfig, out: Pat
     acc.wait_for_everyone()
     state = distributed.full_state_dict(acc, model, cfg.fsdp)  # gathers shards; every process must call it
     if acc.is_main_process:
-        unwrapped = acc.unwrap_model(model)
+        unwrapped = distributed.unwrap(acc, model)
         note = None
-        with atomic_dir(model_dir) as tmp:
+        with atomic_dir(model_dir) as tmp, distributed.deepspeed_unprobed(acc):
             if cfg.lora_r > 0 and cfg.merge_lora:
                 unwrapped.merge_and_unload().save_pretrained(tmp)
             elif cfg.lora_r > 0:

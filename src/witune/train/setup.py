@@ -101,7 +101,7 @@ def load_units(cfg: TrainConfig, tokenizer: Any, quiet: bool = False) -> list[li
         on_error=on_error,
         workers=cfg.data_workers,
         cache_dir=cfg.data_cache or None,
-        progress=not quiet,
+        progress=cfg.progress and not quiet,
     )
     if not quiet:
         err = Console(stderr=True)
