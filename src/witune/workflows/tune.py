@@ -595,7 +595,9 @@ def record_study(folder: Path, runs: list[TuneRun]) -> str | None:
     except KeyError:  # no such study yet
         pass
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
-    space = {"prompt_weight": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    space: dict[str, optuna.distributions.BaseDistribution] = {
+        "prompt_weight": optuna.distributions.FloatDistribution(0.0, 1.0)
+    }
     for r in runs:
         attrs = {"run_id": r.run_id, "tokens": r.tokens, "response_weight": 1.0}
         study.add_trial(
