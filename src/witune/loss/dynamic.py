@@ -31,7 +31,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -85,16 +85,49 @@ def register_dynamic_weight(cls: type[DynamicWeight]) -> type[DynamicWeight]:
     return cls
 
 
-def dynamic_weight(spec: str | DynamicWeight | None) -> DynamicWeight | None:
-    """None / "none" -> None; a registered name -> that rule; a rule -> itself. Anything else: ConfigError."""
+def dynamic_weight(spec: str | DynamicWeight | None, args: Mapping[str, Any] | None = None) -> DynamicWeight | None:
+    """None / "none" -> None; a registered name or a component path "package.module:Class" (a `DynamicWeight`
+    subclass in code of your own, imported here: what a config names, so that `witune train`, every sweep point
+    and a resumed run build the same rule in their own process) -> that rule, built with the keyword `args`; a
+    rule -> itself. Anything else: ConfigError, in one line naming what is wrong.
+
+    >>> type(dynamic_weight("witune.loss.dynamic:DFT")).__name__
+    'DFT'
+    """
     if spec is None or isinstance(spec, DynamicWeight):
+        if args:
+            raise ConfigError(f"dynamic_weight_args {dict(args)} given without a dynamic weight to build")
         return spec
     if isinstance(spec, str):
-        if spec == "none":
+        if spec == "none" and not args:
             return None
-        if spec in DYNAMIC_WEIGHTS:
-            return DYNAMIC_WEIGHTS[spec]()
-    raise ConfigError(f"dynamic weight must be 'none' or one of {sorted(DYNAMIC_WEIGHTS)}, got {spec!r}")
+        cls = DYNAMIC_WEIGHTS.get(spec) or (component(spec) if ":" in spec else None)
+        if cls is not None:
+            try:
+                return cls(**dict(args or {}))
+            except TypeError as e:
+                raise ConfigError(f"dynamic weight {spec!r}: cannot be built with {dict(args or {})}: {e}") from None
+    raise ConfigError(
+        f"dynamic weight must be 'none', one of {sorted(DYNAMIC_WEIGHTS)} or a component 'module:Class', got {spec!r}"
+    )
+
+
+def component(path: str) -> type[DynamicWeight]:
+    """The `DynamicWeight` subclass named "package.module:Class" (imported; ConfigError in one line otherwise)."""
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except ImportError as e:
+        raise ConfigError(f"dynamic weight {path!r}: module {module_name!r} cannot be imported ({e})") from None
+    except AttributeError:
+        raise ConfigError(f"dynamic weight {path!r}: {module_name} has no {attr!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, DynamicWeight)):
+        raise ConfigError(f"dynamic weight {path!r} is not a witune.loss.DynamicWeight subclass")
+    return obj
 
 
 def row_factor(rule: DynamicWeight, nll: Tensor, entropy: Tensor | None, side: Tensor | None) -> Tensor:

@@ -35,6 +35,9 @@ _NOT_HASHED = {
 }
 
 
+_HASHED_WHEN_SET = ("dynamic_weight_args",)
+
+
 def _absolute_if_exists(value: str) -> str:
     """Existing local paths become absolute (the id and the workers then do not depend on the current folder);
     hub names, aliases ('smollm2') and missing files stay as written (a missing file fails its point only)."""
@@ -44,6 +47,9 @@ def _absolute_if_exists(value: str) -> str:
 
 def point_id(train: dict[str, Any]) -> str:
     hashed = {k: v for k, v in sorted(train.items()) if k not in _NOT_HASHED}
+    for key in _HASHED_WHEN_SET:  # keys added after sweeps existed: at their default they leave the ids as they were
+        if not hashed.get(key):
+            hashed.pop(key, None)
     if "normalization" in hashed:  # as text, the way sweeps before the parsed type hashed it: ids stay
         hashed["normalization"] = normalization_label(hashed["normalization"])
     return hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:12]

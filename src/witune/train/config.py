@@ -132,8 +132,13 @@ class _Head(FlatConfig):
     torch), torch (witune's chunked autograd function, any device), liger or cce (that package's fused kernel;
     CUDA only, an error when it is not installed). Used only with chunked_loss: true."""
     dynamic_weight: str = "none"
-    """Dynamic token weight on top of the static weights: none, or dft (each token's loss times its detached
-    probability, arXiv 2508.05629; TRL's loss_type dft). The normaliser stays the one above."""
+    """Dynamic token weight on top of the static weights: none, dft (each token's loss times its detached
+    probability, arXiv 2508.05629; TRL's loss_type dft), or a rule of your own as a component path
+    'package.module:Class' (a witune.loss.DynamicWeight subclass, importable where the run trains; built once
+    per run with dynamic_weight_args). The normaliser stays the one above."""
+    dynamic_weight_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments the dynamic weight is built with, e.g. {alpha: 0.5} (recorded with the run: a resumed
+    run and every sweep point build the same rule)."""
 
 
 @dataclass
@@ -226,8 +231,10 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
         from witune.loss import DYNAMIC_WEIGHTS
 
         names = ("none", *sorted(DYNAMIC_WEIGHTS))
-        if self.dynamic_weight not in names:
-            yield "dynamic_weight", f"must be one of {names}"
+        if self.dynamic_weight not in names and ":" not in self.dynamic_weight:
+            yield "dynamic_weight", f"must be one of {names} or a component 'package.module:Class'"
+        elif (why := _unbuildable(self.dynamic_weight, self.dynamic_weight_args)) is not None:
+            yield "dynamic_weight", why
         elif self.dynamic_weight != "none" and self.chunked_loss and self.loss_backend in ("liger", "cce"):
             yield (
                 "dynamic_weight",
@@ -287,3 +294,15 @@ def field_docs() -> dict[str, str]:
 def config_dict(config: Any) -> dict[str, Any]:
     """Every field of a config (a `TrainConfig`, or a `DPOConfig` built on the same field groups) by name."""
     return dataclasses.asdict(config)
+
+
+def _unbuildable(spec: str, args: dict[str, Any]) -> str | None:
+    """Why the dynamic weight cannot be built here (None when it can): checked when the config loads, so a rule
+    that does not import or does not take its arguments fails before anything trains."""
+    from witune.loss import dynamic_weight
+
+    try:
+        dynamic_weight(spec, args)
+    except ConfigError as e:
+        return str(e).removeprefix(f"dynamic weight {spec!r}: ")
+    return None

@@ -187,6 +187,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         raise ConfigError(f"stop_at_step={cfg.stop_at_step}: the run's checkpoint is already at step {start}")
     bar = progress_bar(total, start, cfg.progress and acc.is_main_process)
     last = None
+    rule = dynamic_weight(cfg.dynamic_weight, cfg.dynamic_weight_args)  # built once: a rule may hold state
     for step in range(start, end):
         epoch, in_epoch = schedule.locate(step)
         batches = [batcher(ix) for ix in schedule.micro_batches(epoch, in_epoch, acc.process_index)]
@@ -201,7 +202,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
             grad_accum,
             cfg.chunked_loss,
             cfg.loss_backend,
-            dynamic_weight(cfg.dynamic_weight),
+            rule,
         )
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
