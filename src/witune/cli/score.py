@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument(
         "--dynamic-weight",
         default="none",
-        help="dynamic token weight in the loss, as `witune train` uses it: none, or dft (times the detached p)",
+        help="dynamic token weight in the loss, as `witune train` takes it: none, dft (times the detached p), or a "
+        "rule of your own as 'package.module:Class'",
     )
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH", help="write the result as JSON")
