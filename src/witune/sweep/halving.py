@@ -26,7 +26,6 @@ import json
 import math
 import sys
 from collections import defaultdict
-from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from witune.sweep import db
 from witune.sweep.config import SweepConfig
 from witune.sweep.local import Report, run_local
 from witune.sweep.point import Point
+from witune.sweep.ray_backend import backend_session
 from witune.sweep.runner import PointResult, check_data, execute_point, output_to, run_dir
 from witune.sweep.stage import PointError, train_stage
 
@@ -281,7 +281,7 @@ def run_halving(cfg: SweepConfig, folder: Path, points: list[Point], report: Rep
     ranked = {r["run_id"] for r in db.rungs(folder)}
     # A point finished by an earlier grid sweep has no rung scores to rank: it stays as it is, out of the search.
     alive = [rid for rid in by_id if rid in ranked or status.get(rid) != "done"]
-    with _session(cfg):  # one Ray instance for every rung
+    with backend_session(cfg):  # one Ray instance for every rung
         stopped = 0
         for k, s in enumerate(steps):
             final = k == len(steps) - 1
@@ -350,12 +350,3 @@ def _train_rung(
     else:
         task = partial(run_rung, rung=rung, steps=steps, final=final, heldout=heldout)
         run_local(folder, todo, cfg.workers, ended, task)
-
-
-def _session(cfg: SweepConfig) -> AbstractContextManager[object]:
-    """One Ray instance for every rung (`backend: ray`); nothing for the local backend."""
-    if cfg.backend != "ray":
-        return nullcontext()
-    from witune.sweep.ray_backend import ray_session
-
-    return ray_session(cfg.ray_address, cfg.workers)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from witune.sweep import db
+from witune.sweep.config import SweepConfig
 from witune.sweep.local import Report
 from witune.sweep.point import Point
 from witune.sweep.runner import PointResult, execute_point, run_dir
@@ -102,3 +103,11 @@ def run_ray(
             else:
                 db.mark_failed(sweep_dir, rid, payload)
             report(rid, status)
+
+
+def backend_session(cfg: SweepConfig) -> AbstractContextManager[object]:
+    """One Ray instance for every rung of a search or every run of `witune tune` (`backend: ray`); nothing for
+    the local backend."""
+    if cfg.backend != "ray":
+        return nullcontext()
+    return ray_session(cfg.ray_address, cfg.workers)

@@ -433,7 +433,9 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True, on_ru
 
     with _progress(allowed, str(budget), progress) as bar:
         if search == "surface":
-            with folder_lock(folder):
+            from witune.sweep.ray_backend import backend_session
+
+            with folder_lock(folder), backend_session(scfg):  # one Ray instance for the whole search (backend: ray)
                 import yaml
 
                 from witune.sweep.orchestrate import _record as sweep_record
