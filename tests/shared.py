@@ -23,6 +23,14 @@ def shared_file(name: str, folder: str = "train") -> Path:
     return path
 
 
+def alpaca_file(path: Path, n: int) -> Path:
+    """`n` small Alpaca records with distinct answers, as JSON lines (for the random tiny model what they say does
+    not matter, only their shape)."""
+    rows = [{"instruction": f"Add {i} and {i + 3}.", "input": "", "output": f"It is {2 * i + 3}."} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """`witune ARGV` in-process: (exit code, stdout, stderr). An exception escaping main is a traceback."""
     from witune.cli.main import main

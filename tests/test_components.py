@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from dynamic_rules import EntropyWeight
-from shared import refused
+from shared import alpaca_file, refused
 
 from witune.data import pad_collate
 from witune.loss import weighted_nll
@@ -28,10 +28,7 @@ RULE = {"dynamic_weight": "dynamic_rules:EntropyWeight", "dynamic_weight_args": 
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    p = tmp_path / "tasks.jsonl"
-    rows = [{"instruction": f"Name a colour, {i}.", "input": "", "output": f"Blue number {i}."} for i in range(4)]
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
+    return alpaca_file(tmp_path / "tasks.jsonl", 4)
 
 
 def _keys(model: Path, data: Path) -> dict:
@@ -114,7 +111,11 @@ def test_weighted_sft_trainer_uses_the_rule(tmp_path, data, tiny_model_dir):
         logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True,
     )  # fmt: skip
     trainer = WeightedSFTTrainer(
-        model=setup.load_model(cfg), args=args, train_dataset=ds, processing_class=tok, dynamic_weight=EntropyWeight(0.5)
+        model=setup.load_model(cfg),
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        dynamic_weight=EntropyWeight(0.5),
     )
     assert trainer.train().training_loss == pytest.approx(expected, rel=1e-4)
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shared import refused
+from shared import alpaca_file, refused
 
 from witune.errors import ConfigError
 from witune.sweep import db, halving
@@ -25,11 +25,7 @@ STEPS = ["--set", "max_steps=3", "--set", "max_length=64", "--set", "per_device_
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    """60 small Alpaca records (the tiny model is random: what they say does not matter, only their shape)."""
-    p = tmp_path / "tasks.jsonl"
-    rows = [{"instruction": f"Add {i} and {i + 3}.", "input": "", "output": f"{2 * i + 3}"} for i in range(60)]
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
+    return alpaca_file(tmp_path / "tasks.jsonl", 60)
 
 
 def _env() -> dict[str, str]:

@@ -355,6 +355,11 @@ def escaped(text: object) -> str:
     return escape(str(text))
 
 
+def add_set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE` (repeatable) into `args.overrides`, parsed by `witune.flat_config.parse_overrides`."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_config_command(sub, name: str, config_cls: type, help: str, doc: str | None, example: str) -> Any:
     """The parser of a command run from a flat config (`witune train`, `witune dpo`): the config file, `--set`,
     `--preset`, `--resume`, `--overwrite` and `--print-config`, with every config key in the `--help` epilog."""
@@ -366,14 +371,7 @@ def add_config_command(sub, name: str, config_cls: type, help: str, doc: str | N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", help="YAML config file (see configs/; --print-config writes an annotated one)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"override a config key (repeatable), e.g. --set {example}",
-    )
+    add_set_option(p, f"override a config key (repeatable), e.g. --set {example}")
     presets = " or ".join(config_cls.PRESETS)  # type: ignore[attr-defined]
     p.add_argument("--preset", default=None, help=f"recipe applied before the config file: {presets}")
     p.add_argument(

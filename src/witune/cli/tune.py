@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from witune.cli.common import int_at_least
+from witune.cli.common import add_set_option, int_at_least
 
 
 def register(sub) -> None:
@@ -35,14 +35,7 @@ def register(sub) -> None:
     )
     p.add_argument("--heldout", default=None, help="held-out records (default: split off the end of DATA)")
     p.add_argument("--config", dest="base", default=None, help="training config YAML every run starts from")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="training key for every run (repeatable), e.g. --set max_steps=27",
-    )
+    add_set_option(p, "training key for every run (repeatable), e.g. --set max_steps=27")
     p.add_argument("--tune-config", default=None, help="a YAML of the keys below (flags win over it)")
     p.add_argument("--out", dest="output_dir", default=None, help="tune folder (default: tune)")
     p.add_argument("--backend", choices=["local", "ray"], default=None, help="local processes or Ray")
