@@ -28,13 +28,16 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from witune.analysis import paired, surface
 from witune.atomic import atomic_write_text
 from witune.errors import ConfigError
 from witune.flat_config import FiniteFloat, FlatConfig, at_least, one_of, optional
-from witune.sweep.config import PLW_PAPER
+from witune.sweep.config import PLW_PAPER, SweepConfig
+
+if TYPE_CHECKING:
+    from witune.sweep.point import Point
 
 SEARCHES = ("auto", "surface", "halving", "grid")
 AUTO_SURFACE_MAX = 12
@@ -383,9 +386,7 @@ def halving_cost(n_points: int, steps: list[int], eta: int) -> float:
 
 def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True, on_run: Callable | None = None):
     """The whole tune (module docstring); returns its `TuneResult`. `on_run(TuneRun)` after each scored run."""
-    from witune.sweep import db
     from witune.sweep.grid import expand
-    from witune.sweep.orchestrate import folder_lock, run_points, run_sweep
     from witune.sweep.preflight import check_names
     from witune.train.setup import planned_tokens
 
@@ -422,64 +423,101 @@ def run_tune(cfg: TuneConfig, resume: bool = False, progress: bool = True, on_ru
     limit, batch = scfg.halving_heldout_limit, scfg.eval_batch_size
     scored: dict[float, TuneRun] = {}
 
-    def score(plw: float) -> TuneRun:
-        p = points[plw]
-        items = heldout_items(folder, p, heldout, limit, batch)
-        run = TuneRun(plw, p.run_id, sum(items) / len(items), _tokens(folder, p.run_id), items)
-        if plw not in scored and on_run is not None:
-            on_run(run)
-        scored[plw] = run
-        return run
-
     with _progress(allowed, str(budget), progress) as bar:
-        if search == "surface":
-            from witune.sweep.ray_backend import backend_session
 
-            with folder_lock(folder), backend_session(scfg):  # one Ray instance for the whole search (backend: ray)
-                import yaml
+        def score(plw: float) -> TuneRun:
+            p = points[plw]
+            items = heldout_items(folder, p, heldout, limit, batch)
+            run = TuneRun(plw, p.run_id, sum(items) / len(items), _tokens(folder, p.run_id), items)
+            if plw not in scored and on_run is not None:
+                on_run(run)
+            scored[plw] = run
+            bar(run)
+            return run
 
-                from witune.sweep.orchestrate import _record as sweep_record
-
-                atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(sweep_record(scfg), sort_keys=False))
-
-                def evaluate(plw: float) -> surface.Run:
-                    p = points[plw]
-                    db.add_points(db.db_path(folder), [p])
-                    status = {r["run_id"]: r["status"] for r in db.runs(folder)}
-                    if status.get(p.run_id) != "done":
-                        run_points(scfg, folder, [p.run_id], lambda rid, outcome: None)
-                        status = {r["run_id"]: r["status"] for r in db.runs(folder)}
-                    if status.get(p.run_id) != "done":
-                        error = next(r.get("error") for r in db.runs(folder) if r["run_id"] == p.run_id)
-                        raise ConfigError(f"the run at PLW {plw:g} ({p.run_id}) failed: {error}")
-                    run = score(plw)
-                    bar(run)
-                    return surface.Run(plw, tuple(run.items))
-
-                runs, decision = surface.search(evaluate, levels, prior, allowed)
-            fit = surface.fit_surface(runs)
-            result.plw, result.stop, result.reading = float(decision.answer or 0.0), str(decision.stop), decision.reason
-            if fit is not None and fit.shape == "interior optimum":
-                result.ci_low, result.ci_high = fit.ci_low, fit.ci_high
-        else:
-            run_sweep(scfg, resume=True, progress=False)
-            done = {r["run_id"] for r in db.runs(folder) if r["status"] == "done"}
-            for plw, p in points.items():
-                if p.run_id in done:
-                    bar(score(plw))
-            if not scored:
-                raise ConfigError(f"no run of the {search} search finished: see `witune sweep status {folder}`")
-            best = min(scored.values(), key=lambda r: r.score)
-            result.plw, result.stop = best.plw, f"{search} finished"
-            fit = surface.fit_surface([surface.Run(r.plw, tuple(r.items)) for r in scored.values()])
-            result.reading = f"the lowest held-out response NLL of the {len(scored)} finished runs ({best.score:.4f})"
-            if fit is not None:
-                result.reading += f"; the fitted curve: {fit.reading()}"
+        search_in = _run_surface if search == "surface" else _run_sweep
+        search_in(result, scfg, folder, points, levels, allowed, score)
     result.runs = [scored[p] for p in sorted(scored)]
     result.tokens = sum(r.tokens for r in result.runs) + _stopped_tokens(folder, scored)
     result.search_plw = result.plw
     _evidence(result, scored)
     return result
+
+
+Scorer = Callable[[float], "TuneRun"]  # trains nothing: scores a finished run (and shows it on the progress bar)
+
+
+def _run_surface(
+    result: TuneResult,
+    scfg: SweepConfig,
+    folder: Path,
+    points: dict[float, Point],
+    levels: list[float],
+    allowed: int,
+    score: Scorer,
+) -> None:
+    """The surface search, one run at a time, each registered in the sweep as the search asks for it."""
+    import yaml
+
+    from witune.sweep import db
+    from witune.sweep.orchestrate import _record as sweep_record
+    from witune.sweep.orchestrate import folder_lock, run_points
+    from witune.sweep.ray_backend import backend_session
+
+    with folder_lock(folder), backend_session(scfg):  # one Ray instance for the whole search (backend: ray)
+        atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(sweep_record(scfg), sort_keys=False))
+
+        def evaluate(plw: float) -> surface.Run:
+            p = points[plw]
+            db.add_points(db.db_path(folder), [p])
+            if _status(folder, p.run_id)[0] != "done":  # a finished run is read back, never trained again
+                run_points(scfg, folder, [p.run_id], lambda rid, outcome: None)
+            status, error = _status(folder, p.run_id)
+            if status != "done":
+                raise ConfigError(f"the run at PLW {plw:g} ({p.run_id}) failed: {error}; --resume retries it")
+            return surface.Run(plw, tuple(score(plw).items))
+
+        runs, decision = surface.search(evaluate, levels, result.prior_plw, allowed)
+    fit = surface.fit_surface(runs)
+    result.plw, result.stop, result.reading = float(decision.answer or 0.0), str(decision.stop), decision.reason
+    if fit is not None and fit.shape == "interior optimum":
+        result.ci_low, result.ci_high = fit.ci_low, fit.ci_high
+
+
+def _run_sweep(
+    result: TuneResult,
+    scfg: SweepConfig,
+    folder: Path,
+    points: dict[float, Point],
+    levels: list[float],
+    allowed: int,
+    score: Scorer,
+) -> None:
+    """The grid or successive halving: an ordinary `witune sweep` run, then every finished run scored."""
+    from witune.sweep import db
+    from witune.sweep.orchestrate import run_sweep
+
+    summary = run_sweep(scfg, resume=True, progress=False)
+    if summary.failed:  # an answer from the runs that happened to finish would be a silently different search
+        raise ConfigError(
+            f"{summary.failed} run(s) of the {result.search} search failed: see `witune sweep status {folder}`; "
+            "--resume retries them"
+        )
+    done = {r["run_id"] for r in db.runs(folder) if r["status"] == "done"}
+    scored = [score(plw) for plw, p in points.items() if p.run_id in done]
+    best = min(scored, key=lambda r: r.score)
+    result.plw, result.stop = best.plw, f"{result.search} finished"
+    result.reading = f"the lowest held-out response NLL of the {len(scored)} finished runs ({best.score:.4f})"
+    fit = surface.fit_surface([surface.Run(r.plw, tuple(r.items)) for r in scored])
+    if fit is not None:
+        result.reading += f"; the fitted curve: {fit.reading()}"
+
+
+def _status(folder: Path, run_id: str) -> tuple[str | None, str | None]:
+    from witune.sweep import db
+
+    row = next((r for r in db.runs(folder) if r["run_id"] == run_id), None)
+    return (row["status"], row.get("error")) if row else (None, None)
 
 
 def _stopped_tokens(folder: Path, scored: dict[float, TuneRun]) -> float:
