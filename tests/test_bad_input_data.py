@@ -170,3 +170,21 @@ def test_a_fused_loss_backend_that_is_not_installed_is_refused_before_training(
     argv = _train(tiny_model_dir, data, out, chunked_loss=True, loss_backend=backend)
     refused(argv, capsys, "loss_backend", package, "not installed")
     assert not out.exists()
+
+
+def test_training_never_writes_into_its_inputs(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"instruction": "Say hi.", "input": "", "output": "Hi."}) + "\n")
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    before = sorted(p.name for p in model.iterdir())
+    base = ["train", "--set", f"data={data}", "--set", "max_steps=1"]
+    refused([*base, "--set", f"model={model}", "--set", f"output_dir={model}/run"], capsys, "inside the input folder")
+    # a run folder that holds the model it starts from: --overwrite would delete it
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "model")
+    argv = [*base, "--set", f"model={run / 'model'}", "--set", f"output_dir={run}", "--overwrite"]
+    refused(argv, capsys, "--overwrite would delete it")
+    assert sorted(p.name for p in model.iterdir()) == before and (run / "model" / "config.json").is_file()

@@ -162,7 +162,7 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     start_time = time.perf_counter()
     out = Path(cfg.output_dir)
     check_not_start_folder(cfg, out)
-    check_run_folder(out, resume, overwrite)
+    check_run_folder(out, resume, overwrite, (cfg.model, cfg.data))
     set_seed(cfg.seed)
 
     prefs = load_preferences(cfg.data, "skip" if cfg.skip_bad else "raise", cfg.split, cfg.limit)

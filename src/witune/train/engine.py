@@ -106,7 +106,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
 
     cfg.validate()
     out = Path(cfg.output_dir)
-    runfolder.check_run_folder(out, resume, overwrite)  # before anything is loaded or written
+    runfolder.check_run_folder(out, resume, overwrite, (cfg.model, cfg.tokenizer, cfg.data))  # before any work
     tracker_names = trackers.parse(cfg.report_to)
     trackers.check_installed(tracker_names)
     start_time = time.perf_counter()

@@ -51,12 +51,21 @@ RUNTIME_KEYS = frozenset(
 LENGTH_KEYS = frozenset({"max_steps", "epochs"})
 
 
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Before any work: refuse to train into a folder that holds something, unless told what to do with it."""
+def check_run_folder(out: Path, resume: bool, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
+    """Before any work: refuse to train into a folder that holds something, unless told what to do with it; and,
+    whatever the flags say, into an input (the model, tokenizer or data folder: `witune.atomic.check_output`),
+    or with --overwrite over a folder that holds an input (it would delete a `model/` trained from)."""
+    from witune.atomic import check_output
+
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: continue the run, or replace it")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir {out} is a file, not a folder")
+    local = [Path(p) for p in inputs if p and Path(p).expanduser().exists()]
+    check_output(out, local, force=True, what="output_dir", folder=True)
+    for src in local:
+        if overwrite and out.is_dir() and src.resolve().is_relative_to(out.resolve()):
+            raise ConfigError(f"output_dir {out} holds the input {src}: --overwrite would delete it; train elsewhere")
     if resume or overwrite or not out.is_dir():
         return
     held = sorted(p.name for p in out.iterdir())
