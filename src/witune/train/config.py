@@ -129,8 +129,9 @@ class _Head(FlatConfig):
     (tokens x vocab) logits: the memory peak of large vocabularies. Zero-weight tokens are skipped entirely."""
     loss_backend: str = "auto"
     """Kernel of the chunked loss: auto (fused Liger / cut-cross-entropy kernel on CUDA when installed, else
-    torch), torch (witune's chunked autograd function, any device), liger or cce (that package's fused kernel;
-    CUDA only, an error when it is not installed). Used only with chunked_loss: true."""
+    torch, and torch for batches of more than 8 distinct token weights), torch (witune's chunked autograd
+    function, any device), liger or cce (that package's fused kernel; CUDA only, an error when it is not
+    installed or a batch has more than 8 distinct weights). Used only with chunked_loss: true."""
     dynamic_weight: str = "none"
     """Dynamic token weight on top of the static weights: none, or dft (each token's loss times its detached
     probability, arXiv 2508.05629; TRL's loss_type dft). The normaliser stays the one above."""
