@@ -9,6 +9,7 @@ from typing import Any
 
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
+from witune.data.readers import SUFFIX_LIST
 from witune.data.render import TEMPLATES
 from witune.errors import ConfigError
 
@@ -64,7 +65,7 @@ def normalization_arg(text: str) -> str | float:
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet), dataset folder, or datasets hub name")
+    p.add_argument("data", help=f"data file ({SUFFIX_LIST}), dataset folder, or datasets hub name")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="record format")
     p.add_argument(
         "--template",
