@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from witune.analysis.engines import NAMES as ENGINES
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
 from witune.data.readers import SUFFIX_LIST
@@ -255,7 +256,7 @@ def add_model_options(p) -> None:
     """Options shared by `witune analyze` and `witune report`: engine, primary metrics, groups, bootstrap."""
     p.add_argument(
         "--engine",
-        choices=["auto", "r", "python"],
+        choices=list(ENGINES),
         default="auto",
         help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
         "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "
