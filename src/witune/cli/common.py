@@ -144,20 +144,32 @@ def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> 
     )
 
 
-def role_weights(args: argparse.Namespace):
-    from witune.data import RoleWeights
-    from witune.data.weights import DEFAULT_SPAN_MARKERS, check_weight_range, weight_pair
+_WEIGHT_FLAGS = {
+    "prompt_weight": "--prompt-weight",
+    "response_weight": "--response-weight",
+    "plw": "--plw",
+    "role_weights": "--role-weight",
+    "span_weights": "--span-weight",
+}
 
-    roles = _named_values(args.role_weight, "--role-weight", "ROLE=NUMBER", _number)
-    spans = _named_values(getattr(args, "span_weight", []), "--span-weight", "SPAN=NUMBER", _number)
-    markers = {**DEFAULT_SPAN_MARKERS}
-    markers.update(_named_values(getattr(args, "span_markers", []), "--span-markers", "SPAN=OPEN,CLOSE", _pair))
-    named = {"--prompt-weight": args.prompt_weight, "--response-weight": args.response_weight, "--plw": args.plw}
-    named.update({f"--role-weight {r}": w for r, w in roles.items()})
-    named.update({f"--span-weight {k}": w for k, w in spans.items()})
-    for warning in check_weight_range(named, args.allow_weight_above_one, "add --allow-weight-above-one"):
+
+def role_weights(args: argparse.Namespace):
+    from witune.data.weights import build_role_weights
+
+    weights, warnings = build_role_weights(
+        args.prompt_weight,
+        args.response_weight,
+        args.plw,
+        _named_values(args.role_weight, "--role-weight", "ROLE=NUMBER", _number),
+        _named_values(getattr(args, "span_weight", []), "--span-weight", "SPAN=NUMBER", _number),
+        _named_values(getattr(args, "span_markers", []), "--span-markers", "SPAN=OPEN,CLOSE", _pair),
+        allow_above_one=args.allow_weight_above_one,
+        hint="add --allow-weight-above-one",
+        label=lambda key, item: _WEIGHT_FLAGS[key] if item is None else f"{_WEIGHT_FLAGS[key]} {item}",
+    )
+    for warning in warnings:
         print_error(warning, "warning")
-    return RoleWeights(*weight_pair(args.prompt_weight, args.response_weight, args.plw), roles, spans, markers)
+    return weights
 
 
 def _number(text: str) -> float:
