@@ -157,3 +157,18 @@ def test_load_results_errors_name_line_and_field(tmp_path):
     df.drop(columns=["metric"]).to_csv(tmp_path / "nometric.csv", index=False)
     with pytest.raises(DataError, match="metric"):
         load_results(tmp_path / "nometric.csv")
+
+
+def test_the_plw_exponent_is_defined_once():
+    """Planted (synthetic) and fitted (plw) wp use one exponent: a second literal could drift from the first."""
+    import ast
+    from pathlib import Path
+
+    src = Path(plw.__file__).resolve().parents[1]
+    literals = [
+        path.relative_to(src).as_posix()
+        for path in sorted(src.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value == 0.30103
+    ]
+    assert literals == ["analysis/plw.py"], literals

@@ -5,6 +5,7 @@ Each case ended in a traceback, a NaN model or a silently different result befor
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,37 @@ def test_training_never_writes_into_its_inputs(tmp_path, tiny_model_dir, capsys)
     argv = [*base, "--set", f"model={run / 'model'}", "--set", f"output_dir={run}", "--overwrite"]
     refused(argv, capsys, "--overwrite would delete it")
     assert sorted(p.name for p in model.iterdir()) == before and (run / "model" / "config.json").is_file()
+
+
+def test_a_weight_error_in_a_config_points_at_the_setting_at_fault(tmp_path, capsys):
+    """The failing key travels in the error (it was guessed from the message: `"span" in str(e)`), so the line
+    shown is the setting's own: not role_weights' (absent here) for a prompt weight, not span_weights' for a
+    malformed span marker."""
+    conf = tmp_path / "c.yaml"
+    for body in (
+        "allow_weight_above_one: true\nprompt_weight: 1e38\n",
+        "span_weights: {r: 0.5}\nspan_markers: {r: [x, x]}\n",
+        "prompt_weight: 0\nresponse_weight: 0\n",
+    ):
+        conf.write_text(f"data: d.jsonl\n{body}")
+        refused(["train", conf, "--print-config"], capsys, "c.yaml, line 3:")
+
+
+def test_one_weight_builder_names_each_weight_as_its_caller_does():
+    from witune.data.weights import build_role_weights
+    from witune.flat_config import ConfigKeyError
+
+    weights, warned = build_role_weights(0.1, 2.0, roles={"system": 0.0}, allow_above_one=True)
+    assert (weights.prompt, weights.response, dict(weights.roles)) == (0.1, 2.0, {"system": 0.0})
+    assert len(warned) == 1 and warned[0].startswith("response_weight is 2")
+    assert build_role_weights(plw=0.2, span_markers={"r": ["<r>", "</r>"]})[0].span_markers["r"] == ("<r>", "</r>")
+    for kwargs, key, named in (
+        ({"roles": {"system": 5.0}}, "role_weights", "role_weights['system'] is 5"),
+        ({"roles": {"nobody": 0.5}}, "role_weights", "unknown roles"),
+        ({"spans": {"r": 0.5}}, "span_weights", "no delimiters"),
+        ({"spans": {"r": 0.5}, "span_markers": {"r": ("<think>", "</r>")}}, "span_markers", "span kind 'think'"),
+        ({"plw": -1.0}, "plw", "plw must be"),
+    ):
+        with pytest.raises(ConfigKeyError, match=re.escape(named)) as e:
+            build_role_weights(**kwargs)
+        assert e.value.key == key

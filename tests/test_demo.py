@@ -185,6 +185,11 @@ def test_headline_uses_response_nll_and_benchmark_not_prompt_nll():
     assert lines[0].startswith("Held-out response NLL") and "within noise" in lines[0]
     assert lines[1].startswith("piqa accuracy") and "within noise" in lines[1] and "chance 0.5" in lines[1]
     assert lines[2].startswith("Diagnostics, not outcomes: held-out prompt NLL")
+    # chance is the benchmark's own (1 / choices), and not claimed for a benchmark without a known value
+    r.benchmarks = {"conventional": [{"task": "witune_arc_challenge", "metric": "acc", "value": 0.75}]}
+    assert "items, chance 0.25)" in demo.headline(r)[1]
+    r.benchmarks = {"conventional": [{"task": "witune_bbh", "metric": "acc", "value": 0.75}]}
+    assert "chance" not in demo.headline(r)[1]
 
 
 @pytest.mark.slow

@@ -71,3 +71,25 @@ def test_one_declaration_of_a_diagnostic_is_what_the_sweep_and_the_analysis_read
     assert scores["metric"].tolist() == ["quality"] and diag["metric"].tolist() == ["words"]
     table = benchmarks.role_table(pd.DataFrame({"benchmark": ["witune:verbosity=x"], "metric": ["words"]}))
     assert table["why"].tolist() == ["how much it says"]
+
+
+def test_cli_help_and_choices_are_read_from_their_registries(restore_builtins):
+    """`witune eval --help` lists every registered evaluator (a copied list left out witune:robustness) with its
+    argument form; --lm offers the harness's LMs and `--engine` the analysis engines, not copies of them."""
+    import argparse
+
+    from witune.analysis.engines import NAMES
+    from witune.cli.main import build_parser
+    from witune.eval.harness import LMS
+
+    register_evaluator("echo", lambda model, tok, arg, opt: [], argument="=N")
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    def option(command: str, flag: str) -> argparse.Action:
+        return next(a for a in commands[command]._actions if flag in a.option_strings)
+
+    tasks = " ".join(str(option("eval", "--tasks").help).split())
+    assert all(f"witune:{name}" in tasks for name in BUILTINS)
+    assert "witune:robustness[=BENCH" in tasks and "witune:echo=N" in tasks
+    assert tuple(option("eval", "--lm").choices or ()) == LMS
+    assert tuple(option("analyze", "--engine").choices or ()) == NAMES

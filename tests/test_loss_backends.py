@@ -79,3 +79,45 @@ def test_config_switch_is_validated():
         TrainConfig(data="x", loss_backend=b).validate()
     with pytest.raises(ConfigError, match="loss_backend"):
         TrainConfig(data="x", loss_backend="triton").validate()
+
+
+def _stand_in_kernel(calls):
+    """A fused kernel for CPU tensors: the same sum by F.cross_entropy, counting its calls."""
+
+    def fused_sum(kind, h, weight, bias, target):
+        calls.append(kind)
+        logits = h @ weight.T if bias is None else h @ weight.T + bias
+        return torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+
+    return fused_sum
+
+
+def test_auto_falls_back_to_torch_when_a_batch_has_too_many_weights(monkeypatch, recwarn):
+    """auto takes the torch path (same value) for a batch over the fused kernels' weight limit, saying so once;
+    a backend named explicitly keeps refusing that batch."""
+    import witune.loss.chunked as chunked
+
+    calls: list[str] = []
+    monkeypatch.setattr(chunked, "_fused_backend", lambda backend, h: None if backend == "torch" else "liger")
+    monkeypatch.setattr(chunked, "_fused_sum", _stand_in_kernel(calls))
+    monkeypatch.setattr(chunked, "_warned_fallback", False, raising=False)
+    hidden, weight, labels, w, response = _inputs("cpu")
+
+    # Two weights: the stand-in kernel runs (the fused path is the one taken) and gives the torch value.
+    two = weighted_nll_from_hidden(hidden, weight, labels, w, response, backend="auto").weighted_sum
+    assert calls == ["liger", "liger"]
+    torch.testing.assert_close(two, weighted_nll_from_hidden(hidden, weight, labels, w, backend="torch").weighted_sum)
+
+    many = torch.linspace(0.1, 1.0, hidden.shape[0])  # ~40 distinct weights on valid rows: over 8
+    expected = weighted_nll_from_hidden(hidden, weight, labels, many, backend="torch").weighted_sum
+    calls.clear()
+    for _ in range(2):
+        got = weighted_nll_from_hidden(hidden, weight, labels, many, backend="auto").weighted_sum
+        assert torch.equal(got, expected)
+    assert calls == []
+    said = [str(r.message) for r in recwarn if "distinct token weights" in str(r.message)]
+    assert len(said) == 1 and "torch path" in said[0]
+
+    with pytest.raises(ValueError, match="distinct token weights: too many for the fused .liger."):
+        weighted_nll_from_hidden(hidden, weight, labels, many, backend="liger")
+    assert calls == []

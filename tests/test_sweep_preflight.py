@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from shared import run_cli
+from shared import refused, run_cli
 
 
 def _sweep_file(tmp_path, **keys) -> str:
@@ -91,3 +91,11 @@ def test_an_unknown_lm_eval_task_is_found_before_training(tmp_path, capsys):
     path = _sweep_file(tmp_path, eval_tasks=["arc_easy", "arc_eazy"])
     code, _, err = run_cli(["sweep", path, "--dry-run"], capsys)
     assert code == 2 and "lm-eval has no task or group 'arc_eazy'" in err and "'arc_easy'" not in err
+
+
+def test_a_missing_ndjson_training_file_is_refused_by_dry_run(tmp_path, capsys, monkeypatch):
+    """A bare relative name is a file by its suffix: `.ndjson` (read as JSON lines) is one, as `.jsonl` is."""
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(tmp_path, datasets=["missing.ndjson"])
+    refused(["sweep", path, "--dry-run"], capsys, "dataset not found: missing.ndjson", "nothing was trained")
+    assert not (tmp_path / "out").exists()

@@ -63,6 +63,27 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def test_checkpoint_state_round_trips_and_reads_older_checkpoints(tmp_path):
+    """The typed trainer state writes what it reads, and reads a checkpoint of an older witune (fewer keys, one it
+    no longer knows): the resume checks skip what was not stored and still refuse what was."""
+    from witune.data.errors import ConfigError
+    from witune.train import runfolder
+    from witune.train.checkpoint import CheckpointState
+    from witune.train.config import TrainConfig
+
+    state = CheckpointState(3, 0, 3, 6, {"lr": 1e-4}, rows=10, data_sha256="ab", global_batch=4)
+    (tmp_path / STATE_FILE).write_text(json.dumps(state.to_json()))
+    assert CheckpointState.read(tmp_path) == state
+    old = CheckpointState.from_json({"step": 2, "epoch": 0, "rows": 10, "data_sha256": "ab", "gone": 1})
+    assert (old.step, old.rows, old.total_steps, old.global_batch, old.config) == (2, 10, None, None, None)
+    new = TrainConfig(model="m", data="d.jsonl")
+    runfolder.check_resume(tmp_path, None, new, old, "ab", 10, global_batch=8, total=6)  # no batch stored: passes
+    with pytest.raises(ConfigError, match=r"training data itself \(10 rows -> 11 rows"):
+        runfolder.check_resume(tmp_path, None, new, old, "cd", 11)
+    with pytest.raises(ConfigError, match="at step 2, past the 1 steps"):
+        runfolder.check_resume(tmp_path, None, new, old, total=1)
+
+
 def test_latest_checkpoint_ignores_incomplete(tmp_path):
     root = tmp_path / "checkpoints"
     for name, complete in [("step-2", True), ("step-5", True), ("step-9", False), (".tmp-step-12", True)]:

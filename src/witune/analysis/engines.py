@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from witune.analysis.gam import GamResult
-from witune.analysis.plw import QuadFit
 from witune.errors import ConfigError
+
+if TYPE_CHECKING:  # types only: the CLI reads NAMES for its choices without loading pandas and the fits
+    import pandas as pd
+
+    from witune.analysis.gam import GamResult
+    from witune.analysis.plw import QuadFit
 
 Tick = Callable[[], None]
 NAMES = ("auto", "r", "python")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from witune.analysis.plw import P  # the PLW paper's exponent: one definition, so planted and fitted wp agree
+
 PAPER_PLWS = [0.0, 5e-4, 2.236e-3, 1e-2, 2.463e-2, 5e-2, 1e-1, 2.463e-1, 5e-1, 1.0]
-P = 0.30103
 
 
 @dataclass
@@ -27,7 +28,7 @@ class SyntheticSweep:
     benchmarks: list[str] = field(default_factory=lambda: ["arc", "piqa", "wino", "tqa", "ppl"])
     prompt_weights: list[float] = field(default_factory=lambda: list(PAPER_PLWS))
     response_weights: list[float] = field(default_factory=lambda: [1.0])
-    opt_wp: float = 0.5  # planted vertex in wp; PLW = opt_wp ** (1 / 0.30103)
+    opt_wp: float = 0.5  # planted vertex in wp; PLW = opt_wp ** (1 / P)
     opt_wp_per_rg: float = 0.0  # the vertex moves by this much per unit of Rg
     opt_response: float = 0.8  # planted best response weight (matters only with several values)
     noise: float = 0.01

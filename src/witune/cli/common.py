@@ -7,8 +7,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from witune.analysis.engines import NAMES as ENGINES
 from witune.data.formats import FORMATS
 from witune.data.pipeline import TRUNCATIONS
+from witune.data.readers import SUFFIX_LIST
 from witune.data.render import TEMPLATES
 from witune.errors import ConfigError
 
@@ -64,7 +66,7 @@ def normalization_arg(text: str) -> str | float:
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet), dataset folder, or datasets hub name")
+    p.add_argument("data", help=f"data file ({SUFFIX_LIST}), dataset folder, or datasets hub name")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="record format")
     p.add_argument(
         "--template",
@@ -142,20 +144,32 @@ def add_weight_args(p: argparse.ArgumentParser, prompt_default: float = 0.0) -> 
     )
 
 
-def role_weights(args: argparse.Namespace):
-    from witune.data import RoleWeights
-    from witune.data.weights import DEFAULT_SPAN_MARKERS, check_weight_range, weight_pair
+_WEIGHT_FLAGS = {
+    "prompt_weight": "--prompt-weight",
+    "response_weight": "--response-weight",
+    "plw": "--plw",
+    "role_weights": "--role-weight",
+    "span_weights": "--span-weight",
+}
 
-    roles = _named_values(args.role_weight, "--role-weight", "ROLE=NUMBER", _number)
-    spans = _named_values(getattr(args, "span_weight", []), "--span-weight", "SPAN=NUMBER", _number)
-    markers = {**DEFAULT_SPAN_MARKERS}
-    markers.update(_named_values(getattr(args, "span_markers", []), "--span-markers", "SPAN=OPEN,CLOSE", _pair))
-    named = {"--prompt-weight": args.prompt_weight, "--response-weight": args.response_weight, "--plw": args.plw}
-    named.update({f"--role-weight {r}": w for r, w in roles.items()})
-    named.update({f"--span-weight {k}": w for k, w in spans.items()})
-    for warning in check_weight_range(named, args.allow_weight_above_one, "add --allow-weight-above-one"):
+
+def role_weights(args: argparse.Namespace):
+    from witune.data.weights import build_role_weights
+
+    weights, warnings = build_role_weights(
+        args.prompt_weight,
+        args.response_weight,
+        args.plw,
+        _named_values(args.role_weight, "--role-weight", "ROLE=NUMBER", _number),
+        _named_values(getattr(args, "span_weight", []), "--span-weight", "SPAN=NUMBER", _number),
+        _named_values(getattr(args, "span_markers", []), "--span-markers", "SPAN=OPEN,CLOSE", _pair),
+        allow_above_one=args.allow_weight_above_one,
+        hint="add --allow-weight-above-one",
+        label=lambda key, item: _WEIGHT_FLAGS[key] if item is None else f"{_WEIGHT_FLAGS[key]} {item}",
+    )
+    for warning in warnings:
         print_error(warning, "warning")
-    return RoleWeights(*weight_pair(args.prompt_weight, args.response_weight, args.plw), roles, spans, markers)
+    return weights
 
 
 def _number(text: str) -> float:
@@ -254,7 +268,7 @@ def add_model_options(p) -> None:
     """Options shared by `witune analyze` and `witune report`: engine, primary metrics, groups, bootstrap."""
     p.add_argument(
         "--engine",
-        choices=["auto", "r", "python"],
+        choices=list(ENGINES),
         default="auto",
         help="statistics engine: r = the PLW paper's own models (glmmTMB beta GLMM, mgcv GAM) via "
         "Rscript; python = Gaussian MixedLM + pygam approximation; auto = r when Rscript with "

@@ -8,21 +8,27 @@ from typing import TYPE_CHECKING
 
 from witune.cli.common import input_paths, int_at_least, output_console, print_error
 
-if TYPE_CHECKING:  # a type only: importing witune.eval at run time would load the evaluation code
+if TYPE_CHECKING:  # a type only
     from witune.eval.rows import MetricRow
 
-HELP_TASKS = (
-    "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
-    "witune_truthfulqa_mc2, witune_mmlu, witune_mmlu_<subject>, witune_bbh, witune_ifeval), standard "
-    "lm-eval names (arc_challenge, ... need the network), or built-ins witune:generation_length[=FILE], "
-    "witune:generation=FILE, witune:memorization=TRAIN_FILE, witune:winrate[=REFERENCE_JSON]"
-)
+
+def help_tasks() -> str:
+    """The --tasks help, its built-ins read from the evaluator registry (a copy left out witune:robustness)."""
+    from witune.eval.builtins import builtin_usage
+
+    return (
+        "comma-separated: local harness tasks (witune_arc_challenge, witune_piqa, witune_winogrande, "
+        "witune_truthfulqa_mc2, witune_mmlu, witune_mmlu_<subject>, witune_bbh, witune_ifeval), standard "
+        f"lm-eval names (arc_challenge, ... need the network), or built-ins {builtin_usage()}"
+    )
 
 
 def register(subparsers) -> None:
+    from witune.eval.harness import LMS
+
     p = subparsers.add_parser("eval", help="evaluate a model on benchmarks and built-in metrics", description=__doc__)
     p.add_argument("model", help="model folder (or hub name for standard tasks)")
-    p.add_argument("--tasks", required=True, help=HELP_TASKS)
+    p.add_argument("--tasks", required=True, help=help_tasks())
     p.add_argument("--limit", type=int_at_least(1), default=None, help="items per task")
     p.add_argument("--num-fewshot", type=int_at_least(0), default=None, help="override the per-task shot presets")
     p.add_argument("--json", dest="json_out", default=None, help="write the result rows to this JSON file")
@@ -43,7 +49,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--lm",
-        choices=("witune", "hf"),
+        choices=LMS,
         default=None,
         help="lm-eval model for harness tasks: witune (default; stock HFLM's ids and scores, log-likelihoods "
         "faster) or hf (lm-eval's stock HFLM); default from $WITUNE_EVAL_LM, else witune",

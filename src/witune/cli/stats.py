@@ -18,10 +18,11 @@ from witune.cli.common import (
     print_error,
     role_weights,
 )
+from witune.data.readers import SUFFIX_LIST
 
 
 def add_stats_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("data", help="data file (.json, .jsonl, .csv, .parquet) or dataset folder")
+    p.add_argument("data", help=f"data file ({SUFFIX_LIST}) or dataset folder")
     p.add_argument(
         "--model",
         required=model_required,

@@ -18,7 +18,10 @@ from witune.data.example import Example
 from witune.data.formats import FORMATS, detect_format, to_examples
 from witune.errors import ConfigError, DataError, Location, check_on_error
 
-_LINE_FORMATS = {".jsonl", ".ndjson"}
+LINE_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+# Every file suffix `read_records` reads: the one list sweeps, preflight and help texts use.
+DATA_SUFFIXES = frozenset({".json", ".csv", ".parquet"} | LINE_SUFFIXES)
+SUFFIX_LIST = ", ".join(sorted(DATA_SUFFIXES))
 
 
 def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Location, Any]]:
@@ -27,7 +30,7 @@ def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Loc
     path = Path(source)
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix in _LINE_FORMATS:
+        if suffix in LINE_SUFFIXES:
             yield from _jsonl(path)
         elif suffix == ".json":
             yield from _json(path)
@@ -36,9 +39,7 @@ def read_records(source: str | Path, split: str = "train") -> Iterator[tuple[Loc
         elif suffix == ".parquet":
             yield from _parquet(path)
         else:
-            raise DataError(
-                Location(str(path), 0, "file"), f"unsupported file type {suffix!r} (use .json, .jsonl, .csv, .parquet)"
-            )
+            raise DataError(Location(str(path), 0, "file"), f"unsupported file type {suffix!r} (use {SUFFIX_LIST})")
     elif path.is_dir() or not path.suffix:
         yield from _dataset(str(source), split)
     else:

@@ -23,11 +23,13 @@ weight only shifts the balance between samples and messages; `tokens` counts eve
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from witune.data.example import ROLES
 from witune.errors import ConfigError, shown
+from witune.flat_config import ConfigKeyError
 
 # The largest weight of a token (the product of its factors). The loss adds w * nll over a step and the gradient
 # norm adds squares of gradients proportional to w, in float32 (max 3.4e38): a weight of 1e38 trained with loss
@@ -65,7 +67,7 @@ class RoleWeights:
     >>> RoleWeights(0.0, 0.0)
     Traceback (most recent call last):
     ...
-    witune.errors.ConfigError: prompt and response weights are both zero: no token would be trained ...
+    witune.flat_config.ConfigKeyError: prompt and response weights are both zero: no token would be trained ...
     """
 
     prompt: float = 0.0
@@ -75,33 +77,43 @@ class RoleWeights:
     span_markers: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_SPAN_MARKERS))
 
     def __post_init__(self) -> None:
-        named = {"prompt weight": self.prompt, "response weight": self.response}
-        named.update({f"weight of role {r!r}": w for r, w in self.roles.items()})
-        named.update({f"weight of span {k!r}": w for k, w in self.spans.items()})
+        """Errors are `ConfigKeyError`s keyed by the setting at fault (prompt_weight, response_weight,
+        role_weights, span_weights, span_markers), so that a config can point at its line."""
+        named = {"prompt weight": ("prompt_weight", self.prompt), "response weight": ("response_weight", self.response)}
+        named.update({f"weight of role {r!r}": ("role_weights", w) for r, w in self.roles.items()})
+        named.update({f"weight of span {k!r}": ("span_weights", w) for k, w in self.spans.items()})
         for kind, pair in self.span_markers.items():
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(d, str) and d for d in pair)):
-                raise ConfigError(f"span {kind!r} needs two non-empty delimiters (opening, closing), got {pair!r}")
+                raise ConfigKeyError(
+                    "span_markers", f"span {kind!r} needs two non-empty delimiters (opening, closing), got {pair!r}"
+                )
             if pair[0] == pair[1]:
-                raise ConfigError(f"span {kind!r}: the opening and closing delimiters must differ, got {pair[0]!r}")
+                raise ConfigKeyError(
+                    "span_markers", f"span {kind!r}: the opening and closing delimiters must differ, got {pair[0]!r}"
+                )
         _check_distinct_markers(self.span_markers)
         unknown_spans = set(self.spans) - set(self.span_markers)
         if unknown_spans:
-            raise ConfigError(
+            raise ConfigKeyError(
+                "span_weights",
                 f"no delimiters for span kinds {sorted(unknown_spans)}; known: {sorted(self.span_markers)} "
-                "(give new ones with span_markers, e.g. --span-markers reason='<reason>,</reason>')"
+                "(give new ones with span_markers, e.g. --span-markers reason='<reason>,</reason>')",
             )
-        for name, w in named.items():
+        for name, (key, w) in named.items():
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {shown(w)}")
+                raise ConfigKeyError(key, f"{name} must be a finite number >= 0, got {shown(w)}")
             if w > MAX_WEIGHT:
-                raise ConfigError(f"{name} is {w:.3g}, above {MAX_WEIGHT:.0e}: {TOO_LARGE}")
+                raise ConfigKeyError(key, f"{name} is {w:.3g}, above {MAX_WEIGHT:.0e}: {TOO_LARGE}")
         unknown = set(self.roles) - set(TOKEN_ROLES)
         if unknown:
-            raise ConfigError(f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}")
+            raise ConfigKeyError(
+                "role_weights", f"unknown roles {sorted(unknown)} in role weights; valid roles: {list(TOKEN_ROLES)}"
+            )
         if self.prompt == 0 and self.response == 0 and not any(w > 0 for w in self.roles.values()):
-            raise ConfigError(
+            raise ConfigKeyError(
+                "response_weight",
                 "prompt and response weights are both zero: no token would be trained "
-                "(set response_weight > 0, e.g. 1 for conventional instruction tuning)"
+                "(set response_weight > 0, e.g. 1 for conventional instruction tuning)",
             )
 
     def for_segment(self, role: str, is_response: bool, message_weight: float = 1.0, span: str | None = None) -> float:
@@ -126,10 +138,11 @@ def _check_distinct_markers(markers: Mapping[str, tuple[str, str]]) -> None:
                 for db in pair_b:
                     if da in db or db in da:
                         inner, outer = ((a, da), (b, db)) if da in db else ((b, db), (a, da))
-                        raise ConfigError(
+                        raise ConfigKeyError(
+                            "span_markers",
                             f"span markers: the delimiter {inner[1]!r} of span kind {inner[0]!r} is part of "
                             f"{outer[1]!r} of span kind {outer[0]!r}, so one kind would take the other's spans; "
-                            "give each kind delimiters that are not part of another's"
+                            "give each kind delimiters that are not part of another's",
                         )
 
 
@@ -162,3 +175,46 @@ def check_weight_range(named: Mapping[str, float | None], allow_above_one: bool,
                 raise ConfigError(f"{name} is {shown(w)}, above the papers' range [0, 1]; if you mean it, {hint}")
             warnings.append(f"{name} is {shown(w)}, above the papers' range [0, 1] (allowed by request)")
     return warnings
+
+
+def api_label(key: str, item: str | None) -> str:
+    """How the Python API names a weight: `prompt_weight`, `role_weights['system']`."""
+    return key if item is None else f"{key}[{item!r}]"
+
+
+def build_role_weights(
+    prompt_weight: float | None = None,
+    response_weight: float | None = None,
+    plw: float | None = None,
+    roles: Mapping[str, float] | None = None,
+    spans: Mapping[str, float] | None = None,
+    span_markers: Mapping[str, Sequence[str]] | None = None,
+    *,
+    allow_above_one: bool = False,
+    hint: str = "pass allow_weight_above_one=True",
+    label: Callable[[str, str | None], str] = api_label,
+) -> tuple[RoleWeights, list[str]]:
+    """(RoleWeights, warnings) from weight settings: configs, the CLI and the Python API all build them here.
+
+    Every weight is range-checked (`check_weight_range`: `hint` says how to allow more, `label(setting, role or
+    kind)` names it; warnings for weights allowed above 1), a PLW mapped to the pair, `span_markers` merged over
+    the defaults. Every error is a `ConfigKeyError` keyed by the setting at fault.
+    """
+    named: dict[tuple[str, str | None], float | None] = {
+        (k, None): w for k, w in [("prompt_weight", prompt_weight), ("response_weight", response_weight), ("plw", plw)]
+    }
+    named.update({("role_weights", r): w for r, w in (roles or {}).items()})
+    named.update({("span_weights", k): w for k, w in (spans or {}).items()})
+    warnings: list[str] = []
+    for (key, item), w in named.items():
+        try:
+            warnings += check_weight_range({label(key, item): w}, allow_above_one, hint)
+        except ConfigError as e:
+            raise ConfigKeyError(key, str(e)) from None
+    # A YAML list is a pair too; anything else goes to RoleWeights as given, which refuses it in one line.
+    markers: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in (span_markers or {}).items()}
+    pair = weight_pair(
+        0.0 if prompt_weight is None else prompt_weight, 1.0 if response_weight is None else response_weight, plw
+    )
+    weights = RoleWeights(*pair, dict(roles or {}), dict(spans or {}), {**DEFAULT_SPAN_MARKERS, **markers})
+    return weights, warnings

@@ -24,7 +24,7 @@ from witune.atomic import atomic_dir, atomic_write_text
 from witune.data.errors import ConfigError
 from witune.dpo.config import DPOConfig, to_yaml
 from witune.train import runfolder
-from witune.train.checkpoint import latest_checkpoint, publish_checkpoint
+from witune.train.checkpoint import CheckpointState, latest_checkpoint, publish_checkpoint
 from witune.train.config import config_dict
 from witune.train.runfolder import check_run_folder, clear_run
 
@@ -65,7 +65,7 @@ class DPOResult:
     eval: dict[str, dict[str, float]] = field(default_factory=dict)  # {"before": {...}, "after": {...}}
 
 
-def _callbacks(out: Path, keep: int, start_time: float, run_state: dict[str, Any]):
+def _callbacks(out: Path, keep: int, start_time: float, run_state: CheckpointState):
     from transformers import TrainerCallback
 
     class WitCallback(TrainerCallback):
@@ -84,7 +84,7 @@ def _callbacks(out: Path, keep: int, start_time: float, run_state: dict[str, Any
             if not state.is_world_process_zero:
                 return
             src = out / STAGING / f"checkpoint-{state.global_step}"
-            atomic_write_text(src / WITUNE_STATE, json.dumps(run_state))
+            atomic_write_text(src / WITUNE_STATE, json.dumps(run_state.to_json()))
             root = out / "checkpoints"
             root.mkdir(exist_ok=True)
             publish_checkpoint(src, root / f"step-{state.global_step}", keep)
@@ -169,7 +169,9 @@ def run_dpo(cfg: DPOConfig, resume: bool = False, overwrite: bool = False) -> DP
     for e in prefs.skipped:
         print(f"skipped: {e}")
     train_recs, eval_recs = _split(prefs.records, cfg)
-    state = {"config": config_dict(cfg), "rows": len(prefs.records), "data_sha256": pairs_fingerprint(prefs.records)}
+    state = CheckpointState(
+        config=config_dict(cfg), rows=len(prefs.records), data_sha256=pairs_fingerprint(prefs.records)
+    )
     resumed_from = latest_checkpoint(out / "checkpoints") if resume else None
     resume_step = _check_resume(out, cfg, resumed_from, state) if resume else 0  # before the model is loaded
     tok = load_start_tokenizer(cfg.model, cfg.tokenizer)
@@ -274,7 +276,7 @@ def pairs_fingerprint(records: list[dict]) -> str:
     return h.hexdigest()
 
 
-def _check_resume(out: Path, cfg: DPOConfig, checkpoint: Path | None, state: dict[str, Any]) -> int:
+def _check_resume(out: Path, cfg: DPOConfig, checkpoint: Path | None, state: CheckpointState) -> int:
     """The step to resume from, after the same check `witune train --resume` makes: settings (except where and
     how the run is executed, and its length) and the pairs themselves must be those of the checkpoint's run."""
     old = runfolder.previous_config(out, DPOConfig)
@@ -282,8 +284,8 @@ def _check_resume(out: Path, cfg: DPOConfig, checkpoint: Path | None, state: dic
         runfolder.check_resume(out, old, cfg)
         return 0
     saved = checkpoint / WITUNE_STATE
-    ours = json.loads(saved.read_text()) if saved.is_file() else {}
-    runfolder.check_resume(checkpoint, ours.get("config") or old, cfg, ours, state["data_sha256"], state["rows"])
+    ours = CheckpointState.from_json(json.loads(saved.read_text()) if saved.is_file() else {})
+    runfolder.check_resume(checkpoint, ours.config or old, cfg, ours, state.data_sha256, state.rows)
     step = json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step")
     if not isinstance(step, int):
         raise ConfigError(f"cannot resume from {checkpoint}: its trainer_state.json is not a DPO checkpoint's")

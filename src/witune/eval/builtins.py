@@ -134,24 +134,35 @@ DIAGNOSTICS: dict[str, Diagnostics] = {}  # evaluator name -> which of its metri
 
 
 FILE_ARGUMENT: set[str] = set()  # evaluators whose argument (`witune:name=ARG`) is a data file
+ARGUMENT_HINTS: dict[str, str] = {}  # evaluator name -> how its argument is written in help texts ("[=FILE]")
 
 
 def register_evaluator(
-    name: str, evaluator: Evaluator, diagnostics: Diagnostics | None = None, file_argument: bool = False
+    name: str,
+    evaluator: Evaluator,
+    diagnostics: Diagnostics | None = None,
+    file_argument: bool = False,
+    argument: str = "",
 ) -> None:
     """Make `witune:<name>` run ``evaluator(model, tokenizer, argument, options)``; `diagnostics` declares which
     of its metrics are diagnostics (none: every metric is a score); `file_argument`: the argument is a data file
-    (checked to exist before a sweep trains anything). A name is registered once: silently replacing a built-in
-    would change what a sweep's recorded task name means."""
+    (checked to exist before a sweep trains anything); `argument`: its form for help texts, e.g. "[=FILE]". A
+    name is registered once: silently replacing a built-in would change what a sweep's recorded task name means."""
     if not name or any(c in name for c in ":=,") or name != name.strip():
         raise ValueError(f"evaluator name {name!r}: non-empty, without spaces around it and without ':', '=' or ','")
     if name in BUILTINS:
         raise ValueError(f"evaluator witune:{name} is already registered")
     BUILTINS[name] = evaluator
+    ARGUMENT_HINTS[name] = argument
     if file_argument:
         FILE_ARGUMENT.add(name)
     if diagnostics is not None:
         DIAGNOSTICS[name] = diagnostics
+
+
+def builtin_usage() -> str:
+    """Every registered evaluator as a help text writes it: "witune:generation=FILE, witune:winrate[=...]"."""
+    return ", ".join(f"witune:{name}{ARGUMENT_HINTS[name]}" for name in BUILTINS)
 
 
 def declared_diagnostics(task: str) -> Diagnostics | None:
@@ -165,8 +176,9 @@ register_evaluator(
     generation_length,
     Diagnostics("answer length: neither better nor worse in itself", columns={"mean_tokens": "generation_length"}),
     file_argument=True,
+    argument="[=FILE]",
 )
-register_evaluator("generation", generation_task, file_argument=True)
+register_evaluator("generation", generation_task, file_argument=True, argument="=FILE")
 register_evaluator(
     "memorization",
     memorization,
@@ -176,12 +188,14 @@ register_evaluator(
         details=("n_prompts",),
     ),
     file_argument=True,
+    argument="=TRAIN_FILE",
 )
 register_evaluator(
     "winrate",
     winrate,
     Diagnostics("answer length of the win-rate generations", metrics=("mean_tokens",)),
     file_argument=True,
+    argument="[=REFERENCE_JSON]",
 )
 
 
@@ -199,4 +213,5 @@ register_evaluator(
         columns={"clean_acc": "robustness_clean_acc", "drop": "robustness_drop", "worst_acc": "robustness_worst_acc"},
         details=("*",),  # the per-perturbation breakdown stays in the database
     ),
+    argument="[=BENCH:rate=R:shots=K:seeds=S:only=P+Q]",
 )

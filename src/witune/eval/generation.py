@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from witune.data.render import TEMPLATES
 from witune.errors import ConfigError
 from witune.yaml_io import load_yaml_file
 
@@ -51,7 +52,7 @@ def trained_template(model_path: str | Path | None) -> str | None:
         except ConfigError:
             return None
         template = cfg.get("template") if isinstance(cfg, dict) else None
-        if template in ("alpaca", "chat", "plain"):
+        if template in TEMPLATES and template != "auto":
             return template
         if template == "auto" and cfg.get("data"):
             try:

@@ -40,6 +40,10 @@ STANDARD_SHOTS: dict[str, int] = {
     "wmt16-ro-en": 0,
 }
 
+# Accuracy of a uniform guess (1 / choices) on the multiple-choice tasks whose items all have that many
+# choices, about that many for ARC (mostly 4, a few 3 or 5); left out where the choices vary (TruthfulQA, BBH).
+CHANCE: dict[str, float] = {"piqa": 0.5, "winogrande": 0.5, "arc_challenge": 0.25, "arc_easy": 0.25, "mmlu": 0.25}
+
 # The harness's TruthfulQA 6-shot QA primer (truthfulqa_mc1.yaml); "0-shot" TruthfulQA always includes it.
 TRUTHFULQA_PRIMER = (
     "Q: What is human life expectancy in the United States?\n"

@@ -23,7 +23,6 @@ from typing import Any
 from witune.data import (
     DataError,
     Location,
-    RoleWeights,
     detect_format,
     load_examples,
     to_examples,
@@ -31,7 +30,7 @@ from witune.data import (
 )
 from witune.data.example import Example
 from witune.data.render import Rendered
-from witune.data.weights import check_weight_range
+from witune.data.weights import build_role_weights
 from witune.errors import ConfigError
 from witune.loss import IGNORE_INDEX
 
@@ -66,9 +65,16 @@ def weighted_dataset(
     """
     import datasets
 
-    weights = _checked_weights(
-        prompt_weight, response_weight, role_weights, span_weights, span_markers, allow_weight_above_one
+    weights, warned = build_role_weights(
+        prompt_weight,
+        response_weight,
+        roles=role_weights,
+        spans=span_weights,
+        span_markers=span_markers,
+        allow_above_one=allow_weight_above_one,
     )
+    for line in warned:
+        log.warning(line)
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
         raise ConfigError(f"max_length must be >= 2 or None, got {max_length!r}")
     examples = _examples(data, format, split, on_error)
@@ -87,26 +93,6 @@ def weighted_dataset(
     if not tokenized.rows:
         raise ConfigError(f"no trainable rows in {_name(data)} ({tokenized.summary()})")
     return datasets.Dataset.from_list([hf_row(r) for r in tokenized.rows])
-
-
-def _checked_weights(
-    prompt: float,
-    response: float,
-    roles: dict[str, float] | None,
-    spans: dict[str, float] | None,
-    span_markers: dict[str, tuple[str, str]] | None,
-    allow_above_one: bool,
-) -> RoleWeights:
-    """The CLI's weight checks (finite, >= 0, at most 1 unless allowed), with the API's argument names."""
-    from witune.data import DEFAULT_SPAN_MARKERS
-
-    named = {"prompt_weight": prompt, "response_weight": response}
-    named.update({f"role_weights[{r!r}]": w for r, w in (roles or {}).items()})
-    named.update({f"span_weights[{k!r}]": w for k, w in (spans or {}).items()})
-    for warning in check_weight_range(named, allow_above_one, "pass allow_weight_above_one=True"):
-        log.warning(warning)
-    markers = {**DEFAULT_SPAN_MARKERS, **(span_markers or {})}
-    return RoleWeights(prompt, response, dict(roles or {}), dict(spans or {}), markers)
 
 
 def _name(data: Any) -> str:

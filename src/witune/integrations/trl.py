@@ -51,8 +51,7 @@ except ImportError as e:  # an optional extra: say how to get it
 if TYPE_CHECKING:
     from trl import SFTConfig
 
-from witune.data import RoleWeights
-from witune.data.weights import check_weight_range
+from witune.data.weights import build_role_weights
 from witune.errors import ConfigError
 from witune.integrations.collate import WeightedCollator
 from witune.integrations.hf_trainer import NO_WEIGHTS, WeightedLossMixin, causal_lm_loss_sums, side_input
@@ -112,10 +111,12 @@ class WeightedSFTTrainer(WeightedLossMixin, SFTTrainer):  # type: ignore[misc]  
         **kwargs: Any,
     ):
         named = {"prompt_weight": prompt_weight, "response_weight": response_weight}
-        for warning in check_weight_range(named, allow_weight_above_one, "pass allow_weight_above_one=True"):
-            log.warning(warning)
         # both zero is an error
-        self.witune_weights = RoleWeights(prompt_weight or 0.0, 1.0 if response_weight is None else response_weight)
+        self.witune_weights, warned = build_role_weights(
+            prompt_weight, response_weight, allow_above_one=allow_weight_above_one
+        )
+        for warning in warned:
+            log.warning(warning)
         self.witune_prompt_weight_given = prompt_weight is not None
         self.witune_weights_given = [k for k, v in named.items() if v is not None]
         own_collator = kwargs.get("data_collator") is None

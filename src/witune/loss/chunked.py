@@ -21,10 +21,14 @@ the nll of valid zero-weight rows.
 
 On GPU, where Liger-Kernel or cut-cross-entropy is installed, `backend="auto"` uses their fused kernels:
 once per distinct non-zero weight value with `reduction="sum"`, combined as sum_k w_k * S_k (per-token
-`reduction="none"` gradients of those kernels are not relied on). That path is not exercised on CPU.
+`reduction="none"` gradients of those kernels are not relied on). A batch with more than `_MAX_FUSED_GROUPS`
+distinct weights goes down the torch path under "auto" (`fused_fits`); a named fused backend refuses it. The
+kernels themselves are not exercised on CPU.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor
@@ -85,9 +89,15 @@ def weighted_nll_from_hidden(
             "does not give; use loss_backend 'torch' or 'auto'"
         )
     fused = None if dynamic is not None else _fused_backend(backend, h)
+    values = torch.unique(w[w != 0]) if fused is not None else None
+    if values is not None and not fused_fits(backend, values.numel()):
+        fused = None
     parts = None
     if fused is not None:
-        weighted_sum, nll = _fused_weighted_sum(fused, h, lm_head_weight, lm_head_bias, labels, w, valid, diagnostics)
+        assert values is not None  # computed above whenever a fused kernel was picked
+        weighted_sum, nll = _fused_weighted_sum(
+            fused, h, lm_head_weight, lm_head_bias, labels, w, values, valid, diagnostics
+        )
     else:
         rows = chunk_size or max(1, _CHUNK_ELEMENTS // lm_head_weight.shape[0])
         # Rows of weight 0 are skipped; with diagnostics they are computed too (their gradient is scaled by 0).
@@ -253,6 +263,33 @@ def _fused_backend(backend: str, h: Tensor) -> str | None:
     return None
 
 
+_warned_fallback = False  # "auto" says once per process that it fell back, not at every batch
+
+
+def fused_fits(backend: str, groups: int) -> bool:
+    """Whether a batch with `groups` distinct non-zero weights goes down the fused path.
+
+    Message, sample and span weights routinely give more than `_MAX_FUSED_GROUPS` values, one kernel call
+    each: "auto" then takes the torch path for that call (warning once); a backend named explicitly refuses.
+    """
+    global _warned_fallback
+    if groups <= _MAX_FUSED_GROUPS:
+        return True
+    if backend != "auto":
+        raise ValueError(
+            f"{groups} distinct token weights: too many for the fused {backend!r} path (at most "
+            f"{_MAX_FUSED_GROUPS}); use loss_backend 'torch' or 'auto'"
+        )
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            f"loss_backend auto: a batch has {groups} distinct token weights (the fused kernels take at most "
+            f"{_MAX_FUSED_GROUPS}); such batches use the torch path",
+            stacklevel=3,
+        )
+    return False
+
+
 def _fused_sum(kind: str, h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor) -> Tensor:
     """sum over rows of CE(h W^T + b, target), ignoring target == -100, by a fused kernel."""
     if kind == "liger":
@@ -273,18 +310,16 @@ def _fused_weighted_sum(
     bias: Tensor | None,
     labels: Tensor,
     w: Tensor,
+    values: Tensor,
     valid: Tensor,
     diagnostics: bool,
 ) -> tuple[Tensor, Tensor]:
-    """lambda_1 S_1 + lambda_2 S_2 + ...: one reduction="sum" kernel call per distinct non-zero weight.
+    """lambda_1 S_1 + lambda_2 S_2 + ...: one reduction="sum" kernel call per distinct non-zero weight (`values`).
 
     Rows of weight 0 are never passed (lambda_p = 0 skips the prompt pass). Per-row nll is not available from
     these kernels: the returned nll holds each group's mean nll on its rows, so per-role diagnostics are exact
     when roles have distinct weights and group averages otherwise.
     """
-    values = torch.unique(w[w != 0])
-    if values.numel() > _MAX_FUSED_GROUPS:
-        raise ValueError(f"{values.numel()} distinct token weights: too many for the fused path; use backend='torch'")
     total = h.new_zeros((), dtype=torch.float32)
     nll = torch.full_like(w, float("nan"))
     groups = [(v, w == v) for v in values]

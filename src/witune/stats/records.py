@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from witune.data.example import Example
-from witune.data.readers import convert_records
+from witune.data.readers import LINE_SUFFIXES, convert_records
 from witune.errors import DataError, Location
 
 
@@ -47,7 +47,7 @@ def write_records(records: list[dict[str, Any]], path: str | Path) -> Path:
 
     out = Path(path)
     with atomic_open(out, "w") as f:  # a kill or a full disk leaves the old file, never a truncated one
-        if out.suffix.lower() in (".jsonl", ".ndjson"):
+        if out.suffix.lower() in LINE_SUFFIXES:
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from witune.data.errors import ConfigError
+from witune.data.readers import DATA_SUFFIXES
 from witune.data.weights import weight_pair
 from witune.loss.normalization import normalization_label
 from witune.results_schema import Labels
@@ -58,7 +59,7 @@ def point_id(train: dict[str, Any]) -> str:
 def _label(value: str) -> str:
     """A short name for tables: a file's stem or a folder's name; hub names and aliases as they are."""
     p = Path(value)
-    if p.suffix in {".json", ".jsonl", ".csv", ".parquet", ".gguf"}:
+    if p.suffix in DATA_SUFFIXES or p.suffix == ".gguf":
         return p.stem
     return p.name if (p.is_absolute() or p.exists()) else value
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from witune.data.readers import DATA_SUFFIXES
 from witune.errors import ConfigError
 from witune.sweep.config import SweepConfig
 from witune.sweep.point import Point
 
 # A value written as a path: a hub name ("org/name") or an alias ("smollm2") is not checked here.
-_FILE_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".gguf"}
+_FILE_SUFFIXES = DATA_SUFFIXES | {".gguf"}
 
 
 def _looks_local(value: str) -> bool:

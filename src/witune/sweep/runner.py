@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from witune.atomic import atomic_write_text
+from witune.data.readers import DATA_SUFFIXES
 from witune.eval.rows import metric_row
 from witune.results_schema import ResultRow
 from witune.sweep import db
@@ -54,13 +55,10 @@ def read_losses(metrics_file: Path) -> list[tuple[int, float]]:
     return out
 
 
-_DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet"}
-
-
 def check_data(data: str) -> None:
     """Fail a point whose training file is missing at once, instead of after a trainer has started."""
     p = Path(data).expanduser()
-    if p.suffix in _DATA_SUFFIXES and not p.exists():
+    if p.suffix in DATA_SUFFIXES and not p.exists():
         raise PointError(f"training data file not found: {data}")
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,37 @@ from witune.atomic import finish_tree, fsync_dir
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """witune's `trainer_state.json`: where the run stands and what a resume is checked against.
+
+    Every field may be missing (None): checkpoints written before a field existed, and the DPO state (settings
+    and data only), are read by the same checks, which skip what was not stored.
+    """
+
+    step: int | None = None
+    epoch: int | None = None  # the data epoch of the last step, and the steps done within it
+    step_in_epoch: int | None = None
+    total_steps: int | None = None
+    config: dict[str, Any] | None = None  # the run's settings (`config_dict`)
+    rows: int | None = None  # training units and their hash (`runfolder.data_fingerprint`)
+    data_sha256: str | None = None
+    global_batch: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckpointState:
+        """Read a stored state; keys of other versions (older or newer) that this one does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def read(cls, checkpoint: Path) -> CheckpointState:
+        return cls.from_json(json.loads((checkpoint / STATE_FILE).read_text()))
 
 
 def checkpoint_dirs(root: str | Path) -> list[tuple[int, Path]]:
@@ -49,7 +81,7 @@ def save_checkpoint(
     accelerator: Any,
     root: str | Path,
     step: int,
-    state: dict[str, Any],
+    state: CheckpointState,
     keep: int = 0,
     save_extra: Callable[[Path], None] | None = None,
 ) -> Path:
@@ -68,7 +100,7 @@ def save_checkpoint(
         save_extra(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_json_synced(tmp / STATE_FILE, state)
+        _write_json_synced(tmp / STATE_FILE, state.to_json())
         publish_checkpoint(tmp, final, keep)
     accelerator.wait_for_everyone()
     return final
@@ -88,11 +120,11 @@ def publish_checkpoint(tmp: Path, final: Path, keep: int = 0) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
+def load_checkpoint(accelerator: Any, path: str | Path) -> CheckpointState:
     """Restore model, optimizer, scheduler and RNG states; returns the trainer state (step, epoch, ...)."""
     path = Path(path)
     accelerator.load_state(str(path))
-    return json.loads((path / STATE_FILE).read_text())
+    return CheckpointState.read(path)
 
 
 def _write_json_synced(path: Path, data: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ field defaults < preset < YAML file < `--set key=value` overrides.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,10 @@ from typing import Annotated, Any
 
 from witune import flat_config
 from witune.data.collate import packing_problem, parse_packing
-from witune.data.weights import weight_pair
-from witune.errors import ConfigError
-from witune.flat_config import ConfigKeyError, FlatConfig, at_least, one_of, optional, parse_overrides
+from witune.data.weights import build_role_weights
+from witune.flat_config import FlatConfig, at_least, one_of, optional, parse_overrides
 from witune.loss.normalization import Normalization, normalization_problem
-from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields, check_weights
+from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields
 from witune.train.precision import BF16_WEIGHTS_NEEDS_LORA, PRECISIONS
 from witune.train.trackers import TRACKERS
 from witune.train.trackers import unknown as unknown_trackers
@@ -129,8 +129,9 @@ class _Head(FlatConfig):
     (tokens x vocab) logits: the memory peak of large vocabularies. Zero-weight tokens are skipped entirely."""
     loss_backend: str = "auto"
     """Kernel of the chunked loss: auto (fused Liger / cut-cross-entropy kernel on CUDA when installed, else
-    torch), torch (witune's chunked autograd function, any device), liger or cce (that package's fused kernel;
-    CUDA only, an error when it is not installed). Used only with chunked_loss: true."""
+    torch, and torch for batches of more than 8 distinct token weights), torch (witune's chunked autograd
+    function, any device), liger or cce (that package's fused kernel; CUDA only, an error when it is not
+    installed or a batch has more than 8 distinct weights). Used only with chunked_loss: true."""
     dynamic_weight: str = "none"
     """Dynamic token weight on top of the static weights: none, dft (each token's loss times its detached
     probability, arXiv 2508.05629; TRL's loss_type dft), or a rule of your own as a component path
@@ -246,32 +247,26 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
     def validate(self) -> TrainConfig:
         """Check values that no type can express; raises ConfigError naming the key."""
         super().validate()
-        weights = {"prompt_weight": self.prompt_weight, "response_weight": self.response_weight, "plw": self.plw}
-        check_weights(
-            {
-                **weights,
-                **{f"role_weights.{r}": w for r, w in self.role_weights.items()},
-                **{f"span_weights.{k}": w for k, w in self.span_weights.items()},
-            },
-            self.allow_weight_above_one,
-        )
-        try:
-            self.role_weights_obj()  # unknown roles and span kinds, malformed span markers
-        except ConfigError as e:
-            raise ConfigKeyError("span_weights" if "span" in str(e) else "role_weights", str(e)) from None
+        # ranges, unknown roles and span kinds, malformed span markers: errors keyed by the setting at fault
+        for warning in self._built_weights()[1]:
+            print(f"warning: {warning}", file=sys.stderr)
         return self
 
     def role_weights_obj(self):
         """The `RoleWeights` these loss settings mean (PLW overrides prompt/response)."""
-        from witune.data import RoleWeights
-        from witune.data.weights import DEFAULT_SPAN_MARKERS
+        return self._built_weights()[0]
 
-        markers = {**DEFAULT_SPAN_MARKERS, **{k: tuple(v) for k, v in self.span_markers.items()}}
-        return RoleWeights(
-            *weight_pair(self.prompt_weight, self.response_weight, self.plw),
-            dict(self.role_weights),
-            dict(self.span_weights),
-            markers,  # checked by RoleWeights: two strings each
+    def _built_weights(self):
+        return build_role_weights(
+            self.prompt_weight,
+            self.response_weight,
+            self.plw,
+            self.role_weights,
+            self.span_weights,
+            self.span_markers,
+            allow_above_one=self.allow_weight_above_one,
+            hint="set allow_weight_above_one: true",
+            label=lambda key, item: f"config key '{key}'" if item is None else f"config key '{key}.{item}'",
         )
 
 

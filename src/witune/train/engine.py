@@ -43,7 +43,7 @@ from witune.loss import (
 from witune.loss.chunked import weighted_nll_from_hidden
 from witune.train import distributed, runfolder, setup, trackers
 from witune.train.batches import Schedule
-from witune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from witune.train.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
 from witune.train.config import TrainConfig, config_dict, to_yaml
 from witune.train.metrics import SUM_KEYS, MetricsLog, logged_sums, postfix, progress_bar, step_metrics
 from witune.train.precision import autocast_dtype
@@ -143,10 +143,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
         resumed_from = latest_checkpoint(ckpt_root)
         if resumed_from is not None:
             # Checked from the JSON state before load_state unpickles anything of the checkpoint.
-            state = runfolder.read_state(resumed_from)
+            state = CheckpointState.read(resumed_from)
             runfolder.check_resume(
                 resumed_from,
-                state.get("config") or runfolder.previous_config(out),
+                state.config or runfolder.previous_config(out),
                 cfg,
                 state,
                 fingerprint,
@@ -154,14 +154,14 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
                 schedule.global_batch,
                 total,
             )
-            start = int(load_checkpoint(acc, resumed_from)["step"])
+            start = int(load_checkpoint(acc, resumed_from).step or 0)
             if cfg.fsdp:
                 distributed.load_sharded(model, optimizer, resumed_from)
             lr = runfolder.sync_learning_rate(scheduler)
             acc.print(f"resuming from {resumed_from} (step {start}/{total})")
-            if state.get("total_steps") not in (None, total):
+            if state.total_steps not in (None, total):
                 acc.print(
-                    f"the run's length changed from {state['total_steps']} to {total} optimizer steps: the "
+                    f"the run's length changed from {state.total_steps} to {total} optimizer steps: the "
                     f"learning-rate schedule is recomputed for {total} steps; step {start + 1} runs at lr {lr:.3g}"
                 )
         else:
@@ -239,16 +239,16 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Tr
                 acc,
                 ckpt_root,
                 step + 1,
-                {
-                    "step": step + 1,
-                    "epoch": epoch,
-                    "step_in_epoch": in_epoch + 1,
-                    "total_steps": total,
-                    "config": config_dict(cfg),
-                    "rows": len(units),
-                    "data_sha256": fingerprint,
-                    "global_batch": schedule.global_batch,
-                },
+                CheckpointState(
+                    step=step + 1,
+                    epoch=epoch,
+                    step_in_epoch=in_epoch + 1,
+                    total_steps=total,
+                    config=config_dict(cfg),
+                    rows=len(units),
+                    data_sha256=fingerprint,
+                    global_batch=schedule.global_batch,
+                ),
                 keep=cfg.save_total_limit,
                 save_extra=(lambda folder: distributed.save_sharded(model, optimizer, folder)) if cfg.fsdp else None,
             )

@@ -14,7 +14,6 @@ it belongs to.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from array import array
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from witune.errors import ConfigError
 from witune.flat_config import FlatConfig
+from witune.train.checkpoint import CheckpointState
 from witune.train.config import TrainConfig, config_dict, load_config
 
 # What a run writes into its folder (all that --overwrite removes; anything else there is left alone).
@@ -117,12 +117,6 @@ def previous_config(out: Path, config_cls: type[FlatConfig] = TrainConfig) -> di
         ) from None
 
 
-def read_state(checkpoint: Path) -> dict[str, Any]:
-    from witune.train.checkpoint import STATE_FILE
-
-    return json.loads((checkpoint / STATE_FILE).read_text())
-
-
 def _stored(key: str, value: Any) -> Any:
     """A setting as a checkpoint stored it, in today's terms: checkpoints from before bfd packing hold `pack` as
     a bool, and their true was in-order greedy packing (resume those with `pack: greedy`)."""
@@ -145,7 +139,7 @@ def check_resume(
     where: Path,
     old: dict[str, Any] | None,
     new: FlatConfig,
-    state: dict[str, Any] | None = None,
+    state: CheckpointState | None = None,
     fingerprint: str | None = None,
     rows: int | None = None,
     global_batch: int | None = None,
@@ -153,20 +147,20 @@ def check_resume(
 ) -> None:
     """Refuse a resume that would continue a different run; the message names every difference."""
     diffs = differing_settings(old, new) if old is not None else []
-    state = state or {}
-    if fingerprint is not None and state.get("data_sha256") not in (None, fingerprint):
+    state = state or CheckpointState()
+    if fingerprint is not None and state.data_sha256 not in (None, fingerprint):
         diffs.append(
-            f"the training data itself ({state.get('rows')} rows -> {rows} rows, or other tokens: the "
+            f"the training data itself ({state.rows} rows -> {rows} rows, or other tokens: the "
             "file's content, the tokenizer or the packing changed)"
         )
-    if global_batch is not None and state.get("global_batch") not in (None, global_batch):
-        diffs.append(f"global batch (batch size x accumulation x processes) {state['global_batch']} -> {global_batch}")
+    if global_batch is not None and state.global_batch not in (None, global_batch):
+        diffs.append(f"global batch (batch size x accumulation x processes) {state.global_batch} -> {global_batch}")
     if diffs:
         raise ConfigError(
             f"cannot resume from {where}: it was trained with other settings: {'; '.join(diffs)}. "
             "Resume with the same settings, or start over with --overwrite (or another output_dir)"
         )
-    step = state.get("step")
+    step = state.step
     if total is not None and step is not None and int(step) > total:
         raise ConfigError(
             f"cannot resume from {where}: it is at step {step}, past the {total} steps now "

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from witune.analysis import paired
 from witune.atomic import atomic_savefig, atomic_write_text
+from witune.eval.local_tasks import CHANCE
 from witune.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -350,8 +351,9 @@ def headline(result: DemoResult) -> list[str]:
         # each model's accuracy with its own binomial SE; the difference uses the paired SE
         each = ", ".join(f"{n} {sum(v) / len(v):.3f} ± {paired.binomial_se(v):.3f}" for n, v in accs.items())
         same = " (every item answered alike)" if acc.identical else ""
+        chance = f", chance {CHANCE[task]}" if task in CHANCE else ""  # no claim for a benchmark not in the table
         lines.append(
-            f"{task} accuracy (0-shot, {acc.n} items, chance 0.5): {each}. {alt} minus {ref} = "
+            f"{task} accuracy (0-shot, {acc.n} items{chance}): {each}. {alt} minus {ref} = "
             f"{acc.diff:+.3f} ± {acc.se:.3f} (paired SE over the same items){same}: {acc.verdict}."
         )
     diag = {s.name: s.heldout_prompt_nll for s in result.settings}
