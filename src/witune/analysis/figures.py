@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from witune.analysis.aggregate import TASK
 from witune.analysis.plw import P, QuadFit, plw_rows, to_wp
 from witune.plotting import plot_text
 
 
 def aggregate_figure(agg: pd.DataFrame, rel: pd.DataFrame | None = None):
     """Simple and relative aggregate against wp, one line per model x dataset (PLW paper Figure 1), with error
-    bars of +-1 SE over seeds where a configuration has >= 2 (``rel``: the per-run scores).
+    bars of +-1 SE over seeds where a configuration has >= 2 (``rel``: the per-run scores), else of +-1 SE over
+    the test items from the scores' ``stderr`` (one seed: what the evaluation itself says about its noise).
 
     Uses the configurations with response weight 1; None when there are fewer than 2 such weights. The relative
     aggregate keeps its [0, 1] axis and the simple aggregate's axis spans at least +-3 SE, so a difference within
@@ -22,17 +24,17 @@ def aggregate_figure(agg: pd.DataFrame, rel: pd.DataFrame | None = None):
     data = agg[np.isclose(agg["response_weight"], 1.0)]
     if data["prompt_weight"].nunique() < 2:
         return None
-    spread = _seed_se(rel)
+    seeds, items = _seed_se(rel), _item_se(rel)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ticks = sorted(data["prompt_weight"].unique())
-    bars = False
+    bars: set[str] = set()
     for ax, col, title in zip(axes, ["simple", "relative"], ["simple aggregate", "relative aggregate"]):
         half = []
         for (model, dataset), part in data.groupby(["model", "dataset"]):
             mean = part.groupby("prompt_weight")[col].mean()
-            se = spread.get((model, dataset, col))
-            err = None if se is None else se.reindex(mean.index).to_numpy(float)
-            bars = bars or (err is not None and bool(np.isfinite(err).any()))
+            err, kind = _error(seeds.get((model, dataset, col)), items.get((model, dataset, col)), mean.index)
+            if kind:
+                bars.add(kind)
             ax.errorbar(
                 to_wp(mean.index.to_numpy(float)),
                 mean.to_numpy(),
@@ -52,10 +54,49 @@ def aggregate_figure(agg: pd.DataFrame, rel: pd.DataFrame | None = None):
             ax.set_ylim(min(lo, centre - need), max(hi, centre + need))
         ax.set_xticks(to_wp(np.asarray(ticks, float)), [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
         ax.set_xlabel("prompt loss weight (wp = PLW^0.30103 scale)")
-        ax.set_title(title + (" (±1 SE over seeds)" if bars else " (one seed: no error bars)"), fontsize=9)
+        ax.set_title(title + _bars_label(bars), fontsize=9)
     axes[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def _error(seed: pd.Series | None, item: pd.Series | None, index: pd.Index) -> tuple[np.ndarray | None, str]:
+    """Per prompt weight: the SE over seeds where there is one, else the SE over test items; and which it is."""
+    err, kind = np.full(len(index), np.nan), ""
+    for se, name in ((seed, "seeds"), (item, "test items")):
+        values = np.full(len(index), np.nan) if se is None else se.reindex(index).to_numpy(float)
+        fill = np.isnan(err) & np.isfinite(values)
+        if fill.any():
+            err[fill], kind = values[fill], kind or name
+    return (err, kind) if kind else (None, "")
+
+
+def _bars_label(kinds: set[str]) -> str:
+    if not kinds:
+        return " (one seed, no stderr: no error bars)"
+    return " (±1 SE over " + " / ".join(sorted(kinds, key=["seeds", "test items"].index)) + ")"
+
+
+def _item_se(rel: pd.DataFrame | None) -> dict[tuple[str, str, str], pd.Series]:
+    """(model, dataset, aggregate) -> SE over the test items of the aggregate, by prompt weight (lambda_r = 1),
+    from the scores' ``stderr`` (NaN where one is missing). The aggregate is a mean of its scores, so its SE is
+    sqrt(sum of their SE^2) / n; on the relative scale each SE is divided by its benchmark's min-max span (the
+    span is taken as fixed), which is exactly how far min-max scaling stretches the noise too."""
+    if rel is None or rel.empty or "stderr" not in rel.columns:
+        return {}
+    tuned = rel[rel["prompt_weight"].notna() & np.isclose(rel["response_weight"], 1.0)]
+    every = rel[rel["prompt_weight"].notna()]
+    span = every.groupby(["dataset", *TASK])["score"].agg(np.ptp).rename("_span")
+    data = tuned.join(span, on=["dataset", *TASK])
+    out = {}
+    for col in ("simple", "relative"):
+        sel = data[data["higher_is_better"].astype(bool)] if col == "simple" else data
+        scale = 1.0 if col == "simple" else sel["_span"].where(sel["_span"] > 0)
+        per = ((sel["stderr"] / scale) ** 2).groupby([sel["model"], sel["dataset"], sel["prompt_weight"]])
+        se = (np.sqrt(per.sum(min_count=1)) / per.size()).where(per.count() == per.size())  # any missing: no bar
+        for (model, dataset), part in se.groupby(level=[0, 1]):
+            out[(model, dataset, col)] = part.droplevel([0, 1])
+    return out
 
 
 def _seed_se(rel: pd.DataFrame | None) -> dict[tuple[str, str, str], pd.Series]:

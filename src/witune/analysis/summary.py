@@ -127,19 +127,9 @@ def analyze(
         stage(f"PLW fit [{eng.name}]", n_fits * (1 + n_boot), n_fits * (1 + n_boot))
     if not fits:
         notes.append("Fewer than 3 prompt weights with response weight 1: PLW fit skipped.")
-    gam_res = None
-    if "rg" in rel.columns:
-        stage(f"GAM [{eng.name}]")
-        fitter = eng
-        if rows["rg"].nunique() < eng.min_rg_levels:
-            notes.append(
-                f"the {eng.name} engine's GAM needs at least {eng.min_rg_levels} distinct Rg; "
-                "it was fitted with the Python engine (pygam) instead."
-            )
-            fitter = engines.python_engine()
-        gam_res = fitter.fit_gam(rows)
-    if gam_res is None:
-        notes.append("The Rg GAM needs an `rg` column and at least 2 datasets with different Rg.")
+    gam_res, gam_note = _fit_gam(eng, rel, rows, stage)
+    if gam_note:
+        notes.append(gam_note)
     stage("correlations and the noise guard")
     feats = correlations.features_from_results(bench)
     if features is not None:
@@ -169,6 +159,36 @@ def analyze(
         stages=stages.stage_gains(df, dpo) if dpo is not None else None,
         robustness=stages.robustness_table(df),
     )
+
+
+def _fit_gam(
+    eng: engines.Engine, rel: pd.DataFrame, rows: pd.DataFrame, stage: Callable[..., None]
+) -> tuple[gam.GamResult | None, str]:
+    """The Rg GAM and the note that says which engine fitted it, or plainly why it was not fitted."""
+    if "rg" not in rel.columns:
+        return None, "The Rg GAM was not fitted: the results have no `rg` column (one generation ratio per dataset)."
+    n_rg = int(rows["rg"].nunique())
+    fitter, note = eng, ""
+    if n_rg < eng.min_rg_levels:
+        fallback = engines.python_engine()
+        if eng.name == fallback.name or n_rg < fallback.min_rg_levels:
+            # no engine can fit it: say so, never name an engine that "fitted" nothing
+            return None, (
+                f"The Rg GAM was not fitted: it needs at least {fallback.min_rg_levels} distinct Rg "
+                f"(datasets with different generation ratios); the sweep has {n_rg}."
+            )
+        fitter = fallback
+        note = (
+            f"The {eng.name} engine's GAM needs at least {eng.min_rg_levels} distinct Rg (the sweep has {n_rg}), "
+            "so the GAM was fitted with the Python engine (pygam) instead."
+        )
+    stage(f"GAM [{fitter.name}]")
+    res = fitter.fit_gam(rows)
+    if res is None:
+        return None, (
+            "The Rg GAM was not fitted: it needs at least 3 prompt weights with response weight 1 and 2 distinct Rg."
+        )
+    return res, note
 
 
 def _stages(progress: Progress | None) -> Callable[..., None]:

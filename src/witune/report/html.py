@@ -133,6 +133,10 @@ def wit_section(a: Analysis) -> str:
         _reading(readings.wit_reading(a)),
         fig_to_img(wit.heatmap_figure(a.gains), "WIT heatmaps"),
         "<h3>Where the optimum lies</h3>",
+        _reading(
+            "Counts of the best measured cell of each model × dataset × benchmark combination. "
+            + readings.optimum_evidence(a)
+        ),
         table(a.optimum_counts),
     )
 
@@ -162,10 +166,14 @@ def gam_section(a: Analysis) -> str:
 
 
 def correlations_section(a: Analysis) -> str:
+    title, reading = "Correlations with the optimal prompt weight", _reading(readings.correlation_reading(a))
+    if a.correlations.empty:  # the one sentence says why; no empty or unexplained tables
+        return _section(title, reading)
     return _section(
-        "Correlations with the optimal prompt weight",
-        _reading(readings.correlation_reading(a)),
+        title,
+        reading,
         table(a.correlations),
+        "<h3>Mean optimal prompt weight per dataset, benchmark and model</h3>",
         table(a.mean_optima),
     )
 

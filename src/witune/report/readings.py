@@ -16,10 +16,15 @@ def _w(x: float) -> str:
 def aggregate_reading(a: Analysis) -> str:
     parts = []
     for _, row in a.best.iterrows():
+        cell = f"({_w(row['prompt_weight'])}, {_w(row['response_weight'])})"
+        ties = tied_with(a, row)
+        top = (
+            f"the top relative aggregate, {row['relative']:.2f}, is a tie between {cell} and {', '.join(ties)}"
+            if ties
+            else f"the best configuration is (λp, λr) = {cell} with a relative aggregate of {row['relative']:.2f}"
+        )
         parts.append(
-            f"for {row['model']} on {row['dataset']} the best configuration is "
-            f"(λp, λr) = ({_w(row['prompt_weight'])}, {_w(row['response_weight'])}) "
-            f"with a relative aggregate of {row['relative']:.2f} (1 = best run on every task); "
+            f"for {row['model']} on {row['dataset']} {top} (1 = best run on every task); "
             f"against {row.get('reference') or 'the others'} on raw scores: {row.get('evidence', 'not checked')}"
         )
     base = (
@@ -49,12 +54,30 @@ def wit_reading(a: Analysis) -> str:
     best = mean.groupby(level=[0, 1]).max()
     counts = {r["region"]: r for _, r in a.optimum_counts.iterrows()}
     nz = counts[REGIONS["prompt_helps"]]
-    return (
-        f"The best cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
+    lead = (
+        f"The best measured cell beats conventional tuning by {100 * best.mean():.1f}% on average over "
         f"model × dataset panels (largest {100 * best.max():.1f}%). In {nz['count']} of {nz['of']} "
-        f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best prompt weight is "
-        "non-zero, i.e. ignoring prompt tokens was not optimal there. These are point estimates: whether a "
-        "lead is more than noise is what the noise guard of the aggregates section says."
+        f"model × dataset × benchmark combinations ({100 * nz['share']:.0f}%) the best measured prompt weight is "
+        "non-zero. "
+    )
+    return lead + optimum_evidence(a)
+
+
+def optimum_evidence(a: Analysis) -> str:
+    """What the optimum counts are worth: the noise guard's verdict (the one the recommendation uses), since the
+    counts and gains are point estimates of each combination's best cell."""
+    panels = len(a.best)
+    beyond = int(a.best["distinguishable"].astype(bool).sum()) if "distinguishable" in a.best else 0
+    if beyond == 0:
+        where = "the one model × dataset panel" if panels == 1 else f"each of the {panels} model × dataset panels"
+        return (
+            f"These are point estimates, and within noise: in {where} the noise guard found no configuration "
+            "better than the reference beyond noise, so they do not show that ignoring prompt tokens (or any "
+            "other cell) was not optimal."
+        )
+    return (
+        f"These are point estimates; the noise guard found a configuration better than the reference beyond noise "
+        f"in {beyond} of {panels} model × dataset panels (the others are within noise)."
     )
 
 
@@ -105,16 +128,27 @@ def gam_reading(a: Analysis) -> str:
 
 def correlation_reading(a: Analysis) -> str:
     if a.correlations.empty:
-        return (
-            "No correlations: they need numeric dataset / benchmark / model features (for example `rg`) "
-            "and at least 3 combinations."
-        )
+        return "No correlations: " + _why_no_correlation(a) + "."
     top = a.correlations.reindex(a.correlations["spearman"].abs().sort_values(ascending=False).index).iloc[0]
     direction = "higher" if top["spearman"] > 0 else "lower"
     return (
         f"The strongest link: {top['level']} feature `{top['feature']}` (Spearman {top['spearman']:+.2f}, "
         f"p = {top['p_spearman']:.2g}, n = {top['n']} distinct {top['level']}s): larger values go with a "
         f"{direction} optimal prompt weight."
+    )
+
+
+def _why_no_correlation(a: Analysis) -> str:
+    units = {level: a.optima[level].nunique() for level in ("dataset", "benchmark", "model")}
+    have = ", ".join(f"{n} {level}{'s' if n != 1 else ''}" for level, n in units.items())
+    if all(n < 3 for n in units.values()):
+        return (
+            f"a rank correlation with the optimal prompt weight needs at least 3 datasets, benchmarks or models "
+            f"with different feature values (such as `rg`), and the sweep has {have}"
+        )
+    return (
+        f"the sweep has {have}, but no numeric feature (such as `rg`) varies over 3 or more of them "
+        "with different optimal prompt weights"
     )
 
 
@@ -134,6 +168,30 @@ def dynamics_reading(a: Analysis) -> str:
     )
 
 
+def tied_with(a: Analysis, row) -> list[str]:
+    """The other tuned configurations of ``row``'s panel whose relative aggregate equals the best's."""
+    agg = a.aggregates
+    panel = agg[(agg["model"] == row["model"]) & (agg["dataset"] == row["dataset"]) & agg["prompt_weight"].notna()]
+    same = panel[np.isclose(panel["relative"], row["relative"])]
+    me = np.isclose(same["prompt_weight"], row["prompt_weight"]) & np.isclose(
+        same["response_weight"], row["response_weight"]
+    )
+    others = same[~(me & (same["normalization"] == row["normalization"]))]
+    return [f"({_w(r['prompt_weight'])}, {_w(r['response_weight'])})" for _, r in others.iterrows()]
+
+
+def _is_it_reason(a: Analysis, row) -> str:
+    ties = tied_with(a, row)
+    if ties:
+        # min-max over a few runs: a tie at the top is no ranking at all, and says nothing of noise either
+        return (
+            f"a tie, not a best: it ties with {', '.join(ties)} at a relative aggregate of {row['relative']:.2f} "
+            "(min-max over so few runs: each leads on some benchmark), so no configuration beat conventional "
+            "tuning in this sweep"
+        )
+    return "highest relative aggregate in this sweep; no other configuration leads it"
+
+
 def recommendation(a: Analysis) -> list[str]:
     """One sentence per model x dataset. Another configuration than conventional tuning (0, 1) is recommended
     only when the noise guard (``witune.analysis.noise``) found it better beyond noise; otherwise keep (0, 1).
@@ -148,7 +206,7 @@ def recommendation(a: Analysis) -> list[str]:
         if bool(row.get("distinguishable", False)):
             text = head + f"train with {cell} ({evidence}"
         elif evidence == IS_IT:
-            text = head + "keep conventional tuning (0, 1) (best relative aggregate in this sweep"
+            text = head + "keep conventional tuning (0, 1) (" + _is_it_reason(a, row)
         elif reference == "(0, 1)":
             text = (
                 head + "keep conventional tuning (0, 1): no configuration beat it beyond noise (best measured "
