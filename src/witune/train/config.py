@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from witune import flat_config
 from witune.data.collate import packing_problem, parse_packing
 from witune.data.weights import build_role_weights
+from witune.errors import ConfigError
 from witune.flat_config import FlatConfig, at_least, one_of, optional, parse_overrides
 from witune.loss.normalization import Normalization, normalization_problem
 from witune.train.fields import LoraFields, OptimizerFields, RuntimeFields
