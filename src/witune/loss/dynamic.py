@@ -108,7 +108,8 @@ def dynamic_weight(spec: str | DynamicWeight | None, args: Mapping[str, Any] | N
             except TypeError as e:
                 raise ConfigError(f"dynamic weight {spec!r}: cannot be built with {dict(args or {})}: {e}") from None
     raise ConfigError(
-        f"dynamic weight must be 'none', one of {sorted(DYNAMIC_WEIGHTS)} or a component 'module:Class', got {spec!r}"
+        f"dynamic weight must be 'none' or one of {sorted(DYNAMIC_WEIGHTS)}, got {spec!r} (or a rule of your own: "
+        "'package.module:Class')"
     )
 
 

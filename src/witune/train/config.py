@@ -228,8 +228,6 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
             yield "template", f"must be one of {TEMPLATES}"
         if self.loss_backend not in BACKENDS:
             yield "loss_backend", f"must be one of {BACKENDS}"
-        elif self.chunked_loss and (missing := missing_backend(self.loss_backend)):
-            yield "loss_backend", f"{missing}, which is not installed"
         from witune.loss import DYNAMIC_WEIGHTS
 
         names = ("none", *sorted(DYNAMIC_WEIGHTS))
@@ -243,6 +241,9 @@ class TrainConfig(RuntimeFields, LoraFields, _TrainOptimizer, _Head):
                 f"needs per-token probabilities, which loss_backend {self.loss_backend!r} does not give: "
                 "use loss_backend torch or auto",
             )
+        # after the contradiction above: installing the package would not make that config work
+        if self.loss_backend in BACKENDS and self.chunked_loss and (missing := missing_backend(self.loss_backend)):
+            yield "loss_backend", f"{missing}, which is not installed"
         yield from super().problems()
 
     def validate(self) -> TrainConfig:
